@@ -1,0 +1,131 @@
+//! What every model-running command shares: resolving a model name or path, threads, device
+//! and the weight policy.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use clap::{Args, ValueEnum};
+use effbench_core::{AsStored, Dequantize, LoadedModel, WeightPolicy};
+
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// A known model name (see `effbench fetch --list`; fetched on first use) or a path to a
+    /// .gguf file, a .safetensors file, or a Hugging Face model directory.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Weight format at run time: as the checkpoint stores it, or dequantized to a dense dtype
+    /// (the "f16 baseline" of a model published only quantized).
+    #[arg(long, value_enum, default_value_t = WeightsArg::AsStored)]
+    pub weights: WeightsArg,
+    /// Kernel threads; 0 uses every logical core.
+    #[arg(long, short, default_value_t = 0)]
+    pub threads: usize,
+    /// auto picks a CUDA GPU when built with `cuda` and a driver answers, else the CPU.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl Default for ModelArgs {
+    fn default() -> Self {
+        Self {
+            model: DEFAULT_MODEL.into(),
+            weights: WeightsArg::AsStored,
+            threads: 0,
+            device: "auto".into(),
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightsArg {
+    AsStored,
+    F16,
+    F32,
+}
+
+impl WeightsArg {
+    pub fn policy(self) -> Box<dyn WeightPolicy> {
+        match self {
+            Self::AsStored => Box::new(AsStored),
+            Self::F16 => Box::new(Dequantize(DType::F16)),
+            Self::F32 => Box::new(Dequantize(DType::F32)),
+        }
+    }
+}
+
+pub fn select_device(spec: &str) -> Result<Device> {
+    match spec {
+        "auto" => {
+            eprintln!("device: cpu (auto: this build has no `cuda` feature)");
+            Ok(Device::Cpu)
+        }
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => bail!(
+            "device `{s}` needs a build with the `cuda` feature (hint: cargo build --release --features cuda, or use --device cpu)"
+        ),
+        other => bail!("unknown device `{other}` (expected auto, cpu or cuda[:N])"),
+    }
+}
+
+/// A known asset name is fetched on first use; anything else must be an existing path.
+pub fn resolve_model_path(model: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(model);
+    if path.exists() {
+        return Ok(path);
+    }
+    match effbench_assets::lookup(model) {
+        Ok(_) => effbench_assets::fetch(model, &effbench_assets::FetchOptions::default())
+            .with_context(|| format!("fetching model `{model}`")),
+        Err(_) => {
+            let known: Vec<&str> = effbench_assets::known()
+                .iter()
+                .filter(|a| a.kind == effbench_assets::AssetKind::Model)
+                .map(|a| a.name.as_str())
+                .collect();
+            bail!(
+                "unknown model `{model}`: not a file and not a known name (known: {}; or pass a path to a .gguf or model directory)",
+                known.join(", ")
+            )
+        }
+    }
+}
+
+pub struct Session {
+    pub loaded: LoadedModel,
+    pub threads: usize,
+    pub load_seconds: f64,
+}
+
+pub fn load_model(args: &ModelArgs) -> Result<Session> {
+    let threads = effbench_core::threads::set_threads(args.threads);
+    let device = select_device(&args.device)?;
+    let path = resolve_model_path(&args.model)?;
+    let policy = args.weights.policy();
+    let start = std::time::Instant::now();
+    let loaded = effbench_core::load(&path, policy.as_ref(), &device)?;
+    Ok(Session {
+        loaded,
+        threads,
+        load_seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+pub fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The text file, or a known dataset name fetched on first use.
+pub fn resolve_text(file: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(file);
+    if path.exists() {
+        return Ok(path);
+    }
+    if effbench_assets::lookup(file).is_ok() {
+        return effbench_assets::fetch(file, &effbench_assets::FetchOptions::default())
+            .with_context(|| format!("fetching `{file}`"));
+    }
+    bail!("text file `{file}` not found (hint: pass a path, or `wikitext-2` to fetch WikiText-2)")
+}

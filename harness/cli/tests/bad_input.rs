@@ -1,0 +1,151 @@
+//! Bad input gets a one-line error naming the cause and a non-zero exit, never a panic.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::Tensor;
+use effbench_core::testing::{tiny_config, tiny_weights};
+use effbench_core::Architecture;
+
+fn effbench(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_effbench"))
+        .args(args)
+        .env("EFFBENCH_CACHE", std::env::temp_dir().join("effbench-bad-input-cache"))
+        .output()
+        .expect("run effbench");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn assert_one_line_error(stderr: &str, needle: &str) {
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "want exactly one error line, got: {stderr}");
+    assert!(
+        errors[0].contains(needle),
+        "error line should mention `{needle}`: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn write_gguf(path: &Path, skip: Option<&str>) {
+    let cfg = tiny_config(Architecture::Llama);
+    let weights = tiny_weights(&cfg, 7);
+    let q: Vec<(String, QTensor)> = weights
+        .iter()
+        .filter(|(n, _)| Some(n.as_str()) != skip)
+        .map(|(n, t)| (n.clone(), QTensor::quantize(t, GgmlDType::F32).unwrap()))
+        .collect();
+    let md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String("llama".into())),
+        ("llama.embedding_length".into(), Value::U32(64)),
+        ("llama.feed_forward_length".into(), Value::U32(128)),
+        ("llama.block_count".into(), Value::U32(3)),
+        ("llama.attention.head_count".into(), Value::U32(4)),
+        ("llama.attention.head_count_kv".into(), Value::U32(2)),
+    ];
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut f = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
+}
+
+#[test]
+fn truncated_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    write_gguf(&path, None);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let (code, err) = effbench(&["generate", "-m", path.to_str().unwrap(), "-p", "hi"]);
+    assert_ne!(code, 0);
+    assert_one_line_error(&err, "truncated");
+}
+
+#[test]
+fn gguf_with_wrong_magic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    std::fs::write(&path, b"GGUXnot really a model at all").unwrap();
+    let (code, err) = effbench(&["generate", "-m", path.to_str().unwrap(), "-p", "hi"]);
+    assert_ne!(code, 0);
+    assert_one_line_error(&err, "wrong magic");
+}
+
+#[test]
+fn gguf_missing_a_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    write_gguf(&path, Some("blk.1.ffn_up.weight"));
+    let (code, err) = effbench(&["generate", "-m", path.to_str().unwrap(), "-p", "hi"]);
+    assert_ne!(code, 0);
+    assert_one_line_error(&err, "blk.1.ffn_up.weight");
+}
+
+#[test]
+fn gguf_without_tokenizer_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    write_gguf(&path, None);
+    let (code, err) = effbench(&["generate", "-m", path.to_str().unwrap(), "-p", "hi"]);
+    assert_ne!(code, 0);
+    assert_one_line_error(&err, "tokenizer");
+}
+
+fn write_safetensors_dir(dir: &Path) {
+    let cfg = tiny_config(Architecture::Llama);
+    std::fs::write(dir.join("config.json"), cfg.to_hf_config_json().to_string()).unwrap();
+    let tensors: HashMap<String, Tensor> = tiny_weights(&cfg, 7)
+        .into_iter()
+        .map(|(k, v)| (effbench_core::source::hf_name(&k).unwrap(), v))
+        .collect();
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn safetensors_without_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    write_safetensors_dir(dir.path());
+    let (code, err) = effbench(&["generate", "-m", dir.path().to_str().unwrap(), "-p", "hi"]);
+    assert_ne!(code, 0);
+    assert_one_line_error(&err, "tokenizer.json");
+}
+
+#[test]
+fn safetensors_header_that_lies_about_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    write_safetensors_dir(dir.path());
+    // A minimal tokenizer so the failure is the weights, not the tokenizer.
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        r#"{"version":"1.0","model":{"type":"WordLevel","vocab":{"a":0,"[UNK]":1},"unk_token":"[UNK]"}}"#,
+    )
+    .unwrap();
+    let file = dir.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Drop the last quarter of the data while the header still promises all of it.
+    bytes.truncate(bytes.len() * 3 / 4);
+    std::fs::write(&file, bytes).unwrap();
+    let (code, err) = effbench(&["generate", "-m", dir.path().to_str().unwrap(), "-p", "hi"]);
+    assert_ne!(code, 0);
+    assert_one_line_error(&err, "safetensors");
+}
+
+#[test]
+fn unknown_model_name() {
+    let (code, err) = effbench(&["generate", "-m", "no-such-model-7b", "-p", "hi"]);
+    assert_ne!(code, 0);
+    assert_one_line_error(&err, "unknown model `no-such-model-7b`");
+    assert!(err.contains("smollm2-135m-instruct"), "lists known names: {err}");
+}
+
+#[test]
+fn unknown_asset_for_fetch() {
+    let (code, err) = effbench(&["fetch", "no-such-dataset"]);
+    assert_ne!(code, 0);
+    assert_one_line_error(&err, "no-such-dataset");
+}

@@ -1,0 +1,96 @@
+//! The runtime on real checkpoints, against llama.cpp's figures for the same files and text.
+//!
+//! These read assets from effbench's cache (`scripts/fetch-test-assets.sh` puts them there).
+//! Without them they skip, unless EFFBENCH_REQUIRE_ASSETS=1 (as in `scripts/test.sh` and CI),
+//! where a missing asset fails the test.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use effbench_core::decode::{DecodingStrategy, GenerateRequest, Greedy, PlainDecoding};
+use effbench_core::perplexity::{perplexity, PerplexityOptions};
+use effbench_core::{AsStored, ContiguousKvCache, Dequantize, KvShape, WeightPolicy};
+
+fn asset(name: &str) -> Option<PathBuf> {
+    if let Some(p) = effbench_assets::cached_path(name) {
+        return Some(p);
+    }
+    if std::env::var("EFFBENCH_REQUIRE_ASSETS").as_deref() == Ok("1") {
+        panic!("asset `{name}` is not cached (run scripts/fetch-test-assets.sh)");
+    }
+    eprintln!("skipping: asset `{name}` not cached (run scripts/fetch-test-assets.sh)");
+    None
+}
+
+fn smollm(policy: &dyn WeightPolicy) -> Option<effbench_core::LoadedModel> {
+    let path = asset("smollm2-135m-instruct")?;
+    Some(effbench_core::load(&path, policy, &Device::Cpu).expect("load SmolLM2"))
+}
+
+#[test]
+fn smollm2_says_paris() {
+    let Some(m) = smollm(&AsStored) else { return };
+    let prompt = m.encode("The capital of France is").unwrap();
+    let mut cache = ContiguousKvCache::new(KvShape::of(m.model.config()), 64, &Device::Cpu);
+    let out = PlainDecoding::new(Greedy)
+        .generate(
+            &m.model,
+            &mut cache,
+            &GenerateRequest {
+                seq: 0,
+                prompt,
+                max_new_tokens: 4,
+                stop_tokens: m.stop_tokens(),
+                prefill_chunk: 0,
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    let text = m.decode(&out.tokens).unwrap();
+    assert!(text.starts_with(" Paris"), "continuation was {text:?}");
+}
+
+/// The setup: the first 512 tokens of WikiText-2 raw test, no BOS, every token from the
+/// second on scored given all before it, in one window.
+fn wikitext_512_ppl(m: &effbench_core::LoadedModel) -> Option<f64> {
+    let path = asset("wikitext-2")?;
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut end = 8192;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let tokens = m.encode(&text[..end]).unwrap();
+    assert!(tokens.len() >= 512);
+    let opts = PerplexityOptions {
+        ctx: 512,
+        max_chunks: Some(1),
+        first_scored: 0,
+        batch: 512,
+    };
+    let r = perplexity(&m.model, &tokens[..512], &opts, |_, _, _| {}, |_, _| {}).unwrap();
+    assert_eq!(r.scored_tokens, 511);
+    Some(r.perplexity)
+}
+
+fn assert_within(got: f64, want: f64, tol: f64) {
+    assert!(
+        (got / want - 1.0).abs() <= tol,
+        "perplexity {got:.4} is not within {:.0}% of llama.cpp's {want}",
+        tol * 100.0
+    );
+}
+
+#[test]
+fn q4_1_perplexity_matches_llama_cpp() {
+    let Some(m) = smollm(&AsStored) else { return };
+    let Some(ppl) = wikitext_512_ppl(&m) else { return };
+    assert_within(ppl, 20.40, 0.01);
+}
+
+#[test]
+fn f16_dequantized_perplexity_matches_llama_cpp() {
+    let Some(m) = smollm(&Dequantize(DType::F16)) else { return };
+    assert_eq!(m.model.label(), "f16, dequantized from Q4_1");
+    let Some(ppl) = wikitext_512_ppl(&m) else { return };
+    assert_within(ppl, 20.31, 0.01);
+}

@@ -1,0 +1,281 @@
+//! The decoder's shape, read from whichever checkpoint format the weights came in.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+
+/// The Llama-family variants one decoder covers; they differ only in the details recorded in
+/// [`ModelConfig`] (bias on q/k/v, tied head), so one code path serves all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    Llama,
+    Qwen2,
+}
+
+impl Architecture {
+    pub const SUPPORTED: &'static str = "llama, qwen2";
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "llama" | "llamaforcausallm" | "mistral" => Ok(Self::Llama),
+            "qwen2" | "qwen2forcausallm" => Ok(Self::Qwen2),
+            _ => Err(CoreError::UnsupportedArchitecture {
+                arch: name.to_string(),
+                supported: Self::SUPPORTED.to_string(),
+            }),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+        }
+    }
+}
+
+/// How RoPE pairs up the dimensions of a head. GGUF conversion permutes llama's q/k rows so that
+/// ggml can rotate adjacent pairs; Hugging Face checkpoints (and GGUF qwen2) rotate the two halves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RopeStyle {
+    Interleaved,
+    Halves,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_style: RopeStyle,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    pub qkv_bias: bool,
+}
+
+impl ModelConfig {
+    /// Reads the `<arch>.*` keys llama.cpp's converter writes.
+    pub fn from_gguf_metadata(md: &HashMap<String, Value>, vocab_size: usize) -> Result<Self> {
+        let arch_name = md
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .ok_or_else(|| CoreError::MissingMetadata {
+                key: "general.architecture".into(),
+            })?
+            .clone();
+        let architecture = Architecture::parse(&arch_name)?;
+        let get_u = |key: &str| -> Result<usize> {
+            let full = format!("{arch_name}.{key}");
+            md.get(&full)
+                .and_then(value_as_u64)
+                .map(|v| v as usize)
+                .ok_or(CoreError::MissingMetadata { key: full })
+        };
+        let get_f = |key: &str| -> Option<f64> {
+            md.get(&format!("{arch_name}.{key}")).and_then(|v| match v {
+                Value::F32(x) => Some(*x as f64),
+                Value::F64(x) => Some(*x),
+                _ => None,
+            })
+        };
+        let hidden_size = get_u("embedding_length")?;
+        let num_heads = get_u("attention.head_count")?;
+        let num_kv_heads = get_u("attention.head_count_kv").unwrap_or(num_heads);
+        let head_dim = get_u("attention.key_length").unwrap_or(hidden_size / num_heads);
+        let rope_style = match architecture {
+            Architecture::Llama => RopeStyle::Interleaved,
+            Architecture::Qwen2 => RopeStyle::Halves,
+        };
+        Ok(Self {
+            architecture,
+            hidden_size,
+            intermediate_size: get_u("feed_forward_length")?,
+            num_layers: get_u("block_count")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            vocab_size,
+            rms_norm_eps: get_f("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            rope_theta: get_f("rope.freq_base").unwrap_or(10_000.0),
+            rope_style,
+            max_position_embeddings: get_u("context_length").unwrap_or(4096),
+            // Decided by the loader from whether `output.weight` exists.
+            tie_word_embeddings: false,
+            qkv_bias: architecture == Architecture::Qwen2,
+        })
+    }
+
+    /// Reads a Hugging Face `config.json`.
+    pub fn from_hf_config_json(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| CoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bad = |detail: String| CoreError::BadConfig {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let raw: HfConfig = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let arch_name = raw
+            .model_type
+            .clone()
+            .or_else(|| raw.architectures.as_ref().and_then(|a| a.first().cloned()))
+            .ok_or_else(|| bad("neither `model_type` nor `architectures` is set".into()))?;
+        let architecture = Architecture::parse(&arch_name)?;
+        if raw.num_attention_heads == 0 || raw.hidden_size % raw.num_attention_heads != 0 {
+            return Err(bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                raw.hidden_size, raw.num_attention_heads
+            )));
+        }
+        Ok(Self {
+            architecture,
+            hidden_size: raw.hidden_size,
+            intermediate_size: raw.intermediate_size,
+            num_layers: raw.num_hidden_layers,
+            num_heads: raw.num_attention_heads,
+            num_kv_heads: raw.num_key_value_heads.unwrap_or(raw.num_attention_heads),
+            head_dim: raw
+                .head_dim
+                .unwrap_or(raw.hidden_size / raw.num_attention_heads),
+            vocab_size: raw.vocab_size,
+            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
+            rope_style: RopeStyle::Halves,
+            max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            qkv_bias: raw
+                .attention_bias
+                .unwrap_or(architecture == Architecture::Qwen2),
+        })
+    }
+
+    /// The Hugging Face `config.json` for this shape, so checkpoints we write load elsewhere too.
+    pub fn to_hf_config_json(&self) -> serde_json::Value {
+        let (model_type, class) = match self.architecture {
+            Architecture::Llama => ("llama", "LlamaForCausalLM"),
+            Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+        };
+        serde_json::json!({
+            "model_type": model_type,
+            "architectures": [class],
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": self.vocab_size,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.qkv_bias,
+            "torch_dtype": "float32",
+        })
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+
+    /// Bytes of K and V one token occupies across all layers, at `bytes_per_element`.
+    pub fn kv_bytes_per_token(&self, bytes_per_element: usize) -> usize {
+        2 * self.num_layers * self.kv_dim() * bytes_per_element
+    }
+}
+
+pub(crate) fn value_as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::U8(x) => Some(*x as u64),
+        Value::U16(x) => Some(*x as u64),
+        Value::U32(x) => Some(*x as u64),
+        Value::U64(x) => Some(*x),
+        Value::I8(x) if *x >= 0 => Some(*x as u64),
+        Value::I16(x) if *x >= 0 => Some(*x as u64),
+        Value::I32(x) if *x >= 0 => Some(*x as u64),
+        Value::I64(x) if *x >= 0 => Some(*x as u64),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HfConfig {
+    model_type: Option<String>,
+    architectures: Option<Vec<String>>,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    vocab_size: usize,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    max_position_embeddings: Option<usize>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_architecture_is_named() {
+        let err = Architecture::parse("gptneox").unwrap_err().to_string();
+        assert!(err.contains("gptneox") && err.contains("llama"), "{err}");
+    }
+
+    #[test]
+    fn hf_config_round_trips() {
+        let cfg = ModelConfig {
+            architecture: Architecture::Qwen2,
+            hidden_size: 64,
+            intermediate_size: 128,
+            num_layers: 2,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 16,
+            vocab_size: 100,
+            rms_norm_eps: 1e-6,
+            rope_theta: 1e6,
+            rope_style: RopeStyle::Halves,
+            max_position_embeddings: 256,
+            tie_word_embeddings: true,
+            qkv_bias: true,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, cfg.to_hf_config_json().to_string()).unwrap();
+        assert_eq!(ModelConfig::from_hf_config_json(&path).unwrap(), cfg);
+    }
+
+    #[test]
+    fn malformed_config_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"model_type": "llama"}"#).unwrap();
+        let err = ModelConfig::from_hf_config_json(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config.json") && err.contains("hidden_size"), "{err}");
+    }
+}

@@ -1,0 +1,188 @@
+//! The KV cache seam. The decoder hands each layer's new K/V to a [`KvCache`] and attends over
+//! whatever it returns, so contiguous and paged caches plug into the same forward pass.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+
+use crate::config::ModelConfig;
+use crate::error::{CoreError, Result};
+
+pub type SeqId = u64;
+
+/// Memory accounting every cache reports, so techniques compare on the same terms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct KvUsage {
+    /// Bytes set aside for K/V, whether or not they hold anything yet.
+    pub bytes_reserved: usize,
+    /// Bytes holding K/V of tokens actually processed.
+    pub bytes_used: usize,
+    pub sequences: usize,
+    pub tokens: usize,
+}
+
+impl KvUsage {
+    pub fn waste_fraction(&self) -> f64 {
+        if self.bytes_reserved == 0 {
+            0.0
+        } else {
+            1.0 - self.bytes_used as f64 / self.bytes_reserved as f64
+        }
+    }
+}
+
+pub trait KvCache: Send {
+    /// Tokens of `seq` already in the cache: the position of its next token.
+    fn seq_len(&self, seq: SeqId) -> usize;
+    /// Makes room for `seq` to grow by `new_tokens`, creating it if new. Called once per
+    /// forward before any layer appends, so a cache can refuse a batch before doing work.
+    fn reserve(&mut self, seq: SeqId, new_tokens: usize) -> Result<()>;
+    /// Stores `layer`'s K and V, each (kv_heads, new_tokens, head_dim), at positions
+    /// `seq_len..seq_len+new_tokens`, and returns all of the sequence's K and V for the layer,
+    /// (kv_heads, seq_len+new_tokens, head_dim).
+    fn append(
+        &mut self,
+        layer: usize,
+        seq: SeqId,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)>;
+    /// Marks `new_tokens` as stored in every layer; positions advance only here.
+    fn commit(&mut self, seq: SeqId, new_tokens: usize) -> Result<()>;
+    /// Drops everything after the first `len` tokens (rejected speculative tokens).
+    fn truncate(&mut self, seq: SeqId, len: usize) -> Result<()>;
+    fn remove(&mut self, seq: SeqId);
+    fn usage(&self) -> KvUsage;
+}
+
+/// Shape of the K/V a model produces, which every cache needs to size itself.
+#[derive(Debug, Clone, Copy)]
+pub struct KvShape {
+    pub num_layers: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub dtype: DType,
+}
+
+impl KvShape {
+    pub fn of(config: &ModelConfig) -> Self {
+        Self {
+            num_layers: config.num_layers,
+            num_kv_heads: config.num_kv_heads,
+            head_dim: config.head_dim,
+            dtype: DType::F32,
+        }
+    }
+
+    pub fn bytes_per_token(&self) -> usize {
+        2 * self.num_layers * self.num_kv_heads * self.head_dim * self.dtype.size_in_bytes()
+    }
+}
+
+struct SeqBuffers {
+    len: usize,
+    layers: Vec<(Tensor, Tensor)>,
+}
+
+/// Each sequence reserves room for `max_seq_len` tokens up front, as static-batch servers and
+/// the usual Hugging Face generation loop do.
+pub struct ContiguousKvCache {
+    shape: KvShape,
+    max_seq_len: usize,
+    device: Device,
+    seqs: HashMap<SeqId, SeqBuffers>,
+}
+
+impl ContiguousKvCache {
+    pub fn new(shape: KvShape, max_seq_len: usize, device: &Device) -> Self {
+        Self {
+            shape,
+            max_seq_len,
+            device: device.clone(),
+            seqs: HashMap::new(),
+        }
+    }
+
+    pub fn max_seq_len(&self) -> usize {
+        self.max_seq_len
+    }
+
+    fn seq_mut(&mut self, seq: SeqId) -> Result<&mut SeqBuffers> {
+        self.seqs
+            .get_mut(&seq)
+            .ok_or(CoreError::UnknownSequence(seq))
+    }
+}
+
+impl KvCache for ContiguousKvCache {
+    fn seq_len(&self, seq: SeqId) -> usize {
+        self.seqs.get(&seq).map_or(0, |s| s.len)
+    }
+
+    fn reserve(&mut self, seq: SeqId, new_tokens: usize) -> Result<()> {
+        let len = self.seq_len(seq);
+        if len + new_tokens > self.max_seq_len {
+            return Err(CoreError::CacheFull {
+                seq,
+                needed: len + new_tokens,
+                capacity: self.max_seq_len,
+            });
+        }
+        if !self.seqs.contains_key(&seq) {
+            let dims = (self.shape.num_kv_heads, self.max_seq_len, self.shape.head_dim);
+            let mut layers = Vec::with_capacity(self.shape.num_layers);
+            for _ in 0..self.shape.num_layers {
+                layers.push((
+                    Tensor::zeros(dims, self.shape.dtype, &self.device)?,
+                    Tensor::zeros(dims, self.shape.dtype, &self.device)?,
+                ));
+            }
+            self.seqs.insert(seq, SeqBuffers { len: 0, layers });
+        }
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        layer: usize,
+        seq: SeqId,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let dtype = self.shape.dtype;
+        let buffers = self.seq_mut(seq)?;
+        let start = buffers.len;
+        let new = k.dims()[1];
+        let (kb, vb) = &buffers.layers[layer];
+        kb.slice_set(&k.to_dtype(dtype)?.contiguous()?, 1, start)?;
+        vb.slice_set(&v.to_dtype(dtype)?.contiguous()?, 1, start)?;
+        Ok((kb.narrow(1, 0, start + new)?, vb.narrow(1, 0, start + new)?))
+    }
+
+    fn commit(&mut self, seq: SeqId, new_tokens: usize) -> Result<()> {
+        self.seq_mut(seq)?.len += new_tokens;
+        Ok(())
+    }
+
+    fn truncate(&mut self, seq: SeqId, len: usize) -> Result<()> {
+        let buffers = self.seq_mut(seq)?;
+        buffers.len = buffers.len.min(len);
+        Ok(())
+    }
+
+    fn remove(&mut self, seq: SeqId) {
+        self.seqs.remove(&seq);
+    }
+
+    fn usage(&self) -> KvUsage {
+        let per_token = self.shape.bytes_per_token();
+        let tokens: usize = self.seqs.values().map(|s| s.len).sum();
+        KvUsage {
+            bytes_reserved: self.seqs.len() * self.max_seq_len * per_token,
+            bytes_used: tokens * per_token,
+            sequences: self.seqs.len(),
+            tokens,
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! effbench-core: the model runtime every effbench technique plugs into.
+//!
+//! A technique is a value handed to this runtime, never a fork of it:
+//! - how weights are stored and multiplied is a [`linear::LinearWeight`], chosen per matrix by a
+//!   [`linear::WeightPolicy`] at load time;
+//! - the KV cache is a [`kv::KvCache`];
+//! - how tokens are chosen is a [`decode::DecodingStrategy`].
+//!
+//! The forward pass ([`model::Model::forward`]) takes a batch of per-sequence chunks of any length,
+//! so prefill, decode, speculative verification and continuous batching are one code path.
+
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod kv;
+pub mod linear;
+pub mod loader;
+pub mod model;
+pub mod perplexity;
+pub mod source;
+pub mod testing;
+pub mod threads;
+pub mod timing;
+
+pub use config::{Architecture, ModelConfig, RopeStyle};
+pub use error::{CoreError, Result};
+pub use kv::{ContiguousKvCache, KvCache, KvShape, KvUsage, SeqId};
+pub use linear::{AsStored, Dequantize, LinearWeight, SourceTensor, WeightPolicy, WeightRole};
+pub use loader::{load, LoadedModel};
+pub use model::{BatchLogits, LogitsFor, Model, SeqChunk, WeightBytes};

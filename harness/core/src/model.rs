@@ -1,0 +1,562 @@
+//! One decoder for the Llama family (llama, qwen2): pre-norm RMSNorm, RoPE, grouped-query
+//! attention, SwiGLU. Its forward pass takes a batch of sequence chunks of any lengths, so
+//! prefill, single-token decode, speculative verification and continuous batching share it.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use candle_core::quantized::{QStorage, QTensor};
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{ModelConfig, RopeStyle};
+use crate::error::{CoreError, Result};
+use crate::kv::{KvCache, SeqId};
+use crate::linear::{LinearWeight, SourceTensor, WeightPolicy, WeightRole};
+use crate::source::WeightSource;
+
+/// Which of a chunk's positions need logits. Generation needs only the last; perplexity and
+/// speculative verification need all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsFor {
+    None,
+    Last,
+    All,
+}
+
+/// New tokens for one sequence. Their positions continue from what the cache already holds.
+#[derive(Debug, Clone)]
+pub struct SeqChunk {
+    pub seq: SeqId,
+    pub tokens: Vec<u32>,
+    pub logits: LogitsFor,
+}
+
+impl SeqChunk {
+    pub fn new(seq: SeqId, tokens: Vec<u32>, logits: LogitsFor) -> Self {
+        Self {
+            seq,
+            tokens,
+            logits,
+        }
+    }
+}
+
+/// Logits per chunk, in batch order: (positions wanted, vocab) f32, or None.
+#[derive(Debug)]
+pub struct BatchLogits {
+    pub per_chunk: Vec<Option<Tensor>>,
+}
+
+/// Token embeddings, kept in the checkpoint's own format: a GGML table is dequantized row by row
+/// on lookup, so a 150k-token vocabulary does not cost a gigabyte of f32.
+#[derive(Debug)]
+enum Embeddings {
+    Ggml {
+        table: Arc<QTensor>,
+        row_bytes: usize,
+    },
+    Dense(Tensor),
+}
+
+impl Embeddings {
+    fn new(source: SourceTensor, dtype: Option<DType>) -> Result<Self> {
+        Ok(match (source, dtype) {
+            (SourceTensor::Ggml(q), None) => {
+                let (rows, cols) = q.shape().dims2()?;
+                let block = q.dtype().block_size();
+                if cols % block != 0 {
+                    return Err(CoreError::Invalid(format!(
+                        "embedding width {cols} is not a multiple of block size {block}"
+                    )));
+                }
+                let row_bytes = cols / block * q.dtype().type_size();
+                debug_assert_eq!(row_bytes * rows, q.storage_size_in_bytes());
+                Self::Ggml {
+                    table: q,
+                    row_bytes,
+                }
+            }
+            (SourceTensor::Ggml(q), Some(DType::F16)) => {
+                Self::Dense(q.dequantize_f16(&q.device())?)
+            }
+            (source, dtype) => {
+                let t = source.to_f32()?;
+                Self::Dense(match dtype {
+                    Some(d) => t.to_dtype(d)?,
+                    None => t,
+                })
+            }
+        })
+    }
+
+    fn storage_bytes(&self) -> usize {
+        match self {
+            Self::Ggml { table, .. } => table.storage_size_in_bytes(),
+            Self::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
+        }
+    }
+
+    fn lookup(&self, tokens: &[u32], device: &Device) -> Result<Tensor> {
+        match self {
+            Self::Dense(t) => {
+                let ids = Tensor::new(tokens, device)?;
+                Ok(t.index_select(&ids, 0)?.to_dtype(DType::F32)?)
+            }
+            Self::Ggml { table, row_bytes } => {
+                let (_, cols) = table.shape().dims2()?;
+                let data = table.data()?;
+                let mut rows = Vec::with_capacity(tokens.len());
+                for &t in tokens {
+                    let start = t as usize * row_bytes;
+                    let bytes = &data[start..start + row_bytes];
+                    let storage =
+                        QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, table.dtype())?;
+                    let row = QTensor::new(storage, (1, cols))?;
+                    rows.push(row.dequantize(&Device::Cpu)?);
+                }
+                Ok(Tensor::cat(&rows, 0)?.to_device(device)?)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Tensor,
+    q: Arc<dyn LinearWeight>,
+    k: Arc<dyn LinearWeight>,
+    v: Arc<dyn LinearWeight>,
+    q_bias: Option<Tensor>,
+    k_bias: Option<Tensor>,
+    v_bias: Option<Tensor>,
+    o: Arc<dyn LinearWeight>,
+    ffn_norm: Tensor,
+    gate: Arc<dyn LinearWeight>,
+    up: Arc<dyn LinearWeight>,
+    down: Arc<dyn LinearWeight>,
+}
+
+/// Where every byte of the weights went, for the memory column of reports.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct WeightBytes {
+    pub linear: usize,
+    pub embeddings: usize,
+    pub output_head: usize,
+    pub norms_and_biases: usize,
+    pub total: usize,
+    /// Bits per weight over the linear layers of the blocks, scales included.
+    pub block_bits_per_weight: f64,
+}
+
+#[derive(Debug)]
+pub struct Model {
+    config: ModelConfig,
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    final_norm: Tensor,
+    /// None when tied to the (GGML) embedding table and built from it.
+    output_head: Arc<dyn LinearWeight>,
+    output_head_tied: bool,
+    rope_cos: Tensor,
+    rope_sin: Tensor,
+    device: Device,
+    label: String,
+}
+
+impl Model {
+    /// Builds the decoder from any [`WeightSource`], each matrix shaped by `policy`.
+    pub fn load(
+        source: &mut dyn WeightSource,
+        policy: &dyn WeightPolicy,
+        device: &Device,
+    ) -> Result<Self> {
+        let config = source.config().clone();
+        let label = policy.describe(&source.format());
+        let hidden = config.hidden_size;
+        let dense = |source: &mut dyn WeightSource, name: &str| -> Result<Tensor> {
+            Ok(source.tensor(name)?.to_f32()?.to_device(device)?)
+        };
+        let expect = |name: &str, t: &SourceTensor, shape: &[usize]| -> Result<()> {
+            if t.dims() != shape {
+                return Err(CoreError::ShapeMismatch {
+                    name: name.into(),
+                    got: t.dims(),
+                    expected: shape.to_vec(),
+                });
+            }
+            Ok(())
+        };
+        let embd_source = source.tensor("token_embd.weight")?;
+        expect(
+            "token_embd.weight",
+            &embd_source,
+            &[config.vocab_size, hidden],
+        )?;
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for i in 0..config.num_layers {
+            let mut linear = |suffix: &str,
+                              role: WeightRole,
+                              out: usize,
+                              inp: usize|
+             -> Result<Arc<dyn LinearWeight>> {
+                let name = format!("blk.{i}.{suffix}");
+                let t = source.tensor(&name)?;
+                expect(&name, &t, &[out, inp])?;
+                policy.build(&name, role, t)
+            };
+            let q = linear("attn_q.weight", WeightRole::Attention, config.q_dim(), hidden)?;
+            let k = linear("attn_k.weight", WeightRole::Attention, config.kv_dim(), hidden)?;
+            let v = linear("attn_v.weight", WeightRole::Attention, config.kv_dim(), hidden)?;
+            let o = linear(
+                "attn_output.weight",
+                WeightRole::Attention,
+                hidden,
+                config.q_dim(),
+            )?;
+            let ffn = config.intermediate_size;
+            let gate = linear("ffn_gate.weight", WeightRole::Mlp, ffn, hidden)?;
+            let up = linear("ffn_up.weight", WeightRole::Mlp, ffn, hidden)?;
+            let down = linear("ffn_down.weight", WeightRole::Mlp, hidden, ffn)?;
+            let (q_bias, k_bias, v_bias) = if config.qkv_bias {
+                (
+                    Some(dense(source, &format!("blk.{i}.attn_q.bias"))?),
+                    Some(dense(source, &format!("blk.{i}.attn_k.bias"))?),
+                    Some(dense(source, &format!("blk.{i}.attn_v.bias"))?),
+                )
+            } else {
+                (None, None, None)
+            };
+            layers.push(Layer {
+                attn_norm: dense(source, &format!("blk.{i}.attn_norm.weight"))?,
+                ffn_norm: dense(source, &format!("blk.{i}.ffn_norm.weight"))?,
+                q,
+                k,
+                v,
+                q_bias,
+                k_bias,
+                v_bias,
+                o,
+                gate,
+                up,
+                down,
+            });
+        }
+        let final_norm = dense(source, "output_norm.weight")?;
+        let (output_head, output_head_tied) = if source.has("output.weight") {
+            let t = source.tensor("output.weight")?;
+            expect("output.weight", &t, &[config.vocab_size, hidden])?;
+            (policy.build("output.weight", WeightRole::OutputHead, t)?, false)
+        } else {
+            (
+                policy.build("output.weight", WeightRole::OutputHead, embd_source.clone())?,
+                true,
+            )
+        };
+        let embeddings = Embeddings::new(embd_source, policy.embedding_dtype())?;
+        let (rope_cos, rope_sin) = rope_tables(&config, device)?;
+        Ok(Self {
+            config,
+            embeddings,
+            layers,
+            final_norm,
+            output_head,
+            output_head_tied,
+            rope_cos,
+            rope_sin,
+            device: device.clone(),
+            label,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// How reports name this variant, e.g. "Q4_1 as stored".
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn weight_bytes(&self) -> WeightBytes {
+        let mut linear = 0;
+        let mut weights = 0usize;
+        let mut small = self.final_norm.elem_count() * 4;
+        for l in &self.layers {
+            for w in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
+                linear += w.storage_bytes();
+                weights += w.in_features() * w.out_features();
+            }
+            small += (l.attn_norm.elem_count() + l.ffn_norm.elem_count()) * 4;
+            for b in [&l.q_bias, &l.k_bias, &l.v_bias].into_iter().flatten() {
+                small += b.elem_count() * 4;
+            }
+        }
+        let embeddings = self.embeddings.storage_bytes();
+        // A tied head built from a GGML table shares its bytes; a dequantized copy does not.
+        let shares_table =
+            self.output_head_tied && matches!(self.embeddings, Embeddings::Ggml { .. });
+        let output_head = if shares_table {
+            0
+        } else {
+            self.output_head.storage_bytes()
+        };
+        WeightBytes {
+            linear,
+            embeddings,
+            output_head,
+            norms_and_biases: small,
+            total: linear + embeddings + output_head + small,
+            block_bits_per_weight: linear as f64 * 8.0 / weights.max(1) as f64,
+        }
+    }
+
+    /// The linear layers of the blocks and the head, by canonical name, for techniques that
+    /// inspect or transform weights.
+    pub fn linear_weights(&self) -> Vec<(String, Arc<dyn LinearWeight>)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            for (n, w) in [
+                ("attn_q", &l.q),
+                ("attn_k", &l.k),
+                ("attn_v", &l.v),
+                ("attn_output", &l.o),
+                ("ffn_gate", &l.gate),
+                ("ffn_up", &l.up),
+                ("ffn_down", &l.down),
+            ] {
+                out.push((format!("blk.{i}.{n}.weight"), w.clone()));
+            }
+        }
+        out.push(("output.weight".into(), self.output_head.clone()));
+        out
+    }
+
+    /// Runs one forward pass over every chunk of the batch, appending their K/V to `cache`.
+    pub fn forward(&self, batch: &[SeqChunk], cache: &mut dyn KvCache) -> Result<BatchLogits> {
+        let cfg = &self.config;
+        let mut tokens = Vec::new();
+        let mut starts = Vec::with_capacity(batch.len());
+        for chunk in batch {
+            if chunk.tokens.is_empty() {
+                return Err(CoreError::Invalid(format!(
+                    "chunk for sequence {} has no tokens",
+                    chunk.seq
+                )));
+            }
+            if let Some(&bad) = chunk.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+                return Err(CoreError::TokenOutOfRange {
+                    token: bad,
+                    vocab: cfg.vocab_size,
+                });
+            }
+            if batch.iter().filter(|c| c.seq == chunk.seq).count() > 1 {
+                return Err(CoreError::Invalid(format!(
+                    "sequence {} appears twice in one batch",
+                    chunk.seq
+                )));
+            }
+            let start = cache.seq_len(chunk.seq);
+            if start + chunk.tokens.len() > self.rope_cos.dims()[0] {
+                return Err(CoreError::CacheFull {
+                    seq: chunk.seq,
+                    needed: start + chunk.tokens.len(),
+                    capacity: self.rope_cos.dims()[0],
+                });
+            }
+            cache.reserve(chunk.seq, chunk.tokens.len())?;
+            starts.push(start);
+            tokens.extend_from_slice(&chunk.tokens);
+        }
+
+        let mut x = self.embeddings.lookup(&tokens, &self.device)?;
+        let eps = cfg.rms_norm_eps as f32;
+        for (layer_idx, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+            let q = add_bias(layer.q.forward(&h)?, &layer.q_bias)?;
+            let k = add_bias(layer.k.forward(&h)?, &layer.k_bias)?;
+            let v = add_bias(layer.v.forward(&h)?, &layer.v_bias)?;
+            let mut outputs = Vec::with_capacity(batch.len());
+            let mut offset = 0;
+            for (chunk, &start) in batch.iter().zip(&starts) {
+                let n = chunk.tokens.len();
+                let attn = self.attend_chunk(
+                    layer_idx,
+                    chunk.seq,
+                    start,
+                    &q.narrow(0, offset, n)?,
+                    &k.narrow(0, offset, n)?,
+                    &v.narrow(0, offset, n)?,
+                    cache,
+                )?;
+                outputs.push(attn);
+                offset += n;
+            }
+            let attn = if outputs.len() == 1 {
+                outputs.pop().expect("one output")
+            } else {
+                Tensor::cat(&outputs, 0)?
+            };
+            x = (x + layer.o.forward(&attn)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
+            let up = layer.up.forward(&h)?;
+            x = (x + layer.down.forward(&(gate * up)?)?)?;
+        }
+        for chunk in batch {
+            cache.commit(chunk.seq, chunk.tokens.len())?;
+        }
+
+        let mut per_chunk = Vec::with_capacity(batch.len());
+        let mut offset = 0;
+        for chunk in batch {
+            let n = chunk.tokens.len();
+            let rows = match chunk.logits {
+                LogitsFor::None => None,
+                LogitsFor::Last => Some(x.narrow(0, offset + n - 1, 1)?),
+                LogitsFor::All => Some(x.narrow(0, offset, n)?),
+            };
+            per_chunk.push(match rows {
+                None => None,
+                Some(rows) => {
+                    let h = candle_nn::ops::rms_norm(&rows.contiguous()?, &self.final_norm, eps)?;
+                    Some(self.output_head.forward(&h)?)
+                }
+            });
+            offset += n;
+        }
+        Ok(BatchLogits { per_chunk })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attend_chunk(
+        &self,
+        layer: usize,
+        seq: SeqId,
+        start: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cache: &mut dyn KvCache,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let n = q.dims()[0];
+        let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let heads_first = |t: &Tensor, heads: usize| -> Result<Tensor> {
+            Ok(t.reshape((n, heads, hd))?
+                .transpose(0, 1)?
+                .contiguous()?
+                .unsqueeze(0)?)
+        };
+        let cos = self.rope_cos.narrow(0, start, n)?;
+        let sin = self.rope_sin.narrow(0, start, n)?;
+        let rope = |t: Tensor| -> Result<Tensor> {
+            Ok(match cfg.rope_style {
+                RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&t, &cos, &sin)?,
+                RopeStyle::Halves => candle_nn::rotary_emb::rope(&t, &cos, &sin)?,
+            }
+            .squeeze(0)?)
+        };
+        let q = rope(heads_first(q, nh)?)?;
+        let k = rope(heads_first(k, nkv)?)?;
+        let v = heads_first(v, nkv)?.squeeze(0)?;
+        let (k_all, v_all) = cache.append(layer, seq, &k, &v)?;
+        let total = start + n;
+
+        // Grouped-query attention without repeating K/V: the query heads that share a KV head
+        // are stacked along the row axis and multiplied by that head's K/V once.
+        let group = nh / nkv;
+        let q = q.reshape((nkv, group * n, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k_all.t()?)? * scale)?;
+        let scores = if n > 1 {
+            let mask = causal_mask(n, start, &self.device)?;
+            scores
+                .reshape((nkv, group, n, total))?
+                .broadcast_add(&mask)?
+                .reshape((nkv, group * n, total))?
+        } else {
+            scores
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(&v_all.contiguous()?)?;
+        Ok(out
+            .reshape((nh, n, hd))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((n, nh * hd))?)
+    }
+}
+
+fn add_bias(x: Tensor, bias: &Option<Tensor>) -> Result<Tensor> {
+    Ok(match bias {
+        Some(b) => x.broadcast_add(b)?,
+        None => x,
+    })
+}
+
+/// Row i (absolute position start+i) may attend to keys 0..=start+i.
+fn causal_mask(n: usize, start: usize, device: &Device) -> Result<Tensor> {
+    let total = start + n;
+    let mask: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > start + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(mask, (n, total), device)?)
+}
+
+fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+    // Long-context models advertise up to 128k positions; tables past what a benchmark uses
+    // would only cost memory.
+    let positions = cfg.max_position_embeddings.clamp(1, 32_768);
+    let half = cfg.head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0 / (cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64)) as f32)
+        .collect();
+    let mut cos = Vec::with_capacity(positions * half);
+    let mut sin = Vec::with_capacity(positions * half);
+    for p in 0..positions {
+        for f in &inv_freq {
+            let angle = p as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (positions, half), device)?,
+        Tensor::from_vec(sin, (positions, half), device)?,
+    ))
+}
+
+/// Log-softmax of one row of logits, in f64 so long sums stay exact enough to compare engines.
+pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+    let log_z = max + sum.ln();
+    logits.iter().map(|&l| l as f64 - log_z).collect()
+}
+
+pub fn logits_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+}
+
+pub(crate) fn last_dim_argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+

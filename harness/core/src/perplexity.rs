@@ -1,0 +1,118 @@
+//! Perplexity by llama.cpp's method: the text is cut into windows of `ctx` tokens, each window
+//! is evaluated from an empty cache, and only positions from `first_scored` on are scored, so
+//! every scored token has context behind it.
+
+use serde::Serialize;
+
+use crate::error::{CoreError, Result};
+use crate::kv::{ContiguousKvCache, KvCache, KvShape};
+use crate::model::{log_softmax, logits_rows, LogitsFor, Model, SeqChunk};
+
+#[derive(Debug, Clone)]
+pub struct PerplexityOptions {
+    pub ctx: usize,
+    /// Windows to evaluate; None takes every whole window of the text.
+    pub max_chunks: Option<usize>,
+    /// Index within a window of the first position whose prediction counts. llama.cpp's
+    /// perplexity tool uses ctx/2; 0 scores every token after the window's first.
+    pub first_scored: usize,
+    /// Tokens per forward pass inside a window; windows are long and this bounds memory.
+    pub batch: usize,
+}
+
+impl PerplexityOptions {
+    pub fn llama_cpp(ctx: usize) -> Self {
+        Self {
+            ctx,
+            max_chunks: None,
+            first_scored: ctx / 2,
+            batch: ctx,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PerplexityResult {
+    pub perplexity: f64,
+    /// Standard error of the perplexity by the delta method on the mean NLL, as llama.cpp prints.
+    pub perplexity_stderr: f64,
+    pub mean_nll: f64,
+    pub scored_tokens: usize,
+    pub chunks: usize,
+    pub ctx: usize,
+    /// Per-chunk running perplexity, as llama.cpp prints while it goes.
+    pub running: Vec<f64>,
+}
+
+/// Calls `on_chunk(done, total, running_ppl)` after every window, for progress output.
+pub fn perplexity(
+    model: &Model,
+    tokens: &[u32],
+    opts: &PerplexityOptions,
+    mut on_chunk: impl FnMut(usize, usize, f64),
+    mut on_scored: impl FnMut(usize, &[f32]),
+) -> Result<PerplexityResult> {
+    if opts.ctx < 2 || opts.first_scored + 1 >= opts.ctx {
+        return Err(CoreError::Invalid(format!(
+            "ctx {} must exceed first scored position {} + 1",
+            opts.ctx, opts.first_scored
+        )));
+    }
+    let available = tokens.len() / opts.ctx;
+    if available == 0 {
+        return Err(CoreError::Invalid(format!(
+            "the text has {} tokens, fewer than one window of {} (hint: lower --ctx)",
+            tokens.len(),
+            opts.ctx
+        )));
+    }
+    let chunks = opts.max_chunks.map_or(available, |m| m.min(available));
+    let mut nlls: Vec<f64> = Vec::new();
+    let mut running = Vec::with_capacity(chunks);
+    let mut cache = ContiguousKvCache::new(KvShape::of(model.config()), opts.ctx, model.device());
+    for c in 0..chunks {
+        let window = &tokens[c * opts.ctx..(c + 1) * opts.ctx];
+        cache.remove(0);
+        let batch = opts.batch.max(1);
+        let mut pos = 0;
+        while pos < opts.ctx {
+            let end = (pos + batch).min(opts.ctx);
+            // Logits are only needed where a scored prediction is made.
+            let want = if end > opts.first_scored {
+                LogitsFor::All
+            } else {
+                LogitsFor::None
+            };
+            let out = model.forward(&[SeqChunk::new(0, window[pos..end].to_vec(), want)], &mut cache)?;
+            if let Some(logits) = out.per_chunk.into_iter().next().flatten() {
+                let rows = logits_rows(&logits)?;
+                for (i, row) in rows.iter().enumerate() {
+                    let p = pos + i;
+                    if p < opts.first_scored || p + 1 >= opts.ctx {
+                        continue;
+                    }
+                    let lp = log_softmax(row);
+                    nlls.push(-lp[window[p + 1] as usize]);
+                    on_scored(c * opts.ctx + p, row);
+                }
+            }
+            pos = end;
+        }
+        let mean = nlls.iter().sum::<f64>() / nlls.len() as f64;
+        running.push(mean.exp());
+        on_chunk(c + 1, chunks, mean.exp());
+    }
+    let n = nlls.len() as f64;
+    let mean = nlls.iter().sum::<f64>() / n;
+    let var = nlls.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    let ppl = mean.exp();
+    Ok(PerplexityResult {
+        perplexity: ppl,
+        perplexity_stderr: ppl * (var / n).sqrt(),
+        mean_nll: mean,
+        scored_tokens: nlls.len(),
+        chunks,
+        ctx: opts.ctx,
+        running,
+    })
+}

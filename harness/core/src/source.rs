@@ -1,0 +1,534 @@
+//! Where weights come from: a GGUF file or Hugging Face safetensors. Both answer requests by the
+//! canonical (GGUF-style) tensor names the decoder uses, so the decoder never knows which it is.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device};
+
+use crate::config::ModelConfig;
+use crate::error::{CoreError, Result};
+use crate::linear::SourceTensor;
+
+/// A checkpoint's tensors, looked up by canonical name (`blk.3.attn_q.weight`).
+pub trait WeightSource {
+    fn config(&self) -> &ModelConfig;
+    fn has(&self, name: &str) -> bool;
+    fn tensor(&mut self, name: &str) -> Result<SourceTensor>;
+    /// The dominant storage format, for labels ("Q4_1", "bf16").
+    fn format(&self) -> String;
+    fn path(&self) -> &Path;
+}
+
+/// Tells formats apart by content, not by file name.
+pub fn sniff(path: &Path) -> Result<ModelFormat> {
+    if path.is_dir() {
+        return if path.join("config.json").exists() {
+            Ok(ModelFormat::SafetensorsDir)
+        } else {
+            Err(CoreError::UnknownFormat {
+                path: path.to_path_buf(),
+            })
+        };
+    }
+    let mut file = File::open(path).map_err(|source| CoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut head = [0u8; 8];
+    let n = file.read(&mut head).map_err(|source| CoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if n >= 4 && &head[..4] == b"GGUF" {
+        return Ok(ModelFormat::Gguf);
+    }
+    if path.extension().is_some_and(|e| e == "gguf") {
+        return Err(CoreError::BadGguf {
+            path: path.to_path_buf(),
+            detail: format!("wrong magic {:02x?}, expected \"GGUF\"", &head[..n.min(4)]),
+        });
+    }
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        return Ok(ModelFormat::SafetensorsFile);
+    }
+    Err(CoreError::UnknownFormat {
+        path: path.to_path_buf(),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    Gguf,
+    SafetensorsFile,
+    SafetensorsDir,
+}
+
+pub struct GgufSource {
+    path: PathBuf,
+    content: gguf_file::Content,
+    reader: BufReader<File>,
+    config: ModelConfig,
+    device: Device,
+}
+
+impl GgufSource {
+    pub fn open(path: &Path, device: &Device) -> Result<Self> {
+        let bad = |detail: String| CoreError::BadGguf {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let file = File::open(path).map_err(|source| CoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file_len = file
+            .metadata()
+            .map_err(|source| CoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
+        let mut reader = BufReader::new(file);
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| bad(one_line(&e)))?;
+        // A truncated download would otherwise fail halfway through loading with a bare EOF.
+        for (name, info) in &content.tensor_infos {
+            let elems = info.shape.elem_count();
+            let block = info.ggml_dtype.block_size();
+            if elems % block != 0 {
+                return Err(bad(format!(
+                    "tensor `{name}` has {elems} elements, not a multiple of its block size {block}"
+                )));
+            }
+            let end = content.tensor_data_offset
+                + info.offset
+                + (elems / block * info.ggml_dtype.type_size()) as u64;
+            if end > file_len {
+                return Err(bad(format!(
+                    "truncated: tensor `{name}` ends at byte {end} but the file has {file_len} bytes"
+                )));
+            }
+        }
+        let vocab = match content.metadata.get("tokenizer.ggml.tokens") {
+            Some(Value::Array(tokens)) => tokens.len(),
+            _ => content
+                .tensor_infos
+                .get("token_embd.weight")
+                .map(|i| i.shape.dims()[0])
+                .ok_or_else(|| CoreError::MissingTensor {
+                    name: "token_embd.weight".into(),
+                    arch: "llama-family".into(),
+                })?,
+        };
+        let mut config = ModelConfig::from_gguf_metadata(&content.metadata, vocab)?;
+        config.tie_word_embeddings = !content.tensor_infos.contains_key("output.weight");
+        if let Some(info) = content.tensor_infos.get("token_embd.weight") {
+            config.vocab_size = info.shape.dims()[0].max(vocab);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            reader,
+            config,
+            device: device.clone(),
+        })
+    }
+
+    pub fn metadata(&self) -> &HashMap<String, Value> {
+        &self.content.metadata
+    }
+}
+
+impl WeightSource for GgufSource {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    fn tensor(&mut self, name: &str) -> Result<SourceTensor> {
+        if !self.has(name) {
+            return Err(CoreError::MissingTensor {
+                name: name.to_string(),
+                arch: self.config.architecture.name().into(),
+            });
+        }
+        self.reader
+            .rewind()
+            .map_err(|source| CoreError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        let q = self
+            .content
+            .tensor(&mut self.reader, name, &self.device)
+            .map_err(|e| CoreError::BadGguf {
+                path: self.path.clone(),
+                detail: format!("tensor `{name}`: {}", one_line(&e)),
+            })?;
+        Ok(SourceTensor::Ggml(Arc::new(q)))
+    }
+
+    fn format(&self) -> String {
+        // The type of the first FFN matrix names the file the way people do ("Q4_K_M" mixes
+        // several types; its bulk is the FFN up/gate type).
+        self.content
+            .tensor_infos
+            .get("blk.0.ffn_up.weight")
+            .or_else(|| self.content.tensor_infos.get("blk.0.attn_q.weight"))
+            .map(|i| format!("{:?}", i.ggml_dtype))
+            .unwrap_or_else(|| "GGUF".into())
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+pub struct SafetensorsSource {
+    path: PathBuf,
+    tensors: MmapedSafetensors,
+    names: HashMap<String, String>,
+    config: ModelConfig,
+    device: Device,
+    dtype: DType,
+}
+
+impl SafetensorsSource {
+    /// `path` is a model directory, or one `.safetensors` file with `config.json` beside it.
+    pub fn open(path: &Path, device: &Device) -> Result<Self> {
+        let dir = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent().unwrap_or(Path::new(".")).to_path_buf()
+        };
+        let config_path = dir.join("config.json");
+        let config = ModelConfig::from_hf_config_json(&config_path)?;
+        let files = if path.is_dir() {
+            shard_files(&dir)?
+        } else {
+            vec![path.to_path_buf()]
+        };
+        for f in &files {
+            check_safetensors_header(f)?;
+        }
+        // SAFETY: the files are opened read-only; like every mmap user we rely on nobody
+        // truncating them while the model is loaded.
+        let tensors = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| {
+            CoreError::BadSafetensors {
+                path: files[0].clone(),
+                detail: one_line(&e),
+            }
+        })?;
+        let mut names = HashMap::new();
+        let mut dtype = DType::F32;
+        for (hf_name, view) in tensors.tensors() {
+            if let Some(canonical) = canonical_name(&hf_name) {
+                if canonical == "blk.0.ffn_up.weight" {
+                    dtype = match view.dtype() {
+                        safetensors::Dtype::F16 => DType::F16,
+                        safetensors::Dtype::BF16 => DType::BF16,
+                        _ => DType::F32,
+                    };
+                }
+                names.insert(canonical, hf_name);
+            }
+        }
+        let mut config = config;
+        if !names.contains_key("output.weight") {
+            config.tie_word_embeddings = true;
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            tensors,
+            names,
+            config,
+            device: device.clone(),
+            dtype,
+        })
+    }
+}
+
+impl WeightSource for SafetensorsSource {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.names.contains_key(name)
+    }
+
+    fn tensor(&mut self, name: &str) -> Result<SourceTensor> {
+        let hf_name = self
+            .names
+            .get(name)
+            .ok_or_else(|| CoreError::MissingTensor {
+                name: name.to_string(),
+                arch: self.config.architecture.name().into(),
+            })?;
+        let view = self
+            .tensors
+            .get(hf_name)
+            .map_err(|e| CoreError::BadSafetensors {
+                path: self.path.clone(),
+                detail: one_line(&e),
+            })?;
+        match view.dtype() {
+            safetensors::Dtype::F16 | safetensors::Dtype::BF16 | safetensors::Dtype::F32 => {}
+            other => {
+                return Err(CoreError::UnsupportedTensorType {
+                    name: hf_name.clone(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        }
+        let t = self
+            .tensors
+            .load(hf_name, &self.device)
+            .map_err(|e| CoreError::BadSafetensors {
+                path: self.path.clone(),
+                detail: one_line(&e),
+            })?;
+        Ok(SourceTensor::Dense(t))
+    }
+
+    fn format(&self) -> String {
+        crate::linear::dtype_name(self.dtype).to_string()
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|source| CoreError::Io {
+            path: index.clone(),
+            source,
+        })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| CoreError::BadConfig {
+                path: index.clone(),
+                detail: e.to_string(),
+            })?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| CoreError::BadConfig {
+                path: index.clone(),
+                detail: "no `weight_map` object".into(),
+            })?;
+        let mut files: Vec<String> = map
+            .values()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        files.sort();
+        files.dedup();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| CoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(CoreError::UnknownFormat {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(files)
+}
+
+/// The safetensors crate checks offsets against the buffer, but a header that claims more bytes
+/// than the file holds deserves a message that says exactly that.
+fn check_safetensors_header(path: &Path) -> Result<()> {
+    let bad = |detail: String| CoreError::BadSafetensors {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut file = File::open(path).map_err(|source| CoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut len_bytes = [0u8; 8];
+    file.read_exact(&mut len_bytes)
+        .map_err(|_| bad(format!("file is {file_len} bytes, too short for a header")))?;
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > file_len.saturating_sub(8) || header_len > 100 << 20 {
+        return Err(bad(format!(
+            "header claims {header_len} bytes but the file has {file_len}"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| bad(e.to_string()))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    let data_len = file_len - 8 - header_len;
+    if let Some(obj) = json.as_object() {
+        for (name, entry) in obj {
+            if name == "__metadata__" {
+                continue;
+            }
+            let end = entry
+                .get("data_offsets")
+                .and_then(|o| o.as_array())
+                .and_then(|o| o.get(1))
+                .and_then(|e| e.as_u64())
+                .ok_or_else(|| bad(format!("tensor `{name}` has no data_offsets")))?;
+            if end > data_len {
+                return Err(bad(format!(
+                    "tensor `{name}` ends at data byte {end} but only {data_len} data bytes exist (truncated?)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Maps Hugging Face parameter names to GGUF's, which the decoder uses.
+pub fn canonical_name(hf: &str) -> Option<String> {
+    let hf = hf.strip_prefix("model.").unwrap_or(hf);
+    match hf {
+        "embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("layers.")?;
+    let (idx, rest) = rest.split_once('.')?;
+    let idx: usize = idx.parse().ok()?;
+    let suffix = match rest {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{idx}.{suffix}"))
+}
+
+/// Inverse of [`canonical_name`], for writing Hugging Face checkpoints.
+pub fn hf_name(canonical: &str) -> Option<String> {
+    match canonical {
+        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
+        "output_norm.weight" => return Some("model.norm.weight".into()),
+        "output.weight" => return Some("lm_head.weight".into()),
+        _ => {}
+    }
+    let rest = canonical.strip_prefix("blk.")?;
+    let (idx, rest) = rest.split_once('.')?;
+    let suffix = match rest {
+        "attn_norm.weight" => "input_layernorm.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_q.bias" => "self_attn.q_proj.bias",
+        "attn_k.bias" => "self_attn.k_proj.bias",
+        "attn_v.bias" => "self_attn.v_proj.bias",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{idx}.{suffix}"))
+}
+
+/// candle errors can carry backtraces and nested context over several lines; users get one.
+pub(crate) fn one_line(e: &dyn std::fmt::Display) -> String {
+    let s = e.to_string();
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_both_ways() {
+        for hf in [
+            "model.embed_tokens.weight",
+            "model.norm.weight",
+            "lm_head.weight",
+            "model.layers.11.self_attn.k_proj.bias",
+            "model.layers.0.mlp.down_proj.weight",
+        ] {
+            let c = canonical_name(hf).unwrap();
+            assert_eq!(hf_name(&c).unwrap(), hf);
+        }
+        assert_eq!(canonical_name("model.layers.x.mlp.up_proj.weight"), None);
+        assert_eq!(canonical_name("model.rotary_emb.inv_freq"), None);
+    }
+}
+
+/// Tensors already in memory, by canonical name: for models built in code (tests, a freshly
+/// distilled student) rather than read from a file.
+pub struct TensorMapSource {
+    config: ModelConfig,
+    tensors: HashMap<String, SourceTensor>,
+    path: PathBuf,
+}
+
+impl TensorMapSource {
+    pub fn new(config: ModelConfig, tensors: HashMap<String, SourceTensor>) -> Self {
+        Self {
+            config,
+            tensors,
+            path: PathBuf::from("<memory>"),
+        }
+    }
+}
+
+impl WeightSource for TensorMapSource {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    fn tensor(&mut self, name: &str) -> Result<SourceTensor> {
+        self.tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CoreError::MissingTensor {
+                name: name.to_string(),
+                arch: self.config.architecture.name().into(),
+            })
+    }
+
+    fn format(&self) -> String {
+        self.tensors
+            .get("blk.0.ffn_up.weight")
+            .map_or_else(|| "f32".into(), |t| t.format())
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}

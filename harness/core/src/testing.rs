@@ -1,0 +1,113 @@
+//! Tiny models built from a fixed seed, for tests that must not depend on downloaded weights.
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+
+use crate::config::{Architecture, ModelConfig, RopeStyle};
+use crate::linear::SourceTensor;
+use crate::source::TensorMapSource;
+
+/// A small but complete shape: GQA (4 query heads over 2 KV heads), several layers.
+pub fn tiny_config(architecture: Architecture) -> ModelConfig {
+    ModelConfig {
+        architecture,
+        hidden_size: 64,
+        intermediate_size: 128,
+        num_layers: 3,
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 16,
+        vocab_size: 96,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        rope_style: RopeStyle::Halves,
+        max_position_embeddings: 512,
+        tie_word_embeddings: architecture == Architecture::Qwen2,
+        qkv_bias: architecture == Architecture::Qwen2,
+    }
+}
+
+/// Deterministic pseudo-random values in [-scale, scale), the same on every machine.
+pub fn seeded_tensor(shape: &[usize], scale: f32, seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).expect("shape matches data")
+}
+
+/// Every tensor of a model of `config`, dense f32, by canonical name, in Hugging Face layout
+/// (q/k rows not permuted).
+pub fn tiny_weights(config: &ModelConfig, seed: u64) -> HashMap<String, Tensor> {
+    let mut w = HashMap::new();
+    let h = config.hidden_size;
+    let mut s = seed;
+    let mut next = |shape: &[usize], scale: f32| {
+        s += 1;
+        seeded_tensor(shape, scale, s)
+    };
+    w.insert("token_embd.weight".into(), next(&[config.vocab_size, h], 1.0));
+    for i in 0..config.num_layers {
+        let p = format!("blk.{i}");
+        let lin = 1.0 / (h as f32).sqrt();
+        w.insert(format!("{p}.attn_q.weight"), next(&[config.q_dim(), h], lin));
+        w.insert(format!("{p}.attn_k.weight"), next(&[config.kv_dim(), h], lin));
+        w.insert(format!("{p}.attn_v.weight"), next(&[config.kv_dim(), h], lin));
+        w.insert(format!("{p}.attn_output.weight"), next(&[h, config.q_dim()], lin));
+        let ffn = config.intermediate_size;
+        w.insert(format!("{p}.ffn_gate.weight"), next(&[ffn, h], lin));
+        w.insert(format!("{p}.ffn_up.weight"), next(&[ffn, h], lin));
+        w.insert(
+            format!("{p}.ffn_down.weight"),
+            next(&[h, ffn], 1.0 / (ffn as f32).sqrt()),
+        );
+        let ones = |n: usize, s: &mut dyn FnMut(&[usize], f32) -> Tensor| {
+            (s(&[n], 0.1) + 1.0).expect("add")
+        };
+        w.insert(format!("{p}.attn_norm.weight"), ones(h, &mut next));
+        w.insert(format!("{p}.ffn_norm.weight"), ones(h, &mut next));
+        if config.qkv_bias {
+            w.insert(format!("{p}.attn_q.bias"), next(&[config.q_dim()], 0.1));
+            w.insert(format!("{p}.attn_k.bias"), next(&[config.kv_dim()], 0.1));
+            w.insert(format!("{p}.attn_v.bias"), next(&[config.kv_dim()], 0.1));
+        }
+    }
+    w.insert(
+        "output_norm.weight".into(),
+        (next(&[h], 0.1) + 1.0).expect("add"),
+    );
+    if !config.tie_word_embeddings {
+        w.insert(
+            "output.weight".into(),
+            next(&[config.vocab_size, h], 1.0 / (h as f32).sqrt()),
+        );
+    }
+    w
+}
+
+pub fn tiny_source(config: &ModelConfig, seed: u64) -> TensorMapSource {
+    let tensors = tiny_weights(config, seed)
+        .into_iter()
+        .map(|(k, v)| (k, SourceTensor::Dense(v)))
+        .collect();
+    TensorMapSource::new(config.clone(), tensors)
+}
+
+/// GGUF's llama layout: q/k rows permuted so adjacent dimensions form RoPE pairs, as llama.cpp's
+/// converter writes them.
+pub fn permute_for_interleaved_rope(w: &Tensor, heads: usize) -> Tensor {
+    let (out, inp) = w.dims2().expect("2d");
+    let hd = out / heads;
+    w.reshape((heads, 2, hd / 2, inp))
+        .and_then(|t| t.transpose(1, 2))
+        .and_then(|t| t.contiguous())
+        .and_then(|t| t.reshape((out, inp)))
+        .expect("permute")
+}

