@@ -87,7 +87,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for rep in 0..=args.repetitions {
             let mut cache = ContiguousKvCache::new(KvShape::of(cfg), capacity, model.device());
             let t = Instant::now();
-            model.forward(&[SeqChunk::new(0, tokens.clone(), LogitsFor::Last)], &mut cache)?;
+            model.forward(
+                &[SeqChunk::new(0, tokens.clone(), LogitsFor::Last)],
+                &mut cache,
+            )?;
             let secs = t.elapsed().as_secs_f64();
             if rep > 0 {
                 samples.push(args.n_prompt as f64 / secs);

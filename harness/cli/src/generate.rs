@@ -56,8 +56,11 @@ fn generate(session: &Session, args: &GenerateArgs, stream: bool) -> Result<serd
         anyhow::bail!("the prompt is empty after tokenization (hint: pass --prompt TEXT)");
     }
     let capacity = prompt.len() + args.max_tokens;
-    let mut cache =
-        ContiguousKvCache::new(KvShape::of(loaded.model.config()), capacity, loaded.model.device());
+    let mut cache = ContiguousKvCache::new(
+        KvShape::of(loaded.model.config()),
+        capacity,
+        loaded.model.device(),
+    );
     let request = GenerateRequest {
         seq: 0,
         prompt: prompt.clone(),
@@ -142,7 +145,11 @@ fn print_timing(session: &Session, o: &serde_json::Value) {
     let wb = session.loaded.model.weight_bytes();
     b.push_record([
         "weights".into(),
-        format!("{} ({:.2} bits/weight in blocks)", mib(wb.total), wb.block_bits_per_weight),
+        format!(
+            "{} ({:.2} bits/weight in blocks)",
+            mib(wb.total),
+            wb.block_bits_per_weight
+        ),
     ]);
     b.push_record([
         "KV cache (used / reserved)".into(),
@@ -187,6 +194,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             ctx: 512,
             chunks: Some(4),
             first_scored: None,
+            kv_dtype: crate::perplexity::KvDtype::F32,
             json: false,
         },
     )

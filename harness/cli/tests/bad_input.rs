@@ -13,7 +13,10 @@ use effbench_core::Architecture;
 fn effbench(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_effbench"))
         .args(args)
-        .env("EFFBENCH_CACHE", std::env::temp_dir().join("effbench-bad-input-cache"))
+        .env(
+            "EFFBENCH_CACHE",
+            std::env::temp_dir().join("effbench-bad-input-cache"),
+        )
         .output()
         .expect("run effbench");
     (
@@ -24,7 +27,11 @@ fn effbench(args: &[&str]) -> (i32, String) {
 
 fn assert_one_line_error(stderr: &str, needle: &str) {
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "want exactly one error line, got: {stderr}");
+    assert_eq!(
+        errors.len(),
+        1,
+        "want exactly one error line, got: {stderr}"
+    );
     assert!(
         errors[0].contains(needle),
         "error line should mention `{needle}`: {stderr}"
@@ -140,7 +147,10 @@ fn unknown_model_name() {
     let (code, err) = effbench(&["generate", "-m", "no-such-model-7b", "-p", "hi"]);
     assert_ne!(code, 0);
     assert_one_line_error(&err, "unknown model `no-such-model-7b`");
-    assert!(err.contains("smollm2-135m-instruct"), "lists known names: {err}");
+    assert!(
+        err.contains("smollm2-135m-instruct"),
+        "lists known names: {err}"
+    );
 }
 
 #[test]

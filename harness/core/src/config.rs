@@ -276,6 +276,9 @@ mod tests {
         let err = ModelConfig::from_hf_config_json(&path)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("config.json") && err.contains("hidden_size"), "{err}");
+        assert!(
+            err.contains("config.json") && err.contains("hidden_size"),
+            "{err}"
+        );
     }
 }

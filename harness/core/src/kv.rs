@@ -75,6 +75,13 @@ impl KvShape {
         }
     }
 
+    /// Stores K/V at `dtype`. llama.cpp's default cache is f16; matching it matters when
+    /// comparing perplexity with llama.cpp, because the rounding moves it by about half a percent.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
     pub fn bytes_per_token(&self) -> usize {
         2 * self.num_layers * self.num_kv_heads * self.head_dim * self.dtype.size_in_bytes()
     }
@@ -130,7 +137,11 @@ impl KvCache for ContiguousKvCache {
             });
         }
         if !self.seqs.contains_key(&seq) {
-            let dims = (self.shape.num_kv_heads, self.max_seq_len, self.shape.head_dim);
+            let dims = (
+                self.shape.num_kv_heads,
+                self.max_seq_len,
+                self.shape.head_dim,
+            );
             let mut layers = Vec::with_capacity(self.shape.num_layers);
             for _ in 0..self.shape.num_layers {
                 layers.push((
@@ -157,7 +168,13 @@ impl KvCache for ContiguousKvCache {
         let (kb, vb) = &buffers.layers[layer];
         kb.slice_set(&k.to_dtype(dtype)?.contiguous()?, 1, start)?;
         vb.slice_set(&v.to_dtype(dtype)?.contiguous()?, 1, start)?;
-        Ok((kb.narrow(1, 0, start + new)?, vb.narrow(1, 0, start + new)?))
+        let (k_all, v_all) = (kb.narrow(1, 0, start + new)?, vb.narrow(1, 0, start + new)?);
+        // Attention runs in f32 whatever the storage type.
+        if dtype == DType::F32 {
+            Ok((k_all, v_all))
+        } else {
+            Ok((k_all.to_dtype(DType::F32)?, v_all.to_dtype(DType::F32)?))
+        }
     }
 
     fn commit(&mut self, seq: SeqId, new_tokens: usize) -> Result<()> {

@@ -97,10 +97,14 @@ fn hf_special_tokens(dir: &Path) -> SpecialTokens {
     };
     let ids = |v: Option<&serde_json::Value>| -> Vec<u32> {
         match v {
-            Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| x as u32).into_iter().collect(),
-            Some(serde_json::Value::Array(a)) => {
-                a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect()
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|x| x as u32).into_iter().collect()
             }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect(),
             _ => Vec::new(),
         }
     };

@@ -204,9 +204,24 @@ impl Model {
                 expect(&name, &t, &[out, inp])?;
                 policy.build(&name, role, t)
             };
-            let q = linear("attn_q.weight", WeightRole::Attention, config.q_dim(), hidden)?;
-            let k = linear("attn_k.weight", WeightRole::Attention, config.kv_dim(), hidden)?;
-            let v = linear("attn_v.weight", WeightRole::Attention, config.kv_dim(), hidden)?;
+            let q = linear(
+                "attn_q.weight",
+                WeightRole::Attention,
+                config.q_dim(),
+                hidden,
+            )?;
+            let k = linear(
+                "attn_k.weight",
+                WeightRole::Attention,
+                config.kv_dim(),
+                hidden,
+            )?;
+            let v = linear(
+                "attn_v.weight",
+                WeightRole::Attention,
+                config.kv_dim(),
+                hidden,
+            )?;
             let o = linear(
                 "attn_output.weight",
                 WeightRole::Attention,
@@ -245,7 +260,10 @@ impl Model {
         let (output_head, output_head_tied) = if source.has("output.weight") {
             let t = source.tensor("output.weight")?;
             expect("output.weight", &t, &[config.vocab_size, hidden])?;
-            (policy.build("output.weight", WeightRole::OutputHead, t)?, false)
+            (
+                policy.build("output.weight", WeightRole::OutputHead, t)?,
+                false,
+            )
         } else {
             (
                 policy.build("output.weight", WeightRole::OutputHead, embd_source.clone())?,
@@ -559,4 +577,3 @@ pub(crate) fn last_dim_argmax(row: &[f32]) -> u32 {
     }
     best as u32
 }
-

@@ -2,6 +2,7 @@
 //! is evaluated from an empty cache, and only positions from `first_scored` on are scored, so
 //! every scored token has context behind it.
 
+use candle_core::DType;
 use serde::Serialize;
 
 use crate::error::{CoreError, Result};
@@ -18,6 +19,8 @@ pub struct PerplexityOptions {
     pub first_scored: usize,
     /// Tokens per forward pass inside a window; windows are long and this bounds memory.
     pub batch: usize,
+    /// K/V storage type. llama.cpp defaults to f16; f32 is exact and the default here.
+    pub kv_dtype: DType,
 }
 
 impl PerplexityOptions {
@@ -27,6 +30,7 @@ impl PerplexityOptions {
             max_chunks: None,
             first_scored: ctx / 2,
             batch: ctx,
+            kv_dtype: DType::F32,
         }
     }
 }
@@ -69,7 +73,11 @@ pub fn perplexity(
     let chunks = opts.max_chunks.map_or(available, |m| m.min(available));
     let mut nlls: Vec<f64> = Vec::new();
     let mut running = Vec::with_capacity(chunks);
-    let mut cache = ContiguousKvCache::new(KvShape::of(model.config()), opts.ctx, model.device());
+    let mut cache = ContiguousKvCache::new(
+        KvShape::of(model.config()).with_dtype(opts.kv_dtype),
+        opts.ctx,
+        model.device(),
+    );
     for c in 0..chunks {
         let window = &tokens[c * opts.ctx..(c + 1) * opts.ctx];
         cache.remove(0);
@@ -83,7 +91,10 @@ pub fn perplexity(
             } else {
                 LogitsFor::None
             };
-            let out = model.forward(&[SeqChunk::new(0, window[pos..end].to_vec(), want)], &mut cache)?;
+            let out = model.forward(
+                &[SeqChunk::new(0, window[pos..end].to_vec(), want)],
+                &mut cache,
+            )?;
             if let Some(logits) = out.per_chunk.into_iter().next().flatten() {
                 let rows = logits_rows(&logits)?;
                 for (i, row) in rows.iter().enumerate() {

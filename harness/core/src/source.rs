@@ -160,12 +160,10 @@ impl WeightSource for GgufSource {
                 arch: self.config.architecture.name().into(),
             });
         }
-        self.reader
-            .rewind()
-            .map_err(|source| CoreError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+        self.reader.rewind().map_err(|source| CoreError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         let q = self
             .content
             .tensor(&mut self.reader, name, &self.device)
@@ -221,12 +219,11 @@ impl SafetensorsSource {
         }
         // SAFETY: the files are opened read-only; like every mmap user we rely on nobody
         // truncating them while the model is loaded.
-        let tensors = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| {
-            CoreError::BadSafetensors {
+        let tensors =
+            unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| CoreError::BadSafetensors {
                 path: files[0].clone(),
                 detail: one_line(&e),
-            }
-        })?;
+            })?;
         let mut names = HashMap::new();
         let mut dtype = DType::F32;
         for (hf_name, view) in tensors.tensors() {
@@ -289,13 +286,13 @@ impl WeightSource for SafetensorsSource {
                 })
             }
         }
-        let t = self
-            .tensors
-            .load(hf_name, &self.device)
-            .map_err(|e| CoreError::BadSafetensors {
-                path: self.path.clone(),
-                detail: one_line(&e),
-            })?;
+        let t =
+            self.tensors
+                .load(hf_name, &self.device)
+                .map_err(|e| CoreError::BadSafetensors {
+                    path: self.path.clone(),
+                    detail: one_line(&e),
+                })?;
         Ok(SourceTensor::Dense(t))
     }
 

@@ -53,14 +53,29 @@ pub fn tiny_weights(config: &ModelConfig, seed: u64) -> HashMap<String, Tensor> 
         s += 1;
         seeded_tensor(shape, scale, s)
     };
-    w.insert("token_embd.weight".into(), next(&[config.vocab_size, h], 1.0));
+    w.insert(
+        "token_embd.weight".into(),
+        next(&[config.vocab_size, h], 1.0),
+    );
     for i in 0..config.num_layers {
         let p = format!("blk.{i}");
         let lin = 1.0 / (h as f32).sqrt();
-        w.insert(format!("{p}.attn_q.weight"), next(&[config.q_dim(), h], lin));
-        w.insert(format!("{p}.attn_k.weight"), next(&[config.kv_dim(), h], lin));
-        w.insert(format!("{p}.attn_v.weight"), next(&[config.kv_dim(), h], lin));
-        w.insert(format!("{p}.attn_output.weight"), next(&[h, config.q_dim()], lin));
+        w.insert(
+            format!("{p}.attn_q.weight"),
+            next(&[config.q_dim(), h], lin),
+        );
+        w.insert(
+            format!("{p}.attn_k.weight"),
+            next(&[config.kv_dim(), h], lin),
+        );
+        w.insert(
+            format!("{p}.attn_v.weight"),
+            next(&[config.kv_dim(), h], lin),
+        );
+        w.insert(
+            format!("{p}.attn_output.weight"),
+            next(&[h, config.q_dim()], lin),
+        );
         let ffn = config.intermediate_size;
         w.insert(format!("{p}.ffn_gate.weight"), next(&[ffn, h], lin));
         w.insert(format!("{p}.ffn_up.weight"), next(&[ffn, h], lin));

@@ -16,7 +16,9 @@ pub fn set_threads(requested: usize) -> usize {
         };
         // Edition 2021: set_var is safe here, and this runs before any worker thread exists.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
         n
     })
 }

@@ -30,11 +30,7 @@ impl GenerationTrace {
         let n = self.token_times.len();
         let ttft = self.token_times.first().map(|t| *t - self.started);
         let total = self.token_times.last().map(|t| *t - self.started);
-        let itl: Vec<Duration> = self
-            .token_times
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .collect();
+        let itl: Vec<Duration> = self.token_times.windows(2).map(|w| w[1] - w[0]).collect();
         // vLLM's definition: TPOT = (latency - TTFT) / (output tokens - 1).
         let tpot = match (ttft, total) {
             (Some(f), Some(t)) if n > 1 => Some((t - f) / (n as u32 - 1)),

@@ -7,9 +7,11 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use effbench_core::source::{GgufSource, SafetensorsSource};
-use effbench_core::testing::{permute_for_interleaved_rope, tiny_config, tiny_source, tiny_weights};
+use effbench_core::testing::{
+    permute_for_interleaved_rope, tiny_config, tiny_source, tiny_weights,
+};
 use effbench_core::{
-    AsStored, Architecture, ContiguousKvCache, KvCache, KvShape, LogitsFor, Model, SeqChunk,
+    Architecture, AsStored, ContiguousKvCache, KvCache, KvShape, LogitsFor, Model, SeqChunk,
 };
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -35,7 +37,10 @@ fn cache_for(model: &Model) -> ContiguousKvCache {
 fn all_logits(model: &Model, tokens: &[u32]) -> Tensor {
     let mut cache = cache_for(model);
     let out = model
-        .forward(&[SeqChunk::new(0, tokens.to_vec(), LogitsFor::All)], &mut cache)
+        .forward(
+            &[SeqChunk::new(0, tokens.to_vec(), LogitsFor::All)],
+            &mut cache,
+        )
         .unwrap();
     out.per_chunk[0].clone().unwrap()
 }
@@ -68,7 +73,10 @@ fn chunked_prefill_matches_one_pass() {
     let mut rows = Vec::new();
     for piece in PROMPT.chunks(4) {
         let out = model
-            .forward(&[SeqChunk::new(0, piece.to_vec(), LogitsFor::All)], &mut cache)
+            .forward(
+                &[SeqChunk::new(0, piece.to_vec(), LogitsFor::All)],
+                &mut cache,
+            )
             .unwrap();
         rows.push(out.per_chunk[0].clone().unwrap());
     }
@@ -121,7 +129,10 @@ fn rollback_then_refill_matches() {
     let model = tiny_model(Architecture::Llama);
     let mut cache = cache_for(&model);
     model
-        .forward(&[SeqChunk::new(0, PROMPT.to_vec(), LogitsFor::None)], &mut cache)
+        .forward(
+            &[SeqChunk::new(0, PROMPT.to_vec(), LogitsFor::None)],
+            &mut cache,
+        )
         .unwrap();
     // Drop the last three tokens, as a rejected speculative draft would be dropped.
     cache.truncate(0, PROMPT.len() - 3).unwrap();
@@ -151,7 +162,10 @@ fn bad_batches_are_refused() {
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
     let mut small = ContiguousKvCache::new(KvShape::of(model.config()), 4, &Device::Cpu);
     let err = model
-        .forward(&[SeqChunk::new(0, PROMPT.to_vec(), LogitsFor::Last)], &mut small)
+        .forward(
+            &[SeqChunk::new(0, PROMPT.to_vec(), LogitsFor::Last)],
+            &mut small,
+        )
         .unwrap_err();
     assert!(err.to_string().contains("capacity"), "{err}");
 }
@@ -173,14 +187,38 @@ fn write_tiny_gguf(path: &std::path::Path, dtype: GgmlDType) {
     }
     let md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String("llama".into())),
-        ("llama.embedding_length".into(), Value::U32(cfg.hidden_size as u32)),
-        ("llama.feed_forward_length".into(), Value::U32(cfg.intermediate_size as u32)),
-        ("llama.block_count".into(), Value::U32(cfg.num_layers as u32)),
-        ("llama.attention.head_count".into(), Value::U32(cfg.num_heads as u32)),
-        ("llama.attention.head_count_kv".into(), Value::U32(cfg.num_kv_heads as u32)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(cfg.rms_norm_eps as f32)),
-        ("llama.rope.freq_base".into(), Value::F32(cfg.rope_theta as f32)),
-        ("llama.context_length".into(), Value::U32(cfg.max_position_embeddings as u32)),
+        (
+            "llama.embedding_length".into(),
+            Value::U32(cfg.hidden_size as u32),
+        ),
+        (
+            "llama.feed_forward_length".into(),
+            Value::U32(cfg.intermediate_size as u32),
+        ),
+        (
+            "llama.block_count".into(),
+            Value::U32(cfg.num_layers as u32),
+        ),
+        (
+            "llama.attention.head_count".into(),
+            Value::U32(cfg.num_heads as u32),
+        ),
+        (
+            "llama.attention.head_count_kv".into(),
+            Value::U32(cfg.num_kv_heads as u32),
+        ),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(cfg.rms_norm_eps as f32),
+        ),
+        (
+            "llama.rope.freq_base".into(),
+            Value::F32(cfg.rope_theta as f32),
+        ),
+        (
+            "llama.context_length".into(),
+            Value::U32(cfg.max_position_embeddings as u32),
+        ),
     ];
     let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let t_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -205,7 +243,8 @@ fn gguf_and_safetensors_load_the_same_model() {
     write_tiny_gguf(&gguf, GgmlDType::F32);
     write_tiny_safetensors(dir.path());
     let dev = Device::Cpu;
-    let from_gguf = Model::load(&mut GgufSource::open(&gguf, &dev).unwrap(), &AsStored, &dev).unwrap();
+    let from_gguf =
+        Model::load(&mut GgufSource::open(&gguf, &dev).unwrap(), &AsStored, &dev).unwrap();
     let from_st = Model::load(
         &mut SafetensorsSource::open(dir.path(), &dev).unwrap(),
         &AsStored,
@@ -216,7 +255,11 @@ fn gguf_and_safetensors_load_the_same_model() {
     let a = all_logits(&from_gguf, &PROMPT);
     let b = all_logits(&from_st, &PROMPT);
     let c = all_logits(&reference, &PROMPT);
-    assert!(max_diff(&a, &c) < 1e-4, "gguf vs memory {}", max_diff(&a, &c));
+    assert!(
+        max_diff(&a, &c) < 1e-4,
+        "gguf vs memory {}",
+        max_diff(&a, &c)
+    );
     assert!(max_diff(&b, &c) < 1e-4, "safetensors vs memory");
 }
 
@@ -228,8 +271,18 @@ fn quantized_gguf_stays_close_to_f32() {
     let q8_path = dir.path().join("q8.gguf");
     write_tiny_gguf(&f32_path, GgmlDType::F32);
     write_tiny_gguf(&q8_path, GgmlDType::Q8_0);
-    let a = Model::load(&mut GgufSource::open(&f32_path, &dev).unwrap(), &AsStored, &dev).unwrap();
-    let b = Model::load(&mut GgufSource::open(&q8_path, &dev).unwrap(), &AsStored, &dev).unwrap();
+    let a = Model::load(
+        &mut GgufSource::open(&f32_path, &dev).unwrap(),
+        &AsStored,
+        &dev,
+    )
+    .unwrap();
+    let b = Model::load(
+        &mut GgufSource::open(&q8_path, &dev).unwrap(),
+        &AsStored,
+        &dev,
+    )
+    .unwrap();
     assert_eq!(b.label(), "Q8_0 as stored");
     assert!(b.weight_bytes().total < a.weight_bytes().total / 3);
     let d = max_diff(&all_logits(&a, &PROMPT), &all_logits(&b, &PROMPT));
