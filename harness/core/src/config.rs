@@ -135,7 +135,8 @@ impl ModelConfig {
             .or_else(|| raw.architectures.as_ref().and_then(|a| a.first().cloned()))
             .ok_or_else(|| bad("neither `model_type` nor `architectures` is set".into()))?;
         let architecture = Architecture::parse(&arch_name)?;
-        if raw.num_attention_heads == 0 || raw.hidden_size % raw.num_attention_heads != 0 {
+        if raw.num_attention_heads == 0 || !raw.hidden_size.is_multiple_of(raw.num_attention_heads)
+        {
             return Err(bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 raw.hidden_size, raw.num_attention_heads

@@ -64,7 +64,7 @@ impl Embeddings {
             (SourceTensor::Ggml(q), None) => {
                 let (rows, cols) = q.shape().dims2()?;
                 let block = q.dtype().block_size();
-                if cols % block != 0 {
+                if !cols.is_multiple_of(block) {
                     return Err(CoreError::Invalid(format!(
                         "embedding width {cols} is not a multiple of block size {block}"
                     )));

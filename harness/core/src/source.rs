@@ -100,7 +100,7 @@ impl GgufSource {
         for (name, info) in &content.tensor_infos {
             let elems = info.shape.elem_count();
             let block = info.ggml_dtype.block_size();
-            if elems % block != 0 {
+            if !elems.is_multiple_of(block) {
                 return Err(bad(format!(
                     "tensor `{name}` has {elems} elements, not a multiple of its block size {block}"
                 )));
@@ -461,27 +461,6 @@ pub(crate) fn one_line(e: &dyn std::fmt::Display) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_map_both_ways() {
-        for hf in [
-            "model.embed_tokens.weight",
-            "model.norm.weight",
-            "lm_head.weight",
-            "model.layers.11.self_attn.k_proj.bias",
-            "model.layers.0.mlp.down_proj.weight",
-        ] {
-            let c = canonical_name(hf).unwrap();
-            assert_eq!(hf_name(&c).unwrap(), hf);
-        }
-        assert_eq!(canonical_name("model.layers.x.mlp.up_proj.weight"), None);
-        assert_eq!(canonical_name("model.rotary_emb.inv_freq"), None);
-    }
-}
-
 /// Tensors already in memory, by canonical name: for models built in code (tests, a freshly
 /// distilled student) rather than read from a file.
 pub struct TensorMapSource {
@@ -527,5 +506,26 @@ impl WeightSource for TensorMapSource {
 
     fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_both_ways() {
+        for hf in [
+            "model.embed_tokens.weight",
+            "model.norm.weight",
+            "lm_head.weight",
+            "model.layers.11.self_attn.k_proj.bias",
+            "model.layers.0.mlp.down_proj.weight",
+        ] {
+            let c = canonical_name(hf).unwrap();
+            assert_eq!(hf_name(&c).unwrap(), hf);
+        }
+        assert_eq!(canonical_name("model.layers.x.mlp.up_proj.weight"), None);
+        assert_eq!(canonical_name("model.rotary_emb.inv_freq"), None);
     }
 }
