@@ -45,7 +45,7 @@ impl SourceTensor {
 
     pub fn format(&self) -> String {
         match self {
-            Self::Ggml(q) => format!("{:?}", q.dtype()),
+            Self::Ggml(q) => ggml_type_name(q.dtype()).to_string(),
             Self::Dense(t) => dtype_name(t.dtype()).to_string(),
         }
     }
@@ -55,6 +55,27 @@ impl SourceTensor {
             Self::Ggml(q) => q.dequantize(&q.device())?,
             Self::Dense(t) => t.to_dtype(DType::F32)?,
         })
+    }
+}
+
+/// GGML's own spelling of a block type (`Q4_K`, not candle's `Q4K`), as users know it.
+pub fn ggml_type_name(dtype: GgmlDType) -> &'static str {
+    match dtype {
+        GgmlDType::F32 => "F32",
+        GgmlDType::F16 => "F16",
+        GgmlDType::BF16 => "BF16",
+        GgmlDType::Q4_0 => "Q4_0",
+        GgmlDType::Q4_1 => "Q4_1",
+        GgmlDType::Q5_0 => "Q5_0",
+        GgmlDType::Q5_1 => "Q5_1",
+        GgmlDType::Q8_0 => "Q8_0",
+        GgmlDType::Q8_1 => "Q8_1",
+        GgmlDType::Q2K => "Q2_K",
+        GgmlDType::Q3K => "Q3_K",
+        GgmlDType::Q4K => "Q4_K",
+        GgmlDType::Q5K => "Q5_K",
+        GgmlDType::Q6K => "Q6_K",
+        GgmlDType::Q8K => "Q8_K",
     }
 }
 
@@ -252,7 +273,7 @@ impl LinearWeight for GgmlLinear {
     }
 
     fn format(&self) -> String {
-        format!("{:?}", self.qtensor.dtype())
+        ggml_type_name(self.qtensor.dtype()).to_string()
     }
 
     fn dequantize(&self) -> Result<Tensor> {

@@ -175,13 +175,22 @@ impl WeightSource for GgufSource {
     }
 
     fn format(&self) -> String {
-        // The type of the first FFN matrix names the file the way people do ("Q4_K_M" mixes
-        // several types; its bulk is the FFN up/gate type).
+        // llama.cpp records the recipe ("Q4_K_M" mixes several block types); name the file by
+        // it when present, else by the type of its bulk, the FFN matrices.
+        if let Some(name) = self
+            .content
+            .metadata
+            .get("general.file_type")
+            .and_then(crate::config::value_as_u64)
+            .and_then(file_type_name)
+        {
+            return name.to_string();
+        }
         self.content
             .tensor_infos
             .get("blk.0.ffn_up.weight")
             .or_else(|| self.content.tensor_infos.get("blk.0.attn_q.weight"))
-            .map(|i| format!("{:?}", i.ggml_dtype))
+            .map(|i| crate::linear::ggml_type_name(i.ggml_dtype).to_string())
             .unwrap_or_else(|| "GGUF".into())
     }
 
@@ -453,6 +462,30 @@ pub fn hf_name(canonical: &str) -> Option<String> {
         _ => return None,
     };
     Some(format!("model.layers.{idx}.{suffix}"))
+}
+
+/// llama.cpp's `llama_ftype` numbering, as written to `general.file_type`.
+fn file_type_name(ftype: u64) -> Option<&'static str> {
+    Some(match ftype {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        _ => return None,
+    })
 }
 
 /// candle errors can carry backtraces and nested context over several lines; users get one.
