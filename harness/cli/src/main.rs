@@ -7,6 +7,7 @@ mod fetch;
 mod generate;
 mod hw;
 mod perplexity;
+mod run;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,9 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Prefill and decode speed, llama-bench style (pp/tg tok/s, mean ± sd over repetitions).
     Bench(bench::BenchArgs),
+    /// Evaluate techniques side by side on a quality suite (MMLU), every item recorded as it
+    /// is scored; prints the comparison table and writes results/<run-id>/.
+    Run(run::RunArgs),
     /// The default job: generate and perplexity on the default model.
     Demo(generate::DemoArgs),
 }
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Some(Command::Perplexity(a)) => perplexity::run(a),
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Demo(a)) => generate::demo(a),
+        Some(Command::Run(a)) => run::run(a),
         None => generate::demo(generate::DemoArgs::default()),
     };
     match result {

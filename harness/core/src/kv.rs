@@ -53,6 +53,9 @@ pub trait KvCache: Send {
     /// Drops everything after the first `len` tokens (rejected speculative tokens).
     fn truncate(&mut self, seq: SeqId, len: usize) -> Result<()>;
     fn remove(&mut self, seq: SeqId);
+    /// Starts `to` as a copy of `from`'s tokens, so a shared prompt prefix (few-shot
+    /// exemplars, a system prompt) is computed once. A paged cache can share blocks instead.
+    fn fork(&mut self, from: SeqId, to: SeqId) -> Result<()>;
     fn usage(&self) -> KvUsage;
 }
 
@@ -190,6 +193,21 @@ impl KvCache for ContiguousKvCache {
 
     fn remove(&mut self, seq: SeqId) {
         self.seqs.remove(&seq);
+    }
+
+    fn fork(&mut self, from: SeqId, to: SeqId) -> Result<()> {
+        let src = self
+            .seqs
+            .get(&from)
+            .ok_or(CoreError::UnknownSequence(from))?;
+        let len = src.len;
+        let mut layers = Vec::with_capacity(src.layers.len());
+        for (k, v) in &src.layers {
+            // A contiguous cache owns its buffers outright: the copy is the whole reservation.
+            layers.push((k.copy()?, v.copy()?));
+        }
+        self.seqs.insert(to, SeqBuffers { len, layers });
+        Ok(())
     }
 
     fn usage(&self) -> KvUsage {

@@ -37,6 +37,15 @@ impl LoadedModel {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Ids of `text` on its own, without BOS or other added tokens: for continuations.
+    pub fn tokenizer_ids_without_specials(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| CoreError::Invalid(format!("tokenizing failed: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer
             .decode(ids, false)

@@ -288,3 +288,42 @@ fn quantized_gguf_stays_close_to_f32() {
     let d = max_diff(&all_logits(&a, &PROMPT), &all_logits(&b, &PROMPT));
     assert!(d > 0.0 && d < 0.1, "Q8_0 logits drift {d}");
 }
+
+#[test]
+fn forked_prefix_continues_like_the_full_sequence() {
+    let model = tiny_model(Architecture::Qwen2);
+    let mut cache = cache_for(&model);
+    model
+        .forward(
+            &[SeqChunk::new(0, PROMPT[..5].to_vec(), LogitsFor::None)],
+            &mut cache,
+        )
+        .unwrap();
+    cache.fork(0, 1).unwrap();
+    cache.fork(0, 2).unwrap();
+    let out = model
+        .forward(
+            &[
+                SeqChunk::new(1, PROMPT[5..].to_vec(), LogitsFor::Last),
+                SeqChunk::new(2, vec![3, 4], LogitsFor::Last),
+            ],
+            &mut cache,
+        )
+        .unwrap();
+    let full = all_logits(&model, &PROMPT);
+    let d = max_diff(
+        out.per_chunk[0].as_ref().unwrap(),
+        &full.narrow(0, PROMPT.len() - 1, 1).unwrap(),
+    );
+    assert!(d < 1e-4, "{d}");
+    let mut other = PROMPT[..5].to_vec();
+    other.extend([3, 4]);
+    let full_other = all_logits(&model, &other);
+    let d = max_diff(
+        out.per_chunk[1].as_ref().unwrap(),
+        &full_other.narrow(0, other.len() - 1, 1).unwrap(),
+    );
+    assert!(d < 1e-4, "{d}");
+    // The prefix itself is untouched by its forks.
+    assert_eq!(cache.seq_len(0), 5);
+}

