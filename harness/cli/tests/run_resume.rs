@@ -1,0 +1,140 @@
+//! `effbench run` on the real SmolLM2 and MMLU: the same run twice gives bit-identical per-item
+//! log-likelihoods, and a run killed with SIGKILL then resumed ends with exactly the records of
+//! an uninterrupted run, none scored twice.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn assets_ready() -> bool {
+    let ready = effbench_assets::cached_path("smollm2-135m-instruct").is_some()
+        && effbench_assets::cached_path("mmlu").is_some();
+    if !ready {
+        if std::env::var("EFFBENCH_REQUIRE_ASSETS").as_deref() == Ok("1") {
+            panic!("SmolLM2 or MMLU not cached (run scripts/fetch-test-assets.sh)");
+        }
+        eprintln!("skipping: SmolLM2 or MMLU not cached (run scripts/fetch-test-assets.sh)");
+    }
+    ready
+}
+
+fn run_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "--suite",
+        "mmlu-lite",
+        "--subjects",
+        "abstract_algebra,anatomy,astronomy",
+        "--items-per-subject",
+        "4",
+        "--techniques",
+        "f16",
+        "--threads",
+        "2",
+        "--run-id",
+        "r",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(out.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn effbench(args: &[String]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_effbench"))
+        .args(args)
+        .output()
+        .expect("run effbench")
+}
+
+/// Item id -> (raw JSON line), asserting no item appears twice.
+fn records(out: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(out.join("r").join("items-f16.jsonl")).unwrap();
+    let mut map = BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = v["item"].as_str().unwrap().to_string();
+        assert!(
+            map.insert(id.clone(), line.to_string()).is_none(),
+            "{id} scored twice"
+        );
+    }
+    map
+}
+
+#[test]
+fn deterministic_and_resumable_after_sigkill() {
+    if !assets_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, killed) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("killed"),
+    );
+    for out in [&a, &b] {
+        let o = effbench(&run_args(out, &[]));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let ra = records(&a);
+    assert_eq!(ra.len(), 12);
+    // Same settings, same machine: every log-likelihood bit-identical (JSON floats round-trip).
+    assert_eq!(ra, records(&b));
+    assert!(a.join("r").join("summary.md").exists());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_effbench"))
+        .args(run_args(&killed, &[]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = killed.join("r").join("items-f16.jsonl");
+    let start = Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(&file)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if lines >= 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no records appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let partial = std::fs::read_to_string(&file).unwrap().lines().count();
+    assert!(partial < 12, "the run finished before it could be killed");
+
+    let o = effbench(&run_args(&killed, &["--resume"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(records(&killed), ra);
+    let summary = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p.join("r").join("summary.json")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(
+        summary(&killed)["techniques"][0]["accuracy"],
+        summary(&a)["techniques"][0]["accuracy"]
+    );
+}
+
+#[test]
+fn unknown_technique_is_a_one_line_error() {
+    let o = effbench(&[
+        "run".to_string(),
+        "--techniques".to_string(),
+        "f16,int3".to_string(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unknown technique `int3`"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1);
+}
