@@ -2,6 +2,7 @@
 //! scored, and a comparison table with the statistics to say which differences are real.
 
 mod mc;
+mod ppl;
 mod report;
 pub mod store;
 
@@ -21,8 +22,9 @@ use store::RunDir;
 
 #[derive(Args, Clone)]
 pub struct RunArgs {
-    /// mmlu-lite (stratified MMLU subset), mmlu (all 14,042 items), or mc:PATH (your own JSONL,
-    /// MMLU CSV directory, or cais/mmlu JSON/parquet file).
+    /// mmlu-lite (stratified MMLU subset), mmlu (all 14,042 items), mc:PATH (your own JSONL,
+    /// MMLU CSV directory, or cais/mmlu JSON/parquet file), wikitext-2 (perplexity, KL and
+    /// top-1 agreement against the baseline), or ppl:PATH (the same on your own text).
     #[arg(long, default_value = "mmlu-lite")]
     pub suite: String,
     /// Known model name or path (as for `generate`).
@@ -70,6 +72,12 @@ pub struct RunArgs {
     pub threads: usize,
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Perplexity suites: tokens per window.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Perplexity suites: windows to evaluate, from the start of the text.
+    #[arg(long, default_value_t = 8)]
+    pub chunks: usize,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -250,42 +258,41 @@ fn find_resumable(out: &std::path::Path, settings: &RunSettings) -> Option<Strin
     candidates.pop().map(|c| c.1)
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
-    for t in &args.techniques {
-        technique_weights(t)?;
-    }
-    if args.techniques.is_empty() {
-        bail!("no techniques given (hint: --techniques f16,as-stored)");
-    }
-    select_device(&args.device)?;
-    let threads = effbench_core::threads::set_threads(args.threads);
-    let suite = load_suite(&args)?;
-    eprintln!(
-        "suite {}: {} items over {} subjects, manifest {} (seed {}, {}-shot; exemplars: {})",
-        suite.manifest.name,
-        suite.manifest.items,
-        suite.manifest.subjects,
-        suite.manifest.short_hash(),
-        args.seed,
-        args.shots,
-        suite.fewshot_label
-    );
-    let model_path = crate::common::resolve_model_path(&args.model)?;
-    let settings = RunSettings {
-        suite: args.suite.clone(),
-        model: args.model.clone(),
-        techniques: args.techniques.clone(),
-        items_per_subject: suite.manifest.per_subject,
-        shots: args.shots,
-        seed: args.seed,
-        subjects: args.subjects.clone(),
-        manifest_hash: suite.manifest.content_hash.clone(),
-    };
+enum SuiteKind {
+    MultipleChoice,
+    Perplexity(String),
+}
 
+fn suite_kind(suite: &str) -> Result<SuiteKind> {
+    Ok(match suite {
+        "mmlu-lite" | "mmlu" => SuiteKind::MultipleChoice,
+        s if s.starts_with("mc:") => SuiteKind::MultipleChoice,
+        "wikitext-2" | "perplexity" => SuiteKind::Perplexity("wikitext-2".into()),
+        s if s.starts_with("ppl:") => SuiteKind::Perplexity(s["ppl:".len()..].to_string()),
+        other => {
+            bail!("unknown suite `{other}` (known: mmlu-lite, mmlu, mc:PATH, wikitext-2, ppl:PATH)")
+        }
+    })
+}
+
+struct OpenedRun {
+    dir: RunDir,
+    manifest: RunManifest,
+}
+
+fn open_run(
+    args: &RunArgs,
+    settings: &RunSettings,
+    suite_manifest: &SuiteManifest,
+    model_path: &std::path::Path,
+    threads: usize,
+    fewshot_label: &str,
+    skipped: usize,
+) -> Result<OpenedRun> {
     let run_id = match (&args.resume, &args.run_id) {
         (Some(r), _) if r != "latest" => r.clone(),
         (Some(_), Some(id)) => id.clone(),
-        (Some(_), None) => find_resumable(&args.out, &settings).with_context(|| {
+        (Some(_), None) => find_resumable(&args.out, settings).with_context(|| {
             format!(
                 "no earlier run in {} has these settings to resume (hint: drop --resume to start one)",
                 args.out.display()
@@ -299,15 +306,21 @@ pub fn run(args: RunArgs) -> Result<()> {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            format!("{}-{}-{}shot-{}", args.suite.replace([':', '/'], "_"), stem, args.shots, now)
+            format!(
+                "{}-{}-{}shot-{}",
+                args.suite.replace([':', '/'], "_"),
+                stem,
+                args.shots,
+                now
+            )
         }
     };
-    let run_dir = RunDir::new(args.out.join(&run_id))?;
+    let dir = RunDir::new(args.out.join(&run_id))?;
     let manifest = if args.resume.is_some() {
-        let m: RunManifest = run_dir
+        let m: RunManifest = dir
             .read_json("run.json")
             .with_context(|| format!("run `{run_id}` cannot be resumed"))?;
-        if m.settings != settings {
+        if m.settings != *settings {
             bail!(
                 "run `{run_id}` was started with other settings (suite, model, techniques, shots, seed or items); resuming would mix results (hint: repeat its original command with --resume)"
             );
@@ -315,7 +328,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         eprintln!("resuming run {run_id}");
         m
     } else {
-        if run_dir.path.join("run.json").exists() {
+        if dir.path.join("run.json").exists() {
             bail!(
                 "run `{run_id}` already exists in {} (hint: --resume to continue it, or another --run-id)",
                 args.out.display()
@@ -325,7 +338,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             schema_version: SCHEMA_VERSION,
             run_id: run_id.clone(),
             settings: settings.clone(),
-            suite: suite.manifest.clone(),
+            suite: suite_manifest.clone(),
             provenance: Provenance {
                 effbench_version: env!("CARGO_PKG_VERSION").into(),
                 git_commit: option_env!("EFFBENCH_GIT_COMMIT")
@@ -337,15 +350,102 @@ pub fn run(args: RunArgs) -> Result<()> {
                 hardware: effbench_hw::detect(),
                 threads,
                 model_path: model_path.display().to_string(),
-                model_sha256: sha256_file(&model_path)?,
-                fewshot_source: suite.fewshot_label.clone(),
-                skipped_rows: suite.skipped,
+                model_sha256: sha256_file(model_path)?,
+                fewshot_source: fewshot_label.to_string(),
+                skipped_rows: skipped,
             },
         };
-        run_dir.write_json("run.json", &m)?;
+        dir.write_json("run.json", &m)?;
         m
     };
-    eprintln!("results: {}", run_dir.path.display());
+    eprintln!("results: {}", dir.path.display());
+    Ok(OpenedRun { dir, manifest })
+}
+
+fn technique_session(
+    model_path: &std::path::Path,
+    technique: &str,
+    threads: usize,
+    device: &str,
+) -> Result<crate::common::Session> {
+    load_model(&ModelArgs {
+        model: model_path.display().to_string(),
+        weights: technique_weights(technique)?,
+        threads,
+        device: device.to_string(),
+    })
+}
+
+fn progress(len: u64, pos: u64, prefix: String, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_position(pos);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{per_sec}} ETA {{eta}} {{msg}}"
+        ))
+        .expect("valid template"),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    for t in &args.techniques {
+        technique_weights(t)?;
+    }
+    if args.techniques.is_empty() {
+        bail!("no techniques given (hint: --techniques f16,as-stored)");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &args.techniques {
+        if !seen.insert(t) {
+            bail!("technique `{t}` is listed twice");
+        }
+    }
+    let kind = suite_kind(&args.suite)?;
+    select_device(&args.device)?;
+    let threads = effbench_core::threads::set_threads(args.threads);
+    let model_path = crate::common::resolve_model_path(&args.model)?;
+    match kind {
+        SuiteKind::MultipleChoice => run_mc(&args, &model_path, threads),
+        SuiteKind::Perplexity(text) => run_ppl(&args, &text, &model_path, threads),
+    }
+}
+
+fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Result<()> {
+    let suite = load_suite(args)?;
+    eprintln!(
+        "suite {}: {} items over {} subjects, manifest {} (seed {}, {}-shot; exemplars: {})",
+        suite.manifest.name,
+        suite.manifest.items,
+        suite.manifest.subjects,
+        suite.manifest.short_hash(),
+        args.seed,
+        args.shots,
+        suite.fewshot_label
+    );
+    let settings = RunSettings {
+        suite: args.suite.clone(),
+        model: args.model.clone(),
+        techniques: args.techniques.clone(),
+        items_per_subject: suite.manifest.per_subject,
+        shots: args.shots,
+        seed: args.seed,
+        subjects: args.subjects.clone(),
+        manifest_hash: suite.manifest.content_hash.clone(),
+    };
+    let OpenedRun {
+        dir: run_dir,
+        manifest,
+    } = open_run(
+        args,
+        &settings,
+        &suite.manifest,
+        model_path,
+        threads,
+        &suite.fewshot_label,
+        suite.skipped,
+    )?;
 
     let mut all_records: BTreeMap<String, BTreeMap<String, ItemRecord>> = BTreeMap::new();
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
@@ -357,27 +457,18 @@ pub fn run(args: RunArgs) -> Result<()> {
             .iter()
             .filter(|i| !done.contains_key(&i.id))
             .collect();
-        let model_args = ModelArgs {
-            model: model_path.display().to_string(),
-            weights: technique_weights(technique)?,
-            threads,
-            device: args.device.clone(),
-        };
-        let session = load_model(&model_args)?;
+        let session = technique_session(model_path, technique, threads, &args.device)?;
         labels.insert(technique.clone(), session.loaded.model.label().to_string());
         if pending.is_empty() {
             all_records.insert(technique.clone(), done);
             continue;
         }
-        let bar = ProgressBar::new(suite.items.len() as u64);
-        bar.set_position(done.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} items {per_sec} ETA {eta} {msg}",
-            )
-            .expect("valid template"),
+        let bar = progress(
+            suite.items.len() as u64,
+            done.len() as u64,
+            format!("{technique} ({})", session.loaded.model.label()),
+            "items",
         );
-        bar.set_prefix(format!("{technique} ({})", session.loaded.model.label()));
         let start = Instant::now();
         let mut writer = run_dir.appender(technique)?;
         let mut by_subject: BTreeMap<&str, Vec<&McItem>> = BTreeMap::new();
@@ -417,6 +508,107 @@ pub fn run(args: RunArgs) -> Result<()> {
     let summary = report::summarize(&manifest, &suite.items, &all_records, &labels, &seconds)?;
     run_dir.write_json("summary.json", &summary)?;
     let md = report::markdown(&manifest, &summary);
+    run_dir.write_atomic("summary.md", md.as_bytes())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("{md}");
+    }
+    Ok(())
+}
+
+fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: usize) -> Result<()> {
+    let text_path = crate::common::resolve_text(text)?;
+    let corpus = effbench_datasets::read_corpus(&text_path)?;
+    // Every technique of a run shares the checkpoint and so its tokenizer: tokenize once.
+    let first = technique_session(model_path, &args.techniques[0], threads, &args.device)?;
+    let need = args.chunks * args.ctx;
+    let mut end = corpus.len().min(need.saturating_mul(8).max(4096));
+    while !corpus.is_char_boundary(end) {
+        end -= 1;
+    }
+    let tokens = first.loaded.encode(&corpus[..end])?;
+    if tokens.len() < need {
+        bail!(
+            "{} gives {} tokens, fewer than {} windows of {} (hint: lower --chunks or --ctx)",
+            text_path.display(),
+            tokens.len(),
+            args.chunks,
+            args.ctx
+        );
+    }
+    let plan = ppl::PplPlan {
+        tokens: tokens[..need].to_vec(),
+        ctx: args.ctx,
+        windows: args.chunks,
+        first_scored: args.ctx / 2,
+    };
+    let token_hash = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for t in &plan.tokens {
+            h.update(t.to_le_bytes());
+        }
+        h.update((args.ctx as u64).to_le_bytes());
+        hex::encode(h.finalize())
+    };
+    let name = format!("{} (ctx {}, {} windows)", args.suite, args.ctx, args.chunks);
+    let suite_manifest = SuiteManifest::new(name.clone(), 0, None, &[]);
+    let settings = RunSettings {
+        suite: args.suite.clone(),
+        model: args.model.clone(),
+        techniques: args.techniques.clone(),
+        items_per_subject: None,
+        shots: 0,
+        seed: 0,
+        subjects: Vec::new(),
+        manifest_hash: token_hash,
+    };
+    let OpenedRun { dir: run_dir, .. } = open_run(
+        args,
+        &settings,
+        &suite_manifest,
+        model_path,
+        threads,
+        "n/a",
+        0,
+    )?;
+    let mut first = Some(first);
+    let mut records = BTreeMap::new();
+    let mut labels = BTreeMap::new();
+    let mut seconds = BTreeMap::new();
+    for (i, technique) in args.techniques.iter().enumerate() {
+        let mut done: BTreeMap<String, ppl::WindowRecord> = run_dir.load_records(technique)?;
+        let session = match first.take() {
+            Some(s) => s,
+            None => technique_session(model_path, technique, threads, &args.device)?,
+        };
+        labels.insert(technique.clone(), session.loaded.model.label().to_string());
+        if done.len() < plan.windows {
+            let bar = progress(
+                plan.windows as u64,
+                done.len() as u64,
+                format!("{technique} ({})", session.loaded.model.label()),
+                "windows",
+            );
+            let start = Instant::now();
+            ppl::score_technique(
+                &session.loaded,
+                &plan,
+                &run_dir,
+                technique,
+                i == 0,
+                &mut done,
+                |_| bar.inc(1),
+            )?;
+            bar.finish_and_clear();
+            seconds.insert(technique.clone(), start.elapsed().as_secs_f64());
+        }
+        records.insert(technique.clone(), done);
+    }
+    let summary = ppl::summarize(&args.techniques, &records, &labels, &seconds)?;
+    run_dir.write_json("summary.json", &summary)?;
+    let md = ppl::markdown(&format!("{name} on {}", args.model), &summary);
     run_dir.write_atomic("summary.md", md.as_bytes())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
