@@ -1,4 +1,4 @@
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use effbench_core::perplexity::{perplexity, PerplexityOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -70,7 +70,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
 
 pub fn run_on_session(session: &Session, file: &str, s: &PplSettings) -> Result<()> {
     let path = resolve_text(file)?;
-    let text = read_text(&path)?;
+    let text = effbench_datasets::read_corpus(&path)?;
     let loaded = &session.loaded;
     // Tokenize only what the windows need: the whole of WikiText-2 takes seconds to tokenize.
     let tokens = {
@@ -139,17 +139,4 @@ pub fn run_on_session(session: &Session, file: &str, s: &PplSettings) -> Result<
         );
     }
     Ok(())
-}
-
-/// Reads a corpus as UTF-8 with `\n` line endings. Some copies of WikiText-2 carry CRLF; the
-/// canonical one (and the text llama.cpp's reference figures here were taken on) has LF, and
-/// "\r\n" tokenizes differently, which moves perplexity by about 1%.
-pub fn read_text(path: &std::path::Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {} (is it UTF-8 text?)", path.display()))?;
-    Ok(if text.contains("\r\n") {
-        text.replace("\r\n", "\n")
-    } else {
-        text
-    })
 }
