@@ -8,7 +8,12 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
-use crate::error::Result;
+use effbench_kernels::WeightFormat;
+
+use crate::error::{CoreError, Result};
+
+/// Set to run every GGML matrix through candle's kernels, for comparing the two.
+pub const CANDLE_ONLY_ENV: &str = "EFFBENCH_CANDLE_KERNELS";
 
 /// A weight matrix `W` of shape (out_features, in_features) that computes `x W^T`.
 pub trait LinearWeight: Send + Sync + Debug {
@@ -236,18 +241,61 @@ impl LinearWeight for DenseLinear {
     }
 }
 
-/// A GGML block-quantized matrix, multiplied by candle's quantized kernels.
+/// A GGML block-quantized matrix. Q4_0, Q4_1 and Q8_0 on the CPU go through our own SIMD
+/// kernels (`effbench-kernels`), several times faster than candle's for these types (see
+/// `kernels/benches`); every other type and device through candle's.
 #[derive(Debug, Clone)]
 pub struct GgmlLinear {
     qtensor: Arc<QTensor>,
     matmul: QMatMul,
+    fast: Option<WeightFormat>,
 }
 
 impl GgmlLinear {
     pub fn new(qtensor: Arc<QTensor>) -> Result<Self> {
         qtensor.shape().dims2()?;
         let matmul = QMatMul::QTensor(qtensor.clone());
-        Ok(Self { qtensor, matmul })
+        let fast = if qtensor.device().is_cpu() && std::env::var_os(CANDLE_ONLY_ENV).is_none() {
+            match qtensor.dtype() {
+                GgmlDType::Q4_0 => Some(WeightFormat::Q4_0),
+                GgmlDType::Q4_1 => Some(WeightFormat::Q4_1),
+                GgmlDType::Q8_0 => Some(WeightFormat::Q8_0),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Ok(Self {
+            qtensor,
+            matmul,
+            fast,
+        })
+    }
+
+    /// Whether this matrix runs on effbench's own kernel rather than candle's.
+    pub fn uses_own_kernel(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    fn forward_own(&self, format: WeightFormat, x: &Tensor) -> Result<Tensor> {
+        let (n, k) = self.qtensor.shape().dims2()?;
+        let x = x.contiguous()?;
+        let dims = x.dims().to_vec();
+        let m = x.elem_count() / k;
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            return Err(CoreError::Invalid(
+                "CPU kernel given a non-CPU tensor".into(),
+            ));
+        };
+        let xs = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
+        let weights = self.qtensor.data()?;
+        let mut out = vec![0f32; m * n];
+        effbench_kernels::matmul(format, &weights, n, k, xs, m, &mut out)
+            .map_err(|e| CoreError::Invalid(format!("quantized matmul: {e}")))?;
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("at least 1-d") = n;
+        Ok(Tensor::from_vec(out, out_dims, x.device())?)
     }
 
     pub fn qtensor(&self) -> &Arc<QTensor> {
@@ -257,7 +305,10 @@ impl GgmlLinear {
 
 impl LinearWeight for GgmlLinear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.matmul.forward(&x.contiguous()?)?)
+        match self.fast {
+            Some(format) if x.dtype() == DType::F32 => self.forward_own(format, x),
+            _ => Ok(self.matmul.forward(&x.contiguous()?)?),
+        }
     }
 
     fn in_features(&self) -> usize {

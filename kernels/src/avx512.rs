@@ -1,0 +1,172 @@
+//! AVX-512 VNNI kernels: the tile structure of the AVX2 ones (see `x86.rs`), but every vector
+//! holds two consecutive blocks, halving the instructions per multiply-accumulate on cores with
+//! full-width 512-bit units (AMD Zen 5, Intel server cores).
+//!
+//! Lanes 0..8 of a 16-lane accumulator belong to block `b` and lanes 8..16 to block `b + 1`;
+//! the scale vectors are built to match (`[d_b; 8] ++ [d_b+1; 8]`). An odd last block is paired
+//! with itself on the weight side and with the activations' zero padding block, whose scale and
+//! sum are zero, so it adds nothing.
+
+use std::arch::x86_64::*;
+
+use crate::q8::{QK, ROW_GROUP};
+use crate::x86::Args;
+
+/// A weight format, decoded two blocks at a time.
+pub(crate) trait Format2 {
+    const BLOCK_BYTES: usize;
+    /// Blocks `b` (at `p`) and `b + 1` (at `p + second`) as 64 u8 lanes, and
+    /// `[d_b, m_b, d_b+1, m_b+1]` with `w = d * q + m`.
+    unsafe fn load2(p: *const u8, second: usize) -> (__m512i, __m128);
+}
+
+/// 2 x 16 bytes of nibbles to 64 lanes: `[lo_b, hi_b, lo_b+1, hi_b+1]` in 128-bit lanes, the
+/// element order of two consecutive activation blocks.
+#[inline(always)]
+unsafe fn unpack_nibbles2(p0: *const u8, p1: *const u8) -> __m512i {
+    let both = _mm512_mask_broadcast_i32x4(
+        _mm512_broadcast_i32x4(_mm_loadu_si128(p0.cast())),
+        0xff00,
+        _mm_loadu_si128(p1.cast()),
+    );
+    let shifted = _mm512_srlv_epi64(both, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
+    _mm512_and_si512(shifted, _mm512_set1_epi8(0x0f))
+}
+
+/// Two f16 scales (each followed by whatever) to `[d_b, 0, d_b+1, 0]` in f32.
+#[inline(always)]
+unsafe fn two_f16(p0: *const u8, p1: *const u8) -> __m128 {
+    let v = _mm_cvtsi32_si128(p0.cast::<u16>().read_unaligned() as i32);
+    _mm_cvtph_ps(_mm_insert_epi16::<2>(
+        v,
+        p1.cast::<u16>().read_unaligned() as i32,
+    ))
+}
+
+pub(crate) struct Q4_1;
+impl Format2 for Q4_1 {
+    const BLOCK_BYTES: usize = 20;
+    #[inline(always)]
+    unsafe fn load2(p: *const u8, second: usize) -> (__m512i, __m128) {
+        let p1 = p.add(second);
+        // (d, m) are adjacent f16s: one 32-bit load per block carries both.
+        let dm = _mm_insert_epi32::<1>(
+            _mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()),
+            p1.cast::<i32>().read_unaligned(),
+        );
+        (unpack_nibbles2(p.add(4), p1.add(4)), _mm_cvtph_ps(dm))
+    }
+}
+
+pub(crate) struct Q4_0;
+impl Format2 for Q4_0 {
+    const BLOCK_BYTES: usize = 18;
+    #[inline(always)]
+    unsafe fn load2(p: *const u8, second: usize) -> (__m512i, __m128) {
+        let p1 = p.add(second);
+        let d = _mm_permute_ps::<0b10_10_00_00>(two_f16(p, p1));
+        let dm = _mm_mul_ps(d, _mm_setr_ps(1.0, -8.0, 1.0, -8.0));
+        (unpack_nibbles2(p.add(2), p1.add(2)), dm)
+    }
+}
+
+pub(crate) struct Q8_0;
+impl Format2 for Q8_0 {
+    const BLOCK_BYTES: usize = 34;
+    #[inline(always)]
+    unsafe fn load2(p: *const u8, second: usize) -> (__m512i, __m128) {
+        let p1 = p.add(second);
+        // AVX-512 has no vpsignb to move the weight's sign onto the activation, so shift the
+        // weights to unsigned instead: d * w = d * (w + 128) - 128 d, the Q4_1 form.
+        let w = _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_loadu_si256(p.add(2).cast())),
+            _mm256_loadu_si256(p1.add(2).cast()),
+        );
+        let u = _mm512_xor_si512(w, _mm512_set1_epi8(-128));
+        let d = _mm_permute_ps::<0b10_10_00_00>(two_f16(p, p1));
+        (u, _mm_mul_ps(d, _mm_setr_ps(1.0, -128.0, 1.0, -128.0)))
+    }
+}
+
+/// One `R x C` tile over the full depth; see `x86::tile` for the shape of the computation.
+// Index loops: `r` and `c` address several tile arrays and memory offsets at once.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn tile<F: Format2, const R: usize, const C: usize>(a: &Args, n0: usize, c0: usize) {
+    debug_assert!(c0.is_multiple_of(ROW_GROUP) && C <= ROW_GROUP);
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    // Lanes 0..4: rows c0..c0+4 at even blocks; lanes 4..8: at odd blocks.
+    let mut acc_min = [_mm256_setzero_ps(); R];
+    let w0 = a.w.add(n0 * a.row_bytes);
+    let s_group = a.s.add((c0 / ROW_GROUP) * a.nbp * ROW_GROUP);
+    let lo_hi = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    let m_lanes = _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3);
+    let d8_lanes = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let mut b = 0;
+    while b < a.nb {
+        let second = if b + 1 < a.nb { F::BLOCK_BYTES } else { 0 };
+        let mut wq = [_mm512_setzero_si512(); R];
+        let mut d4 = [_mm512_setzero_ps(); R];
+        let s8 = _mm256_loadu_ps(s_group.add(b * ROW_GROUP));
+        for r in 0..R {
+            let (w, dm) = F::load2(w0.add(r * a.row_bytes + b * F::BLOCK_BYTES), second);
+            wq[r] = w;
+            d4[r] = _mm512_permutexvar_ps(lo_hi, _mm512_castps128_ps512(dm));
+            let m4 = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(dm), m_lanes);
+            acc_min[r] = _mm256_fmadd_ps(m4, s8, acc_min[r]);
+        }
+        for c in 0..C {
+            let q8 = _mm512_loadu_si512(a.qs.add((c0 + c) * a.kp + b * QK).cast());
+            let d8 = _mm_castsi128_ps(_mm_loadl_epi64(a.d.add((c0 + c) * a.nbp + b).cast()));
+            let d8 = _mm512_permutexvar_ps(d8_lanes, _mm512_castps128_ps512(d8));
+            for r in 0..R {
+                let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[r], q8);
+                let p = _mm512_cvtepi32_ps(p);
+                acc[r][c] = _mm512_fmadd_ps(p, _mm512_mul_ps(d4[r], d8), acc[r][c]);
+            }
+        }
+        b += 2;
+    }
+    for r in 0..R {
+        let mut mins = [0f32; 8];
+        _mm256_storeu_ps(mins.as_mut_ptr(), acc_min[r]);
+        for c in 0..C {
+            let v = _mm512_reduce_add_ps(acc[r][c]) + mins[c] + mins[c + ROW_GROUP];
+            *a.out.add((c0 + c) * a.n + n0 + r) = v;
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn tile_c<F: Format2, const R: usize>(a: &Args, n0: usize, c0: usize, c: usize) {
+    match c {
+        4 => tile::<F, R, 4>(a, n0, c0),
+        3 => tile::<F, R, 3>(a, n0, c0),
+        2 => tile::<F, R, 2>(a, n0, c0),
+        1 => tile::<F, R, 1>(a, n0, c0),
+        _ => unreachable!(),
+    }
+}
+
+/// Output columns `n0..n1` for every activation row, in 4 x 4 tiles.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn rows<F: Format2>(a: &Args, n0: usize, n1: usize) {
+    const R: usize = 4;
+    let mut r = n0;
+    while r < n1 {
+        let rr = R.min(n1 - r);
+        let mut c = 0;
+        while c < a.m {
+            let cc = ROW_GROUP.min(a.m - c);
+            match rr {
+                4 => tile_c::<F, 4>(a, r, c, cc),
+                3 => tile_c::<F, 3>(a, r, c, cc),
+                2 => tile_c::<F, 2>(a, r, c, cc),
+                1 => tile_c::<F, 1>(a, r, c, cc),
+                _ => unreachable!(),
+            }
+            c += cc;
+        }
+        r += rr;
+    }
+}

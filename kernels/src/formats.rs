@@ -1,0 +1,65 @@
+//! GGML weight block layouts, decoded the same way by the scalar reference, the dequantizer and
+//! (in vector form) the SIMD kernels.
+
+use half::f16;
+
+use crate::q8::QK;
+
+/// The weight formats this crate multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// `block_q4_0`: f16 `d`, 16 bytes of nibbles; `value = d * (q - 8)`.
+    Q4_0,
+    /// `block_q4_1`: f16 `d`, f16 `m`, 16 bytes of nibbles; `value = d * q + m`.
+    Q4_1,
+    /// `block_q8_0`: f16 `d`, 32 signed bytes; `value = d * q`.
+    Q8_0,
+}
+
+impl WeightFormat {
+    /// Bytes per block of 32 weights.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::Q8_0 => 34,
+        }
+    }
+
+    /// Bytes of an `(n, k)` matrix in this format.
+    pub const fn matrix_bytes(self, n: usize, k: usize) -> usize {
+        n * (k / QK) * self.block_bytes()
+    }
+
+    /// Decodes one block into `(d, m, q)` with `value[i] = d * q[i] + m`: the affine form every
+    /// kernel in this crate works in, so one dot product serves all formats.
+    pub(crate) fn decode_block(self, block: &[u8]) -> (f32, f32, [i32; QK]) {
+        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let mut q = [0i32; QK];
+        match self {
+            Self::Q4_0 | Self::Q4_1 => {
+                let (m, nibbles) = if self == Self::Q4_1 {
+                    (
+                        f16::from_le_bytes([block[2], block[3]]).to_f32(),
+                        &block[4..20],
+                    )
+                } else {
+                    (-8.0 * d, &block[2..18])
+                };
+                // Low nibbles hold elements 0..16 and high nibbles 16..32 (ggml's layout), not
+                // adjacent pairs.
+                for (j, &byte) in nibbles.iter().enumerate() {
+                    q[j] = (byte & 0x0f) as i32;
+                    q[j + QK / 2] = (byte >> 4) as i32;
+                }
+                (d, m, q)
+            }
+            Self::Q8_0 => {
+                for (qi, &byte) in q.iter_mut().zip(&block[2..34]) {
+                    *qi = byte as i8 as i32;
+                }
+                (d, 0.0, q)
+            }
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! Fast CPU matrix multiplication for GGML-quantized weights (Q4_1, Q4_0, Q8_0).
+//!
+//! candle 0.9's CPU path for Q4_1 has no SIMD dot product and multiplies one activation row at
+//! a time, which leaves a small model like SmolLM2-135M an order of magnitude behind llama.cpp.
+//! This crate computes `out (m, n) = x (m, k) · Wᵀ` the way ggml does, but tiled for prefill:
+//!
+//! 1. each activation row is quantized once to 8-bit blocks of 32 (ggml's Q8_1: scale `d` and
+//!    `s = d * sum(q)`), into a reusable [`Scratch`];
+//! 2. weight blocks are multiplied against them with integer SIMD (`maddubs`/`madd` on AVX2,
+//!    `vpdpbusd` with VNNI, two blocks per 512-bit vector with AVX-512), in tiles of 4 weight
+//!    rows x 4 activation rows so that one unpacked weight block serves four activation rows;
+//! 3. rayon tasks on the current pool (whose size the caller controls) split the output
+//!    columns, and each task sweeps all `m` activation rows over its weight rows while they are
+//!    in cache. Each output is computed by one task in a fixed order, so results do not depend
+//!    on the thread count.
+//!
+//! The API takes raw GGML block bytes and f32 slices, no candle types: `weights` is exactly what
+//! `QTensor::data()` returns for an `(n, k)` tensor, `n` rows of `k / 32` blocks each (see
+//! [`WeightFormat`] for the block layouts). Sizes are validated and reported as [`KernelError`].
+//!
+//! Decode-sized calls take tens of microseconds, so call them from inside the rayon pool
+//! (`ThreadPool::install`) rather than from a thread outside it, which pays a cross-thread
+//! wake-up per call.
+//!
+//! The SIMD path is chosen at run time (`is_x86_feature_detected!`), so a binary built for any
+//! x86-64 CPU is correct everywhere; [`reference::matmul`] is the portable scalar path and the
+//! oracle for the tests.
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod formats;
+mod q8;
+pub mod reference;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+pub use formats::WeightFormat;
+pub use q8::Scratch;
+
+use q8::QK;
+
+/// Why a matmul was refused. Nothing is written to `out` when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    #[error("k = {k} is not a multiple of the GGML block size 32")]
+    KNotBlockMultiple { k: usize },
+    #[error(
+        "{format:?} weights of an ({n}, {k}) matrix take {expected} bytes, but {got} were given"
+    )]
+    WeightsLen {
+        format: WeightFormat,
+        n: usize,
+        k: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("x should hold m * k = {m} * {k} = {expected} floats, but holds {got}")]
+    XLen {
+        m: usize,
+        k: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("out should hold m * n = {m} * {n} = {expected} floats, but holds {got}")]
+    OutLen {
+        m: usize,
+        n: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("the {0:?} kernel cannot run on this CPU")]
+    Unsupported(Isa),
+}
+
+/// A kernel variant. [`Isa::best`] is what the plain entry points use; the others exist so tests
+/// and benchmarks can compare variants on one machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// Portable scalar code (single-threaded).
+    Scalar,
+    /// AVX2 + FMA + F16C: `maddubs` + `madd` integer dot products.
+    Avx2,
+    /// AVX-512 (F, BW, VL, VNNI): 512-bit vectors holding two blocks each.
+    Avx512Vnni,
+    /// AVX-VNNI: `vpdpbusd` with VEX encoding.
+    AvxVnni,
+}
+
+impl Isa {
+    /// The fastest variant this CPU supports (detected once).
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| *Isa::available().last().unwrap_or(&Isa::Scalar))
+    }
+
+    /// Every variant this CPU supports, slowest first.
+    pub fn available() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni]
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
+    }
+
+    /// Whether this CPU can run the variant (`is_x86_feature_detected!` caches, so this is a
+    /// few atomic loads).
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::has_avx2(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => x86::has_avxvnni(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::has_avx512(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+/// `out (m, n) = x (m, k) · Wᵀ` for an `(n, k)` matrix `W` of GGML Q4_1 blocks.
+///
+/// `weights` holds `n` rows of `k / 32` blocks of 20 bytes: f16 `d`, f16 `m`, 16 bytes whose low
+/// nibbles are elements 0..16 and high nibbles elements 16..32; `w = d * q + m`. Activations
+/// are quantized to 8 bits per block of 32 first (as ggml does), which bounds the error of each
+/// output by `sum_b sum_i |w_i| * amax_b(x) / 254`.
+pub fn matmul_q4_1(
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul(WeightFormat::Q4_1, weights, n, k, x, m, out)
+}
+
+/// [`matmul_q4_1`] for Q4_0 weights (18-byte blocks: f16 `d`, 16 bytes of nibbles,
+/// `w = d * (q - 8)`).
+pub fn matmul_q4_0(
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul(WeightFormat::Q4_0, weights, n, k, x, m, out)
+}
+
+/// [`matmul_q4_1`] for Q8_0 weights (34-byte blocks: f16 `d`, 32 signed bytes, `w = d * q`).
+pub fn matmul_q8_0(
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul(WeightFormat::Q8_0, weights, n, k, x, m, out)
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::new());
+}
+
+/// `out (m, n) = x (m, k) · Wᵀ` for weights in any [`WeightFormat`], with the best kernel for
+/// this CPU. The activation buffer is a per-thread scratch kept between calls, so steady-state
+/// calls do not allocate.
+pub fn matmul(
+    format: WeightFormat,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => matmul_with(Isa::best(), format, weights, n, k, x, m, out, &mut scratch),
+        // A rayon worker waiting inside our own par_iter can be handed another matmul job on
+        // the same thread; that nested call gets a buffer of its own instead of a panic.
+        Err(_) => matmul_with(
+            Isa::best(),
+            format,
+            weights,
+            n,
+            k,
+            x,
+            m,
+            out,
+            &mut Scratch::new(),
+        ),
+    })
+}
+
+/// [`matmul`] with a caller-owned activation buffer and an explicit kernel variant.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    isa: Isa,
+    format: WeightFormat,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    check_sizes(format, weights, n, k, x, m, out)?;
+    if !isa.is_supported() {
+        return Err(KernelError::Unsupported(isa));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    match isa {
+        Isa::Scalar => {
+            scratch.quantize_scalar(x, m, k);
+            reference::matmul_quantized(format, weights, n, k, scratch, out);
+        }
+        #[cfg(target_arch = "x86_64")]
+        _ => {
+            scratch.quantize(x, m, k);
+            simd_matmul(isa, format, weights, n, k, scratch, out);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("only the scalar kernel is available off x86-64"),
+    }
+    Ok(())
+}
+
+/// Dequantizes an `(n, k)` Q4_1 matrix to row-major f32 (`w = d * q + m`).
+pub fn dequantize_q4_1(weights: &[u8], n: usize, k: usize) -> Result<Vec<f32>, KernelError> {
+    dequantize(WeightFormat::Q4_1, weights, n, k)
+}
+
+/// Dequantizes an `(n, k)` matrix of `format` blocks to row-major f32.
+pub fn dequantize(
+    format: WeightFormat,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+) -> Result<Vec<f32>, KernelError> {
+    check_weights(format, weights, n, k)?;
+    Ok(reference::dequantize(format, weights, n, k))
+}
+
+fn check_weights(
+    format: WeightFormat,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+) -> Result<(), KernelError> {
+    if !k.is_multiple_of(QK) {
+        return Err(KernelError::KNotBlockMultiple { k });
+    }
+    let expected = format.matrix_bytes(n, k);
+    if weights.len() != expected {
+        return Err(KernelError::WeightsLen {
+            format,
+            n,
+            k,
+            expected,
+            got: weights.len(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_sizes(
+    format: WeightFormat,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &[f32],
+) -> Result<(), KernelError> {
+    check_weights(format, weights, n, k)?;
+    if x.len() != m * k {
+        return Err(KernelError::XLen {
+            m,
+            k,
+            expected: m * k,
+            got: x.len(),
+        });
+    }
+    if out.len() != m * n {
+        return Err(KernelError::OutLen {
+            m,
+            n,
+            expected: m * n,
+            got: out.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Multiply-accumulates below which a rayon task costs more in dispatch than it saves.
+const MIN_TASK_WORK: usize = 1 << 18;
+
+#[cfg(target_arch = "x86_64")]
+fn simd_matmul(
+    isa: Isa,
+    format: WeightFormat,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    acts: &Scratch,
+    out: &mut [f32],
+) {
+    use x86::{Args, SimdFormat};
+
+    type Kernel = unsafe fn(&Args, usize, usize);
+    fn pick<F: SimdFormat, F2: avx512::Format2>(isa: Isa) -> Kernel {
+        match isa {
+            Isa::Avx2 => x86::rows_avx2::<F>,
+            Isa::AvxVnni => x86::rows_avxvnni::<F>,
+            Isa::Avx512Vnni => avx512::rows::<F2>,
+            Isa::Scalar => unreachable!("the scalar path does not come here"),
+        }
+    }
+    let kernel = match format {
+        WeightFormat::Q4_0 => pick::<x86::Q4_0, avx512::Q4_0>(isa),
+        WeightFormat::Q4_1 => pick::<x86::Q4_1, avx512::Q4_1>(isa),
+        WeightFormat::Q8_0 => pick::<x86::Q8_0, avx512::Q8_0>(isa),
+    };
+    let m = acts.m;
+    let args = Args {
+        w: weights.as_ptr(),
+        row_bytes: (k / QK) * format.block_bytes(),
+        nb: k / QK,
+        n,
+        m,
+        kp: acts.kp(),
+        nbp: acts.nbp,
+        qs: acts.qs.as_ptr(),
+        d: acts.d.as_ptr(),
+        s: acts.s.as_ptr(),
+        out: out.as_mut_ptr(),
+    };
+
+    // Tasks own whole 4-row groups of weights so the tile kernel's full-width case dominates.
+    let groups = n.div_ceil(4);
+    let threads = rayon::current_num_threads();
+    let max_tasks = (n * m * k / MIN_TASK_WORK).clamp(1, groups);
+    // A multiple of the thread count: 3 equal tasks on 2 threads take as long as 4.
+    let tasks = if max_tasks >= threads {
+        max_tasks.min(threads * 4) / threads * threads
+    } else {
+        max_tasks
+    };
+    // SAFETY (both branches): `matmul_with` checked that this CPU supports the kernel; `check_sizes`
+    // proved every pointer range in `args`, and tasks write disjoint column ranges of `out`.
+    if tasks <= 1 || threads == 1 {
+        unsafe { kernel(&args, 0, n) };
+        return;
+    }
+    let per_task = groups.div_ceil(tasks) * 4;
+    // One task per item, so an idle thread can take any of them when another is preempted.
+    (0..n.div_ceil(per_task))
+        .into_par_iter()
+        .with_max_len(1)
+        .for_each(|t| {
+            let n0 = t * per_task;
+            let n1 = (n0 + per_task).min(n);
+            unsafe { kernel(&args, n0, n1) };
+        });
+}

@@ -1,0 +1,370 @@
+//! The SIMD kernels against the scalar reference, against exact f32 arithmetic (within the
+//! error that 8-bit activations imply), and against candle's own quantized matmul.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use effbench_kernels::{
+    dequantize, matmul, matmul_q4_1, matmul_with, reference, Isa, KernelError, Scratch,
+    WeightFormat,
+};
+use half::f16;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const FORMATS: [WeightFormat; 3] = [WeightFormat::Q4_1, WeightFormat::Q4_0, WeightFormat::Q8_0];
+
+/// (n, k): SmolLM2's projection shapes, single blocks, and `n` that leave partial 4-row tiles
+/// and partial rayon tasks.
+const SHAPES: [(usize, usize); 7] = [
+    (1536, 576),
+    (576, 1536),
+    (192, 576),
+    (1, 32),
+    (5, 64),
+    (37, 96),
+    (101, 1536),
+];
+
+/// Random but well-formed blocks: positive scales of a realistic size, offsets of either sign,
+/// every quant value (including -128 for Q8_0, the edge of the sign trick).
+fn random_weights(format: WeightFormat, n: usize, k: usize, rng: &mut StdRng) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(format.matrix_bytes(n, k));
+    for _ in 0..n * k / 32 {
+        let d = f16::from_f32(rng.random_range(0.001f32..0.05));
+        bytes.extend_from_slice(&d.to_le_bytes());
+        match format {
+            WeightFormat::Q4_1 => {
+                let m = f16::from_f32(rng.random_range(-0.4f32..0.1));
+                bytes.extend_from_slice(&m.to_le_bytes());
+                bytes.extend((0..16).map(|_| rng.random::<u8>()));
+            }
+            WeightFormat::Q4_0 => bytes.extend((0..16).map(|_| rng.random::<u8>())),
+            WeightFormat::Q8_0 => bytes.extend((0..32).map(|_| rng.random::<u8>())),
+        }
+    }
+    bytes
+}
+
+/// Activations with a spread of block magnitudes, plus one all-zero block (scale 0).
+fn random_x(m: usize, k: usize, rng: &mut StdRng) -> Vec<f32> {
+    let mut x: Vec<f32> = (0..m * k)
+        .map(|i| {
+            let scale = [0.1f32, 1.0, 10.0][(i / 32) % 3];
+            rng.random_range(-1.0f32..1.0) * scale
+        })
+        .collect();
+    x[..32].fill(0.0);
+    x
+}
+
+/// Per output: the exact product of dequantized weights and f32 activations (in f64), the
+/// error bound that 8-bit activations allow, and the magnitude that f32 rounding scales with.
+struct Exact {
+    value: Vec<f64>,
+    q8_bound: Vec<f64>,
+    magnitude: Vec<f64>,
+}
+
+fn exact(format: WeightFormat, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Exact {
+    let wf = dequantize(format, w, n, k).unwrap();
+    let mut e = Exact {
+        value: vec![0.0; m * n],
+        q8_bound: vec![0.0; m * n],
+        magnitude: vec![0.0; m * n],
+    };
+    for c in 0..m {
+        let xr = &x[c * k..(c + 1) * k];
+        for r in 0..n {
+            let wr = &wf[r * k..(r + 1) * k];
+            let (mut v, mut bound, mut mag) = (0f64, 0f64, 0f64);
+            for (wb, xb) in wr.chunks(32).zip(xr.chunks(32)) {
+                // Each activation is rounded to the nearest multiple of d8 = amax / 127 (no
+                // clamping: |x / d8| <= 127), an error of at most d8 / 2 per element; the
+                // output error is therefore at most sum_i |w_i| * d8 / 2 per block.
+                let amax = xb.iter().fold(0f32, |a, &v| a.max(v.abs())) as f64;
+                let abs_w: f64 = wb.iter().map(|&w| (w as f64).abs()).sum();
+                bound += abs_w * amax / 127.0 / 2.0;
+                for (&wi, &xi) in wb.iter().zip(xb) {
+                    v += wi as f64 * xi as f64;
+                }
+                // The kernels split w into d*q and m, which can each exceed |w|: bound the f32
+                // rounding by the larger split, |d q| + |m| <= |w| + 2|m| <= |w| + 2 max|w|.
+                let wmax = wb.iter().fold(0f64, |a, &w| a.max((w as f64).abs()));
+                mag += wb
+                    .iter()
+                    .zip(xb)
+                    .map(|(&wi, &xi)| ((wi as f64).abs() + 2.0 * wmax) * (xi as f64).abs())
+                    .sum::<f64>();
+            }
+            e.value[c * n + r] = v;
+            e.q8_bound[c * n + r] = bound;
+            e.magnitude[c * n + r] = mag;
+        }
+    }
+    e
+}
+
+/// f32 accumulation over at most a few hundred terms: a relative error of 1e-5 of the sum of
+/// magnitudes is ~100 ulps of headroom (gamma_n ~ n * 6e-8 for n <= 60 additions per output).
+const F32_REL: f64 = 1e-5;
+
+fn simd_isas() -> Vec<Isa> {
+    Isa::available()
+        .into_iter()
+        .filter(|&i| i != Isa::Scalar)
+        .collect()
+}
+
+#[test]
+fn simd_matches_scalar_reference() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let isas = simd_isas();
+    eprintln!("kernel variants on this CPU: {:?}", Isa::available());
+    for format in FORMATS {
+        for &(n, k) in &SHAPES {
+            for m in [1, 3, 64] {
+                let w = random_weights(format, n, k, &mut rng);
+                let x = random_x(m, k, &mut rng);
+                let mut want = vec![0f32; m * n];
+                reference::matmul(format, &w, n, k, &x, m, &mut want).unwrap();
+                let e = exact(format, &w, n, k, &x, m);
+                for &isa in &isas {
+                    let mut got = vec![f32::NAN; m * n];
+                    matmul_with(isa, format, &w, n, k, &x, m, &mut got, &mut Scratch::new())
+                        .unwrap();
+                    for i in 0..m * n {
+                        // Same quantized inputs, so only the f32 summation order differs.
+                        let tol = F32_REL * e.magnitude[i] + 1e-6;
+                        let diff = (got[i] as f64 - want[i] as f64).abs();
+                        assert!(
+                            diff <= tol,
+                            "{isa:?} {format:?} n={n} k={k} m={m} out[{i}]: {} vs reference {} \
+                             (diff {diff:e} > tol {tol:e})",
+                            got[i],
+                            want[i],
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn error_is_within_the_q8_activation_bound() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for format in FORMATS {
+        for &(n, k) in &SHAPES {
+            let m = 3;
+            let w = random_weights(format, n, k, &mut rng);
+            let x = random_x(m, k, &mut rng);
+            let e = exact(format, &w, n, k, &x, m);
+            let mut got = vec![0f32; m * n];
+            matmul(format, &w, n, k, &x, m, &mut got).unwrap();
+            let mut worst = 0f64;
+            for (i, &g) in got.iter().enumerate() {
+                let tol = e.q8_bound[i] + F32_REL * e.magnitude[i] + 1e-6;
+                let diff = (g as f64 - e.value[i]).abs();
+                assert!(
+                    diff <= tol,
+                    "{format:?} n={n} k={k} out[{i}]: {g} vs exact {} (diff {diff:e} > {tol:e})",
+                    e.value[i]
+                );
+                worst = worst.max(diff / tol);
+            }
+            // A bound that is never approached would not be testing anything.
+            assert!(
+                worst > 0.01,
+                "{format:?} n={n} k={k}: worst error/bound {worst}"
+            );
+        }
+    }
+}
+
+#[test]
+fn matches_candle_qmatmul() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let dev = Device::Cpu;
+    let formats = [
+        (WeightFormat::Q4_1, GgmlDType::Q4_1),
+        (WeightFormat::Q4_0, GgmlDType::Q4_0),
+        (WeightFormat::Q8_0, GgmlDType::Q8_0),
+    ];
+    for (format, dtype) in formats {
+        for (n, k, m) in [(1536, 576, 1), (576, 1536, 3), (96, 576, 64), (37, 64, 5)] {
+            let wf: Vec<f32> = (0..n * k).map(|_| rng.random_range(-0.2f32..0.3)).collect();
+            let wt = Tensor::from_vec(wf, (n, k), &dev).unwrap();
+            let qt = QTensor::quantize(&wt, dtype).unwrap();
+            let bytes = qt.data().unwrap().into_owned();
+
+            // The byte layout is what we assume: dequantizing agrees with candle exactly.
+            let ours = dequantize(format, &bytes, n, k).unwrap();
+            let theirs = qt.dequantize(&dev).unwrap().flatten_all().unwrap();
+            assert_eq!(
+                ours,
+                theirs.to_vec1::<f32>().unwrap(),
+                "{format:?} dequantize"
+            );
+
+            let x = random_x(m, k, &mut rng);
+            let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
+            let qmm = QMatMul::from_qtensor(qt).unwrap();
+            let want = qmm.forward(&xt).unwrap().flatten_all().unwrap();
+            let want = want.to_vec1::<f32>().unwrap();
+            let mut got = vec![0f32; m * n];
+            matmul(format, &bytes, n, k, &x, m, &mut got).unwrap();
+
+            let e = exact(format, &bytes, n, k, &x, m);
+            for i in 0..m * n {
+                // Both are within the Q8 bound of the exact value. candle also rounds its
+                // activation scale d8 and s = d8 * sum(q) to f16 (relative 2^-11 each), which
+                // moves its result by at most ~2^-10 of the magnitude.
+                let tol = 2.0 * e.q8_bound[i] + e.magnitude[i] * (F32_REL + 1e-3) + 1e-6;
+                let diff = (got[i] as f64 - want[i] as f64).abs();
+                assert!(
+                    diff <= tol,
+                    "{format:?} n={n} k={k} m={m} out[{i}]: ours {} candle {} (diff {diff:e} > \
+                     {tol:e})",
+                    got[i],
+                    want[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count_or_scratch_reuse() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let (n, k, m) = (1000, 576, 7);
+    let w = random_weights(WeightFormat::Q4_1, n, k, &mut rng);
+    let x = random_x(m, k, &mut rng);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut out = vec![0f32; m * n];
+        pool.install(|| matmul_q4_1(&w, n, k, &x, m, &mut out))
+            .unwrap();
+        out
+    };
+    let one = run(1);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(5));
+
+    // A scratch that first held a larger problem must not leak stale values.
+    let mut scratch = Scratch::new();
+    let big_x = random_x(64, 1536, &mut rng);
+    let big_w = random_weights(WeightFormat::Q4_1, 8, 1536, &mut rng);
+    let mut big_out = vec![0f32; 64 * 8];
+    let isa = Isa::best();
+    let f = WeightFormat::Q4_1;
+    matmul_with(
+        isa,
+        f,
+        &big_w,
+        8,
+        1536,
+        &big_x,
+        64,
+        &mut big_out,
+        &mut scratch,
+    )
+    .unwrap();
+    let mut out = vec![0f32; m * n];
+    matmul_with(isa, f, &w, n, k, &x, m, &mut out, &mut scratch).unwrap();
+    assert_eq!(one, out);
+}
+
+#[test]
+fn zero_activations_give_zero() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let (n, k, m) = (9, 64, 2);
+    for format in FORMATS {
+        let w = random_weights(format, n, k, &mut rng);
+        let mut out = vec![f32::NAN; m * n];
+        matmul(format, &w, n, k, &vec![0.0; m * k], m, &mut out).unwrap();
+        assert!(out.iter().all(|&v| v == 0.0), "{format:?}: {out:?}");
+    }
+}
+
+#[test]
+fn size_mismatches_are_errors() {
+    let (n, k, m) = (4, 64, 2);
+    let w = vec![0u8; WeightFormat::Q4_1.matrix_bytes(n, k)];
+    let x = vec![0f32; m * k];
+    let mut out = vec![0f32; m * n];
+
+    let e = matmul_q4_1(&w, n, 48, &x[..m * 48], m, &mut out).unwrap_err();
+    assert_eq!(e, KernelError::KNotBlockMultiple { k: 48 });
+
+    let e = matmul_q4_1(&w[1..], n, k, &x, m, &mut out).unwrap_err();
+    assert!(matches!(
+        e,
+        KernelError::WeightsLen {
+            expected: 160,
+            got: 159,
+            ..
+        }
+    ));
+    // Q4_0 bytes passed as Q4_1 (18- vs 20-byte blocks) are caught by length.
+    let q4_0 = vec![0u8; WeightFormat::Q4_0.matrix_bytes(n, k)];
+    assert!(matmul_q4_1(&q4_0, n, k, &x, m, &mut out).is_err());
+
+    let e = matmul_q4_1(&w, n, k, &x[1..], m, &mut out).unwrap_err();
+    assert!(matches!(
+        e,
+        KernelError::XLen {
+            expected: 128,
+            got: 127,
+            ..
+        }
+    ));
+
+    let mut short = vec![0f32; m * n - 1];
+    let e = matmul_q4_1(&w, n, k, &x, m, &mut short).unwrap_err();
+    assert!(matches!(
+        e,
+        KernelError::OutLen {
+            expected: 8,
+            got: 7,
+            ..
+        }
+    ));
+    assert!(e.to_string().contains("m * n = 2 * 4"), "{e}");
+
+    // Empty problems are valid and write nothing.
+    matmul_q4_1(&[], 0, k, &x, m, &mut []).unwrap();
+    matmul_q4_1(&w, n, k, &[], 0, &mut []).unwrap();
+
+    assert!(effbench_kernels::dequantize_q4_1(&w, n + 1, k).is_err());
+}
+
+#[test]
+fn results_do_not_depend_on_batch_size() {
+    // The determinism audit: a row's logits must not change with how many rows share the call
+    // (prefill chunking, speculative verification), so every output is computed identically
+    // whatever tile it lands in.
+    let mut rng = StdRng::seed_from_u64(6);
+    let (n, k, m) = (45, 96, 7);
+    for format in FORMATS {
+        let w = random_weights(format, n, k, &mut rng);
+        let x = random_x(m, k, &mut rng);
+        for isa in Isa::available() {
+            let mut batch = vec![0f32; m * n];
+            let mut scratch = Scratch::new();
+            matmul_with(isa, format, &w, n, k, &x, m, &mut batch, &mut scratch).unwrap();
+            for c in 0..m {
+                let mut single = vec![0f32; n];
+                let xr = &x[c * k..(c + 1) * k];
+                matmul_with(isa, format, &w, n, k, xr, 1, &mut single, &mut scratch).unwrap();
+                assert_eq!(
+                    single,
+                    batch[c * n..(c + 1) * n],
+                    "{isa:?} {format:?} row {c}"
+                );
+            }
+        }
+    }
+}
