@@ -18,9 +18,10 @@
 //! `QTensor::data()` returns for an `(n, k)` tensor, `n` rows of `k / 32` blocks each (see
 //! [`WeightFormat`] for the block layouts). Sizes are validated and reported as [`KernelError`].
 //!
-//! Decode-sized calls take tens of microseconds, so call them from inside the rayon pool
-//! (`ThreadPool::install`) rather than from a thread outside it, which pays a cross-thread
-//! wake-up per call.
+//! Decode-sized calls take ~10 microseconds, about what it costs to wake the pool from a thread
+//! outside it. So from outside the pool, problems under 2M multiply-accumulates run on the
+//! calling thread; from inside it (`ThreadPool::install`, the better place for a forward pass)
+//! they split across the pool down to 256K multiply-accumulates per task.
 //!
 //! The SIMD path is chosen at run time (`is_x86_feature_detected!`), so a binary built for any
 //! x86-64 CPU is correct everywhere; [`reference::matmul`] is the portable scalar path and the
@@ -305,6 +306,10 @@ pub(crate) fn check_sizes(
 /// Multiply-accumulates below which a rayon task costs more in dispatch than it saves.
 const MIN_TASK_WORK: usize = 1 << 18;
 
+/// Multiply-accumulates below which a call from outside the pool runs on the calling thread:
+/// handing work to sleeping pool threads costs ~10 us, as much as a 576 x 1536 decode matmul.
+const MIN_COLD_WORK: usize = 1 << 21;
+
 #[cfg(target_arch = "x86_64")]
 fn simd_matmul(
     isa: Isa,
@@ -349,7 +354,13 @@ fn simd_matmul(
     // Tasks own whole 4-row groups of weights so the tile kernel's full-width case dominates.
     let groups = n.div_ceil(4);
     let threads = rayon::current_num_threads();
-    let max_tasks = (n * m * k / MIN_TASK_WORK).clamp(1, groups);
+    let work = n * m * k;
+    let cold = rayon::current_thread_index().is_none();
+    let max_tasks = if cold && work < MIN_COLD_WORK {
+        1
+    } else {
+        (work / MIN_TASK_WORK).clamp(1, groups)
+    };
     // A multiple of the thread count: 3 equal tasks on 2 threads take as long as 4.
     let tasks = if max_tasks >= threads {
         max_tasks.min(threads * 4) / threads * threads
