@@ -355,6 +355,14 @@ impl Model {
 
     /// Runs one forward pass over every chunk of the batch, appending their K/V to `cache`.
     pub fn forward(&self, batch: &[SeqChunk], cache: &mut dyn KvCache) -> Result<BatchLogits> {
+        // Inside the rayon pool each kernel's parallel loop starts on a warm worker; called from
+        // outside, every one of the ~200 matmuls of a decode step pays a cross-thread wake-up.
+        let mut result = None;
+        rayon::scope(|_| result = Some(self.forward_in_pool(batch, cache)));
+        result.expect("rayon::scope runs its body")
+    }
+
+    fn forward_in_pool(&self, batch: &[SeqChunk], cache: &mut dyn KvCache) -> Result<BatchLogits> {
         let cfg = &self.config;
         let mut tokens = Vec::new();
         let mut starts = Vec::with_capacity(batch.len());
