@@ -327,3 +327,52 @@ fn forked_prefix_continues_like_the_full_sequence() {
     // The prefix itself is untouched by its forks.
     assert_eq!(cache.seq_len(0), 5);
 }
+
+#[test]
+fn sharded_safetensors_with_an_index_load_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(Architecture::Llama);
+    std::fs::write(
+        dir.path().join("config.json"),
+        cfg.to_hf_config_json().to_string(),
+    )
+    .unwrap();
+    let mut shards: [HashMap<String, Tensor>; 2] = [HashMap::new(), HashMap::new()];
+    let mut weight_map = serde_json::Map::new();
+    let mut names: Vec<(String, Tensor)> = tiny_weights(&cfg, 42)
+        .into_iter()
+        .map(|(k, v)| (effbench_core::source::hf_name(&k).unwrap(), v))
+        .collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    for (i, (name, t)) in names.into_iter().enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i % 2 + 1);
+        weight_map.insert(name.clone(), serde_json::Value::String(file));
+        shards[i % 2].insert(name, t);
+    }
+    for (i, shard) in shards.iter().enumerate() {
+        candle_core::safetensors::save(
+            shard,
+            dir.path()
+                .join(format!("model-0000{}-of-00002.safetensors", i + 1)),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        serde_json::json!({ "metadata": {}, "weight_map": weight_map }).to_string(),
+    )
+    .unwrap();
+    let dev = Device::Cpu;
+    let sharded = Model::load(
+        &mut SafetensorsSource::open(dir.path(), &dev).unwrap(),
+        &AsStored,
+        &dev,
+    )
+    .unwrap();
+    let reference = tiny_model(Architecture::Llama);
+    let d = max_diff(
+        &all_logits(&sharded, &PROMPT),
+        &all_logits(&reference, &PROMPT),
+    );
+    assert!(d < 1e-4, "{d}");
+}
