@@ -506,15 +506,8 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
     }
 
     let summary = report::summarize(&manifest, &suite.items, &all_records, &labels, &seconds)?;
-    run_dir.write_json("summary.json", &summary)?;
     let md = report::markdown(&manifest, &summary);
-    run_dir.write_atomic("summary.md", md.as_bytes())?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        println!("{md}");
-    }
-    Ok(())
+    publish_summary(&run_dir, &summary, &md, args.json)
 }
 
 fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: usize) -> Result<()> {
@@ -607,11 +600,21 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
         records.insert(technique.clone(), done);
     }
     let summary = ppl::summarize(&args.techniques, &records, &labels, &seconds)?;
-    run_dir.write_json("summary.json", &summary)?;
     let md = ppl::markdown(&format!("{name} on {}", args.model), &summary);
+    publish_summary(&run_dir, &summary, &md, args.json)
+}
+
+/// Writes the summary beside the records and prints it, as a table or as JSON.
+fn publish_summary<T: Serialize>(
+    run_dir: &RunDir,
+    summary: &T,
+    md: &str,
+    json: bool,
+) -> Result<()> {
+    run_dir.write_json("summary.json", summary)?;
     run_dir.write_atomic("summary.md", md.as_bytes())?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
     } else {
         println!("{md}");
     }
