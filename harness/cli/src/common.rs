@@ -129,3 +129,16 @@ pub fn resolve_text(file: &str) -> Result<PathBuf> {
     }
     bail!("text file `{file}` not found (hint: pass a path, or `wikitext-2` to fetch WikiText-2)")
 }
+
+/// Tokens of the start of `text`, enough for `needed` tokens when given. Tokenizing all of
+/// WikiText-2 takes seconds; English runs about 4 bytes a token, so 8 bytes a token is ample.
+pub fn encode_leading(loaded: &LoadedModel, text: &str, needed: Option<usize>) -> Result<Vec<u32>> {
+    let mut end = text.len();
+    if let Some(needed) = needed {
+        end = end.min(needed.saturating_mul(8).max(4096));
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+    }
+    Ok(loaded.encode(&text[..end])?)
+}

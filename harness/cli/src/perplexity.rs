@@ -4,7 +4,7 @@ use effbench_core::perplexity::{perplexity, PerplexityOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::common::{load_model, resolve_text, ModelArgs, Session};
+use crate::common::{encode_leading, load_model, resolve_text, ModelArgs, Session};
 
 #[derive(Args)]
 pub struct PerplexityArgs {
@@ -72,19 +72,7 @@ pub fn run_on_session(session: &Session, file: &str, s: &PplSettings) -> Result<
     let path = resolve_text(file)?;
     let text = effbench_datasets::read_corpus(&path)?;
     let loaded = &session.loaded;
-    // Tokenize only what the windows need: the whole of WikiText-2 takes seconds to tokenize.
-    let tokens = {
-        let need = s.chunks.map(|c| c * s.ctx);
-        let mut slice_end = text.len();
-        if let Some(need) = need {
-            // ~4 bytes per token in English; take generously and trim after tokenizing.
-            slice_end = slice_end.min(need.saturating_mul(8).max(4096));
-            while !text.is_char_boundary(slice_end) {
-                slice_end -= 1;
-            }
-        }
-        loaded.encode(&text[..slice_end])?
-    };
+    let tokens = encode_leading(loaded, &text, s.chunks.map(|c| c * s.ctx))?;
     let mut opts = PerplexityOptions::llama_cpp(s.ctx);
     opts.max_chunks = s.chunks;
     opts.kv_dtype = s.kv_dtype.dtype();

@@ -48,13 +48,15 @@ pub struct PerplexityResult {
     pub running: Vec<f64>,
 }
 
-/// Calls `on_chunk(done, total, running_ppl)` after every window, for progress output.
+/// Calls `on_chunk(done, total, running_ppl)` after every window, for progress output, and
+/// `on_scored(position, log_probs)` with the log-softmax row of every scored position, so
+/// callers comparing distributions need not compute it again.
 pub fn perplexity(
     model: &Model,
     tokens: &[u32],
     opts: &PerplexityOptions,
     mut on_chunk: impl FnMut(usize, usize, f64),
-    mut on_scored: impl FnMut(usize, &[f32]),
+    mut on_scored: impl FnMut(usize, &[f64]),
 ) -> Result<PerplexityResult> {
     if opts.ctx < 2 || opts.first_scored + 1 >= opts.ctx {
         return Err(CoreError::Invalid(format!(
@@ -104,7 +106,7 @@ pub fn perplexity(
                     }
                     let lp = log_softmax(row);
                     nlls.push(-lp[window[p + 1] as usize]);
-                    on_scored(c * opts.ctx + p, row);
+                    on_scored(c * opts.ctx + p, &lp);
                 }
             }
             pos = end;

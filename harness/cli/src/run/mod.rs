@@ -206,7 +206,7 @@ fn load_suite(args: &RunArgs) -> Result<Suite> {
                 .find(|d| d.is_dir())
         });
         match dev_dir {
-            Some(dir) if args.suite != "mc" && !args.suite.starts_with("mc:") => {
+            Some(dir) if !args.suite.starts_with("mc:") => {
                 let (src, bad) = FewShotSource::load_dev_dir(&dir, args.strict)?;
                 let label = format!("dev split {} ({} bad rows)", dir.display(), bad.len());
                 (Some(src), label)
@@ -516,11 +516,7 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
     // Every technique of a run shares the checkpoint and so its tokenizer: tokenize once.
     let first = technique_session(model_path, &args.techniques[0], threads, &args.device)?;
     let need = args.chunks * args.ctx;
-    let mut end = corpus.len().min(need.saturating_mul(8).max(4096));
-    while !corpus.is_char_boundary(end) {
-        end -= 1;
-    }
-    let tokens = first.loaded.encode(&corpus[..end])?;
+    let tokens = crate::common::encode_leading(&first.loaded, &corpus, Some(need))?;
     if tokens.len() < need {
         bail!(
             "{} gives {} tokens, fewer than {} windows of {} (hint: lower --chunks or --ctx)",

@@ -145,10 +145,9 @@ pub fn score_technique(
             window,
             &opts,
             |_, _, _| {},
-            |pos, logits| {
-                let lp = log_softmax(logits);
+            |pos, lp| {
                 nll.push(-lp[window[pos + 1] as usize]);
-                rows.push(lp);
+                rows.push(lp.to_vec());
             },
         )?;
         let record = if is_baseline {
