@@ -7,6 +7,7 @@ mod fetch;
 mod generate;
 mod hw;
 mod perplexity;
+mod report;
 mod run;
 
 use std::process::ExitCode;
@@ -43,7 +44,12 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Evaluate techniques side by side on a quality suite (MMLU), every item recorded as it
     /// is scored; prints the comparison table and writes results/<run-id>/.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
+    /// Regenerate a recorded run's tables, takeaways and quality-vs-cost plot (optionally at
+    /// another price), or with --index write results/README.md.
+    Report(report::ReportArgs),
+    /// Put runs of the same suite from different machines or versions side by side.
+    Compare(report::CompareArgs),
     /// The default job: generate and perplexity on the default model.
     Demo(generate::DemoArgs),
 }
@@ -57,7 +63,9 @@ fn main() -> ExitCode {
         Some(Command::Perplexity(a)) => perplexity::run(a),
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Demo(a)) => generate::demo(a),
-        Some(Command::Run(a)) => run::run(a),
+        Some(Command::Run(a)) => run::run(*a),
+        Some(Command::Report(a)) => report::report(a),
+        Some(Command::Compare(a)) => report::compare(a),
         None => generate::demo(generate::DemoArgs::default()),
     };
     match result {

@@ -32,6 +32,12 @@ fn kl_and_agreement_order_the_techniques() {
             "2",
             "--run-id",
             "p",
+            "--speed-prompt",
+            "32",
+            "--speed-gen",
+            "4",
+            "--speed-reps",
+            "1",
             "--json",
             "--out",
         ])
@@ -64,4 +70,25 @@ fn kl_and_agreement_order_the_techniques() {
         assert!((ppl(i) / ppl(0) - 1.0).abs() < 0.02);
     }
     assert_eq!(rows[0]["perplexity"]["n_tokens"].as_u64(), Some(2 * 127));
+
+    // The run's full report: every technique measured for speed and memory, and priced.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("p/report.json")).unwrap()).unwrap();
+    assert_eq!(report["schema_version"], 2);
+    assert!(report["provenance"]["finished"].is_string());
+    let techniques = report["techniques"].as_array().unwrap();
+    assert_eq!(techniques.len(), 3);
+    for t in techniques {
+        assert!(
+            t["speed"]["decode_tok_per_s"].as_f64().unwrap() > 0.0,
+            "{t}"
+        );
+        assert!(t["memory"]["weight_bytes"].as_u64().unwrap() > 0, "{t}");
+    }
+    // f32 weights are twice the bytes of f16 ones.
+    let bpw = |i: usize| techniques[i]["memory"]["bits_per_weight"].as_f64().unwrap();
+    assert_eq!((bpw(0), bpw(1)), (32.0, 16.0));
+    let md = std::fs::read_to_string(dir.path().join("p/report.md")).unwrap();
+    assert!(md.contains("Data takeaway") && md.contains("$/1M output tokens"));
+    assert!(dir.path().join("p/quality-vs-cost.svg").exists());
 }

@@ -34,6 +34,12 @@ fn run_args(out: &Path, extra: &[&str]) -> Vec<String> {
         "2",
         "--run-id",
         "r",
+        "--speed-prompt",
+        "16",
+        "--speed-gen",
+        "4",
+        "--speed-reps",
+        "1",
         "--out",
     ]
     .iter()

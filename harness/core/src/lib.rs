@@ -18,6 +18,7 @@ pub mod loader;
 pub mod model;
 pub mod perplexity;
 pub mod source;
+pub mod speed;
 pub mod testing;
 pub mod threads;
 pub mod timing;

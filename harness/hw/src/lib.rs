@@ -5,6 +5,8 @@
 //! process's resident memory ([`peak_rss_bytes`], [`current_rss_bytes`]). Nothing here fails: a
 //! machine without an NVIDIA driver gets [`GpuReport::None`] with the reason, never a panic.
 
+pub mod rapl;
+
 use serde::{Deserialize, Serialize};
 use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 

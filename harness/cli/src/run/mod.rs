@@ -3,6 +3,8 @@
 
 mod mc;
 mod ppl;
+mod record;
+pub use record::PriceArgs;
 mod report;
 pub mod store;
 
@@ -81,6 +83,10 @@ pub struct RunArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub speed: record::SpeedArgs,
+    #[command(flatten)]
+    pub prices: record::PriceArgs,
 }
 
 /// What makes two runs the same run: resuming with different settings would mix results.
@@ -448,6 +454,7 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
     )?;
 
     let mut all_records: BTreeMap<String, BTreeMap<String, ItemRecord>> = BTreeMap::new();
+    let mut measures = BTreeMap::new();
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
     for technique in &args.techniques {
@@ -461,6 +468,10 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
         labels.insert(technique.clone(), session.loaded.model.label().to_string());
         if pending.is_empty() {
             all_records.insert(technique.clone(), done);
+            measures.insert(
+                technique.clone(),
+                record::measure(&run_dir, technique, &session, &args.speed)?,
+            );
             continue;
         }
         let bar = progress(
@@ -503,11 +514,22 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
         bar.finish_and_clear();
         seconds.insert(technique.clone(), start.elapsed().as_secs_f64());
         all_records.insert(technique.clone(), done);
+        measures.insert(
+            technique.clone(),
+            record::measure(&run_dir, technique, &session, &args.speed)?,
+        );
     }
 
     let summary = report::summarize(&manifest, &suite.items, &all_records, &labels, &seconds)?;
     let md = report::markdown(&manifest, &summary);
-    publish_summary(&run_dir, &summary, &md, args.json)
+    let flags = record::flags(&[
+        ("fewshot_source", suite.fewshot_label.clone()),
+        ("batch", args.batch.to_string()),
+        ("skipped_rows", suite.skipped.to_string()),
+    ]);
+    let full = record::mc_report(&manifest, &summary, &measures, "cpu", flags);
+    let report_md = record::publish_report(&run_dir, &full, &args.prices)?;
+    publish_summary(&run_dir, &summary, &format!("{md}\n{report_md}"), args.json)
 }
 
 fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: usize) -> Result<()> {
@@ -553,7 +575,10 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
         subjects: Vec::new(),
         manifest_hash: token_hash,
     };
-    let OpenedRun { dir: run_dir, .. } = open_run(
+    let OpenedRun {
+        dir: run_dir,
+        manifest,
+    } = open_run(
         args,
         &settings,
         &suite_manifest,
@@ -566,6 +591,7 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
     let mut records = BTreeMap::new();
     let mut labels = BTreeMap::new();
     let mut seconds = BTreeMap::new();
+    let mut measures = BTreeMap::new();
     for (i, technique) in args.techniques.iter().enumerate() {
         let mut done: BTreeMap<String, ppl::WindowRecord> = run_dir.load_records(technique)?;
         let session = match first.take() {
@@ -594,10 +620,21 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
             seconds.insert(technique.clone(), start.elapsed().as_secs_f64());
         }
         records.insert(technique.clone(), done);
+        measures.insert(
+            technique.clone(),
+            record::measure(&run_dir, technique, &session, &args.speed)?,
+        );
     }
     let summary = ppl::summarize(&args.techniques, &records, &labels, &seconds)?;
     let md = ppl::markdown(&format!("{name} on {}", args.model), &summary);
-    publish_summary(&run_dir, &summary, &md, args.json)
+    let flags = record::flags(&[
+        ("ctx", args.ctx.to_string()),
+        ("windows", args.chunks.to_string()),
+        ("text", text_path.display().to_string()),
+    ]);
+    let full = record::ppl_report(&manifest, &summary, &measures, "cpu", flags);
+    let report_md = record::publish_report(&run_dir, &full, &args.prices)?;
+    publish_summary(&run_dir, &summary, &format!("{md}\n{report_md}"), args.json)
 }
 
 /// Writes the summary beside the records and prints it, as a table or as JSON.

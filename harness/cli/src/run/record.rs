@@ -1,0 +1,340 @@
+//! What a run records beside quality, per technique: its speed (llama-bench's pp and tg on the
+//! same loaded model), its memory, and its energy where the machine can measure it. Each
+//! technique's figures are one work unit, written atomically once measured, so a resumed run
+//! neither loses nor repeats them. At the end the whole run becomes `report.json` (the results
+//! schema that `report` and `compare` read), `report.md` and the quality-vs-cost plot.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use effbench_core::{speed, KvShape};
+use effbench_report::schema::{Energy, Memory, Speed};
+use effbench_report::{Price, PriceTable};
+use serde::{Deserialize, Serialize};
+
+use super::store::RunDir;
+use crate::common::Session;
+
+#[derive(Args, Clone, Debug)]
+pub struct SpeedArgs {
+    /// Skip the per-technique speed test (then no cost or latency figures).
+    #[arg(long)]
+    pub no_speed: bool,
+    /// Prompt tokens of the prefill speed test (llama-bench pp).
+    #[arg(long, default_value_t = 512)]
+    pub speed_prompt: usize,
+    /// Tokens of the decode speed test (llama-bench tg).
+    #[arg(long, default_value_t = 128)]
+    pub speed_gen: usize,
+    /// Measured repetitions of each speed test, after a warm-up; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub speed_reps: usize,
+}
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct PriceArgs {
+    /// Price the hardware at this many dollars per hour instead of the price table's entry.
+    #[arg(long)]
+    pub price_per_hour: Option<f64>,
+    /// Price as this entry of the price table (e.g. h100-80gb, aws-c7a); default: the entry
+    /// matching the run's GPU, or its CPU vendor priced per thread used.
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// A price table of your own (TOML, the shape of harness/report/prices.toml).
+    #[arg(long)]
+    pub prices: Option<std::path::PathBuf>,
+}
+
+impl PriceArgs {
+    pub fn price_for(&self, report: &effbench_report::RunReport) -> Result<Price> {
+        if let Some(p) = self.price_per_hour {
+            anyhow::ensure!(
+                p > 0.0 && p.is_finite(),
+                "--price-per-hour must be a positive number of dollars, got {p}"
+            );
+            return Ok(Price::per_hour(p));
+        }
+        let table = match &self.prices {
+            Some(path) => PriceTable::load(path)?,
+            None => PriceTable::shipped(),
+        };
+        let threads = report.provenance.threads;
+        Ok(match &self.instance {
+            Some(name) => table.price(table.get(name)?, threads)?,
+            None => table.for_hardware(
+                &report.provenance.hardware,
+                &report.provenance.device,
+                threads,
+            )?,
+        })
+    }
+}
+
+/// One technique's measurements besides quality: `measure-<technique>.json` in the run dir.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TechniqueMeasure {
+    pub speed: Option<Speed>,
+    pub memory: Memory,
+    pub energy: Energy,
+}
+
+fn file_name(technique: &str) -> String {
+    format!("measure-{technique}.json")
+}
+
+/// Measures a technique once; a resumed run reads the recorded figures back.
+pub fn measure(
+    run_dir: &RunDir,
+    technique: &str,
+    session: &Session,
+    args: &SpeedArgs,
+) -> Result<TechniqueMeasure> {
+    let name = file_name(technique);
+    if run_dir.path.join(&name).exists() {
+        return run_dir.read_json(&name);
+    }
+    let model = &session.loaded.model;
+    let bytes = model.weight_bytes();
+    let memory = Memory {
+        weight_bytes: bytes.total,
+        bits_per_weight: Some(bytes.block_bits_per_weight),
+        kv_bytes_per_token: Some(KvShape::of(model.config()).bytes_per_token()),
+    };
+    let (speed, energy) = if args.no_speed {
+        (
+            None,
+            Energy::NotMeasured {
+                reason: "speed test skipped (--no-speed)".into(),
+            },
+        )
+    } else {
+        eprintln!(
+            "{technique}: speed test pp{} and tg{}, {} repetitions",
+            args.speed_prompt, args.speed_gen, args.speed_reps
+        );
+        let pp = speed::prefill(model, args.speed_prompt.max(1), args.speed_reps.max(1))?;
+        let rapl = effbench_hw::rapl::RaplCounters::open();
+        let before = rapl.as_ref().ok().and_then(|r| r.read());
+        let tg = speed::decode(model, args.speed_gen.max(1), args.speed_reps.max(1))?;
+        let energy = match (&rapl, before, rapl.as_ref().ok().and_then(|r| r.read())) {
+            (Ok(r), Some(b), Some(a)) => Energy::Measured {
+                // The warm-up run decodes too, so divide by every token decoded.
+                joules_per_output_token: r.joules_between(&b, &a)
+                    / (args.speed_gen.max(1) * (args.speed_reps.max(1) + 1)) as f64,
+                source: "RAPL package energy over the decode test, whole machine".into(),
+            },
+            (Err(reason), _, _) => Energy::NotMeasured {
+                reason: reason.clone(),
+            },
+            _ => Energy::NotMeasured {
+                reason: "RAPL counters could not be read".into(),
+            },
+        };
+        let speed = Speed {
+            prefill_tok_per_s: pp.median(),
+            decode_tok_per_s: tg.median(),
+            prompt_tokens: pp.tokens,
+            generated_tokens: tg.tokens,
+            prefill_samples: pp.samples_tok_per_s,
+            decode_samples: tg.samples_tok_per_s,
+        };
+        (Some(speed), energy)
+    };
+    let m = TechniqueMeasure {
+        speed,
+        memory,
+        energy,
+    };
+    run_dir.write_json(&name, &m)?;
+    Ok(m)
+}
+
+/// Writes `report.json`, `report.md` and the plot, and returns the markdown.
+pub fn publish_report(
+    run_dir: &RunDir,
+    report: &effbench_report::RunReport,
+    prices: &PriceArgs,
+) -> Result<String> {
+    run_dir.write_json(effbench_report::schema::REPORT_FILE, report)?;
+    let price = prices.price_for(report)?;
+    let rendered = effbench_report::render_dir(report, &price, &run_dir.path)
+        .with_context(|| format!("rendering the report in {}", run_dir.path.display()))?;
+    Ok(rendered.markdown)
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Flags worth keeping with the results, beyond the settings that identify the run.
+pub fn flags(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+fn provenance(
+    manifest: &super::RunManifest,
+    device: &str,
+    flags: BTreeMap<String, String>,
+) -> effbench_report::schema::Provenance {
+    let p = &manifest.provenance;
+    effbench_report::schema::Provenance {
+        effbench_version: p.effbench_version.clone(),
+        git_commit: p.git_commit.clone(),
+        command: p.command.clone(),
+        hardware: p.hardware.clone(),
+        threads: p.threads,
+        device: device.to_string(),
+        started: p.started.clone(),
+        finished: Some(now_rfc3339()),
+        flags,
+    }
+}
+
+fn model_info(manifest: &super::RunManifest) -> effbench_report::schema::ModelInfo {
+    effbench_report::schema::ModelInfo {
+        name: manifest.settings.model.clone(),
+        path: manifest.provenance.model_path.clone(),
+        sha256: manifest.provenance.model_sha256.clone(),
+    }
+}
+
+fn measured(
+    measures: &BTreeMap<String, TechniqueMeasure>,
+    technique: &str,
+) -> (Option<Speed>, Memory, Energy) {
+    match measures.get(technique) {
+        Some(m) => (m.speed.clone(), m.memory.clone(), m.energy.clone()),
+        None => (
+            None,
+            Memory {
+                weight_bytes: 0,
+                bits_per_weight: None,
+                kv_bytes_per_token: None,
+            },
+            Energy::NotMeasured {
+                reason: "not measured in this run".into(),
+            },
+        ),
+    }
+}
+
+/// A multiple-choice run as the results schema.
+pub fn mc_report(
+    manifest: &super::RunManifest,
+    summary: &super::report::Summary,
+    measures: &BTreeMap<String, TechniqueMeasure>,
+    device: &str,
+    flags: BTreeMap<String, String>,
+) -> effbench_report::RunReport {
+    use effbench_report::schema::{AccuracyDelta, Quality, TechniqueReport};
+    let techniques = summary
+        .techniques
+        .iter()
+        .map(|t| {
+            let (speed, memory, energy) = measured(measures, &t.technique);
+            let ci = t.accuracy.table_interval();
+            TechniqueReport {
+                technique: t.technique.clone(),
+                label: t.label.clone(),
+                params: BTreeMap::new(),
+                quality: Quality::Accuracy {
+                    n: t.accuracy.n,
+                    correct: t.accuracy.correct,
+                    mean: t.accuracy.mean,
+                    stderr: t.accuracy.stderr,
+                    ci_low: ci.lo,
+                    ci_high: ci.hi,
+                    vs_baseline: t.vs_baseline.as_ref().map(|c| AccuracyDelta {
+                        delta: c.delta,
+                        p_value: c.p_value,
+                        significant: c.significant,
+                        verdict: c.verdict.clone(),
+                        resolution: c.power_note.clone(),
+                    }),
+                    per_subject: t
+                        .per_subject
+                        .iter()
+                        .map(|(k, v)| (k.clone(), (v.correct, v.n)))
+                        .collect(),
+                },
+                speed,
+                memory,
+                energy,
+                quality_seconds: t.seconds,
+            }
+        })
+        .collect();
+    effbench_report::RunReport {
+        schema_version: effbench_report::SCHEMA_VERSION,
+        run_id: manifest.run_id.clone(),
+        suite: effbench_report::schema::SuiteInfo {
+            name: manifest.suite.name.clone(),
+            kind: effbench_report::schema::SuiteKind::MultipleChoice,
+            size: summary.items,
+            shots: manifest.settings.shots,
+            seed: manifest.settings.seed,
+            manifest_hash: manifest.settings.manifest_hash.clone(),
+        },
+        model: model_info(manifest),
+        provenance: provenance(manifest, device, flags),
+        baseline: summary.baseline.clone(),
+        techniques,
+    }
+}
+
+/// A perplexity run as the results schema.
+pub fn ppl_report(
+    manifest: &super::RunManifest,
+    rows: &[super::ppl::PplTechniqueSummary],
+    measures: &BTreeMap<String, TechniqueMeasure>,
+    device: &str,
+    flags: BTreeMap<String, String>,
+) -> effbench_report::RunReport {
+    use effbench_report::schema::{PerplexityDelta, Quality, TechniqueReport};
+    let techniques = rows
+        .iter()
+        .map(|r| {
+            let (speed, memory, energy) = measured(measures, &r.technique);
+            TechniqueReport {
+                technique: r.technique.clone(),
+                label: r.label.clone(),
+                params: BTreeMap::new(),
+                quality: Quality::Perplexity {
+                    tokens: r.perplexity.n_tokens,
+                    ppl: r.perplexity.ppl,
+                    ppl_stderr: r.perplexity.ppl_stderr,
+                    vs_baseline: r.vs_baseline.as_ref().map(|c| PerplexityDelta {
+                        ratio: c.perplexity.ratio,
+                        ln_ratio_stderr: c.perplexity.ln_ratio_stderr,
+                        kl_mean: c.kl.mean,
+                        top1_agreement: c.same_top.rate,
+                    }),
+                },
+                speed,
+                memory,
+                energy,
+                quality_seconds: r.seconds,
+            }
+        })
+        .collect();
+    effbench_report::RunReport {
+        schema_version: effbench_report::SCHEMA_VERSION,
+        run_id: manifest.run_id.clone(),
+        suite: effbench_report::schema::SuiteInfo {
+            name: manifest.suite.name.clone(),
+            kind: effbench_report::schema::SuiteKind::Perplexity,
+            size: rows.first().map_or(0, |r| r.perplexity.n_tokens),
+            shots: 0,
+            seed: manifest.settings.seed,
+            manifest_hash: manifest.settings.manifest_hash.clone(),
+        },
+        model: model_info(manifest),
+        provenance: provenance(manifest, device, flags),
+        baseline: manifest.settings.techniques[0].clone(),
+        techniques,
+    }
+}

@@ -1,0 +1,273 @@
+//! The results schema: one `report.json` per run directory, versioned, holding every measured
+//! figure a table or plot is drawn from. Prices are not part of it: they are applied when a
+//! report is rendered, so one run can be priced for several machines or price lists.
+//!
+//! Version history:
+//! - 1: `run.json` (manifest and provenance) plus `summary.json` (quality only). Read through
+//!   [`crate::v1`].
+//! - 2: `report.json` as defined here: quality, speed, memory and energy per technique, plus
+//!   provenance with start and end time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ReportError, Result};
+
+pub const SCHEMA_VERSION: u32 = 2;
+pub const REPORT_FILE: &str = "report.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunReport {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub suite: SuiteInfo,
+    pub model: ModelInfo,
+    pub provenance: Provenance,
+    /// The technique every other one is compared with; the first row of every table.
+    pub baseline: String,
+    pub techniques: Vec<TechniqueReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SuiteInfo {
+    /// e.g. `mmlu-lite`, `wikitext-2 (ctx 512, 8 windows)`.
+    pub name: String,
+    pub kind: SuiteKind,
+    /// Items (multiple choice) or scored tokens (perplexity).
+    pub size: usize,
+    pub shots: usize,
+    pub seed: u64,
+    /// What was scored, hashed: two runs compare only when these are equal.
+    pub manifest_hash: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SuiteKind {
+    MultipleChoice,
+    Perplexity,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelInfo {
+    /// As the user named it: a known name or a path.
+    pub name: String,
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Provenance {
+    pub effbench_version: String,
+    pub git_commit: String,
+    pub command: Vec<String>,
+    pub hardware: effbench_hw::HardwareInfo,
+    pub threads: usize,
+    pub device: String,
+    /// RFC 3339, UTC.
+    pub started: String,
+    pub finished: Option<String>,
+    /// Every other setting that changes what was measured (few-shot source, context length...).
+    #[serde(default)]
+    pub flags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TechniqueReport {
+    /// The name given on the command line, e.g. `f16`, `as-stored`, `int4-gptq`.
+    pub technique: String,
+    /// What it is, e.g. "f16, dequantized from Q4_1".
+    pub label: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    pub quality: Quality,
+    pub speed: Option<Speed>,
+    pub memory: Memory,
+    pub energy: Energy,
+    /// Time spent scoring the suite with this technique, when measured in one invocation.
+    pub quality_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Quality {
+    Accuracy {
+        n: usize,
+        correct: usize,
+        mean: f64,
+        stderr: f64,
+        /// 95% Wilson interval.
+        ci_low: f64,
+        ci_high: f64,
+        vs_baseline: Option<AccuracyDelta>,
+        /// Accuracy per subject, as (correct, n).
+        #[serde(default)]
+        per_subject: BTreeMap<String, (usize, usize)>,
+    },
+    Perplexity {
+        tokens: usize,
+        ppl: f64,
+        ppl_stderr: f64,
+        vs_baseline: Option<PerplexityDelta>,
+    },
+}
+
+impl Quality {
+    /// The figure a plot puts on its quality axis: accuracy in %, or perplexity.
+    pub fn headline(&self) -> f64 {
+        match self {
+            Self::Accuracy { mean, .. } => 100.0 * mean,
+            Self::Perplexity { ppl, .. } => *ppl,
+        }
+    }
+
+    pub fn higher_is_better(&self) -> bool {
+        matches!(self, Self::Accuracy { .. })
+    }
+
+    /// Whether the change from the baseline is statistically significant at 5%.
+    pub fn significant_change(&self) -> bool {
+        match self {
+            Self::Accuracy { vs_baseline, .. } => {
+                vs_baseline.as_ref().is_some_and(|d| d.significant)
+            }
+            Self::Perplexity { vs_baseline, .. } => {
+                vs_baseline.as_ref().is_some_and(|d| d.significant())
+            }
+        }
+    }
+}
+
+/// A paired comparison on the same items (McNemar's exact test).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AccuracyDelta {
+    /// Technique minus baseline, as a fraction.
+    pub delta: f64,
+    pub p_value: f64,
+    pub significant: bool,
+    /// e.g. "-0.2 pt (95% CI -0.9..+0.6, McNemar p=1.00, n.s.)".
+    pub verdict: String,
+    /// What the suite could have detected, e.g. "n=570 detects ≥6.8 pt (80% power...)".
+    pub resolution: String,
+}
+
+/// Perplexity ratio and divergence from the baseline on the same tokens.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PerplexityDelta {
+    /// technique / baseline perplexity.
+    pub ratio: f64,
+    /// Standard error of ln(ratio), from the paired per-token differences.
+    pub ln_ratio_stderr: f64,
+    /// Mean KL(baseline || technique) per token, nats.
+    pub kl_mean: f64,
+    /// How often both put the same token first.
+    pub top1_agreement: f64,
+}
+
+impl PerplexityDelta {
+    /// Two-sided 5% test on ln(ratio).
+    pub fn significant(&self) -> bool {
+        self.ln_ratio_stderr > 0.0 && (self.ratio.ln() / self.ln_ratio_stderr).abs() > 1.959964
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Speed {
+    /// Prefill tokens per second (llama-bench `pp`): median of the repetitions.
+    pub prefill_tok_per_s: f64,
+    /// Decode tokens per second (llama-bench `tg`): median of the repetitions.
+    pub decode_tok_per_s: f64,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_samples: Vec<f64>,
+    pub decode_samples: Vec<f64>,
+}
+
+impl Speed {
+    /// Time per output token in milliseconds.
+    pub fn tpot_ms(&self) -> f64 {
+        1000.0 / self.decode_tok_per_s
+    }
+
+    /// Time to first token for the measured prompt length, in milliseconds.
+    pub fn ttft_ms(&self) -> f64 {
+        1000.0 * self.prompt_tokens as f64 / self.prefill_tok_per_s
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Memory {
+    /// Every weight in memory: linear layers, embeddings, output head, norms.
+    pub weight_bytes: usize,
+    /// Bits per weight over the blocks' linear layers, scales included.
+    pub bits_per_weight: Option<f64>,
+    /// K and V of one token over all layers.
+    pub kv_bytes_per_token: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Energy {
+    Measured {
+        joules_per_output_token: f64,
+        /// e.g. "RAPL package domain", "NVML power samples".
+        source: String,
+    },
+    NotMeasured {
+        reason: String,
+    },
+}
+
+impl RunReport {
+    pub fn technique(&self, name: &str) -> Option<&TechniqueReport> {
+        self.techniques.iter().find(|t| t.technique == name)
+    }
+
+    pub fn baseline(&self) -> Option<&TechniqueReport> {
+        self.technique(&self.baseline)
+    }
+
+    /// Reads a run directory: `report.json` (schema 2), else the schema-1 pair.
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join(REPORT_FILE);
+        if path.exists() {
+            return Self::load_file(&path);
+        }
+        if dir.join("run.json").exists() {
+            return crate::v1::load_dir(dir);
+        }
+        Err(ReportError::NotARun(dir.to_path_buf()))
+    }
+
+    pub fn load_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| ReportError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ReportError::Malformed {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        let version = value
+            .get("schema_version")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| ReportError::Malformed {
+                path: path.to_path_buf(),
+                reason: "no schema_version".into(),
+            })? as u32;
+        if version > SCHEMA_VERSION {
+            return Err(ReportError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        serde_json::from_value(value).map_err(|e| ReportError::Malformed {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+}

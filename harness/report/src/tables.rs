@@ -1,0 +1,407 @@
+//! The tables people publish: one row per technique with the baseline first, each closed by a
+//! "Data takeaway" sentence generated from the numbers. A takeaway names the best trade-off and
+//! every statistically significant loss, and says "not significant" rather than "no change":
+//! it never claims what the data do not show.
+
+use serde::{Deserialize, Serialize};
+use tabled::{builder::Builder, settings::Style};
+
+use crate::cost::{cost, Cost, Price};
+use crate::schema::{Energy, Quality, RunReport, TechniqueReport};
+
+/// A run with prices applied: what `report --json` prints and the tables are drawn from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReportView {
+    pub run_id: String,
+    pub suite: String,
+    pub model: String,
+    pub hardware: String,
+    pub price: Price,
+    pub rows: Vec<Row>,
+    pub technique_takeaway: String,
+    pub cost_takeaway: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Row {
+    pub technique: String,
+    pub label: String,
+    pub is_baseline: bool,
+    /// Accuracy % or perplexity.
+    pub quality: f64,
+    pub quality_impact: String,
+    /// A statistically significant change for the worse.
+    pub significant_loss: bool,
+    pub weight_bytes: usize,
+    pub bits_per_weight: Option<f64>,
+    /// Baseline weight bytes / this technique's.
+    pub memory_reduction: Option<f64>,
+    pub prefill_tok_per_s: Option<f64>,
+    pub decode_tok_per_s: Option<f64>,
+    pub cost: Option<Cost>,
+    /// 1 - this request cost / the baseline's.
+    pub cost_reduction: Option<f64>,
+    /// This technique's $/1M output tokens over the baseline's.
+    pub output_cost_ratio: Option<f64>,
+    pub energy: String,
+}
+
+pub fn hardware_summary(hw: &effbench_hw::HardwareInfo, device: &str, threads: usize) -> String {
+    match (&hw.gpus, device.starts_with("cuda")) {
+        (effbench_hw::GpuReport::Nvidia { devices, .. }, true) if !devices.is_empty() => {
+            format!("{} ({})", devices[0].name, device)
+        }
+        _ => format!("{}, {threads} threads", hw.cpu.brand),
+    }
+}
+
+fn quality_impact(q: &Quality) -> (String, bool) {
+    match q {
+        Quality::Accuracy { vs_baseline, .. } => match vs_baseline {
+            None => ("baseline".into(), false),
+            Some(d) => (d.verdict.clone(), d.significant && d.delta < 0.0),
+        },
+        Quality::Perplexity { vs_baseline, .. } => match vs_baseline {
+            None => ("baseline".into(), false),
+            Some(d) => {
+                let pct = 100.0 * (d.ratio - 1.0);
+                let se = 100.0 * d.ratio * d.ln_ratio_stderr;
+                let sig = if d.significant() { "" } else { ", n.s." };
+                (
+                    format!(
+                        "{pct:+.2}% ppl (±{se:.2}%{sig}), KL {:.4}, top-1 {:.1}%",
+                        d.kl_mean,
+                        100.0 * d.top1_agreement
+                    ),
+                    d.significant() && d.ratio > 1.0,
+                )
+            }
+        },
+    }
+}
+
+fn energy_text(e: &Energy) -> String {
+    match e {
+        Energy::Measured {
+            joules_per_output_token,
+            source,
+        } => format!("{joules_per_output_token:.3} J/token ({source})"),
+        Energy::NotMeasured { reason } => format!("not measured: {reason}"),
+    }
+}
+
+fn row(t: &TechniqueReport, base: &TechniqueReport, is_baseline: bool, price: &Price) -> Row {
+    let (quality_impact, significant_loss) = quality_impact(&t.quality);
+    let c = t.speed.as_ref().map(|s| cost(s, price));
+    let base_cost = base.speed.as_ref().map(|s| cost(s, price));
+    let (cost_reduction, output_cost_ratio) = match (c, base_cost) {
+        (Some(c), Some(b)) => (
+            Some(1.0 - c.usd_per_request / b.usd_per_request),
+            Some(c.usd_per_million_output / b.usd_per_million_output),
+        ),
+        _ => (None, None),
+    };
+    let memory_reduction = (t.memory.weight_bytes > 0 && base.memory.weight_bytes > 0)
+        .then(|| base.memory.weight_bytes as f64 / t.memory.weight_bytes as f64);
+    Row {
+        technique: t.technique.clone(),
+        label: t.label.clone(),
+        is_baseline,
+        quality: t.quality.headline(),
+        quality_impact,
+        significant_loss,
+        weight_bytes: t.memory.weight_bytes,
+        bits_per_weight: t.memory.bits_per_weight,
+        memory_reduction,
+        prefill_tok_per_s: t.speed.as_ref().map(|s| s.prefill_tok_per_s),
+        decode_tok_per_s: t.speed.as_ref().map(|s| s.decode_tok_per_s),
+        cost: c,
+        cost_reduction,
+        output_cost_ratio,
+        energy: energy_text(&t.energy),
+    }
+}
+
+/// Applies a price to a run. The baseline row comes first whatever order the run used.
+pub fn view(report: &RunReport, price: &Price) -> ReportView {
+    let base = report
+        .baseline()
+        .or(report.techniques.first())
+        .expect("a run has at least one technique");
+    let mut rows = vec![row(base, base, true, price)];
+    for t in &report.techniques {
+        if t.technique != base.technique {
+            rows.push(row(t, base, false, price));
+        }
+    }
+    let hardware = hardware_summary(
+        &report.provenance.hardware,
+        &report.provenance.device,
+        report.provenance.threads,
+    );
+    let technique_takeaway = technique_takeaway(report, &rows);
+    let cost_takeaway = cost_takeaway(&rows, price);
+    ReportView {
+        run_id: report.run_id.clone(),
+        suite: report.suite.name.clone(),
+        model: report.model.name.clone(),
+        hardware,
+        price: price.clone(),
+        rows,
+        technique_takeaway,
+        cost_takeaway,
+    }
+}
+
+fn name(r: &Row) -> String {
+    format!("{} ({})", r.technique, r.label)
+}
+
+fn technique_takeaway(report: &RunReport, rows: &[Row]) -> String {
+    let base = &rows[0];
+    let others = &rows[1..];
+    if others.is_empty() {
+        return format!(
+            "Data takeaway: only the baseline, {}, was measured, so there is nothing to compare.",
+            name(base)
+        );
+    }
+    let losses: Vec<String> = others
+        .iter()
+        .filter(|r| r.significant_loss)
+        .map(|r| format!("{} ({})", r.technique, r.quality_impact))
+        .collect();
+    let loss_clause = if losses.is_empty() {
+        let resolution = match &report.techniques.iter().find_map(|t| match &t.quality {
+            Quality::Accuracy {
+                vs_baseline: Some(d),
+                ..
+            } => Some(d.resolution.clone()),
+            _ => None,
+        }) {
+            Some(r) => format!(" ({r})"),
+            None => String::new(),
+        };
+        format!(
+            "no technique's quality change against {} is statistically significant at 5%{resolution}",
+            base.technique
+        )
+    } else {
+        format!(
+            "statistically significant quality losses: {}",
+            losses.join("; ")
+        )
+    };
+    let best = others
+        .iter()
+        .filter(|r| !r.significant_loss)
+        .filter_map(|r| r.cost_reduction.map(|c| (r, c)))
+        .filter(|(_, c)| *c > 0.0)
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    let trade = match best {
+        Some((r, c)) => format!(
+            "the best trade-off is {}, {:.0}% cheaper per request than {} with no significant quality loss",
+            name(r),
+            100.0 * c,
+            base.technique
+        ),
+        None if others.iter().all(|r| r.cost_reduction.is_none()) => {
+            "speed was not measured, so no cost trade-off can be named".to_string()
+        }
+        None => format!(
+            "no technique is cheaper per request than {} without a significant quality loss",
+            base.technique
+        ),
+    };
+    format!("Data takeaway: {trade}; {loss_clause}.")
+}
+
+fn cost_takeaway(rows: &[Row], price: &Price) -> String {
+    let base = &rows[0];
+    let cheapest = rows
+        .iter()
+        .filter_map(|r| r.cost.map(|c| (r, c)))
+        .min_by(|a, b| {
+            a.1.usd_per_million_output
+                .total_cmp(&b.1.usd_per_million_output)
+        });
+    match (cheapest, base.cost) {
+        (Some((r, c)), Some(b)) if !r.is_baseline => format!(
+            "Data takeaway: at {} (${:.4}/h), {} gives the cheapest output tokens, ${:.2} per 1M, {:.2}x the baseline's ${:.2}.",
+            price.basis,
+            price.usd_per_hour,
+            name(r),
+            c.usd_per_million_output,
+            c.usd_per_million_output / b.usd_per_million_output,
+            b.usd_per_million_output
+        ),
+        (Some((r, c)), _) => format!(
+            "Data takeaway: at {} (${:.4}/h), the baseline {} stays the cheapest per output token, ${:.2} per 1M.",
+            price.basis,
+            price.usd_per_hour,
+            r.technique,
+            c.usd_per_million_output
+        ),
+        (None, _) => "Data takeaway: speed was not measured in this run, so it has no cost figures.".to_string(),
+    }
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn dollars(x: f64) -> String {
+    if x >= 100.0 {
+        format!("${x:.0}")
+    } else if x >= 1.0 {
+        format!("${x:.2}")
+    } else {
+        format!("${x:.4}")
+    }
+}
+
+fn markdown_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut b = Builder::default();
+    b.push_record(header.iter().map(|s| s.to_string()));
+    for r in rows {
+        b.push_record(r);
+    }
+    b.build().with(Style::markdown()).to_string()
+}
+
+/// The technique table in the shape of the seed article, with its takeaway.
+pub fn technique_table(v: &ReportView) -> String {
+    let rows = v
+        .rows
+        .iter()
+        .map(|r| {
+            let cost = match (r.is_baseline, r.cost_reduction) {
+                (true, _) => "baseline".to_string(),
+                (false, Some(c)) if c >= 0.0 => format!("{:.0}%", 100.0 * c),
+                (false, Some(c)) => format!("{:.0}% dearer", -100.0 * c),
+                (false, None) => "not measured".to_string(),
+            };
+            let memory = match (r.memory_reduction, r.bits_per_weight) {
+                _ if r.weight_bytes == 0 => "not recorded".to_string(),
+                (Some(m), Some(b)) if !r.is_baseline => {
+                    format!("{} ({m:.2}x less), {b:.2} bpw", mib(r.weight_bytes))
+                }
+                (_, Some(b)) => format!("{}, {b:.2} bpw", mib(r.weight_bytes)),
+                (_, None) => mib(r.weight_bytes),
+            };
+            let latency = match (r.decode_tok_per_s, r.prefill_tok_per_s) {
+                (Some(tg), Some(pp)) => {
+                    format!("{:.1} ms/token decode, {pp:.0} tok/s prefill", 1000.0 / tg)
+                }
+                _ => "not measured".to_string(),
+            };
+            vec![
+                format!("{}: {}", r.technique, r.label),
+                cost,
+                r.quality_impact.clone(),
+                memory,
+                latency,
+            ]
+        })
+        .collect();
+    format!(
+        "{}\n\n{}\n",
+        markdown_table(
+            &[
+                "Technique",
+                "Cost reduction",
+                "Quality impact",
+                "Memory",
+                "Latency"
+            ],
+            rows
+        ),
+        v.technique_takeaway
+    )
+}
+
+/// Provider-style prices per million tokens, with its takeaway.
+pub fn cost_table(v: &ReportView) -> String {
+    let rows = v
+        .rows
+        .iter()
+        .map(|r| {
+            let (input, output) = match r.cost {
+                Some(c) => (
+                    dollars(c.usd_per_million_input),
+                    dollars(c.usd_per_million_output),
+                ),
+                None => ("not measured".into(), "not measured".into()),
+            };
+            let ratio = match (r.is_baseline, r.output_cost_ratio) {
+                (true, _) => "1.00x (baseline)".to_string(),
+                (false, Some(x)) => format!("{x:.2}x"),
+                (false, None) => "-".to_string(),
+            };
+            vec![
+                format!("{} / {}", v.model, r.label),
+                input,
+                output,
+                ratio,
+                r.energy.clone(),
+            ]
+        })
+        .collect();
+    format!(
+        "{}\n\n{}\n",
+        markdown_table(
+            &[
+                "Model / variant",
+                "$/1M input tokens",
+                "$/1M output tokens",
+                "Output cost ratio to baseline",
+                "Energy"
+            ],
+            rows
+        ),
+        v.cost_takeaway
+    )
+}
+
+/// The whole report as markdown: heading, provenance line, both tables and their notes.
+pub fn markdown(report: &RunReport, v: &ReportView) -> String {
+    let mut md = String::new();
+    md.push_str(&format!("## {} on {}: {}\n\n", v.suite, v.model, v.run_id));
+    md.push_str(&format!(
+        "{} ({}-shot, {} {}, manifest {}) on {}; effbench {} ({}), started {}{}.\n\n",
+        v.suite,
+        report.suite.shots,
+        report.suite.size,
+        match report.suite.kind {
+            crate::schema::SuiteKind::MultipleChoice => "items",
+            crate::schema::SuiteKind::Perplexity => "scored tokens",
+        },
+        &report.suite.manifest_hash[..12.min(report.suite.manifest_hash.len())],
+        v.hardware,
+        report.provenance.effbench_version,
+        &report.provenance.git_commit[..12.min(report.provenance.git_commit.len())],
+        report.provenance.started,
+        report
+            .provenance
+            .finished
+            .as_ref()
+            .map_or(String::new(), |f| format!(", finished {f}"))
+    ));
+    md.push_str("### Techniques\n\n");
+    md.push_str(&technique_table(v));
+    md.push_str(
+        "\nCost reduction: machine time per request of the measured shape (prompt in, tokens out) against the baseline, from the measured prefill and decode speeds. Quality impact: paired comparison with the baseline on the same items or tokens; n.s. = not significant at 5%. Memory: weights in memory; bpw over the blocks' linear layers, scales included.\n",
+    );
+    md.push_str("\n### Cost per million tokens\n\n");
+    md.push_str(&cost_table(v));
+    md.push_str(&format!(
+        "\nPrice: ${:.4}/h ({}; {}). Input tokens are priced at the measured prefill speed, output tokens at the measured decode speed, one stream at a time.\n",
+        v.price.usd_per_hour, v.price.basis, v.price.source
+    ));
+    if let Some(cmd) =
+        (!report.provenance.command.is_empty()).then(|| report.provenance.command.join(" "))
+    {
+        md.push_str(&format!("\nCommand: `{cmd}`\n"));
+    }
+    md
+}
