@@ -59,7 +59,9 @@ impl WeightsArg {
 pub fn select_device(spec: &str) -> Result<Device> {
     match spec {
         "auto" => {
-            eprintln!("device: cpu (auto: this build has no `cuda` feature)");
+            // A run loads one model per technique; say the choice once, not each time.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| eprintln!("device: cpu (auto: this build has no `cuda` feature)"));
             Ok(Device::Cpu)
         }
         "cpu" => Ok(Device::Cpu),

@@ -92,3 +92,94 @@ fn kl_and_agreement_order_the_techniques() {
     assert!(md.contains("Data takeaway") && md.contains("$/1M output tokens"));
     assert!(dir.path().join("p/quality-vs-cost.svg").exists());
 }
+
+fn cached_or_skip(names: &[&str]) -> bool {
+    let ready = names
+        .iter()
+        .all(|n| effbench_assets::cached_path(n).is_some());
+    if !ready {
+        assert_ne!(
+            std::env::var("EFFBENCH_REQUIRE_ASSETS").as_deref(),
+            Ok("1"),
+            "{names:?} not all cached (run scripts/fetch-test-assets.sh)"
+        );
+        eprintln!("skipping: {names:?} not all cached");
+    }
+    ready
+}
+
+#[test]
+fn a_student_is_scored_beside_its_teacher_and_a_foreign_vocabulary_is_refused() {
+    if !cached_or_skip(&[
+        "smollm2-135m-instruct",
+        "wikitext-2",
+        "qwen2.5-coder-0.5b-instruct",
+    ]) {
+        return;
+    }
+    let smollm = effbench_assets::cached_path("smollm2-135m-instruct").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |run_id: &str, student: &str| {
+        Command::new(env!("CARGO_BIN_EXE_effbench"))
+            .args([
+                "run",
+                "--suite",
+                "wikitext-2",
+                "--ctx",
+                "128",
+                "--chunks",
+                "1",
+                "--techniques",
+                "as-stored",
+                "--student",
+                student,
+                "--no-speed",
+                "--threads",
+                "2",
+                "--json",
+                "--run-id",
+                run_id,
+                "--out",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    // The teacher as its own student: the same logits, so divergence only from storing the
+    // baseline's log-probabilities in f16.
+    let out = run("same", smollm.to_str().unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let student = &rows[1];
+    assert!(student["label"]
+        .as_str()
+        .unwrap()
+        .starts_with("student SmolLM2"));
+    let kl = student["vs_baseline"]["kl"]["mean"].as_f64().unwrap();
+    assert!(kl < 1e-4, "KL {kl}");
+    assert_eq!(
+        student["vs_baseline"]["same_top"]["rate"].as_f64(),
+        Some(1.0)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("same/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        report["techniques"][1]["params"]["model_sha256"].as_str(),
+        Some("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
+    );
+
+    // Qwen's tokenizer is not SmolLM2's: refused before anything is scored.
+    let out = run("foreign", "qwen2.5-coder-0.5b-instruct");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot be compared token by token") && err.contains("49152 and 151936"),
+        "{err}"
+    );
+    assert!(!dir.path().join("foreign").exists());
+}

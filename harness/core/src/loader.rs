@@ -51,6 +51,42 @@ impl LoadedModel {
             .decode(ids, false)
             .map_err(|e| CoreError::Invalid(format!("detokenizing failed: {e}")))
     }
+
+    /// What must match for two models to be compared token by token (KL, top-1 agreement, a
+    /// draft proposing for a target): the vocabulary size and the ids of a probe text.
+    pub fn vocabulary_fingerprint(&self) -> Result<VocabularyFingerprint> {
+        // Prose, code, digits, whitespace runs and non-ASCII: where tokenizers usually differ.
+        const PROBE: &str = "The capital of France is Paris.\n def f(x):\n    return x**2 + 3.14159  # ok\n\tnaïve café 東京 12345678 !!!";
+        Ok(VocabularyFingerprint {
+            vocab_size: self.model.config().vocab_size,
+            probe_ids: self.tokenizer_ids_without_specials(PROBE)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VocabularyFingerprint {
+    pub vocab_size: usize,
+    pub probe_ids: Vec<u32>,
+}
+
+impl VocabularyFingerprint {
+    /// Why `other` is a different vocabulary, or `None` when it is the same.
+    pub fn mismatch(&self, other: &Self) -> Option<String> {
+        if self.vocab_size != other.vocab_size {
+            return Some(format!(
+                "vocabularies of {} and {} tokens",
+                self.vocab_size, other.vocab_size
+            ));
+        }
+        (self.probe_ids != other.probe_ids).then(|| {
+            format!(
+                "the same text tokenizes differently ({} vs {} tokens)",
+                self.probe_ids.len(),
+                other.probe_ids.len()
+            )
+        })
+    }
 }
 
 /// Loads the checkpoint at `path`: a `.gguf` file, a `.safetensors` file with `config.json` and

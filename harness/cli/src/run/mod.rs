@@ -33,9 +33,13 @@ pub struct RunArgs {
     #[arg(long, short, default_value = crate::common::DEFAULT_MODEL)]
     pub model: String,
     /// Techniques to compare, the baseline first: f16 (weights dequantized to f16), f32,
-    /// as-stored (the checkpoint's own format, e.g. Q4_1).
+    /// as-stored (the checkpoint's own format, e.g. Q4_1), student:MODEL (another model, e.g. a
+    /// distilled student, evaluated on the same items as the teacher --model).
     #[arg(long, value_delimiter = ',', default_value = "f16,as-stored")]
     pub techniques: Vec<String>,
+    /// A student to evaluate beside the teacher (--model): adds the technique student:MODEL.
+    #[arg(long)]
+    pub student: Option<String>,
     /// Items per subject for mmlu-lite.
     #[arg(long, default_value_t = effbench_datasets::DEFAULT_PER_SUBJECT)]
     pub items_per_subject: usize,
@@ -368,18 +372,56 @@ fn open_run(
     Ok(OpenedRun { dir, manifest })
 }
 
+/// A student is another model (a path or known name) scored on the same items as the teacher.
+fn student_model(technique: &str) -> Option<&str> {
+    technique.strip_prefix("student:")
+}
+
+fn validate_technique(technique: &str) -> Result<()> {
+    match student_model(technique) {
+        Some("") => bail!(
+            "`student:` needs a model (hint: student:qwen2.5-coder-0.5b-instruct or student:PATH)"
+        ),
+        Some(_) => Ok(()),
+        None => technique_weights(technique).map(|_| ()),
+    }
+}
+
 fn technique_session(
     model_path: &std::path::Path,
     technique: &str,
     threads: usize,
     device: &str,
 ) -> Result<crate::common::Session> {
+    let (model, weights) = match student_model(technique) {
+        Some(student) => (
+            crate::common::resolve_model_path(student)?,
+            WeightsArg::AsStored,
+        ),
+        None => (model_path.to_path_buf(), technique_weights(technique)?),
+    };
     load_model(&ModelArgs {
-        model: model_path.display().to_string(),
-        weights: technique_weights(technique)?,
+        model: model.display().to_string(),
+        weights,
         threads,
         device: device.to_string(),
     })
+}
+
+/// How tables name a technique's model: a student names its own file.
+fn technique_label(technique: &str, session: &crate::common::Session) -> String {
+    let label = session.loaded.model.label().to_string();
+    match student_model(technique) {
+        Some(_) => {
+            let stem = session
+                .loaded
+                .path
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().to_string());
+            format!("student {stem}, {label}")
+        }
+        None => label,
+    }
 }
 
 fn progress(len: u64, pos: u64, prefix: String, unit: &str) -> ProgressBar {
@@ -395,9 +437,12 @@ fn progress(len: u64, pos: u64, prefix: String, unit: &str) -> ProgressBar {
     bar
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
+pub fn run(mut args: RunArgs) -> Result<()> {
+    if let Some(student) = &args.student {
+        args.techniques.push(format!("student:{student}"));
+    }
     for t in &args.techniques {
-        technique_weights(t)?;
+        validate_technique(t)?;
     }
     if args.techniques.is_empty() {
         bail!("no techniques given (hint: --techniques f16,as-stored)");
@@ -465,7 +510,7 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
             .filter(|i| !done.contains_key(&i.id))
             .collect();
         let session = technique_session(model_path, technique, threads, &args.device)?;
-        labels.insert(technique.clone(), session.loaded.model.label().to_string());
+        labels.insert(technique.clone(), technique_label(technique, &session));
         if pending.is_empty() {
             all_records.insert(technique.clone(), done);
             measures.insert(
@@ -537,6 +582,14 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
     let corpus = effbench_datasets::read_corpus(&text_path)?;
     // Every technique of a run shares the checkpoint and so its tokenizer: tokenize once.
     let first = technique_session(model_path, &args.techniques[0], threads, &args.device)?;
+    let base_vocabulary = first.loaded.vocabulary_fingerprint()?;
+    // Refuse a student with another tokenizer before scoring anything, not after the baseline.
+    for technique in args.techniques.iter().skip(1) {
+        if student_model(technique).is_some() {
+            let session = technique_session(model_path, technique, threads, &args.device)?;
+            check_same_vocabulary(&base_vocabulary, technique, &session, &args.techniques[0])?;
+        }
+    }
     let need = args.chunks * args.ctx;
     let tokens = crate::common::encode_leading(&first.loaded, &corpus, Some(need))?;
     if tokens.len() < need {
@@ -598,7 +651,8 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
             Some(s) => s,
             None => technique_session(model_path, technique, threads, &args.device)?,
         };
-        labels.insert(technique.clone(), session.loaded.model.label().to_string());
+        check_same_vocabulary(&base_vocabulary, technique, &session, &args.techniques[0])?;
+        labels.insert(technique.clone(), technique_label(technique, &session));
         if done.len() < plan.windows {
             let bar = progress(
                 plan.windows as u64,
@@ -635,6 +689,20 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
     let full = record::ppl_report(&manifest, &summary, &measures, "cpu", flags);
     let report_md = record::publish_report(&run_dir, &full, &args.prices)?;
     publish_summary(&run_dir, &summary, &format!("{md}\n{report_md}"), args.json)
+}
+
+fn check_same_vocabulary(
+    base: &effbench_core::VocabularyFingerprint,
+    technique: &str,
+    session: &crate::common::Session,
+    baseline: &str,
+) -> Result<()> {
+    if let Some(why) = base.mismatch(&session.loaded.vocabulary_fingerprint()?) {
+        bail!(
+            "technique `{technique}` cannot be compared token by token with `{baseline}`: {why} (hint: perplexity, KL and top-1 agreement need one tokenizer; compare such models on mmlu-lite instead)"
+        );
+    }
+    Ok(())
 }
 
 /// Writes the summary beside the records and prints it, as a table or as JSON.

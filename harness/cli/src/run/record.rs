@@ -74,13 +74,16 @@ impl PriceArgs {
 /// One technique's measurements besides quality: `measure-<technique>.json` in the run dir.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TechniqueMeasure {
+    /// What identifies the technique beyond its name, e.g. a student's file and hash.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
     pub speed: Option<Speed>,
     pub memory: Memory,
     pub energy: Energy,
 }
 
 fn file_name(technique: &str) -> String {
-    format!("measure-{technique}.json")
+    format!("measure-{}.json", super::store::file_key(technique))
 }
 
 /// Measures a technique once; a resumed run reads the recorded figures back.
@@ -141,7 +144,14 @@ pub fn measure(
         };
         (Some(speed), energy)
     };
+    let mut params = BTreeMap::new();
+    if technique.starts_with("student:") {
+        let path = &session.loaded.path;
+        params.insert("model_path".into(), path.display().to_string());
+        params.insert("model_sha256".into(), super::sha256_file(path)?);
+    }
     let m = TechniqueMeasure {
+        params,
         speed,
         memory,
         energy,
@@ -205,10 +215,16 @@ fn model_info(manifest: &super::RunManifest) -> effbench_report::schema::ModelIn
 fn measured(
     measures: &BTreeMap<String, TechniqueMeasure>,
     technique: &str,
-) -> (Option<Speed>, Memory, Energy) {
+) -> (BTreeMap<String, String>, Option<Speed>, Memory, Energy) {
     match measures.get(technique) {
-        Some(m) => (m.speed.clone(), m.memory.clone(), m.energy.clone()),
+        Some(m) => (
+            m.params.clone(),
+            m.speed.clone(),
+            m.memory.clone(),
+            m.energy.clone(),
+        ),
         None => (
+            BTreeMap::new(),
             None,
             Memory {
                 weight_bytes: 0,
@@ -235,12 +251,12 @@ pub fn mc_report(
         .techniques
         .iter()
         .map(|t| {
-            let (speed, memory, energy) = measured(measures, &t.technique);
+            let (params, speed, memory, energy) = measured(measures, &t.technique);
             let ci = t.accuracy.table_interval();
             TechniqueReport {
                 technique: t.technique.clone(),
                 label: t.label.clone(),
-                params: BTreeMap::new(),
+                params,
                 quality: Quality::Accuracy {
                     n: t.accuracy.n,
                     correct: t.accuracy.correct,
@@ -298,11 +314,11 @@ pub fn ppl_report(
     let techniques = rows
         .iter()
         .map(|r| {
-            let (speed, memory, energy) = measured(measures, &r.technique);
+            let (params, speed, memory, energy) = measured(measures, &r.technique);
             TechniqueReport {
                 technique: r.technique.clone(),
                 label: r.label.clone(),
-                params: BTreeMap::new(),
+                params,
                 quality: Quality::Perplexity {
                     tokens: r.perplexity.n_tokens,
                     ppl: r.perplexity.ppl,

@@ -10,6 +10,35 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
 
+/// A technique's name as a file-name part. Names like `student:/models/x.gguf` carry path
+/// separators; those get a hash suffix so two techniques never share a file.
+pub fn file_key(technique: &str) -> String {
+    let safe: String = technique
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe == technique {
+        return safe;
+    }
+    use sha2::{Digest, Sha256};
+    let hash = hex::encode(Sha256::digest(technique.as_bytes()));
+    let tail: String = safe
+        .chars()
+        .rev()
+        .take(48)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("{tail}-{}", &hash[..8])
+}
+
 pub struct RunDir {
     pub path: PathBuf,
 }
@@ -37,7 +66,8 @@ impl RunDir {
     }
 
     pub fn records_path(&self, technique: &str) -> PathBuf {
-        self.path.join(format!("items-{technique}.jsonl"))
+        self.path
+            .join(format!("items-{}.jsonl", file_key(technique)))
     }
 
     /// Every complete record of a technique, keyed by item id. A line cut short by a kill is
