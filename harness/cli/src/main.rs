@@ -48,6 +48,9 @@ enum Command {
     /// Regenerate a recorded run's tables, takeaways and quality-vs-cost plot (optionally at
     /// another price), or with --index write results/README.md.
     Report(report::ReportArgs),
+    /// Join the shards of a run (`run --shard I/N` on a Slurm array or Kubernetes Indexed Job)
+    /// into one run, checking that nothing is missing, doubled or mismatched.
+    Merge(run::merge::MergeArgs),
     /// Put runs of the same suite from different machines or versions side by side.
     Compare(report::CompareArgs),
     /// The default job: generate and perplexity on the default model.
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Some(Command::Run(a)) => run::run(*a),
         Some(Command::Report(a)) => report::report(a),
         Some(Command::Compare(a)) => report::compare(a),
+        Some(Command::Merge(a)) => run::merge::merge(a),
         None => generate::demo(generate::DemoArgs::default()),
     };
     match result {

@@ -387,6 +387,28 @@ pub fn markdown(report: &RunReport, v: &ReportView) -> String {
             .as_ref()
             .map_or(String::new(), |f| format!(", finished {f}"))
     ));
+    if let Some(n) = report.provenance.flags.get("shards") {
+        md.push_str(&format!(
+            "Merged from {n} shards ({}).\n\n",
+            report
+                .provenance
+                .flags
+                .get("shard_hardware")
+                .map_or("hardware not recorded", String::as_str)
+        ));
+    }
+    let machines: std::collections::BTreeSet<&str> = report
+        .techniques
+        .iter()
+        .filter_map(|t| t.params.get("measured_on"))
+        .map(|m| m.split(" (shard").next().unwrap_or(m))
+        .collect();
+    if machines.len() > 1 {
+        md.push_str(&format!(
+            "Speeds were measured on different machines ({}): each technique's latency and cost are its own node's, so differences between techniques here mix machine and technique.\n\n",
+            machines.into_iter().collect::<Vec<_>>().join("; ")
+        ));
+    }
     md.push_str("### Techniques\n\n");
     md.push_str(&technique_table(v));
     md.push_str(

@@ -2,8 +2,10 @@
 //! scored, and a comparison table with the statistics to say which differences are real.
 
 mod mc;
+pub mod merge;
 mod ppl;
 mod record;
+mod shard;
 pub use record::PriceArgs;
 mod report;
 pub mod store;
@@ -87,6 +89,11 @@ pub struct RunArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Run only shard I of N (0-based) of the work, for a Slurm job array or a Kubernetes
+    /// Indexed Job: quality units are (item, technique) pairs, perplexity windows and speed
+    /// tests whole techniques. Every shard needs the same --run-id; `effbench merge` joins them.
+    #[arg(long)]
+    pub shard: Option<shard::Shard>,
     #[command(flatten)]
     pub speed: record::SpeedArgs,
     #[command(flatten)]
@@ -104,6 +111,9 @@ pub struct RunSettings {
     pub seed: u64,
     pub subjects: Vec<String>,
     pub manifest_hash: String,
+    /// Absent for a whole run (and in runs recorded before sharding existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<shard::Shard>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -285,6 +295,41 @@ fn suite_kind(suite: &str) -> Result<SuiteKind> {
     })
 }
 
+/// A run id from the suite, model and shots, plus the time; or, for a shard, plus a hash of the
+/// settings, so every shard of one run derives the same id on its own node.
+fn derived_run_id(
+    args: &RunArgs,
+    settings: &RunSettings,
+    model_path: &std::path::Path,
+) -> Result<String> {
+    let stem = model_path
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy().to_string());
+    // Shards of one run start on different nodes at different times: their shared id
+    // comes from the settings, not the clock.
+    let tail = match args.shard {
+        Some(_) => {
+            use sha2::{Digest, Sha256};
+            let whole = RunSettings {
+                shard: None,
+                ..settings.clone()
+            };
+            hex::encode(Sha256::digest(serde_json::to_vec(&whole)?))[..12].to_string()
+        }
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string(),
+    };
+    Ok(format!(
+        "{}-{}-{}shot-{}",
+        args.suite.replace([':', '/'], "_"),
+        stem,
+        args.shots,
+        tail
+    ))
+}
+
 struct OpenedRun {
     dir: RunDir,
     manifest: RunManifest,
@@ -302,6 +347,7 @@ fn open_run(
     let run_id = match (&args.resume, &args.run_id) {
         (Some(r), _) if r != "latest" => r.clone(),
         (Some(_), Some(id)) => id.clone(),
+        (Some(_), None) if args.shard.is_some() => derived_run_id(args, settings, model_path)?,
         (Some(_), None) => find_resumable(&args.out, settings).with_context(|| {
             format!(
                 "no earlier run in {} has these settings to resume (hint: drop --resume to start one)",
@@ -309,23 +355,13 @@ fn open_run(
             )
         })?,
         (None, Some(id)) => id.clone(),
-        (None, None) => {
-            let stem = model_path
-                .file_stem()
-                .map_or("model".into(), |s| s.to_string_lossy().to_string());
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            format!(
-                "{}-{}-{}shot-{}",
-                args.suite.replace([':', '/'], "_"),
-                stem,
-                args.shots,
-                now
-            )
-        }
+        (None, None) => derived_run_id(args, settings, model_path)?,
     };
-    let dir = RunDir::new(args.out.join(&run_id))?;
+    let run_path = match args.shard {
+        Some(s) => args.out.join(&run_id).join(s.dir_name()),
+        None => args.out.join(&run_id),
+    };
+    let dir = RunDir::new(run_path)?;
     let manifest = if args.resume.is_some() {
         let m: RunManifest = dir
             .read_json("run.json")
@@ -484,6 +520,7 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
         seed: args.seed,
         subjects: args.subjects.clone(),
         manifest_hash: suite.manifest.content_hash.clone(),
+        shard: args.shard,
     };
     let OpenedRun {
         dir: run_dir,
@@ -504,23 +541,23 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
     for technique in &args.techniques {
         let mut done: BTreeMap<String, ItemRecord> = run_dir.load_records(technique)?;
+        let owned = |i: &&McItem| args.shard.is_none_or(|s| s.owns_item(technique, &i.id));
+        let owned_count = suite.items.iter().filter(owned).count();
         let pending: Vec<&McItem> = suite
             .items
             .iter()
+            .filter(owned)
             .filter(|i| !done.contains_key(&i.id))
             .collect();
         let session = technique_session(model_path, technique, threads, &args.device)?;
         labels.insert(technique.clone(), technique_label(technique, &session));
         if pending.is_empty() {
             all_records.insert(technique.clone(), done);
-            measures.insert(
-                technique.clone(),
-                record::measure(&run_dir, technique, &session, &args.speed)?,
-            );
+            measure_if_owned(args, &run_dir, technique, &session, &mut measures)?;
             continue;
         }
         let bar = progress(
-            suite.items.len() as u64,
+            owned_count as u64,
             done.len() as u64,
             format!("{technique} ({})", session.loaded.model.label()),
             "items",
@@ -559,10 +596,14 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
         bar.finish_and_clear();
         seconds.insert(technique.clone(), start.elapsed().as_secs_f64());
         all_records.insert(technique.clone(), done);
-        measures.insert(
-            technique.clone(),
-            record::measure(&run_dir, technique, &session, &args.speed)?,
-        );
+        measure_if_owned(args, &run_dir, technique, &session, &mut measures)?;
+    }
+    if let Some(shard) = args.shard {
+        let counts = all_records
+            .iter()
+            .map(|(t, r)| (t.clone(), r.len()))
+            .collect();
+        return finish_shard(&run_dir, shard, labels, counts, suite.items.len());
     }
 
     let summary = report::summarize(&manifest, &suite.items, &all_records, &labels, &seconds)?;
@@ -606,6 +647,7 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
         ctx: args.ctx,
         windows: args.chunks,
         first_scored: args.ctx / 2,
+        shard: args.shard,
     };
     let token_hash = {
         use sha2::{Digest, Sha256};
@@ -627,6 +669,7 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
         seed: 0,
         subjects: Vec::new(),
         manifest_hash: token_hash,
+        shard: args.shard,
     };
     let OpenedRun {
         dir: run_dir,
@@ -653,9 +696,9 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
         };
         check_same_vocabulary(&base_vocabulary, technique, &session, &args.techniques[0])?;
         labels.insert(technique.clone(), technique_label(technique, &session));
-        if done.len() < plan.windows {
+        if done.len() < plan.owned_windows() {
             let bar = progress(
-                plan.windows as u64,
+                plan.owned_windows() as u64,
                 done.len() as u64,
                 format!("{technique} ({})", session.loaded.model.label()),
                 "windows",
@@ -674,10 +717,11 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
             seconds.insert(technique.clone(), start.elapsed().as_secs_f64());
         }
         records.insert(technique.clone(), done);
-        measures.insert(
-            technique.clone(),
-            record::measure(&run_dir, technique, &session, &args.speed)?,
-        );
+        measure_if_owned(args, &run_dir, technique, &session, &mut measures)?;
+    }
+    if let Some(shard) = args.shard {
+        let counts = records.iter().map(|(t, r)| (t.clone(), r.len())).collect();
+        return finish_shard(&run_dir, shard, labels, counts, plan.windows);
     }
     let summary = ppl::summarize(&args.techniques, &records, &labels, &seconds)?;
     let md = ppl::markdown(&format!("{name} on {}", args.model), &summary);
@@ -689,6 +733,51 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
     let full = record::ppl_report(&manifest, &summary, &measures, "cpu", flags);
     let report_md = record::publish_report(&run_dir, &full, &args.prices)?;
     publish_summary(&run_dir, &summary, &format!("{md}\n{report_md}"), args.json)
+}
+
+/// Speed is one work unit per technique, measured by the one shard that owns it.
+fn measure_if_owned(
+    args: &RunArgs,
+    run_dir: &RunDir,
+    technique: &str,
+    session: &crate::common::Session,
+    measures: &mut BTreeMap<String, record::TechniqueMeasure>,
+) -> Result<()> {
+    if args.shard.is_none_or(|s| s.owns_speed(technique)) {
+        measures.insert(
+            technique.to_string(),
+            record::measure(run_dir, technique, session, &args.speed)?,
+        );
+    }
+    Ok(())
+}
+
+fn finish_shard(
+    run_dir: &RunDir,
+    shard: shard::Shard,
+    labels: BTreeMap<String, String>,
+    records: BTreeMap<String, usize>,
+    total_units: usize,
+) -> Result<()> {
+    run_dir.write_json(
+        shard::DONE_FILE,
+        &shard::ShardDone {
+            shard,
+            labels,
+            records,
+            total_units,
+            finished: record::now_rfc3339(),
+        },
+    )?;
+    let parent = run_dir.path.parent().unwrap_or(&run_dir.path);
+    eprintln!(
+        "shard {}/{} complete in {} (when every shard is: effbench merge {})",
+        shard.index,
+        shard.count,
+        run_dir.path.display(),
+        parent.display()
+    );
+    Ok(())
 }
 
 fn check_same_vocabulary(

@@ -44,9 +44,19 @@ pub struct PplPlan {
     pub ctx: usize,
     pub windows: usize,
     pub first_scored: usize,
+    /// Only this shard's windows are scored.
+    pub shard: Option<super::shard::Shard>,
 }
 
 impl PplPlan {
+    fn owns(&self, window: usize) -> bool {
+        self.shard.is_none_or(|s| s.owns_window(window))
+    }
+
+    pub fn owned_windows(&self) -> usize {
+        (0..self.windows).filter(|&w| self.owns(w)).count()
+    }
+
     fn scored_per_window(&self) -> usize {
         self.ctx - 1 - self.first_scored
     }
@@ -129,7 +139,7 @@ pub fn score_technique(
     let mut writer = run_dir.appender(technique)?;
     for w in 0..plan.windows {
         let key = format!("{w:06}");
-        if done.contains_key(&key) {
+        if !plan.owns(w) || done.contains_key(&key) {
             continue;
         }
         let window = &plan.tokens[w * plan.ctx..(w + 1) * plan.ctx];
