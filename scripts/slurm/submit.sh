@@ -27,7 +27,10 @@ case "$suite" in
     wikitext-2) "$bin" fetch wikitext-2 ;;
 esac
 
-export EFFBENCH_RUN_ID="$run_id" EFFBENCH_ARGS="$*"
-array=$(sbatch --parsable --array="0-$((shards - 1))" --export=ALL "$here/effbench-array.sbatch")
-merge=$(sbatch --parsable --dependency="afterok:${array%%;*}" --export=ALL "$here/effbench-merge.sbatch")
+# Extra sbatch options for both jobs (they override the scripts' #SBATCH lines), e.g.
+# EFFBENCH_SBATCH_OPTS="--partition=gpu --gres=gpu:1 --cpus-per-task=8".
+read -r -a extra <<< "${EFFBENCH_SBATCH_OPTS:-}"
+export EFFBENCH_RUN_ID="$run_id" EFFBENCH_ARGS="$*" EFFBENCH_SHARDS="$shards"
+array=$(sbatch --parsable "${extra[@]}" --array="0-$((shards - 1))" --export=ALL "$here/effbench-array.sbatch")
+merge=$(sbatch --parsable "${extra[@]}" --dependency="afterok:${array%%;*}" --export=ALL "$here/effbench-merge.sbatch")
 echo "array job $array ($shards shards), merge job $merge; results in ${EFFBENCH_RESULTS:-$PWD/results}/$run_id"

@@ -92,7 +92,7 @@ fn shards_merge_into_the_single_machine_run() {
     let m = merge(&sharded);
     assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
 
-    // Quality merges exactly: the same items, predictions and (batching aside) log-likelihoods.
+    // Quality merges exactly: the same items, predictions and log-likelihoods.
     for t in ["f16", "as-stored"] {
         let (a, b) = (records(&out.join("whole"), t), records(&sharded, t));
         assert_eq!(a.len(), 6);
