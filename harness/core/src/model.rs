@@ -489,31 +489,8 @@ impl Model {
         let q = rope(heads_first(q, nh)?)?;
         let k = rope(heads_first(k, nkv)?)?;
         let v = heads_first(v, nkv)?.squeeze(0)?;
-        let (k_all, v_all) = cache.append(layer, seq, &k, &v)?;
-        let total = start + n;
-
-        // Grouped-query attention without repeating K/V: the query heads that share a KV head
-        // are stacked along the row axis and multiplied by that head's K/V once.
-        let group = nh / nkv;
-        let q = q.reshape((nkv, group * n, hd))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k_all.t()?)? * scale)?;
-        let scores = if n > 1 {
-            let mask = causal_mask(n, start, &self.device)?;
-            scores
-                .reshape((nkv, group, n, total))?
-                .broadcast_add(&mask)?
-                .reshape((nkv, group * n, total))?
-        } else {
-            scores
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v_all.contiguous()?)?;
-        Ok(out
-            .reshape((nh, n, hd))?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((n, nh * hd))?)
+        let out = cache.attend(layer, seq, &q, &k, &v)?;
+        Ok(out.transpose(0, 1)?.contiguous()?.reshape((n, nh * hd))?)
     }
 }
 
@@ -522,23 +499,6 @@ fn add_bias(x: Tensor, bias: &Option<Tensor>) -> Result<Tensor> {
         Some(b) => x.broadcast_add(b)?,
         None => x,
     })
-}
-
-/// Row i (absolute position start+i) may attend to keys 0..=start+i.
-fn causal_mask(n: usize, start: usize, device: &Device) -> Result<Tensor> {
-    let total = start + n;
-    let mask: Vec<f32> = (0..n)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j > start + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Ok(Tensor::from_vec(mask, (n, total), device)?)
 }
 
 fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {
