@@ -8,6 +8,7 @@ mod generate;
 mod hw;
 mod perplexity;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Evaluate techniques side by side on a quality suite (MMLU), every item recorded as it
     /// is scored; prints the comparison table and writes results/<run-id>/.
     Run(run::RunArgs),
+    /// Serve a request trace with continuous batching under one KV memory budget, contiguous vs
+    /// paged cache: waste, concurrency, throughput, TTFT/TPOT percentiles.
+    ServeBench(serve::ServeBenchArgs),
     /// The default job: generate and perplexity on the default model.
     Demo(generate::DemoArgs),
 }
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Demo(a)) => generate::demo(a),
         Some(Command::Run(a)) => run::run(a),
+        Some(Command::ServeBench(a)) => serve::run(a),
         None => generate::demo(generate::DemoArgs::default()),
     };
     match result {

@@ -436,8 +436,11 @@ impl Model {
             cache.commit(chunk.seq, chunk.tokens.len())?;
         }
 
-        let mut per_chunk = Vec::with_capacity(batch.len());
-        let mut offset = 0;
+        // The rows that want logits go through the output head in one matmul: per chunk, a
+        // decode batch of 64 sequences would read the vocabulary-sized head 64 times.
+        let mut wanted = Vec::with_capacity(batch.len());
+        let mut spans = Vec::with_capacity(batch.len());
+        let (mut offset, mut row) = (0, 0);
         for chunk in batch {
             let n = chunk.tokens.len();
             let rows = match chunk.logits {
@@ -445,15 +448,31 @@ impl Model {
                 LogitsFor::Last => Some(x.narrow(0, offset + n - 1, 1)?),
                 LogitsFor::All => Some(x.narrow(0, offset, n)?),
             };
-            per_chunk.push(match rows {
-                None => None,
-                Some(rows) => {
-                    let h = candle_nn::ops::rms_norm(&rows.contiguous()?, &self.final_norm, eps)?;
-                    Some(self.output_head.forward(&h)?)
-                }
-            });
+            spans.push(rows.as_ref().map(|r| {
+                let span = (row, r.dims()[0]);
+                row += span.1;
+                span
+            }));
+            wanted.extend(rows);
             offset += n;
         }
+        let logits = match wanted.len() {
+            0 => None,
+            1 => Some(wanted.pop().expect("one")),
+            _ => Some(Tensor::cat(&wanted, 0)?),
+        }
+        .map(|rows| -> Result<Tensor> {
+            let h = candle_nn::ops::rms_norm(&rows.contiguous()?, &self.final_norm, eps)?;
+            self.output_head.forward(&h)
+        })
+        .transpose()?;
+        let per_chunk = spans
+            .into_iter()
+            .map(|span| match (span, &logits) {
+                (Some((start, len)), Some(l)) => Ok(Some(l.narrow(0, start, len)?)),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(BatchLogits { per_chunk })
     }
 
