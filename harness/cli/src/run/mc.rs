@@ -88,22 +88,40 @@ pub fn score_group(
     if items.is_empty() {
         return Ok(());
     }
-    let prefix = &items[0].1.shared_prefix;
-    let prefix_ids = loaded.encode(prefix)?;
+    // What the items share is taken on token ids, not text: BPE merges across the end of the
+    // exemplars (a trailing newline joins the next word), so the text prefix's own tokenization
+    // is rarely a prefix of an item's. The longest common prefix of the items' own tokenizations
+    // is, and every item still sees exactly the tokens it would alone.
+    let fulls = items
+        .iter()
+        .map(|(_, prompt)| Ok(loaded.encode(&prompt.context())?))
+        .collect::<Result<Vec<Vec<u32>>>>()?;
+    let mut shared_len = if kv.share_prefix && fulls.len() > 1 {
+        // At least one token of each item runs after the prefix, to give its logits.
+        fulls
+            .iter()
+            .map(Vec::len)
+            .min()
+            .unwrap_or(0)
+            .saturating_sub(1)
+    } else {
+        0
+    };
+    for full in &fulls[1..] {
+        let common = fulls[0]
+            .iter()
+            .zip(full)
+            .take_while(|(a, b)| a == b)
+            .count();
+        shared_len = shared_len.min(common);
+    }
+    let prefix_ids = fulls[0][..shared_len].to_vec();
     let mut prepared = Vec::with_capacity(items.len());
     let mut longest = prefix_ids.len();
-    for (item, prompt) in items {
+    for ((item, prompt), full) in items.iter().zip(fulls) {
         let context = prompt.context();
-        let full = loaded.encode(&context)?;
-        // BPE can merge across the prefix/question boundary; then the item gets no sharing
-        // rather than a tokenization the model would never see.
-        let shares_prefix =
-            kv.share_prefix && full.len() > prefix_ids.len() && full.starts_with(&prefix_ids);
-        let rest = if shares_prefix {
-            full[prefix_ids.len()..].to_vec()
-        } else {
-            full.clone()
-        };
+        let shares_prefix = shared_len > 0;
+        let rest = full[shared_len..].to_vec();
         let mut continuations = Vec::with_capacity(prompt.continuations.len());
         for cont in &prompt.continuations {
             // lm-eval's split: encode(context + continuation) minus encode(context).
