@@ -9,6 +9,7 @@ mod hw;
 mod perplexity;
 mod report;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -53,6 +54,9 @@ enum Command {
     Merge(run::merge::MergeArgs),
     /// Put runs of the same suite from different machines or versions side by side.
     Compare(report::CompareArgs),
+    /// Serve a request trace with continuous batching under one KV memory budget, contiguous vs
+    /// paged cache: waste, concurrency, throughput, TTFT/TPOT percentiles.
+    ServeBench(serve::ServeBenchArgs),
     /// The default job: generate and perplexity on the default model.
     Demo(generate::DemoArgs),
 }
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Some(Command::Report(a)) => report::report(a),
         Some(Command::Compare(a)) => report::compare(a),
         Some(Command::Merge(a)) => run::merge::merge(a),
+        Some(Command::ServeBench(a)) => serve::run(a),
         None => generate::demo(generate::DemoArgs::default()),
     };
     match result {

@@ -40,6 +40,14 @@ pub enum CoreError {
         needed: usize,
         capacity: usize,
     },
+    /// The cache has no room now; it may have later, when other sequences finish or are
+    /// preempted. A scheduler catches this one.
+    #[error("KV cache budget exhausted: sequence {seq} needs {needed_bytes} more bytes, {free_bytes} free (hint: raise --kv-budget-mib or admit fewer sequences)")]
+    KvBudgetExhausted {
+        seq: u64,
+        needed_bytes: usize,
+        free_bytes: usize,
+    },
     #[error("unknown sequence {0} in the KV cache")]
     UnknownSequence(u64),
     #[error("token id {token} is outside the vocabulary of {vocab}")]

@@ -57,6 +57,78 @@ pub trait KvCache: Send {
     /// exemplars, a system prompt) is computed once. A paged cache can share blocks instead.
     fn fork(&mut self, from: SeqId, to: SeqId) -> Result<()>;
     fn usage(&self) -> KvUsage;
+
+    /// Stores the chunk's K and V, each (kv_heads, n, head_dim), and returns causal grouped-query
+    /// attention of `q`, (heads, n, head_dim) f32 after RoPE, over the whole sequence, as
+    /// (heads, n, head_dim) f32. The default asks [`KvCache::append`] for the sequence's K/V as
+    /// contiguous tensors; a cache that stores K/V elsewhere (in blocks) overrides this to
+    /// attend where the K/V lie instead of gathering them.
+    fn attend(
+        &mut self,
+        layer: usize,
+        seq: SeqId,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        let start = self.seq_len(seq);
+        let (k_all, v_all) = self.append(layer, seq, k, v)?;
+        contiguous_attention(q, &k_all, &v_all, start)
+    }
+
+    /// Most tokens one sequence could ever hold here, alone in an empty cache; None when only
+    /// the model's context bounds it. A scheduler refuses requests longer than this up front
+    /// rather than waiting forever for room that cannot appear.
+    fn max_tokens_per_seq(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// Causal grouped-query attention over contiguous K/V: `q` (heads, n, head_dim) at positions
+/// `start..start+n`, `k_all`/`v_all` (kv_heads, start+n, head_dim). Returns (heads, n, head_dim).
+pub fn contiguous_attention(
+    q: &Tensor,
+    k_all: &Tensor,
+    v_all: &Tensor,
+    start: usize,
+) -> Result<Tensor> {
+    let (nh, n, hd) = q.dims3()?;
+    let nkv = k_all.dims()[0];
+    let total = start + n;
+    // Grouped-query attention without repeating K/V: the query heads that share a KV head are
+    // stacked along the row axis and multiplied by that head's K/V once.
+    let group = nh / nkv;
+    let q = q.reshape((nkv, group * n, hd))?;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let scores = (q.matmul(&k_all.t()?)? * scale)?;
+    let scores = if n > 1 {
+        let mask = causal_mask(n, start, q.device())?;
+        scores
+            .reshape((nkv, group, n, total))?
+            .broadcast_add(&mask)?
+            .reshape((nkv, group * n, total))?
+    } else {
+        scores
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    Ok(probs.matmul(&v_all.contiguous()?)?.reshape((nh, n, hd))?)
+}
+
+/// Row i (absolute position start+i) may attend to keys 0..=start+i.
+fn causal_mask(n: usize, start: usize, device: &Device) -> Result<Tensor> {
+    let total = start + n;
+    let mask: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > start + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(mask, (n, total), device)?)
 }
 
 /// Shape of the K/V a model produces, which every cache needs to size itself.
@@ -100,6 +172,8 @@ struct SeqBuffers {
 pub struct ContiguousKvCache {
     shape: KvShape,
     max_seq_len: usize,
+    /// How many reservations the memory budget holds; unbounded without a budget.
+    max_sequences: usize,
     device: Device,
     seqs: HashMap<SeqId, SeqBuffers>,
 }
@@ -109,13 +183,46 @@ impl ContiguousKvCache {
         Self {
             shape,
             max_seq_len,
+            max_sequences: usize::MAX,
             device: device.clone(),
             seqs: HashMap::new(),
         }
     }
 
+    /// A cache that holds at most `budget_bytes` of reservations: as many sequences as whole
+    /// `max_seq_len` reservations fit.
+    pub fn with_budget(
+        shape: KvShape,
+        max_seq_len: usize,
+        budget_bytes: usize,
+        device: &Device,
+    ) -> Self {
+        let per_seq = max_seq_len * shape.bytes_per_token();
+        Self {
+            max_sequences: budget_bytes / per_seq.max(1),
+            ..Self::new(shape, max_seq_len, device)
+        }
+    }
+
     pub fn max_seq_len(&self) -> usize {
         self.max_seq_len
+    }
+
+    fn bytes_per_seq(&self) -> usize {
+        self.max_seq_len * self.shape.bytes_per_token()
+    }
+
+    /// Refuses a new reservation the budget cannot hold.
+    fn check_room_for_new(&self, seq: SeqId) -> Result<()> {
+        if self.seqs.len() >= self.max_sequences {
+            let free = self.max_sequences.saturating_sub(self.seqs.len()) * self.bytes_per_seq();
+            return Err(CoreError::KvBudgetExhausted {
+                seq,
+                needed_bytes: self.bytes_per_seq(),
+                free_bytes: free,
+            });
+        }
+        Ok(())
     }
 
     fn seq_mut(&mut self, seq: SeqId) -> Result<&mut SeqBuffers> {
@@ -140,6 +247,7 @@ impl KvCache for ContiguousKvCache {
             });
         }
         if !self.seqs.contains_key(&seq) {
+            self.check_room_for_new(seq)?;
             let dims = (
                 self.shape.num_kv_heads,
                 self.max_seq_len,
@@ -201,6 +309,10 @@ impl KvCache for ContiguousKvCache {
             .get(&from)
             .ok_or(CoreError::UnknownSequence(from))?;
         let len = src.len;
+        if !self.seqs.contains_key(&to) {
+            self.check_room_for_new(to)?;
+        }
+        let src = &self.seqs[&from];
         let mut layers = Vec::with_capacity(src.layers.len());
         for (k, v) in &src.layers {
             // A contiguous cache owns its buffers outright: the copy is the whole reservation.
@@ -219,5 +331,13 @@ impl KvCache for ContiguousKvCache {
             sequences: self.seqs.len(),
             tokens,
         }
+    }
+
+    fn max_tokens_per_seq(&self) -> Option<usize> {
+        Some(if self.max_sequences == 0 {
+            0
+        } else {
+            self.max_seq_len
+        })
     }
 }

@@ -436,8 +436,11 @@ impl Model {
             cache.commit(chunk.seq, chunk.tokens.len())?;
         }
 
-        let mut per_chunk = Vec::with_capacity(batch.len());
-        let mut offset = 0;
+        // The rows that want logits go through the output head in one matmul: per chunk, a
+        // decode batch of 64 sequences would read the vocabulary-sized head 64 times.
+        let mut wanted = Vec::with_capacity(batch.len());
+        let mut spans = Vec::with_capacity(batch.len());
+        let (mut offset, mut row) = (0, 0);
         for chunk in batch {
             let n = chunk.tokens.len();
             let rows = match chunk.logits {
@@ -445,15 +448,31 @@ impl Model {
                 LogitsFor::Last => Some(x.narrow(0, offset + n - 1, 1)?),
                 LogitsFor::All => Some(x.narrow(0, offset, n)?),
             };
-            per_chunk.push(match rows {
-                None => None,
-                Some(rows) => {
-                    let h = candle_nn::ops::rms_norm(&rows.contiguous()?, &self.final_norm, eps)?;
-                    Some(self.output_head.forward(&h)?)
-                }
-            });
+            spans.push(rows.as_ref().map(|r| {
+                let span = (row, r.dims()[0]);
+                row += span.1;
+                span
+            }));
+            wanted.extend(rows);
             offset += n;
         }
+        let logits = match wanted.len() {
+            0 => None,
+            1 => Some(wanted.pop().expect("one")),
+            _ => Some(Tensor::cat(&wanted, 0)?),
+        }
+        .map(|rows| -> Result<Tensor> {
+            let h = candle_nn::ops::rms_norm(&rows.contiguous()?, &self.final_norm, eps)?;
+            self.output_head.forward(&h)
+        })
+        .transpose()?;
+        let per_chunk = spans
+            .into_iter()
+            .map(|span| match (span, &logits) {
+                (Some((start, len)), Some(l)) => Ok(Some(l.narrow(0, start, len)?)),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(BatchLogits { per_chunk })
     }
 
@@ -489,31 +508,8 @@ impl Model {
         let q = rope(heads_first(q, nh)?)?;
         let k = rope(heads_first(k, nkv)?)?;
         let v = heads_first(v, nkv)?.squeeze(0)?;
-        let (k_all, v_all) = cache.append(layer, seq, &k, &v)?;
-        let total = start + n;
-
-        // Grouped-query attention without repeating K/V: the query heads that share a KV head
-        // are stacked along the row axis and multiplied by that head's K/V once.
-        let group = nh / nkv;
-        let q = q.reshape((nkv, group * n, hd))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k_all.t()?)? * scale)?;
-        let scores = if n > 1 {
-            let mask = causal_mask(n, start, &self.device)?;
-            scores
-                .reshape((nkv, group, n, total))?
-                .broadcast_add(&mask)?
-                .reshape((nkv, group * n, total))?
-        } else {
-            scores
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v_all.contiguous()?)?;
-        Ok(out
-            .reshape((nh, n, hd))?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((n, nh * hd))?)
+        let out = cache.attend(layer, seq, &q, &k, &v)?;
+        Ok(out.transpose(0, 1)?.contiguous()?.reshape((n, nh * hd))?)
     }
 }
 
@@ -522,23 +518,6 @@ fn add_bias(x: Tensor, bias: &Option<Tensor>) -> Result<Tensor> {
         Some(b) => x.broadcast_add(b)?,
         None => x,
     })
-}
-
-/// Row i (absolute position start+i) may attend to keys 0..=start+i.
-fn causal_mask(n: usize, start: usize, device: &Device) -> Result<Tensor> {
-    let total = start + n;
-    let mask: Vec<f32> = (0..n)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j > start + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Ok(Tensor::from_vec(mask, (n, total), device)?)
 }
 
 fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {

@@ -1,12 +1,17 @@
 //! Multiple-choice scoring by log-likelihood, as lm-evaluation-harness does for MMLU: the
 //! model's log-probability of each continuation (" A", " B", ...) after the prompt; the most
 //! likely one is the answer. The subject's shared prefix (description and few-shot exemplars) is
-//! run once and its KV cache forked for every item, and items are scored in batches.
+//! run once and its KV cache forked for every item (unless sharing is turned off, to measure what
+//! it saves), and items are scored in batches. A paged cache shares the prefix's blocks; a
+//! contiguous one copies its whole reservation per fork.
 
 use anyhow::{Context, Result};
 use effbench_core::model::{log_softmax, logits_rows};
-use effbench_core::{ContiguousKvCache, KvCache, KvShape, LoadedModel, LogitsFor, SeqChunk};
+use effbench_core::{
+    ContiguousKvCache, KvCache, KvShape, KvUsage, LoadedModel, LogitsFor, SeqChunk,
+};
 use effbench_datasets::{McItem, McPrompt};
+use effbench_kvcache::PagedKvCache;
 use serde::{Deserialize, Serialize};
 
 use super::store::Keyed;
@@ -29,6 +34,39 @@ impl Keyed for ItemRecord {
     }
 }
 
+/// Which KV cache scores the items, and whether items share the subject prefix's KV.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KvPlan {
+    /// Block size of a paged cache; None for the contiguous cache.
+    pub paged_block_size: Option<usize>,
+    pub share_prefix: bool,
+}
+
+impl Default for KvPlan {
+    fn default() -> Self {
+        Self {
+            paged_block_size: None,
+            share_prefix: true,
+        }
+    }
+}
+
+/// KV memory and work over a run: the peak bytes the cache held, and the tokens run through the
+/// model (the prefix once per subject with sharing, once per item without).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct KvStats {
+    pub peak_bytes_reserved: usize,
+    pub peak_bytes_used: usize,
+    pub forward_tokens: usize,
+}
+
+impl KvStats {
+    fn observe(&mut self, usage: KvUsage) {
+        self.peak_bytes_reserved = self.peak_bytes_reserved.max(usage.bytes_reserved);
+        self.peak_bytes_used = self.peak_bytes_used.max(usage.bytes_used);
+    }
+}
+
 struct Prepared<'a> {
     item: &'a McItem,
     /// Tokens after the shared prefix, or the whole context when it cannot be split there.
@@ -43,26 +81,47 @@ pub fn score_group(
     loaded: &LoadedModel,
     batch_size: usize,
     items: &[(&McItem, McPrompt)],
+    kv: KvPlan,
+    stats: &mut KvStats,
     mut on_record: impl FnMut(ItemRecord) -> Result<()>,
 ) -> Result<()> {
     if items.is_empty() {
         return Ok(());
     }
-    let prefix = &items[0].1.shared_prefix;
-    let prefix_ids = loaded.encode(prefix)?;
+    // What the items share is taken on token ids, not text: BPE merges across the end of the
+    // exemplars (a trailing newline joins the next word), so the text prefix's own tokenization
+    // is rarely a prefix of an item's. The longest common prefix of the items' own tokenizations
+    // is, and every item still sees exactly the tokens it would alone.
+    let fulls = items
+        .iter()
+        .map(|(_, prompt)| Ok(loaded.encode(&prompt.context())?))
+        .collect::<Result<Vec<Vec<u32>>>>()?;
+    let mut shared_len = if kv.share_prefix && fulls.len() > 1 {
+        // At least one token of each item runs after the prefix, to give its logits.
+        fulls
+            .iter()
+            .map(Vec::len)
+            .min()
+            .unwrap_or(0)
+            .saturating_sub(1)
+    } else {
+        0
+    };
+    for full in &fulls[1..] {
+        let common = fulls[0]
+            .iter()
+            .zip(full)
+            .take_while(|(a, b)| a == b)
+            .count();
+        shared_len = shared_len.min(common);
+    }
+    let prefix_ids = fulls[0][..shared_len].to_vec();
     let mut prepared = Vec::with_capacity(items.len());
     let mut longest = prefix_ids.len();
-    for (item, prompt) in items {
+    for ((item, prompt), full) in items.iter().zip(fulls) {
         let context = prompt.context();
-        let full = loaded.encode(&context)?;
-        // BPE can merge across the prefix/question boundary; then the item gets no sharing
-        // rather than a tokenization the model would never see.
-        let shares_prefix = full.len() > prefix_ids.len() && full.starts_with(&prefix_ids);
-        let rest = if shares_prefix {
-            full[prefix_ids.len()..].to_vec()
-        } else {
-            full.clone()
-        };
+        let shares_prefix = shared_len > 0;
+        let rest = full[shared_len..].to_vec();
         let mut continuations = Vec::with_capacity(prompt.continuations.len());
         for cont in &prompt.continuations {
             // lm-eval's split: encode(context + continuation) minus encode(context).
@@ -91,14 +150,29 @@ pub fn score_group(
     }
 
     let model = &loaded.model;
-    let mut cache = ContiguousKvCache::new(KvShape::of(model.config()), longest, model.device());
+    let shape = KvShape::of(model.config());
+    let batch_size = batch_size.max(1);
+    let mut cache: Box<dyn KvCache> = match kv.paged_block_size {
+        None => Box::new(ContiguousKvCache::new(shape, longest, model.device())),
+        Some(bs) => {
+            // Room for the prefix, and for each item of a batch its own blocks plus one fork
+            // for a multi-token continuation; only blocks in use count as held memory.
+            let per_seq = longest.div_ceil(bs.max(1)) + 1;
+            let blocks = per_seq * (1 + 2 * batch_size);
+            Box::new(PagedKvCache::new(shape, bs, blocks, model.device())?)
+        }
+    };
     const PREFIX: u64 = 0;
-    model.forward(
-        &[SeqChunk::new(PREFIX, prefix_ids.clone(), LogitsFor::None)],
-        &mut cache,
-    )?;
+    if prepared.iter().any(|p| p.shares_prefix) {
+        model.forward(
+            &[SeqChunk::new(PREFIX, prefix_ids.clone(), LogitsFor::None)],
+            cache.as_mut(),
+        )?;
+        stats.forward_tokens += prefix_ids.len();
+        stats.observe(cache.usage());
+    }
 
-    for group in prepared.chunks(batch_size.max(1)) {
+    for group in prepared.chunks(batch_size) {
         let mut chunks = Vec::with_capacity(group.len());
         for (i, p) in group.iter().enumerate() {
             let seq = 1 + i as u64;
@@ -108,8 +182,10 @@ pub fn score_group(
             chunks.push(SeqChunk::new(seq, p.rest.clone(), LogitsFor::Last));
         }
         let out = model
-            .forward(&chunks, &mut cache)
+            .forward(&chunks, cache.as_mut())
             .context("scoring a batch of items")?;
+        stats.forward_tokens += chunks.iter().map(|c| c.tokens.len()).sum::<usize>();
+        stats.observe(cache.usage());
         for (i, p) in group.iter().enumerate() {
             let seq = 1 + i as u64;
             let last = out.per_chunk[i].as_ref().expect("asked for last logits");
@@ -128,8 +204,10 @@ pub fn score_group(
                             cont[..cont.len() - 1].to_vec(),
                             LogitsFor::All,
                         )],
-                        &mut cache,
+                        cache.as_mut(),
                     )?;
+                    stats.forward_tokens += cont.len() - 1;
+                    stats.observe(cache.usage());
                     let rows = logits_rows(out.per_chunk[0].as_ref().expect("all logits"))?;
                     for (row, &next) in rows.iter().zip(&cont[1..]) {
                         lp += log_softmax(row)[next as usize];

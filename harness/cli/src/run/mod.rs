@@ -98,6 +98,20 @@ pub struct RunArgs {
     pub speed: record::SpeedArgs,
     #[command(flatten)]
     pub prices: record::PriceArgs,
+    /// Multiple-choice suites: the KV cache that scores items (paged shares the few-shot
+    /// prefix's blocks; contiguous copies it per item).
+    #[arg(long, value_enum, default_value_t = KvArg::Contiguous)]
+    pub kv: KvArg,
+    /// Multiple-choice suites: run every item's full prompt instead of computing the subject's
+    /// few-shot prefix once and sharing its KV (to measure what sharing saves).
+    #[arg(long)]
+    pub no_prefix_sharing: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvArg {
+    Contiguous,
+    Paged,
 }
 
 /// What makes two runs the same run: resuming with different settings would mix results.
@@ -572,6 +586,12 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
                 .push(item);
         }
         let mut correct = done.values().filter(|r| r.correct).count();
+        let kv_plan = mc::KvPlan {
+            paged_block_size: (args.kv == KvArg::Paged)
+                .then_some(effbench_kvcache::DEFAULT_BLOCK_SIZE),
+            share_prefix: !args.no_prefix_sharing,
+        };
+        let mut kv_stats = mc::KvStats::default();
         for (subject, items) in by_subject {
             let exemplars: &[McItem] = match &suite.fewshot {
                 Some(src) => src.exemplars(subject, args.shots)?,
@@ -581,20 +601,40 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
                 .iter()
                 .map(|i| (*i, effbench_datasets::build_prompt(i, exemplars)))
                 .collect();
-            mc::score_group(&session.loaded, args.batch, &prompts, |record| {
-                writer.append(&record)?;
-                correct += usize::from(record.correct);
-                done.insert(record.item.clone(), record);
-                bar.inc(1);
-                bar.set_message(format!(
-                    "acc {:.1}%",
-                    100.0 * correct as f64 / done.len() as f64
-                ));
-                Ok(())
-            })?;
+            mc::score_group(
+                &session.loaded,
+                args.batch,
+                &prompts,
+                kv_plan,
+                &mut kv_stats,
+                |record| {
+                    writer.append(&record)?;
+                    correct += usize::from(record.correct);
+                    done.insert(record.item.clone(), record);
+                    bar.inc(1);
+                    bar.set_message(format!(
+                        "acc {:.1}%",
+                        100.0 * correct as f64 / done.len() as f64
+                    ));
+                    Ok(())
+                },
+            )?;
         }
         bar.finish_and_clear();
-        seconds.insert(technique.clone(), start.elapsed().as_secs_f64());
+        let elapsed = start.elapsed().as_secs_f64();
+        eprintln!(
+            "{technique}: {elapsed:.1} s, KV cache peak {} held ({} holding K/V), {} tokens through the model ({:?} cache, prefix sharing {})",
+            crate::common::mib(kv_stats.peak_bytes_reserved),
+            crate::common::mib(kv_stats.peak_bytes_used),
+            kv_stats.forward_tokens,
+            args.kv,
+            if kv_plan.share_prefix { "on" } else { "off" }
+        );
+        run_dir.write_json(
+            &format!("kv-{technique}.json"),
+            &serde_json::json!({ "plan": kv_plan, "stats": kv_stats, "seconds": elapsed }),
+        )?;
+        seconds.insert(technique.clone(), elapsed);
         all_records.insert(technique.clone(), done);
         measure_if_owned(args, &run_dir, technique, &session, &mut measures)?;
     }

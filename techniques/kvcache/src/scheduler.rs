@@ -1,0 +1,292 @@
+//! A continuous-batching scheduler in the style of vLLM's: every step it admits waiting requests
+//! while the cache has room, then runs one batched forward pass that decodes one token for every
+//! running sequence and prefills the newly admitted ones. When a running sequence cannot grow,
+//! the most recently admitted one is preempted: its KV is dropped and it is recomputed (prompt
+//! plus the tokens it already produced) when it is admitted again. Any [`KvCache`] plugs in; the
+//! cache alone decides what "room" means (whole reservations or blocks).
+//!
+//! Time is the scheduler's own clock: the measured duration of each step, and, when nothing runs,
+//! a jump to the next arrival instead of sleeping until it. Latencies are therefore what a
+//! server doing nothing else would show, without idle waiting in the benchmark's wall time.
+//!
+//! Generation is greedy and ignores end-of-sequence tokens, so each request produces exactly the
+//! output length its trace asks for (as serving benchmarks do with `ignore_eos`).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use effbench_core::model::logits_rows;
+use effbench_core::{CoreError, KvCache, KvUsage, LogitsFor, Model, SeqChunk};
+use serde::Serialize;
+
+use crate::Error;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub id: u64,
+    pub arrival_s: f64,
+    pub prompt: Vec<u32>,
+    pub max_new_tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SchedulerConfig {
+    /// Most sequences decoded together (vLLM's max_num_seqs).
+    pub max_running: usize,
+    /// Most tokens in one forward pass; a longer prompt still runs, alone in its step.
+    pub max_batched_tokens: usize,
+    /// Longest sequence (prompt plus output) accepted.
+    pub max_model_len: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_running: 64,
+            max_batched_tokens: 2048,
+            max_model_len: 2048,
+        }
+    }
+}
+
+/// What became of one request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub id: u64,
+    pub arrival_s: f64,
+    pub prompt_tokens: usize,
+    pub tokens: Vec<u32>,
+    /// When each output token was ready, on the scheduler's clock.
+    pub token_times_s: Vec<f64>,
+    pub preemptions: usize,
+    /// Why the request was refused, if it was.
+    pub refused: Option<String>,
+}
+
+impl Outcome {
+    pub fn ttft_s(&self) -> Option<f64> {
+        self.token_times_s.first().map(|t| t - self.arrival_s)
+    }
+
+    /// vLLM's TPOT: (latency - TTFT) / (output tokens - 1).
+    pub fn tpot_s(&self) -> Option<f64> {
+        let n = self.token_times_s.len();
+        (n > 1).then(|| (self.token_times_s[n - 1] - self.token_times_s[0]) / (n - 1) as f64)
+    }
+
+    pub fn latency_s(&self) -> Option<f64> {
+        self.token_times_s.last().map(|t| t - self.arrival_s)
+    }
+}
+
+/// The cache's state after one step's forward pass, before finished sequences leave.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepSample {
+    pub end_s: f64,
+    pub duration_s: f64,
+    pub running: usize,
+    pub batched_tokens: usize,
+    pub usage: KvUsage,
+}
+
+/// A finished sequence's footprint just before it left the cache: bytes it held and bytes that
+/// held its K/V. The gap is memory reserved for it that it never filled.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Departure {
+    pub bytes_reserved: usize,
+    pub bytes_used: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServeRun {
+    pub outcomes: Vec<Outcome>,
+    pub steps: Vec<StepSample>,
+    pub departures: Vec<Departure>,
+    pub preemptions: usize,
+}
+
+struct Running {
+    req: usize,
+    /// Tokens to feed next step: the whole prompt (plus any recomputed output) on admission,
+    /// then the last sampled token.
+    feed: Vec<u32>,
+}
+
+/// Serves `requests` (in arrival order) with `model` and `cache` until all are done or refused.
+pub fn serve(
+    model: &Model,
+    cache: &mut dyn KvCache,
+    requests: Vec<Request>,
+    config: &SchedulerConfig,
+) -> Result<ServeRun, Error> {
+    let per_seq_limit = cache.max_tokens_per_seq();
+    let context = model.config().max_position_embeddings;
+    let mut outcomes: Vec<Outcome> = requests
+        .iter()
+        .map(|r| Outcome {
+            id: r.id,
+            arrival_s: r.arrival_s,
+            prompt_tokens: r.prompt.len(),
+            tokens: Vec::new(),
+            token_times_s: Vec::new(),
+            preemptions: 0,
+            refused: refusal(r, config.max_model_len.min(context), per_seq_limit),
+        })
+        .collect();
+    let mut pending: VecDeque<usize> = (0..requests.len())
+        .filter(|&i| outcomes[i].refused.is_none())
+        .collect();
+    let mut waiting: VecDeque<usize> = VecDeque::new();
+    let mut running: Vec<Running> = Vec::new();
+    let mut steps = Vec::new();
+    let mut departures = Vec::new();
+    let mut preemptions = 0;
+    let mut now = 0.0f64;
+
+    loop {
+        while let Some(&i) = pending.front() {
+            if requests[i].arrival_s > now {
+                break;
+            }
+            waiting.push_back(i);
+            pending.pop_front();
+        }
+        if running.is_empty() && waiting.is_empty() {
+            match pending.front() {
+                Some(&i) => {
+                    now = requests[i].arrival_s;
+                    continue;
+                }
+                None => break,
+            }
+        }
+        let step_start = Instant::now();
+
+        // Room for one more token in every decoding sequence, preempting from the back.
+        let mut preempted_this_step = false;
+        let mut i = 0;
+        while i < running.len() {
+            if running[i].feed.len() != 1 {
+                i += 1;
+                continue;
+            }
+            let id = requests[running[i].req].id;
+            match cache.reserve(id, 1) {
+                Ok(()) => i += 1,
+                Err(CoreError::KvBudgetExhausted { .. }) => {
+                    let victim = running.pop().expect("running is not empty");
+                    cache.remove(requests[victim.req].id);
+                    outcomes[victim.req].preemptions += 1;
+                    preemptions += 1;
+                    preempted_this_step = true;
+                    waiting.push_front(victim.req);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        // Admit waiting requests in arrival order while the cache and the step have room.
+        let mut batched: usize = running.iter().map(|r| r.feed.len()).sum();
+        while !preempted_this_step && running.len() < config.max_running {
+            let Some(&next) = waiting.front() else { break };
+            let mut feed = requests[next].prompt.clone();
+            feed.extend(&outcomes[next].tokens);
+            if batched > 0 && batched + feed.len() > config.max_batched_tokens {
+                break;
+            }
+            match cache.reserve(requests[next].id, feed.len()) {
+                Ok(()) => {}
+                Err(CoreError::KvBudgetExhausted { .. }) if !running.is_empty() => break,
+                Err(e) => return Err(e.into()),
+            }
+            waiting.pop_front();
+            batched += feed.len();
+            running.push(Running { req: next, feed });
+        }
+
+        let batch: Vec<SeqChunk> = running
+            .iter()
+            .map(|r| SeqChunk::new(requests[r.req].id, r.feed.clone(), LogitsFor::Last))
+            .collect();
+        let out = model.forward(&batch, cache)?;
+        let usage = cache.usage();
+        let end = now + step_start.elapsed().as_secs_f64();
+        let mut still = Vec::with_capacity(running.len());
+        for (r, logits) in running.into_iter().zip(out.per_chunk) {
+            let row = logits_rows(&logits.expect("asked for the last logits"))?;
+            let token = argmax(&row[0]);
+            let o = &mut outcomes[r.req];
+            o.tokens.push(token);
+            o.token_times_s.push(end);
+            if o.tokens.len() >= requests[r.req].max_new_tokens {
+                let id = requests[r.req].id;
+                let before = cache.usage();
+                cache.remove(id);
+                let after = cache.usage();
+                departures.push(Departure {
+                    bytes_reserved: before.bytes_reserved - after.bytes_reserved,
+                    bytes_used: before.bytes_used - after.bytes_used,
+                });
+            } else {
+                still.push(Running {
+                    req: r.req,
+                    feed: vec![token],
+                });
+            }
+        }
+        running = still;
+        // Token times are stamped at the end of the forward pass; bookkeeping after it is part
+        // of the next step.
+        let duration = step_start.elapsed().as_secs_f64();
+        steps.push(StepSample {
+            end_s: now + duration,
+            duration_s: duration,
+            running: batch.len(),
+            batched_tokens: batch.iter().map(|c| c.tokens.len()).sum(),
+            usage,
+        });
+        now += duration;
+    }
+    Ok(ServeRun {
+        outcomes,
+        steps,
+        departures,
+        preemptions,
+    })
+}
+
+/// Why a request can never run here, in words for the report; None if it can.
+fn refusal(r: &Request, max_len: usize, per_seq_limit: Option<usize>) -> Option<String> {
+    let len = r.prompt.len() + r.max_new_tokens;
+    if r.prompt.is_empty() {
+        return Some("empty prompt".into());
+    }
+    if r.max_new_tokens == 0 {
+        return Some("asks for no output tokens".into());
+    }
+    if len > max_len {
+        return Some(format!(
+            "prompt {} + output {} = {len} tokens is longer than the model context of {max_len} (hint: shorten it or raise --max-model-len)",
+            r.prompt.len(),
+            r.max_new_tokens
+        ));
+    }
+    if let Some(limit) = per_seq_limit {
+        if len > limit {
+            return Some(format!(
+                "{len} tokens need more KV memory than the whole budget holds ({limit} tokens) (hint: raise --kv-budget-mib)"
+            ));
+        }
+    }
+    None
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
