@@ -90,31 +90,63 @@ pub fn score_group(
     }
     // What the items share is taken on token ids, not text: BPE merges across the end of the
     // exemplars (a trailing newline joins the next word), so the text prefix's own tokenization
-    // is rarely a prefix of an item's. The longest common prefix of the items' own tokenizations
-    // is, and every item still sees exactly the tokens it would alone.
+    // is rarely a prefix of an item's. Each item shares the longest common prefix of its own
+    // tokenization and the prefix text's, so every item still sees exactly the tokens it would
+    // alone. That length depends on the item alone, never on which other items are scored with
+    // it, so a resumed run or a shard computes each item exactly as a whole run does.
     let fulls = items
         .iter()
         .map(|(_, prompt)| Ok(loaded.encode(&prompt.context())?))
         .collect::<Result<Vec<Vec<u32>>>>()?;
-    let mut shared_len = if kv.share_prefix && fulls.len() > 1 {
-        // At least one token of each item runs after the prefix, to give its logits.
-        fulls
-            .iter()
-            .map(Vec::len)
-            .min()
-            .unwrap_or(0)
-            .saturating_sub(1)
+    let prefix_text_ids = if kv.share_prefix {
+        loaded.encode(&items[0].1.shared_prefix)?
     } else {
-        0
+        Vec::new()
     };
-    for full in &fulls[1..] {
-        let common = fulls[0]
+    let mut by_shared_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, full) in fulls.iter().enumerate() {
+        let common = prefix_text_ids
             .iter()
             .zip(full)
             .take_while(|(a, b)| a == b)
             .count();
-        shared_len = shared_len.min(common);
+        // At least one token of each item runs after the prefix, to give its logits.
+        let shared = common.min(full.len().saturating_sub(1));
+        by_shared_len.entry(shared).or_default().push(i);
     }
+    for (shared_len, members) in by_shared_len {
+        let group_items: Vec<(&McItem, McPrompt)> = members
+            .iter()
+            .map(|&i| (items[i].0, items[i].1.clone()))
+            .collect();
+        let group_fulls: Vec<Vec<u32>> = members.iter().map(|&i| fulls[i].clone()).collect();
+        score_sharing(
+            loaded,
+            batch_size,
+            &group_items,
+            group_fulls,
+            shared_len,
+            kv,
+            stats,
+            &mut on_record,
+        )?;
+    }
+    Ok(())
+}
+
+/// Scores items that share their first `shared_len` tokens: the prefix once, then each item's
+/// rest on a fork of it.
+#[allow(clippy::too_many_arguments)]
+fn score_sharing(
+    loaded: &LoadedModel,
+    batch_size: usize,
+    items: &[(&McItem, McPrompt)],
+    fulls: Vec<Vec<u32>>,
+    shared_len: usize,
+    kv: KvPlan,
+    stats: &mut KvStats,
+    on_record: &mut impl FnMut(ItemRecord) -> Result<()>,
+) -> Result<()> {
     let prefix_ids = fulls[0][..shared_len].to_vec();
     let mut prepared = Vec::with_capacity(items.len());
     let mut longest = prefix_ids.len();
