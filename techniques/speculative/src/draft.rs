@@ -24,6 +24,28 @@ pub trait Draft: Send {
     }
 }
 
+impl Draft for Box<dyn Draft> {
+    fn name(&self) -> String {
+        self.as_ref().name()
+    }
+
+    fn begin(&mut self, seq: SeqId, prompt: &[u32]) -> Result<()> {
+        self.as_mut().begin(seq, prompt)
+    }
+
+    fn propose(&mut self, context: &[u32], k: usize, picker: &mut Picker) -> Result<Vec<Proposed>> {
+        self.as_mut().propose(context, k, picker)
+    }
+
+    fn rollback(&mut self, context: &[u32]) -> Result<()> {
+        self.as_mut().rollback(context)
+    }
+
+    fn forward_passes(&self) -> usize {
+        self.as_ref().forward_passes()
+    }
+}
+
 /// Any [`Model`] as a draft: a smaller model with the same tokenizer, the target's first layers
 /// ([`Model::first_layers`]), or the target loaded under a cheaper weight policy.
 pub struct ModelDraft {

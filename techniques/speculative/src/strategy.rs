@@ -94,15 +94,15 @@ pub fn speedup_theory(alpha: f64, k: usize, c: f64) -> f64 {
 
 /// Draft-and-verify decoding. Size the target's cache for the prompt, the output and k more
 /// tokens: verification writes all k proposals before the rejected ones are rolled back.
-pub struct SpeculativeDecoding {
-    pub draft: Box<dyn Draft>,
+pub struct SpeculativeDecoding<D: Draft = Box<dyn Draft>> {
+    pub draft: D,
     pub picker: Picker,
     pub schedule: KSchedule,
     last_stats: SpecStats,
 }
 
-impl SpeculativeDecoding {
-    pub fn new(draft: Box<dyn Draft>, picker: Picker, schedule: KSchedule) -> Self {
+impl<D: Draft> SpeculativeDecoding<D> {
+    pub fn new(draft: D, picker: Picker, schedule: KSchedule) -> Self {
         Self {
             draft,
             picker,
@@ -147,7 +147,7 @@ impl Adaptive {
     }
 }
 
-impl DecodingStrategy for SpeculativeDecoding {
+impl<D: Draft> DecodingStrategy for SpeculativeDecoding<D> {
     fn name(&self) -> String {
         let k = match self.schedule {
             KSchedule::Fixed(k) => format!("k={k}"),
@@ -297,6 +297,13 @@ impl DecodingStrategy for SpeculativeDecoding {
             }
             self.draft.rollback(&context)?;
         }
+        // Leave the cache as plain decoding does: the prompt and every output token but the
+        // last, even when a stop token ended the generation inside a step's accepted run.
+        let keep = request.prompt.len() + tokens.len() - 1;
+        if cache.seq_len(seq) > keep {
+            cache.truncate(seq, keep)?;
+        }
+        self.draft.rollback(&context)?;
         stats.draft_forwards = self.draft.forward_passes();
         self.last_stats = stats;
         Ok(GenerateOutput {
