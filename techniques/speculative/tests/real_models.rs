@@ -37,9 +37,11 @@ fn chat_prompt(m: &LoadedModel, p: &prompts::Prompt) -> Vec<u32> {
         .unwrap()
 }
 
+/// One greedy generation: (prompt, plain output, speculative output, prompt id and draft).
+type Run = (Vec<u32>, Vec<u32>, Vec<u32>, String);
+
 /// Greedy output of every draft kind against plain greedy decoding, on chat prompts of each type.
-/// Returns (prompt, plain, speculative, draft name) for every generation.
-fn greedy_runs(m: &LoadedModel, n: usize) -> Vec<(Vec<u32>, Vec<u32>, Vec<u32>, String)> {
+fn greedy_runs(m: &LoadedModel, n: usize) -> Vec<Run> {
     let layers = m.model.config().num_layers;
     let all = prompts::parse(prompts::BUILTIN).unwrap();
     let kinds: Vec<String> = prompts::KINDS.iter().map(|k| k.to_string()).collect();
