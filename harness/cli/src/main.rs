@@ -8,6 +8,7 @@ mod generate;
 mod hw;
 mod perplexity;
 mod run;
+mod speculative;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,8 @@ enum Command {
     Run(run::RunArgs),
     /// The default job: generate and perplexity on the default model.
     Demo(generate::DemoArgs),
+    /// Speculative decoding against plain decoding: acceptance, draft cost, speedup vs theory.
+    SpecBench(speculative::SpecBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Demo(a)) => generate::demo(a),
         Some(Command::Run(a)) => run::run(a),
+        Some(Command::SpecBench(a)) => speculative::run(a),
         None => generate::demo(generate::DemoArgs::default()),
     };
     match result {
