@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use effbench_core::decode::{
     DecodingStrategy, GenerateOutput, GenerateRequest, Greedy, PlainDecoding, TemperatureTopP,
 };
-use effbench_core::{ContiguousKvCache, KvShape, LoadedModel, Model};
+use effbench_core::timing::percentile;
+use effbench_core::{ContiguousKvCache, KvCache, KvShape, LoadedModel, LogitsFor, Model, SeqChunk};
 use effbench_speculative::{
     check_draft_model, check_same_tokenizer, prompts, speedup_theory, Draft, DraftSpec, KSchedule,
     ModelDraft, NgramDraft, Picker, SpecStats, SpeculativeDecoding,
@@ -109,6 +111,9 @@ struct Row {
     spec_tok_per_s: f64,
     speedup: f64,
     theoretical_speedup: Option<f64>,
+    /// The same expectation with the measured verification cost in place of one target step:
+    /// tokens per step (1-α^(k+1))/(1-α) over k·c + verify/target.
+    theory_with_measured_verify: Option<f64>,
     identical: String,
 }
 
@@ -123,6 +128,9 @@ struct Report {
     command: Vec<String>,
     hardware_cpu: String,
     rows: Vec<Row>,
+    /// Median time of one target forward pass over m new tokens (all logits), after the first
+    /// prompt: what verifying m-1 drafted tokens costs next to decoding one.
+    verify_cost_ms: Vec<(usize, f64)>,
     plain: Vec<PlainRecord>,
     speculative: Vec<SpecRecord>,
 }
@@ -261,6 +269,7 @@ pub fn run(args: SpecBenchArgs) -> Result<()> {
 
     // Warm-up: page the weights in and start the thread pool before anything is timed.
     plain_generate(&encoded[0].1[..encoded[0].1.len().min(16)])?;
+    let verify_cost_ms = forward_cost_curve(&target.model, &encoded[0].1, kmax + 1, capacity)?;
     let total = encoded.len() * (2 + drafts.len() * schedules.len());
     let mut done = 0;
     let mut plain_records = Vec::new();
@@ -345,6 +354,7 @@ pub fn run(args: SpecBenchArgs) -> Result<()> {
         command: std::env::args().collect(),
         hardware_cpu: effbench_hw::detect().cpu.brand,
         rows,
+        verify_cost_ms,
         plain: plain_records,
         speculative: spec_records,
     };
@@ -364,6 +374,36 @@ pub fn run(args: SpecBenchArgs) -> Result<()> {
         println!("{md}");
     }
     Ok(())
+}
+
+/// Median milliseconds of a forward pass over m = 1..=max_m new tokens after `prompt`.
+fn forward_cost_curve(
+    model: &Model,
+    prompt: &[u32],
+    max_m: usize,
+    capacity: usize,
+) -> Result<Vec<(usize, f64)>> {
+    let mut cache = ContiguousKvCache::new(KvShape::of(model.config()), capacity, model.device());
+    model.forward(
+        &[SeqChunk::new(0, prompt.to_vec(), LogitsFor::None)],
+        &mut cache,
+    )?;
+    let mut curve = Vec::new();
+    for m in 1..=max_m {
+        let tokens: Vec<u32> = prompt.iter().copied().cycle().take(m).collect();
+        let mut samples = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            model.forward(
+                &[SeqChunk::new(0, tokens.clone(), LogitsFor::All)],
+                &mut cache,
+            )?;
+            samples.push(t.elapsed().as_secs_f64() * 1e3);
+            cache.truncate(0, prompt.len())?;
+        }
+        curve.push((m, percentile(&samples, 50.0).unwrap_or(0.0)));
+    }
+    Ok(curve)
 }
 
 fn summarize(
@@ -432,6 +472,17 @@ fn summarize(
                         (Some(a), Some(c)) => Some(speedup_theory(a, k_for_theory, c)),
                         _ => None,
                     },
+                    theory_with_measured_verify: match (
+                        stats.acceptance_rate(),
+                        cost_ratio,
+                        verify_ratio,
+                    ) {
+                        (Some(a), Some(c), Some(v)) => Some(
+                            speedup_theory(a, k_for_theory, c) * (k_for_theory as f64 * c + 1.0)
+                                / (k_for_theory as f64 * c + v),
+                        ),
+                        _ => None,
+                    },
                     identical: format!("{identical}/{}", runs.len()),
                 });
             }
@@ -460,6 +511,7 @@ fn markdown(r: &Report) -> String {
         "spec tok/s",
         "speedup",
         "theory",
+        "theory (measured verify)",
         "same output",
     ]);
     for row in &r.rows {
@@ -477,6 +529,8 @@ fn markdown(r: &Report) -> String {
             format!("{:.1}", row.spec_tok_per_s),
             format!("{:.2}x", row.speedup),
             row.theoretical_speedup
+                .map_or("-".into(), |t| format!("{t:.2}x")),
+            row.theory_with_measured_verify
                 .map_or("-".into(), |t| format!("{t:.2}x")),
             row.identical.clone(),
         ]);
@@ -496,6 +550,23 @@ fn markdown(r: &Report) -> String {
         r.threads,
         r.hardware_cpu,
         r.max_tokens,
+        b.build().with(Style::markdown())
+    ) + &curve_markdown(&r.verify_cost_ms)
+}
+
+fn curve_markdown(curve: &[(usize, f64)]) -> String {
+    let one = curve.first().map_or(1.0, |c| c.1);
+    let mut b = Builder::default();
+    b.push_record(["tokens per target pass", "ms (median of 5)", "x one token"]);
+    for (m, ms) in curve {
+        b.push_record([
+            m.to_string(),
+            format!("{ms:.1}"),
+            format!("{:.2}", ms / one),
+        ]);
+    }
+    format!(
+        "\nCost of one target forward pass by tokens scored (verifying k drafts scores k+1):\n\n{}\n",
         b.build().with(Style::markdown())
     )
 }

@@ -15,7 +15,7 @@ use crate::draft::Draft;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum KSchedule {
     Fixed(usize),
-    /// Re-chosen every step in 1..=max to maximise the expected speedup
+    /// Re-chosen every step in 0..=max to maximise the expected speedup
     /// (1-α^(k+1)) / ((1-α)(k·c+1)) under the running acceptance rate α (decayed counts) and
     /// the measured cost ratio c of a drafted token to a target step.
     Adaptive {
@@ -119,19 +119,21 @@ impl<D: Draft> SpeculativeDecoding<D> {
 
 struct Adaptive {
     max: usize,
+    idle: usize,
     accepted: f64,
     proposed: f64,
 }
 
 impl Adaptive {
     const DECAY: f64 = 0.8;
+    const PROBE_EVERY: usize = 16;
 
     fn update(&mut self, accepted: usize, proposed: usize) {
         self.accepted = self.accepted * Self::DECAY + accepted as f64;
         self.proposed = self.proposed * Self::DECAY + proposed as f64;
     }
 
-    fn choose(&self, stats: &SpecStats) -> usize {
+    fn choose(&mut self, stats: &SpecStats) -> usize {
         // A weak prior (α = 0.5) until a few steps are in.
         let alpha = (self.accepted + 1.0) / (self.proposed + 2.0);
         let c = match (
@@ -141,9 +143,21 @@ impl Adaptive {
             (Some(d), Some(v)) if v > 0.0 => d / v,
             _ => 0.1,
         };
-        (1..=self.max.max(1))
+        // k = 0 is plain decoding (speedup 1): chosen when drafting cannot pay. The estimate
+        // only moves while drafting, so every PROBE_EVERY idle steps one step drafts a token.
+        let k = (0..=self.max)
             .max_by(|&a, &b| speedup_theory(alpha, a, c).total_cmp(&speedup_theory(alpha, b, c)))
-            .unwrap_or(1)
+            .unwrap_or(0);
+        if k > 0 {
+            self.idle = 0;
+            return k;
+        }
+        self.idle += 1;
+        if self.idle >= Self::PROBE_EVERY {
+            self.idle = 0;
+            return 1;
+        }
+        0
     }
 }
 
@@ -212,6 +226,7 @@ impl<D: Draft> DecodingStrategy for SpeculativeDecoding<D> {
         let mut adaptive = match self.schedule {
             KSchedule::Adaptive { max } => Some(Adaptive {
                 max,
+                idle: 0,
                 accepted: 0.0,
                 proposed: 0.0,
             }),
@@ -220,7 +235,7 @@ impl<D: Draft> DecodingStrategy for SpeculativeDecoding<D> {
 
         'steps: while !stopped && tokens.len() < request.max_new_tokens {
             let remaining = request.max_new_tokens - tokens.len();
-            let want_k = match (&adaptive, self.schedule) {
+            let want_k = match (&mut adaptive, self.schedule) {
                 (Some(a), _) => a.choose(&stats),
                 (None, s) => s.max_k(),
             };
