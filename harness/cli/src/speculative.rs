@@ -570,3 +570,19 @@ fn curve_markdown(curve: &[(usize, f64)]) -> String {
         b.build().with(Style::markdown())
     )
 }
+
+/// `effbench run --techniques spec:DRAFT`. A draft whose tokenizer differs from the target's is
+/// refused outright. A compatible one is refused too, with the command that measures it: run's
+/// suites score log-likelihoods, which speculative decoding leaves unchanged by construction.
+pub fn check_run_technique(model: &str, draft: &str) -> Result<()> {
+    let technique = format!("technique `spec:{draft}`");
+    let spec: DraftSpec = draft.parse().with_context(|| technique.clone())?;
+    if let DraftSpec::Model(name) = &spec {
+        let target = effbench_speculative::tokenizer_of(&resolve_model_path(model)?)?;
+        let theirs = effbench_speculative::tokenizer_of(&resolve_model_path(name)?)?;
+        check_same_tokenizer(&target, &theirs).with_context(|| technique.clone())?;
+    }
+    bail!(
+        "{technique} changes decoding speed, not the log-likelihoods `run` scores (hint: measure it with `effbench spec-bench --model {model} --draft {draft}`)"
+    )
+}

@@ -78,9 +78,15 @@ impl DraftSpec {
     pub fn label(&self) -> String {
         match self {
             Self::Model(m) => {
+                // A known name as given; a path by its file name, without a model extension
+                // (names like qwen2.5-coder-0.5b hold dots of their own).
                 let name = Path::new(m)
-                    .file_stem()
+                    .file_name()
                     .map_or(m.clone(), |s| s.to_string_lossy().to_string());
+                let name = [".gguf", ".safetensors"]
+                    .iter()
+                    .find_map(|ext| name.strip_suffix(ext))
+                    .map_or(name.clone(), str::to_string);
                 format!("model:{name}")
             }
             Self::Layers(n) => format!("layers:{n}"),
@@ -141,6 +147,12 @@ mod tests {
             DraftSpec::Layers(8)
         );
         assert_eq!("ngram".parse::<DraftSpec>().unwrap(), DraftSpec::Ngram(3));
+        let qwen: DraftSpec = "model:/m/qwen2.5-coder-0.5b-instruct.Q4_K_M.gguf"
+            .parse()
+            .unwrap();
+        assert_eq!(qwen.label(), "model:qwen2.5-coder-0.5b-instruct.Q4_K_M");
+        let known: DraftSpec = "model:qwen2.5-coder-0.5b-instruct".parse().unwrap();
+        assert_eq!(known.label(), "model:qwen2.5-coder-0.5b-instruct");
         assert_eq!("ngram:5".parse::<DraftSpec>().unwrap(), DraftSpec::Ngram(5));
         for bad in ["layers", "layers:0", "layers:x", "model:", "medusa:3"] {
             assert!(bad.parse::<DraftSpec>().is_err(), "{bad}");

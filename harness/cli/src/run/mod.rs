@@ -391,6 +391,11 @@ fn progress(len: u64, pos: u64, prefix: String, unit: &str) -> ProgressBar {
 
 pub fn run(args: RunArgs) -> Result<()> {
     for t in &args.techniques {
+        if let Some(draft) = t.strip_prefix("spec:") {
+            crate::speculative::check_run_technique(&args.model, draft)?;
+        }
+    }
+    for t in &args.techniques {
         technique_weights(t)?;
     }
     if args.techniques.is_empty() {
