@@ -10,6 +10,7 @@ mod perplexity;
 mod report;
 mod run;
 mod serve;
+mod speculative;
 
 use std::process::ExitCode;
 
@@ -59,6 +60,8 @@ enum Command {
     ServeBench(serve::ServeBenchArgs),
     /// The default job: generate and perplexity on the default model.
     Demo(generate::DemoArgs),
+    /// Speculative decoding against plain decoding: acceptance, draft cost, speedup vs theory.
+    SpecBench(speculative::SpecBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Some(Command::Compare(a)) => report::compare(a),
         Some(Command::Merge(a)) => run::merge::merge(a),
         Some(Command::ServeBench(a)) => serve::run(a),
+        Some(Command::SpecBench(a)) => speculative::run(a),
         None => generate::demo(generate::DemoArgs::default()),
     };
     match result {

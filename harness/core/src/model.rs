@@ -564,3 +564,66 @@ pub(crate) fn last_dim_argmax(row: &[f32]) -> u32 {
     }
     best as u32
 }
+
+// ---- Self-drafting: a cheaper model made of the target's own weights. ----
+// Speculative decoding's self-draft (the target's first layers plus its output head) shares
+// every weight with the target: only Arcs and tensor handles are cloned, no bytes.
+
+impl Embeddings {
+    fn share(&self) -> Self {
+        match self {
+            Self::Ggml { table, row_bytes } => Self::Ggml {
+                table: table.clone(),
+                row_bytes: *row_bytes,
+            },
+            Self::Dense(t) => Self::Dense(t.clone()),
+        }
+    }
+}
+
+impl Layer {
+    fn share(&self) -> Self {
+        Self {
+            attn_norm: self.attn_norm.clone(),
+            q: self.q.clone(),
+            k: self.k.clone(),
+            v: self.v.clone(),
+            q_bias: self.q_bias.clone(),
+            k_bias: self.k_bias.clone(),
+            v_bias: self.v_bias.clone(),
+            o: self.o.clone(),
+            ffn_norm: self.ffn_norm.clone(),
+            gate: self.gate.clone(),
+            up: self.up.clone(),
+            down: self.down.clone(),
+        }
+    }
+}
+
+impl Model {
+    /// The first `layers` decoder blocks followed by this model's final norm and output head,
+    /// sharing their weights: an early-exit draft for speculative decoding. Its config has
+    /// `num_layers = layers`, so a KV cache sized from it holds only those layers.
+    pub fn first_layers(&self, layers: usize) -> Result<Model> {
+        if layers == 0 || layers > self.layers.len() {
+            return Err(CoreError::Invalid(format!(
+                "a draft of the first {layers} layers needs 1..={} (the model's layer count)",
+                self.layers.len()
+            )));
+        }
+        let mut config = self.config.clone();
+        config.num_layers = layers;
+        Ok(Model {
+            config,
+            embeddings: self.embeddings.share(),
+            layers: self.layers[..layers].iter().map(Layer::share).collect(),
+            final_norm: self.final_norm.clone(),
+            output_head: self.output_head.clone(),
+            output_head_tied: self.output_head_tied,
+            rope_cos: self.rope_cos.clone(),
+            rope_sin: self.rope_sin.clone(),
+            device: self.device.clone(),
+            label: format!("{} (first {layers} layers)", self.label),
+        })
+    }
+}

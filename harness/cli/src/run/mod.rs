@@ -492,6 +492,9 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         args.techniques.push(format!("student:{student}"));
     }
     for t in &args.techniques {
+        if let Some(draft) = t.strip_prefix("spec:") {
+            crate::speculative::check_run_technique(&args.model, draft)?;
+        }
         validate_technique(t)?;
     }
     if args.techniques.is_empty() {
