@@ -3,6 +3,7 @@
 
 mod bench;
 mod common;
+mod distill;
 mod fetch;
 mod generate;
 mod hw;
@@ -50,6 +51,9 @@ enum Command {
     Report(report::ReportArgs),
     /// Put runs of the same suite from different machines or versions side by side.
     Compare(report::CompareArgs),
+    /// Train a smaller student from a teacher by knowledge distillation (`distill eval`: teacher
+    /// and students side by side).
+    Distill(Box<distill::DistillArgs>),
     /// The default job: generate and perplexity on the default model.
     Demo(generate::DemoArgs),
 }
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Some(Command::Perplexity(a)) => perplexity::run(a),
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Demo(a)) => generate::demo(a),
+        Some(Command::Distill(a)) => distill::run(*a),
         Some(Command::Run(a)) => run::run(*a),
         Some(Command::Report(a)) => report::report(a),
         Some(Command::Compare(a)) => report::compare(a),
