@@ -8,7 +8,7 @@ use candle_core::Device;
 use clap::{Args, Subcommand};
 use effbench_core::model::{log_softmax, logits_rows};
 use effbench_core::source::{sniff, GgufSource, ModelFormat, SafetensorsSource, WeightSource};
-use effbench_core::{AsStored, ContiguousKvCache, KvShape, LoadedModel, LogitsFor, SeqChunk};
+use effbench_core::{ContiguousKvCache, KvShape, LoadedModel, LogitsFor, SeqChunk};
 use effbench_distill::data::{self, GenerateOptions};
 use effbench_distill::train::{check_tokenizers, read_log, read_state, Checkpointing};
 use effbench_distill::{LayerSelection, Student, TrainOptions, TrainState};
@@ -17,7 +17,7 @@ use serde::Serialize;
 use tabled::{builder::Builder, settings::Style};
 
 use crate::common::{
-    encode_leading, load_model, resolve_model_path, resolve_text, select_device, ModelArgs,
+    encode_leading, load_model, resolve_model_path, resolve_text, ModelArgs, WeightsArg,
 };
 
 #[derive(Args)]
@@ -119,6 +119,10 @@ struct EvalArgs {
     /// Student checkpoints (directories or files), repeatable.
     #[arg(long, required = true)]
     student: Vec<String>,
+    /// Weight format the students run in (as the teacher's --weights): compare both in one
+    /// format for a like-for-like speed and cost.
+    #[arg(long, value_enum, default_value_t = WeightsArg::AsStored)]
+    student_weights: WeightsArg,
     /// Text to score: a file, or `wikitext-2`.
     #[arg(long, default_value = "wikitext-2")]
     text: String,
@@ -451,11 +455,11 @@ struct Scores {
 fn eval(args: EvalArgs) -> Result<()> {
     let teacher = load_model(&args.teacher)?;
     let threads = teacher.threads;
-    let device = select_device(&args.teacher.device)?;
+    let device = teacher.loaded.model.device().clone();
     let mut students = Vec::new();
     for s in &args.student {
         let path = resolve_model_path(s)?;
-        let loaded = effbench_core::load(&path, &AsStored, &device)
+        let loaded = effbench_core::load(&path, args.student_weights.policy().as_ref(), &device)
             .with_context(|| format!("loading student {}", path.display()))?;
         let (t, v) = (
             teacher.loaded.model.config().vocab_size,

@@ -92,6 +92,42 @@ fn distill_writes_a_student_effbench_loads_and_resumes_it() {
     );
     assert_eq!(student.stop_tokens(), teacher_model.stop_tokens());
 
+    // Side by side on the same windows: the teacher agrees with itself, the student does not.
+    let Some(text) = asset("wikitext-2") else {
+        return;
+    };
+    let json_path = dir.path().join("eval.json");
+    let (code, stdout, stderr) = effbench(&[
+        "distill",
+        "eval",
+        "-m",
+        teacher.to_str().unwrap(),
+        "--student",
+        out.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--ctx",
+        "64",
+        "--chunks",
+        "1",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("KL vs teacher"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let models = json["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[0]["kl_vs_teacher"], 0.0);
+    assert_eq!(models[0]["top1_agreement"], 1.0);
+    let kl = models[1]["kl_vs_teacher"].as_f64().unwrap();
+    assert!(
+        kl > 0.01,
+        "a two-layer student differs from its teacher: {kl}"
+    );
+    assert_eq!(models[0]["scored_tokens"], models[1]["scored_tokens"]);
+
     // Starting again over a checkpoint without --resume is refused.
     let (code, _, stderr) = distill(&teacher, &out, &["--steps", "4"]);
     assert_ne!(code, 0);
