@@ -56,8 +56,8 @@ struct TrainArgs {
     /// Start from an existing checkpoint (a student saved earlier, or any model effbench loads).
     #[arg(long)]
     student_init: Option<String>,
-    /// Continue the checkpoint in --out: weights, step, schedule, data order and loss log
-    /// (AdamW's moment estimates restart; candle keeps them private).
+    /// Continue the checkpoint in --out: weights, step, schedule, data order, its cached
+    /// teacher corpus and loss log (AdamW's moment estimates restart; candle keeps them private).
     #[arg(long)]
     resume: bool,
     /// Train on windows of this text file instead of teacher-generated text.
@@ -401,7 +401,9 @@ fn training_data(
         &format!("{opts:?}"),
     ]);
     let cache = out.join("teacher-corpus.jsonl");
-    if let Some(corpus) = data::read_cache(&cache, &fingerprint)? {
+    // A resumed run trains on the corpus it started with, whatever the data flags say now.
+    let wanted = (!args.resume).then_some(fingerprint.as_str());
+    if let Some(corpus) = data::read_cache(&cache, wanted)? {
         eprintln!("data: teacher-generated corpus from {}", cache.display());
         return Ok(corpus);
     }

@@ -74,8 +74,11 @@ fn distill_writes_a_student_effbench_loads_and_resumes_it() {
     assert_eq!(code, 0, "{stderr}");
     // --max-minutes 0 stops after the first step, with a checkpoint to resume from.
     assert!(stdout.contains("step 1/4"), "{stdout}");
-    let (code, stdout, stderr) = distill(&teacher, &out, &["--resume"]);
+    // Resume keeps the corpus the run started on, even if the data flags now differ.
+    let (code, stdout, stderr) = distill(&teacher, &out, &["--resume", "--seed", "9"]);
     assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("teacher-generated corpus from"), "{stderr}");
+    assert!(stderr.contains("data: 2 sequences"), "{stderr}");
     assert!(stdout.contains("step 4/4"), "{stdout}");
     assert!(stderr.contains("resuming at step 1/4"), "{stderr}");
     let log = std::fs::read_to_string(out.join("loss.jsonl")).unwrap();

@@ -156,8 +156,9 @@ pub fn fingerprint(parts: &[&str]) -> String {
     hex::encode(&h.finalize()[..12])
 }
 
-/// Reads a corpus cached by [`write_cache`] if its fingerprint matches, else None.
-pub fn read_cache(path: &Path, fingerprint: &str) -> Result<Option<Vec<Vec<u32>>>> {
+/// Reads a corpus cached by [`write_cache`] if its fingerprint matches (or whatever it is, when
+/// `fingerprint` is None: a resumed run keeps the corpus it started on), else None.
+pub fn read_cache(path: &Path, fingerprint: Option<&str>) -> Result<Option<Vec<Vec<u32>>>> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -173,7 +174,7 @@ pub fn read_cache(path: &Path, fingerprint: &str) -> Result<Option<Vec<Vec<u32>>
             .map_err(|e| bad(format!("header: {e}")))?,
         None => return Ok(None),
     };
-    if header.get("fingerprint").and_then(|f| f.as_str()) != Some(fingerprint) {
+    if fingerprint.is_some() && header.get("fingerprint").and_then(|f| f.as_str()) != fingerprint {
         return Ok(None);
     }
     let mut corpus = Vec::new();
