@@ -223,6 +223,15 @@ fn train(args: TrainArgs) -> Result<()> {
                     Student::load(&path, &device)?
                 } else {
                     let mut source = open_source(&path, &device)?;
+                    // Refused before dequantizing a whole model of the wrong vocabulary.
+                    let (t, s) = (loaded.model.config().vocab_size, source.config().vocab_size);
+                    if t != s {
+                        return Err(effbench_distill::DistillError::VocabularyMismatch {
+                            teacher: t,
+                            student: s,
+                        }
+                        .into());
+                    }
                     Student::from_teacher(source.as_mut(), &LayerSelection::All, &device)?
                 };
                 if student.config().vocab_size == loaded.model.config().vocab_size {

@@ -160,6 +160,19 @@ fn distill_refuses_another_vocabulary_and_a_mismatched_checkpoint() {
         "{line}"
     );
 
+    // A real model with another tokenizer (Qwen2.5's 151,936 tokens), refused before any
+    // weight is converted.
+    if let Some(qwen) = asset("qwen2.5-coder-0.5b-instruct") {
+        let (code, _, stderr) = distill(
+            &teacher,
+            &dir.path().join("q"),
+            &["--student-init", qwen.to_str().unwrap()],
+        );
+        assert_ne!(code, 0);
+        let line = one_error_line(&stderr);
+        assert!(line.contains("151936") && line.contains("49152"), "{line}");
+    }
+
     // A checkpoint whose config promises more layers than its weights hold.
     let student_dir = dir.path().join("broken");
     std::fs::create_dir(&student_dir).unwrap();
