@@ -3,6 +3,7 @@
 
 mod bench;
 mod common;
+mod distill;
 mod fetch;
 mod generate;
 mod hw;
@@ -58,6 +59,9 @@ enum Command {
     /// Serve a request trace with continuous batching under one KV memory budget, contiguous vs
     /// paged cache: waste, concurrency, throughput, TTFT/TPOT percentiles.
     ServeBench(serve::ServeBenchArgs),
+    /// Train a smaller student from a teacher by knowledge distillation (`distill eval`: teacher
+    /// and students side by side).
+    Distill(Box<distill::DistillArgs>),
     /// The default job: generate and perplexity on the default model.
     Demo(generate::DemoArgs),
     /// Speculative decoding against plain decoding: acceptance, draft cost, speedup vs theory.
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         Some(Command::Perplexity(a)) => perplexity::run(a),
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Demo(a)) => generate::demo(a),
+        Some(Command::Distill(a)) => distill::run(*a),
         Some(Command::Run(a)) => run::run(*a),
         Some(Command::Report(a)) => report::report(a),
         Some(Command::Compare(a)) => report::compare(a),
