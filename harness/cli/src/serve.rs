@@ -128,8 +128,6 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
     if args.kv_budget_mib == 0 {
         bail!("--kv-budget-mib must be at least 1");
     }
-    let session = load_model(&args.model)?;
-    let loaded = &session.loaded;
     let (entries, trace_label) = match &args.trace {
         Some(path) => (read_jsonl(path)?, format!("file {}", path.display())),
         None => {
@@ -143,6 +141,9 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
             (spec.generate()?, label)
         }
     };
+    // The trace is read before the model loads, so a bad line fails fast.
+    let session = load_model(&args.model)?;
+    let loaded = &session.loaded;
     let requests = build_requests(loaded, &entries, &args)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;

@@ -18,7 +18,7 @@ pub use trace::{TraceEntry, TraceSpec};
 pub enum Error {
     #[error(transparent)]
     Core(#[from] effbench_core::CoreError),
-    #[error("cannot read or write {path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         path: PathBuf,
         #[source]
