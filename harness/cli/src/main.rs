@@ -7,6 +7,7 @@ mod fetch;
 mod generate;
 mod hw;
 mod perplexity;
+mod quantize;
 mod run;
 
 use std::process::ExitCode;
@@ -44,6 +45,9 @@ enum Command {
     /// Evaluate techniques side by side on a quality suite (MMLU), every item recorded as it
     /// is scored; prints the comparison table and writes results/<run-id>/.
     Run(run::RunArgs),
+    /// Quantize a model's weights to int4/int2 (RTN or GPTQ) once and write a GGUF file
+    /// (plus a sidecar for effbench's own packed formats) that `--model FILE` loads again.
+    Quantize(quantize::QuantizeArgs),
     /// The default job: generate and perplexity on the default model.
     Demo(generate::DemoArgs),
 }
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Demo(a)) => generate::demo(a),
         Some(Command::Run(a)) => run::run(a),
+        Some(Command::Quantize(a)) => quantize::run(a),
         None => generate::demo(generate::DemoArgs::default()),
     };
     match result {

@@ -169,7 +169,8 @@ pub fn input_key(name: &str) -> (String, bool) {
 #[derive(Debug, Default)]
 pub struct Hessians {
     sums: Mutex<HashMap<String, (Vec<f32>, usize)>>,
-    active: Mutex<(std::ops::Range<usize>, bool)>,
+    /// The blocks and whether the head are being recorded; None outside calibration passes.
+    active: Mutex<Option<(std::ops::Range<usize>, bool)>>,
 }
 
 /// What [`layer_of`] gives the output head when told no layer count.
@@ -183,20 +184,37 @@ pub fn layer_of(name: &str, num_layers: usize) -> usize {
         .unwrap_or(num_layers)
 }
 
+/// The error a capturing matrix past the selected layers returns to end a calibration forward
+/// pass early: nothing after the last selected layer is needed.
+const STOP: &str = "effbench-quant: calibration pass complete";
+
 impl Hessians {
+    /// Whether a forward pass can stop before `layer`: it and everything after it are outside
+    /// the selection.
+    fn past_selection(&self, layer: usize) -> bool {
+        match &*self.active.lock().expect("no panics while held") {
+            Some((blocks, head)) => !head && (layer == HEAD_LAYER || layer >= blocks.end),
+            None => false,
+        }
+    }
+
     /// Records only the inputs of blocks in `layers` (and of the output head if `head`) from
     /// now on.
     pub fn select(&self, layers: std::ops::Range<usize>, head: bool) {
-        *self.active.lock().expect("no panics while held") = (layers, head);
+        *self.active.lock().expect("no panics while held") = Some((layers, head));
+    }
+
+    /// Ends recording: the model runs normally again.
+    pub fn clear(&self) {
+        *self.active.lock().expect("no panics while held") = None;
     }
 
     fn add(&self, key: &str, layer: usize, x: &Tensor) -> effbench_core::Result<()> {
         let wanted = {
-            let active = self.active.lock().expect("no panics while held");
-            if layer == HEAD_LAYER {
-                active.1
-            } else {
-                active.0.contains(&layer)
+            match &*self.active.lock().expect("no panics while held") {
+                Some((_, head)) if layer == HEAD_LAYER => *head,
+                Some((blocks, _)) => blocks.contains(&layer),
+                None => false,
             }
         };
         if !wanted {
@@ -239,6 +257,9 @@ struct CapturingLinear {
 
 impl LinearWeight for CapturingLinear {
     fn forward(&self, x: &Tensor) -> effbench_core::Result<Tensor> {
+        if self.hessians.past_selection(self.layer) {
+            return Err(effbench_core::CoreError::Invalid(STOP.into()));
+        }
         if let Some(key) = &self.key {
             self.hessians.add(key, self.layer, x)?;
         }
@@ -261,8 +282,8 @@ impl LinearWeight for CapturingLinear {
     }
 }
 
-/// Loads the f16 model (dequantized from the checkpoint) with every matrix able to record its
-/// input Hessian into `hessians` (for the layers [`Hessians::select`] names).
+/// Loads the f16 model (dequantized from the checkpoint; matmuls in f32) with every matrix
+/// able to record its input Hessian into `hessians` (for the layers [`Hessians::select`] names).
 #[derive(Debug)]
 pub struct CapturePolicy {
     pub hessians: Arc<Hessians>,
@@ -275,7 +296,12 @@ impl WeightPolicy for CapturePolicy {
         role: WeightRole,
         source: SourceTensor,
     ) -> effbench_core::Result<Arc<dyn LinearWeight>> {
-        let inner = Dequantize(DType::F16).build(name, role, source)?;
+        // The f16 values, multiplied in f32: the same weights as the f16 model, but candle's
+        // f32 matmul is several times faster than its f16 one on CPUs without native f16
+        // arithmetic, and calibration is most of GPTQ's time.
+        let f16 = Dequantize(DType::F16).build(name, role, source)?;
+        let inner: Arc<dyn LinearWeight> =
+            Arc::new(effbench_core::linear::DenseLinear::new(f16.dequantize()?)?);
         let (key, owner) = input_key(name);
         Ok(Arc::new(CapturingLinear {
             inner,
@@ -294,22 +320,33 @@ impl WeightPolicy for CapturePolicy {
     }
 }
 
-/// Runs `windows` through `model` in batches of `batch` sequences (the forward pass is all the
-/// capture needs; no logits are computed).
+/// Runs `windows` through `model` in batches of `batch` sequences. The output head runs (and
+/// so records its input) only when `head` is set: the logits are thrown away.
 pub fn run_calibration(
     model: &effbench_core::Model,
     windows: &[Vec<u32>],
     batch: usize,
+    head: bool,
 ) -> Result<()> {
+    let want = if head {
+        LogitsFor::All
+    } else {
+        LogitsFor::None
+    };
     let len = windows.iter().map(Vec::len).max().unwrap_or(0);
     for chunk in windows.chunks(batch.max(1)) {
         let mut cache = ContiguousKvCache::new(KvShape::of(model.config()), len, model.device());
         let seqs: Vec<SeqChunk> = chunk
             .iter()
             .enumerate()
-            .map(|(i, w)| SeqChunk::new(i as u64, w.clone(), LogitsFor::None))
+            .map(|(i, w)| SeqChunk::new(i as u64, w.clone(), want))
             .collect();
-        model.forward(&seqs, &mut cache)?;
+        match model.forward(&seqs, &mut cache) {
+            Err(effbench_core::CoreError::Invalid(m)) if m == STOP => {}
+            other => {
+                other?;
+            }
+        }
     }
     Ok(())
 }

@@ -31,7 +31,7 @@ impl Default for GptqSettings {
         Self {
             options: GptqOptions::default(),
             batch: 8,
-            hessian_budget_bytes: 3 << 30,
+            hessian_budget_bytes: 4 << 30,
         }
     }
 }
@@ -121,8 +121,8 @@ pub fn quantize_loaded(
             report.passes + 1,
             report.calibration_tokens
         ));
-        run_calibration(model, windows, settings.batch)?;
-        hessians.select(0..0, false);
+        run_calibration(model, windows, settings.batch, last > num_layers)?;
+        hessians.clear();
         report.calibration_seconds += t.elapsed().as_secs_f64();
         report.passes += 1;
         let t = Instant::now();
@@ -155,7 +155,10 @@ pub fn quantize_loaded(
             })?;
             out.insert(name.clone(), q);
             if name.ends_with("ffn_down.weight") || name == "output.weight" {
-                progress(&format!("quantized {name}"));
+                progress(&format!(
+                    "quantized {name} ({:.1} s so far)",
+                    start.elapsed().as_secs_f64()
+                ));
             }
         }
         report.quantize_seconds += t.elapsed().as_secs_f64();
