@@ -28,6 +28,8 @@ use crate::rtn::{QuantizedMatrix, Stored};
 use crate::spec::Recipe;
 
 pub const RECIPE_KEY: &str = "effbench.quant.recipe";
+/// The source checkpoint's storage format, for labels ("from f16 dequantized from Q4_1").
+pub const SOURCE_FORMAT_KEY: &str = "effbench.quant.source_format";
 const SIDECAR_SUFFIX: &str = ".packed.safetensors";
 
 /// Where the packed matrices of `gguf` live.
@@ -110,6 +112,9 @@ pub fn write(
         }
     }
     metadata.push((RECIPE_KEY.into(), Value::String(recipe.canonical())));
+    let source_format = GgufSource::open(source, &Device::Cpu)?.format();
+    metadata.retain(|(k, _)| k != SOURCE_FORMAT_KEY);
+    metadata.push((SOURCE_FORMAT_KEY.into(), Value::String(source_format)));
     metadata.sort_by(|a, b| a.0.cmp(&b.0));
 
     let mut written = Vec::new();
@@ -254,6 +259,7 @@ impl WeightSource for FileSource {
 #[derive(Debug)]
 struct FilePolicy {
     recipe: Recipe,
+    source_format: Option<String>,
     packed: HashMap<String, Arc<PackedLinear>>,
 }
 
@@ -273,7 +279,11 @@ impl WeightPolicy for FilePolicy {
         Some(DType::F16)
     }
     fn describe(&self, _source_format: &str) -> String {
-        crate::policy::QuantPolicy::rtn(self.recipe, &Device::Cpu).describe_recipe()
+        let recipe = crate::policy::QuantPolicy::rtn(self.recipe, &Device::Cpu).describe_recipe();
+        match &self.source_format {
+            Some(src) => format!("{recipe}, from f16 dequantized from {src}"),
+            None => format!("{recipe}, from f16"),
+        }
     }
 }
 
@@ -294,11 +304,19 @@ pub fn load(path: &Path) -> Result<(LoadedModel, Recipe)> {
     let tokenizer = effbench_tokenizer::from_gguf_metadata(gguf.metadata())
         .map_err(|e| QuantError::Invalid(e.to_string()))?;
     let special = effbench_tokenizer::special_tokens(gguf.metadata());
+    let source_format = match gguf.metadata().get(SOURCE_FORMAT_KEY) {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
     let mut source = FileSource {
         gguf,
         packed: packed.clone(),
     };
-    let policy = FilePolicy { recipe, packed };
+    let policy = FilePolicy {
+        recipe,
+        source_format,
+        packed,
+    };
     let model = effbench_core::Model::load(&mut source, &policy, &device)?;
     Ok((
         LoadedModel {
