@@ -483,14 +483,15 @@ fn simd_matmul_packed(
     acts: &Scratch,
     out: &mut [f32],
 ) {
-    use packed::simd::{rows_avx2, rows_avxvnni, PArgs};
+    use packed::simd::{rows_avx2, rows_avx512vnni, rows_avxvnni, PArgs};
     type Kernel = unsafe fn(&PArgs, usize, usize);
     fn pick<const BITS: u32, const ASYM: bool, const HALF: bool>(isa: Isa) -> Kernel {
-        // The 512-bit path has no packed variant yet; every AVX-512 CPU runs the AVX2 one.
-        if isa == Isa::AvxVnni {
-            rows_avxvnni::<BITS, ASYM, HALF>
-        } else {
-            rows_avx2::<BITS, ASYM, HALF>
+        // The packed formats have no 512-bit (two blocks a vector) variant yet; AVX-512 VNNI
+        // CPUs run the 256-bit tiles with `vpdpbusd`.
+        match isa {
+            Isa::AvxVnni => rows_avxvnni::<BITS, ASYM, HALF>,
+            Isa::Avx512Vnni => rows_avx512vnni::<BITS, ASYM, HALF>,
+            _ => rows_avx2::<BITS, ASYM, HALF>,
         }
     }
     let half = format.group() == 16;
@@ -511,7 +512,7 @@ fn simd_matmul_packed(
         row_bytes: format.row_bytes(k),
         scale_off: kp * format.bits() as usize / 8,
         nb: kp / QK,
-        blocks_per_group: (format.group() / QK).max(1),
+        group_shift: (format.group() / QK).max(1).trailing_zeros(),
         zero: (1u32 << (format.bits() - 1)) as f32,
         n,
         m: acts.m,

@@ -28,16 +28,16 @@ pub struct PackedFormat {
 }
 
 impl PackedFormat {
-    /// `bits` is 2 or 4; `group` is 16 or a multiple of 32.
+    /// `bits` is 2 or 4; `group` is a power of two from 16.
     pub fn new(bits: u32, group: usize, asym: bool) -> Result<Self, KernelError> {
         if bits != 2 && bits != 4 {
             return Err(KernelError::BadPackedFormat(format!(
                 "{bits} bits (expected 2 or 4)"
             )));
         }
-        if group != 16 && (group == 0 || !group.is_multiple_of(QK)) {
+        if group != 16 && (group < QK || !group.is_power_of_two()) {
             return Err(KernelError::BadPackedFormat(format!(
-                "group {group} (expected 16 or a multiple of 32)"
+                "group {group} (expected 16, 32, 64, 128, ...)"
             )));
         }
         Ok(Self { bits, group, asym })
@@ -343,8 +343,8 @@ pub(crate) mod simd {
         pub scale_off: usize,
         /// Blocks of 32 per row (padded `k` / 32).
         pub nb: usize,
-        /// Blocks per group (groups of 32 or more).
-        pub blocks_per_group: usize,
+        /// log2 of the blocks per group (groups of 32 or more are powers of two blocks).
+        pub group_shift: u32,
         /// The symmetric zero point `2^(bits-1)`.
         pub zero: f32,
         pub n: usize,
@@ -404,7 +404,7 @@ pub(crate) mod simd {
         let rec = if ASYM { 4 } else { 2 };
         let neg_zero = _mm_set1_ps(-a.zero);
         for b in 0..a.nb {
-            let g = b / a.blocks_per_group;
+            let g = b >> a.group_shift;
             let mut wq = [_mm256_setzero_si256(); R];
             let mut d4 = [_mm256_setzero_ps(); R];
             let s8 = _mm_loadu_ps(a.s.add(((c0 / ROW_GROUP) * a.nbp + b) * ROW_GROUP));
@@ -573,6 +573,25 @@ pub(crate) mod simd {
         n1: usize,
     ) {
         rows::<BITS, ASYM, HALF, Avx2Dot>(a, n0, n1)
+    }
+
+    /// `vpdpbusd` on 256-bit vectors through AVX-512 VL (CPUs with AVX-512 VNNI but not
+    /// AVX-VNNI, and the choice on any AVX-512 VNNI CPU: same instruction, no VEX/EVEX mix).
+    struct Avx512VlVnniDot;
+    impl Dot for Avx512VlVnniDot {
+        #[inline(always)]
+        unsafe fn dot(u: __m256i, s: __m256i) -> __m256i {
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    pub(crate) unsafe fn rows_avx512vnni<const BITS: u32, const ASYM: bool, const HALF: bool>(
+        a: &PArgs,
+        n0: usize,
+        n1: usize,
+    ) {
+        rows::<BITS, ASYM, HALF, Avx512VlVnniDot>(a, n0, n1)
     }
 
     #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
