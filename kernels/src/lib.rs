@@ -30,6 +30,7 @@
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod formats;
+mod packed;
 mod q8;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
@@ -41,6 +42,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 pub use formats::WeightFormat;
+pub use packed::{dequantize_packed, matmul_packed_reference, PackedFormat};
 pub use q8::Scratch;
 
 use q8::QK;
@@ -71,6 +73,18 @@ pub enum KernelError {
     OutLen {
         m: usize,
         n: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("bad packed format: {0}")]
+    BadPackedFormat(String),
+    #[error(
+        "{format:?} weights of an ({n}, {k}) matrix take {expected} bytes, but {got} were given"
+    )]
+    PackedLen {
+        format: PackedFormat,
+        n: usize,
+        k: usize,
         expected: usize,
         got: usize,
     },
@@ -351,7 +365,14 @@ fn simd_matmul(
         out: out.as_mut_ptr(),
     };
 
-    // Tasks own whole 4-row groups of weights so the tile kernel's full-width case dominates.
+    // SAFETY: `matmul_with` checked that this CPU supports the kernel; `check_sizes` proved
+    // every pointer range in `args`, and tasks write disjoint column ranges of `out`.
+    split_rows(n, m, k, &|n0, n1| unsafe { kernel(&args, n0, n1) });
+}
+
+/// Runs `kernel(n0, n1)` over weight rows `0..n`, split into rayon tasks when the work is worth
+/// it. Tasks own whole 4-row groups so the tile kernels' full-width case dominates.
+fn split_rows(n: usize, m: usize, k: usize, kernel: &(dyn Fn(usize, usize) + Sync)) {
     let groups = n.div_ceil(4);
     let threads = rayon::current_num_threads();
     let work = n * m * k;
@@ -367,10 +388,8 @@ fn simd_matmul(
     } else {
         max_tasks
     };
-    // SAFETY (both branches): `matmul_with` checked that this CPU supports the kernel; `check_sizes`
-    // proved every pointer range in `args`, and tasks write disjoint column ranges of `out`.
     if tasks <= 1 || threads == 1 {
-        unsafe { kernel(&args, 0, n) };
+        kernel(0, n);
         return;
     }
     let per_task = groups.div_ceil(tasks) * 4;
@@ -381,6 +400,130 @@ fn simd_matmul(
         .for_each(|t| {
             let n0 = t * per_task;
             let n1 = (n0 + per_task).min(n);
-            unsafe { kernel(&args, n0, n1) };
+            kernel(n0, n1);
         });
+}
+
+/// `out (m, n) = x (m, k) · Wᵀ` for an `(n, k)` matrix in one of effbench's own packed int4/int2
+/// formats (see [`PackedFormat`]), with the best kernel for this CPU. `k` need not be a multiple
+/// of 32: rows are zero-padded to the activation block.
+pub fn matmul_packed(
+    format: PackedFormat,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            matmul_packed_with(Isa::best(), format, weights, n, k, x, m, out, &mut scratch)
+        }
+        Err(_) => matmul_packed_with(
+            Isa::best(),
+            format,
+            weights,
+            n,
+            k,
+            x,
+            m,
+            out,
+            &mut Scratch::new(),
+        ),
+    })
+}
+
+/// [`matmul_packed`] with a caller-owned activation buffer and an explicit kernel variant.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_packed_with(
+    isa: Isa,
+    format: PackedFormat,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    packed::check_all(format, weights, n, k, x, m, out)?;
+    if !isa.is_supported() {
+        return Err(KernelError::Unsupported(isa));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let kp = PackedFormat::padded_k(k);
+    let padded = packed::pad_x(x, m, k);
+    let xs = padded.as_deref().unwrap_or(x);
+    match isa {
+        Isa::Scalar => {
+            scratch.quantize_scalar(xs, m, kp);
+            packed::matmul_quantized(format, weights, n, k, scratch, out);
+        }
+        #[cfg(target_arch = "x86_64")]
+        _ => {
+            scratch.quantize(xs, m, kp);
+            simd_matmul_packed(isa, format, weights, n, k, scratch, out);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("only the scalar kernel is available off x86-64"),
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+fn simd_matmul_packed(
+    isa: Isa,
+    format: PackedFormat,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    acts: &Scratch,
+    out: &mut [f32],
+) {
+    use packed::simd::{rows_avx2, rows_avx512vnni, rows_avxvnni, PArgs};
+    type Kernel = unsafe fn(&PArgs, usize, usize);
+    fn pick<const BITS: u32, const ASYM: bool, const HALF: bool>(isa: Isa) -> Kernel {
+        // The packed formats have no 512-bit (two blocks a vector) variant yet; AVX-512 VNNI
+        // CPUs run the 256-bit tiles with `vpdpbusd`.
+        match isa {
+            Isa::AvxVnni => rows_avxvnni::<BITS, ASYM, HALF>,
+            Isa::Avx512Vnni => rows_avx512vnni::<BITS, ASYM, HALF>,
+            _ => rows_avx2::<BITS, ASYM, HALF>,
+        }
+    }
+    let half = format.group() == 16;
+    let kernel = match (format.bits(), format.asym(), half) {
+        (4, false, false) => pick::<4, false, false>(isa),
+        (4, true, false) => pick::<4, true, false>(isa),
+        (4, false, true) => pick::<4, false, true>(isa),
+        (4, true, true) => pick::<4, true, true>(isa),
+        (2, false, false) => pick::<2, false, false>(isa),
+        (2, true, false) => pick::<2, true, false>(isa),
+        (2, false, true) => pick::<2, false, true>(isa),
+        (2, true, true) => pick::<2, true, true>(isa),
+        _ => unreachable!("PackedFormat::new admits 2 or 4 bits"),
+    };
+    let kp = PackedFormat::padded_k(k);
+    let args = PArgs {
+        w: weights.as_ptr(),
+        row_bytes: format.row_bytes(k),
+        scale_off: kp * format.bits() as usize / 8,
+        nb: kp / QK,
+        group_shift: (format.group() / QK).max(1).trailing_zeros(),
+        zero: (1u32 << (format.bits() - 1)) as f32,
+        n,
+        m: acts.m,
+        kp: acts.kp(),
+        nbp: acts.nbp,
+        qs: acts.qs.as_ptr(),
+        d: acts.d.as_ptr(),
+        s: acts.s.as_ptr(),
+        out: out.as_mut_ptr(),
+    };
+    // SAFETY: `matmul_packed_with` checked the CPU and every size behind these pointers; tasks
+    // write disjoint column ranges of `out`.
+    split_rows(n, acts.m, kp, &|n0, n1| unsafe { kernel(&args, n0, n1) });
 }

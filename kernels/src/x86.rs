@@ -62,7 +62,7 @@ pub(crate) trait Dot {
     unsafe fn dot(u: __m256i, s: __m256i) -> __m256i;
 }
 
-struct Avx2Dot;
+pub(crate) struct Avx2Dot;
 impl Dot for Avx2Dot {
     #[inline(always)]
     unsafe fn dot(u: __m256i, s: __m256i) -> __m256i {
@@ -71,7 +71,7 @@ impl Dot for Avx2Dot {
     }
 }
 
-struct AvxVnniDot;
+pub(crate) struct AvxVnniDot;
 impl Dot for AvxVnniDot {
     #[inline(always)]
     unsafe fn dot(u: __m256i, s: __m256i) -> __m256i {

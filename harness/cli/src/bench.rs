@@ -41,6 +41,8 @@ struct BenchReport {
     model: String,
     variant: String,
     weight_bytes: usize,
+    /// Bits per weight of the blocks' linear layers, scales included.
+    block_bits_per_weight: f64,
     threads: usize,
     repetitions: usize,
     results: Vec<TestResult>,
@@ -70,6 +72,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         model: session.loaded.path.display().to_string(),
         variant: model.label().to_string(),
         weight_bytes: model.weight_bytes().total,
+        block_bits_per_weight: model.weight_bytes().block_bits_per_weight,
         threads: session.threads,
         repetitions: args.repetitions,
         results,

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use effbench_core::{AsStored, Dequantize, LoadedModel, WeightPolicy};
+use effbench_quant::{Method, QuantPolicy, Recipe};
 
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
 
@@ -16,9 +17,11 @@ pub struct ModelArgs {
     /// .gguf file, a .safetensors file, or a Hugging Face model directory.
     #[arg(long, short, default_value = DEFAULT_MODEL)]
     pub model: String,
-    /// Weight format at run time: as the checkpoint stores it, or dequantized to a dense dtype
-    /// (the "f16 baseline" of a model published only quantized).
-    #[arg(long, value_enum, default_value_t = WeightsArg::AsStored)]
+    /// Weight format at run time: as-stored (the checkpoint's own format), f16 or f32
+    /// (dequantized: the "f16 baseline" of a model published only quantized), or a
+    /// quantization technique from that f16 form (see `effbench run --help`: int4, int2-gptq,
+    /// int4-g32-sym, ...; GPTQ results are cached).
+    #[arg(long, value_parser = parse_weights, default_value = "as-stored")]
     pub weights: WeightsArg,
     /// Kernel threads; 0 uses every logical core.
     #[arg(long, short, default_value_t = 0)]
@@ -39,20 +42,51 @@ impl Default for ModelArgs {
     }
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightsArg {
     AsStored,
     F16,
     F32,
+    /// int4/int2 from the f16 form of the checkpoint (`effbench-quant`).
+    Quant(Recipe),
+}
+
+/// `as-stored`, `f16`, `f32` or a quantization technique name.
+pub fn parse_weights(name: &str) -> Result<WeightsArg> {
+    Ok(match name {
+        "f16" | "fp16" => WeightsArg::F16,
+        "f32" => WeightsArg::F32,
+        "as-stored" | "stored" => WeightsArg::AsStored,
+        other => match Recipe::parse_technique(other)? {
+            Some(recipe) => WeightsArg::Quant(recipe),
+            None => bail!(
+                "unknown technique `{other}` (known: f16, f32, as-stored, and quantization: {})",
+                effbench_quant::spec::TECHNIQUE_HELP
+            ),
+        },
+    })
 }
 
 impl WeightsArg {
-    pub fn policy(self) -> Box<dyn WeightPolicy> {
-        match self {
+    /// The policy that loads a checkpoint this way; None for GPTQ, which loads from a
+    /// quantized file instead (see `crate::quantize::cached`).
+    pub fn policy(self) -> Option<Box<dyn WeightPolicy>> {
+        Some(match self {
             Self::AsStored => Box::new(AsStored),
             Self::F16 => Box::new(Dequantize(DType::F16)),
             Self::F32 => Box::new(Dequantize(DType::F32)),
-        }
+            Self::Quant(r) if r.method == Method::Rtn => {
+                Box::new(QuantPolicy::rtn(r, &candle_core::Device::Cpu))
+            }
+            Self::Quant(_) => return None,
+        })
+    }
+
+    /// The policy, for commands that load weights directly and so cannot take a GPTQ file.
+    pub fn load_policy(self) -> Result<Box<dyn WeightPolicy>> {
+        self.policy().context(
+            "GPTQ weights come from a quantized file (hint: `effbench quantize --method gptq ... --out FILE`, then pass FILE as the model)",
+        )
     }
 }
 
@@ -105,14 +139,34 @@ pub fn load_model(args: &ModelArgs) -> Result<Session> {
     let threads = effbench_core::threads::set_threads(args.threads);
     let device = select_device(&args.device)?;
     let path = resolve_model_path(&args.model)?;
-    let policy = args.weights.policy();
     let start = std::time::Instant::now();
-    let loaded = effbench_core::load(&path, policy.as_ref(), &device)?;
+    let loaded = match (args.weights.policy(), args.weights) {
+        (Some(policy), WeightsArg::Quant(_)) if !device.is_cpu() => {
+            drop(policy);
+            bail!("int4/int2 kernels run on the CPU only (hint: --device cpu)")
+        }
+        // A file `effbench quantize` wrote may hold packed matrices in a sidecar.
+        (Some(_), WeightsArg::AsStored) if is_quantized_file(&path) => {
+            effbench_quant::file::load(&path)?.0
+        }
+        (Some(policy), _) => effbench_core::load(&path, policy.as_ref(), &device)?,
+        (None, WeightsArg::Quant(recipe)) => {
+            let file =
+                crate::quantize::cached(&path, recipe, &crate::quantize::CalibArgs::default())?;
+            effbench_quant::file::load(&file)?.0
+        }
+        (None, _) => unreachable!("only GPTQ has no direct policy"),
+    };
     Ok(Session {
         loaded,
         threads,
         load_seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+fn is_quantized_file(path: &std::path::Path) -> bool {
+    path.extension().is_some_and(|e| e == "gguf")
+        && matches!(effbench_quant::file::recipe_of(path), Ok(Some(_)))
 }
 
 pub fn mib(bytes: usize) -> String {

@@ -121,7 +121,7 @@ struct EvalArgs {
     student: Vec<String>,
     /// Weight format the students run in (as the teacher's --weights): compare both in one
     /// format for a like-for-like speed and cost.
-    #[arg(long, value_enum, default_value_t = WeightsArg::AsStored)]
+    #[arg(long, value_parser = crate::common::parse_weights, default_value = "as-stored")]
     student_weights: WeightsArg,
     /// Text to score: a file, or `wikitext-2`.
     #[arg(long, default_value = "wikitext-2")]
@@ -470,8 +470,9 @@ fn eval(args: EvalArgs) -> Result<()> {
     let mut students = Vec::new();
     for s in &args.student {
         let path = resolve_model_path(s)?;
-        let loaded = effbench_core::load(&path, args.student_weights.policy().as_ref(), &device)
-            .with_context(|| format!("loading student {}", path.display()))?;
+        let loaded =
+            effbench_core::load(&path, args.student_weights.load_policy()?.as_ref(), &device)
+                .with_context(|| format!("loading student {}", path.display()))?;
         let (t, v) = (
             teacher.loaded.model.config().vocab_size,
             loaded.model.config().vocab_size,

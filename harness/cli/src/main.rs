@@ -8,6 +8,7 @@ mod fetch;
 mod generate;
 mod hw;
 mod perplexity;
+mod quantize;
 mod report;
 mod run;
 mod serve;
@@ -62,6 +63,9 @@ enum Command {
     /// Train a smaller student from a teacher by knowledge distillation (`distill eval`: teacher
     /// and students side by side).
     Distill(Box<distill::DistillArgs>),
+    /// Quantize a model's weights to int4/int2 (RTN or GPTQ) once and write a GGUF file
+    /// (plus a sidecar for effbench's own packed formats) that `--model FILE` loads again.
+    Quantize(quantize::QuantizeArgs),
     /// The default job: generate and perplexity on the default model.
     Demo(generate::DemoArgs),
     /// Speculative decoding against plain decoding: acceptance, draft cost, speedup vs theory.
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Some(Command::Merge(a)) => run::merge::merge(a),
         Some(Command::ServeBench(a)) => serve::run(a),
         Some(Command::SpecBench(a)) => speculative::run(a),
+        Some(Command::Quantize(a)) => quantize::run(a),
         None => generate::demo(generate::DemoArgs::default()),
     };
     match result {

@@ -36,7 +36,11 @@ pub struct RunArgs {
     pub model: String,
     /// Techniques to compare, the baseline first: f16 (weights dequantized to f16), f32,
     /// as-stored (the checkpoint's own format, e.g. Q4_1), student:MODEL (another model, e.g. a
-    /// distilled student, evaluated on the same items as the teacher --model).
+    /// distilled student, evaluated on the same items as the teacher --model), or int4/int2
+    /// weights quantized from the f16 form: int4 | int2, then optionally -gptq (default: round
+    /// to nearest), -g<group> (int4: 32/64/128, default 128; int2: 16/32/64, default 32), -sym
+    /// or -asym (default asym), -f16head (output head stays f16). E.g. int4, int2-gptq,
+    /// int4-g32-sym (= GGML Q4_0). GPTQ results are cached under the effbench cache directory.
     #[arg(long, value_delimiter = ',', default_value = "f16,as-stored")]
     pub techniques: Vec<String>,
     /// A student to evaluate beside the teacher (--model): adds the technique student:MODEL.
@@ -156,14 +160,7 @@ pub struct RunManifest {
 pub const SCHEMA_VERSION: u32 = 1;
 
 pub fn technique_weights(name: &str) -> Result<WeightsArg> {
-    Ok(match name {
-        "f16" | "fp16" => WeightsArg::F16,
-        "f32" => WeightsArg::F32,
-        "as-stored" | "stored" => WeightsArg::AsStored,
-        other => bail!(
-            "unknown technique `{other}` (known: f16, f32, as-stored; int4/int2 arrive with the quantization work)"
-        ),
-    })
+    crate::common::parse_weights(name)
 }
 
 struct Suite {
@@ -267,7 +264,7 @@ fn load_suite(args: &RunArgs) -> Result<Suite> {
     })
 }
 
-fn sha256_file(path: &std::path::Path) -> Result<String> {
+pub(crate) fn sha256_file(path: &std::path::Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();

@@ -1,0 +1,184 @@
+//! Quantizing a whole checkpoint: every linear matrix of the blocks, plus the output head unless
+//! the recipe keeps it in f16, from the f16 form of the checkpoint.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use effbench_core::{LinearWeight, LoadedModel};
+
+use crate::calib::{input_key, layer_of, run_calibration, CapturePolicy, Hessians};
+use crate::error::{QuantError, Result};
+use crate::gptq::{gptq, GptqOptions};
+use crate::policy::QuantPolicy;
+use crate::rtn::{rtn, QuantizedMatrix};
+use crate::spec::{Method, Recipe};
+
+/// Calibration and GPTQ settings.
+#[derive(Debug, Clone)]
+pub struct GptqSettings {
+    pub options: GptqOptions,
+    /// Sequences per calibration forward pass.
+    pub batch: usize,
+    /// Memory for Hessians held at once; larger models are captured in several passes.
+    pub hessian_budget_bytes: usize,
+}
+
+impl Default for GptqSettings {
+    fn default() -> Self {
+        Self {
+            options: GptqOptions::default(),
+            batch: 8,
+            hessian_budget_bytes: 4 << 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct QuantizeReport {
+    pub matrices: usize,
+    pub calibration_tokens: usize,
+    pub passes: usize,
+    pub calibration_seconds: f64,
+    pub quantize_seconds: f64,
+    pub total_seconds: f64,
+}
+
+/// The checkpoint loaded as f16 with Hessian capture, ready for [`quantize_loaded`] (and for
+/// tokenizing calibration text with its tokenizer).
+pub fn load_for_quantization(path: &Path, device: &Device) -> Result<(LoadedModel, Arc<Hessians>)> {
+    let hessians = Arc::new(Hessians::default());
+    let policy = CapturePolicy {
+        hessians: hessians.clone(),
+    };
+    let loaded = effbench_core::load(path, &policy, device)?;
+    Ok((loaded, hessians))
+}
+
+/// Quantizes every matrix of `loaded` (from [`load_for_quantization`]) per `recipe`; GPTQ
+/// calibrates on `windows` (token ids in this model's vocabulary).
+pub fn quantize_loaded(
+    loaded: &LoadedModel,
+    hessians: &Hessians,
+    recipe: Recipe,
+    windows: &[Vec<u32>],
+    settings: &GptqSettings,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(BTreeMap<String, QuantizedMatrix>, QuantizeReport)> {
+    let start = Instant::now();
+    let model = &loaded.model;
+    let num_layers = model.config().num_layers;
+    let matrices: Vec<(String, Arc<dyn LinearWeight>)> = model
+        .linear_weights()
+        .into_iter()
+        .filter(|(name, _)| !(recipe.f16_head && name == "output.weight"))
+        .collect();
+    let mut report = QuantizeReport {
+        matrices: matrices.len(),
+        ..Default::default()
+    };
+    let mut out = BTreeMap::new();
+    let values = |w: &Arc<dyn LinearWeight>| -> Result<Vec<f32>> {
+        Ok(w.dequantize()?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1()?)
+    };
+    if recipe.method == Method::Rtn {
+        for (name, w) in &matrices {
+            let (n, k) = (w.out_features(), w.in_features());
+            out.insert(name.clone(), rtn(recipe.spec, &values(w)?, n, k));
+        }
+        report.quantize_seconds = start.elapsed().as_secs_f64();
+        report.total_seconds = report.quantize_seconds;
+        return Ok((out, report));
+    }
+    if windows.is_empty() {
+        return Err(QuantError::Invalid(
+            "GPTQ needs calibration sequences (hint: --calib-sequences > 0)".into(),
+        ));
+    }
+    report.calibration_tokens = windows.iter().map(Vec::len).sum();
+    // Bytes of the Hessians each layer records (one per distinct input).
+    let mut per_layer: HashMap<usize, usize> = HashMap::new();
+    for (name, w) in &matrices {
+        if input_key(name).1 {
+            *per_layer.entry(layer_of(name, num_layers)).or_default() +=
+                w.in_features() * w.in_features() * 4;
+        }
+    }
+    let biggest = per_layer.values().copied().max().unwrap_or(1).max(1);
+    let layers_per_pass = (settings.hessian_budget_bytes / biggest).max(1);
+    let mut first = 0;
+    while first <= num_layers {
+        let last = (first + layers_per_pass).min(num_layers + 1);
+        hessians.select(first..last.min(num_layers), last > num_layers);
+        let t = Instant::now();
+        progress(&format!(
+            "calibration pass {}: layers {first}..{last} of {num_layers} (+ head), {} tokens",
+            report.passes + 1,
+            report.calibration_tokens
+        ));
+        run_calibration(model, windows, settings.batch, last > num_layers)?;
+        hessians.clear();
+        report.calibration_seconds += t.elapsed().as_secs_f64();
+        report.passes += 1;
+        let t = Instant::now();
+        let mut taken: HashMap<String, Vec<f32>> = HashMap::new();
+        for (name, w) in &matrices {
+            let layer = layer_of(name, num_layers);
+            if !(first..last).contains(&layer) {
+                continue;
+            }
+            let key = input_key(name).0;
+            if !taken.contains_key(&key) {
+                let (h, _) = hessians.take(&key).ok_or_else(|| QuantError::Gptq {
+                    name: name.clone(),
+                    detail: format!("no activations were recorded for input `{key}`"),
+                })?;
+                taken.insert(key.clone(), h);
+            }
+            let (n, k) = (w.out_features(), w.in_features());
+            let q = gptq(
+                recipe.spec,
+                &values(w)?,
+                n,
+                k,
+                &taken[&key],
+                settings.options,
+            )
+            .map_err(|detail| QuantError::Gptq {
+                name: name.clone(),
+                detail,
+            })?;
+            out.insert(name.clone(), q);
+            if name.ends_with("ffn_down.weight") || name == "output.weight" {
+                progress(&format!(
+                    "quantized {name} ({:.1} s so far)",
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        report.quantize_seconds += t.elapsed().as_secs_f64();
+        first = last;
+    }
+    report.total_seconds = start.elapsed().as_secs_f64();
+    Ok((out, report))
+}
+
+/// The runtime model for quantized matrices: the checkpoint loaded again with them in place.
+pub fn load_quantized(
+    path: &Path,
+    recipe: Recipe,
+    matrices: &BTreeMap<String, QuantizedMatrix>,
+    device: &Device,
+) -> Result<LoadedModel> {
+    let mut prebuilt = HashMap::new();
+    for (name, q) in matrices {
+        prebuilt.insert(name.clone(), q.to_linear(device)?);
+    }
+    let policy = QuantPolicy::prebuilt(recipe, prebuilt, device);
+    Ok(effbench_core::load(path, &policy, device)?)
+}
