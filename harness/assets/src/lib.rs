@@ -264,6 +264,27 @@ pub fn cached_path(name: &str) -> Option<PathBuf> {
     spec.is_cached_in(&cache).then(|| spec.path_in(&cache))
 }
 
+/// For tests on real assets: true when every named asset is cached. When one is missing it
+/// panics if `EFFBENCH_REQUIRE_ASSETS=1` (CI must not silently skip), and otherwise says the
+/// test is skipped and returns false.
+pub fn cached_or_skip(names: &[&str]) -> bool {
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| cached_path(n).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("EFFBENCH_REQUIRE_ASSETS").as_deref(),
+        Ok("1"),
+        "{missing:?} not cached (run scripts/fetch-test-assets.sh)"
+    );
+    eprintln!("skipping: {missing:?} not cached");
+    false
+}
+
 /// The asset's path in the default cache after checking its sha256 (fast after the first time).
 pub fn verify(name: &str) -> Result<PathBuf, AssetError> {
     let spec = lookup(name)?;

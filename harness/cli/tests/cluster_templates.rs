@@ -12,18 +12,7 @@ fn repo() -> PathBuf {
 }
 
 fn ready() -> bool {
-    let ok = ["smollm2-135m-instruct", "mmlu"]
-        .iter()
-        .all(|n| effbench_assets::cached_path(n).is_some());
-    if !ok {
-        assert_ne!(
-            std::env::var("EFFBENCH_REQUIRE_ASSETS").as_deref(),
-            Ok("1"),
-            "SmolLM2 or MMLU not cached (run scripts/fetch-test-assets.sh)"
-        );
-        eprintln!("skipping: assets not cached");
-    }
-    ok
+    effbench_assets::cached_or_skip(&["smollm2-135m-instruct", "mmlu"])
 }
 
 const RUN_ARGS: &str =

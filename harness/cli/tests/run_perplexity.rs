@@ -93,24 +93,9 @@ fn kl_and_agreement_order_the_techniques() {
     assert!(dir.path().join("p/quality-vs-cost.svg").exists());
 }
 
-fn cached_or_skip(names: &[&str]) -> bool {
-    let ready = names
-        .iter()
-        .all(|n| effbench_assets::cached_path(n).is_some());
-    if !ready {
-        assert_ne!(
-            std::env::var("EFFBENCH_REQUIRE_ASSETS").as_deref(),
-            Ok("1"),
-            "{names:?} not all cached (run scripts/fetch-test-assets.sh)"
-        );
-        eprintln!("skipping: {names:?} not all cached");
-    }
-    ready
-}
-
 #[test]
 fn a_student_is_scored_beside_its_teacher_and_a_foreign_vocabulary_is_refused() {
-    if !cached_or_skip(&[
+    if !effbench_assets::cached_or_skip(&[
         "smollm2-135m-instruct",
         "wikitext-2",
         "qwen2.5-coder-0.5b-instruct",

@@ -5,18 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn ready() -> bool {
-    let ok = ["smollm2-135m-instruct", "mmlu", "wikitext-2"]
-        .iter()
-        .all(|n| effbench_assets::cached_path(n).is_some());
-    if !ok {
-        assert_ne!(
-            std::env::var("EFFBENCH_REQUIRE_ASSETS").as_deref(),
-            Ok("1"),
-            "SmolLM2, MMLU or WikiText-2 not cached (run scripts/fetch-test-assets.sh)"
-        );
-        eprintln!("skipping: assets not cached");
-    }
-    ok
+    effbench_assets::cached_or_skip(&["smollm2-135m-instruct", "mmlu", "wikitext-2"])
 }
 
 fn effbench(args: &[&str], out: &Path) -> Output {
