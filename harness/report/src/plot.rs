@@ -106,9 +106,19 @@ pub fn quality_vs_cost_svg(
             frontier_style,
         ))
         .map_err(map_err)?
-        .label("Pareto frontier")
+        .label("Pareto frontier (ringed)")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], frontier_style));
 
+    // Ring the frontier's points: with one point on it there is no line to see.
+    chart
+        .draw_series(frontier.iter().map(|&i| {
+            Circle::new(
+                (points[i].cost, points[i].quality),
+                10,
+                ShapeStyle::from(&RGBColor(214, 96, 77)).stroke_width(2),
+            )
+        }))
+        .map_err(map_err)?;
     for p in points {
         if let Some(e) = p.quality_error {
             chart
