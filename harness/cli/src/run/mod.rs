@@ -631,7 +631,7 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
             if kv_plan.share_prefix { "on" } else { "off" }
         );
         run_dir.write_json(
-            &format!("kv-{technique}.json"),
+            &format!("kv-{}.json", store::file_key(technique)),
             &serde_json::json!({ "plan": kv_plan, "stats": kv_stats, "seconds": elapsed }),
         )?;
         seconds.insert(technique.clone(), elapsed);
