@@ -19,7 +19,7 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null
 fi
 cargo build --release -q -p effbench
-bin="$repo/target/release/effbench"
+bin="${CARGO_TARGET_DIR:-$repo/target}/release/effbench"
 scripts/fetch-test-assets.sh >/dev/null
 
 work="$(mktemp -d /tmp/effbench-slurm.XXXXXX)"
