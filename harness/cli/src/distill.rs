@@ -156,22 +156,6 @@ fn open_source(path: &Path, device: &Device) -> Result<Box<dyn WeightSource>> {
     })
 }
 
-/// The tokenizer of a model path without loading its weights.
-fn tokenizer_of(path: &Path) -> Result<tokenizers::Tokenizer> {
-    Ok(match sniff(path)? {
-        ModelFormat::Gguf => effbench_tokenizer::from_gguf_file(path)?,
-        ModelFormat::SafetensorsDir => {
-            effbench_tokenizer::from_tokenizer_json(&path.join("tokenizer.json"))?
-        }
-        ModelFormat::SafetensorsFile => effbench_tokenizer::from_tokenizer_json(
-            &path
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("tokenizer.json"),
-        )?,
-    })
-}
-
 fn train(args: TrainArgs) -> Result<()> {
     let out = args.out.clone().expect("clap requires --out");
     let teacher = load_model(&args.teacher)?;
@@ -235,7 +219,10 @@ fn train(args: TrainArgs) -> Result<()> {
                     Student::from_teacher(source.as_mut(), &LayerSelection::All, &device)?
                 };
                 if student.config().vocab_size == loaded.model.config().vocab_size {
-                    check_tokenizers(&loaded.tokenizer, &tokenizer_of(&path)?)?;
+                    check_tokenizers(
+                        &loaded.tokenizer,
+                        &effbench_core::loader::tokenizer_of(&path)?,
+                    )?;
                 }
                 student
             } else {

@@ -164,7 +164,7 @@ fn build_draft(
         }
         DraftSpec::Model(name) => {
             let path = resolve_model_path(name)?;
-            let tokenizer = effbench_speculative::tokenizer_of(&path)?;
+            let tokenizer = effbench_core::loader::tokenizer_of(&path)?;
             check_same_tokenizer(&target.tokenizer, &tokenizer)?;
             let policy = args.model.weights.load_policy()?;
             let loaded = effbench_core::load(&path, policy.as_ref(), target.model.device())
@@ -578,8 +578,8 @@ pub fn check_run_technique(model: &str, draft: &str) -> Result<()> {
     let technique = format!("technique `spec:{draft}`");
     let spec: DraftSpec = draft.parse().with_context(|| technique.clone())?;
     if let DraftSpec::Model(name) = &spec {
-        let target = effbench_speculative::tokenizer_of(&resolve_model_path(model)?)?;
-        let theirs = effbench_speculative::tokenizer_of(&resolve_model_path(name)?)?;
+        let target = effbench_core::loader::tokenizer_of(&resolve_model_path(model)?)?;
+        let theirs = effbench_core::loader::tokenizer_of(&resolve_model_path(name)?)?;
         check_same_tokenizer(&target, &theirs).with_context(|| technique.clone())?;
     }
     bail!(

@@ -89,6 +89,23 @@ impl VocabularyFingerprint {
     }
 }
 
+/// A checkpoint's tokenizer without loading its weights: what drafts and students are checked
+/// against before the expensive load.
+pub fn tokenizer_of(path: &Path) -> Result<tokenizers::Tokenizer> {
+    Ok(match sniff(path)? {
+        ModelFormat::Gguf => effbench_tokenizer::from_gguf_file(path)?,
+        ModelFormat::SafetensorsDir => {
+            effbench_tokenizer::from_tokenizer_json(&path.join("tokenizer.json"))?
+        }
+        ModelFormat::SafetensorsFile => effbench_tokenizer::from_tokenizer_json(
+            &path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("tokenizer.json"),
+        )?,
+    })
+}
+
 /// Loads the checkpoint at `path`: a `.gguf` file, a `.safetensors` file with `config.json` and
 /// `tokenizer.json` beside it, or a directory holding those (sharded or not).
 pub fn load(path: &Path, policy: &dyn WeightPolicy, device: &Device) -> Result<LoadedModel> {

@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use effbench_core::source::{sniff, ModelFormat};
 use effbench_core::ModelConfig;
 use tokenizers::Tokenizer;
 
@@ -42,22 +41,6 @@ pub fn check_draft_model(target: &ModelConfig, draft: &ModelConfig) -> Result<()
         )));
     }
     Ok(())
-}
-
-/// A checkpoint's tokenizer without loading its weights.
-pub fn tokenizer_of(path: &Path) -> Result<Tokenizer, SpecError> {
-    Ok(match sniff(path)? {
-        ModelFormat::Gguf => effbench_tokenizer::from_gguf_file(path)?,
-        ModelFormat::SafetensorsDir => {
-            effbench_tokenizer::from_tokenizer_json(&path.join("tokenizer.json"))?
-        }
-        ModelFormat::SafetensorsFile => effbench_tokenizer::from_tokenizer_json(
-            &path
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("tokenizer.json"),
-        )?,
-    })
 }
 
 /// A draft as the command line names it.

@@ -24,7 +24,7 @@ pub mod prompts;
 mod strategy;
 
 pub use accept::{Picker, Proposed, Verdict};
-pub use compat::{check_draft_model, check_same_tokenizer, tokenizer_of, DraftSpec};
+pub use compat::{check_draft_model, check_same_tokenizer, DraftSpec};
 pub use draft::{Draft, ModelDraft, NgramDraft};
 pub use strategy::{speedup_theory, KSchedule, SpecStats, SpeculativeDecoding};
 

@@ -13,7 +13,7 @@ use effbench_core::{
 };
 
 use effbench_speculative::{
-    check_same_tokenizer, prompts, tokenizer_of, Draft, KSchedule, ModelDraft, NgramDraft, Picker,
+    check_same_tokenizer, prompts, Draft, KSchedule, ModelDraft, NgramDraft, Picker,
     SpeculativeDecoding,
 };
 
@@ -158,9 +158,9 @@ fn a_draft_with_another_tokenizer_is_refused_and_a_sibling_accepted() {
         return;
     };
     let (smol, q05, q15) = (
-        tokenizer_of(&smol).unwrap(),
-        tokenizer_of(&q05).unwrap(),
-        tokenizer_of(&q15).unwrap(),
+        effbench_core::loader::tokenizer_of(&smol).unwrap(),
+        effbench_core::loader::tokenizer_of(&q05).unwrap(),
+        effbench_core::loader::tokenizer_of(&q15).unwrap(),
     );
     check_same_tokenizer(&q15, &q05).expect("Qwen2.5-Coder 0.5B shares the 1.5B's tokenizer");
     let err = check_same_tokenizer(&q15, &smol).unwrap_err().to_string();
