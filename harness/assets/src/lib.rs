@@ -285,6 +285,11 @@ pub fn cached_or_skip(names: &[&str]) -> bool {
     false
 }
 
+/// [`cached_or_skip`] for one asset, giving its path when cached.
+pub fn cached_path_or_skip(name: &str) -> Option<PathBuf> {
+    cached_or_skip(&[name]).then(|| cached_path(name)).flatten()
+}
+
 /// The asset's path in the default cache after checking its sha256 (fast after the first time).
 pub fn verify(name: &str) -> Result<PathBuf, AssetError> {
     let spec = lookup(name)?;

@@ -3,22 +3,11 @@
 //! refusals (another vocabulary, a checkpoint that does not match its config, an existing
 //! checkpoint without --resume) each give one line.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use candle_core::Device;
 use effbench_core::AsStored;
-
-fn asset(name: &str) -> Option<PathBuf> {
-    if let Some(p) = effbench_assets::cached_path(name) {
-        return Some(p);
-    }
-    if std::env::var("EFFBENCH_REQUIRE_ASSETS").as_deref() == Ok("1") {
-        panic!("asset `{name}` is not cached (run scripts/fetch-test-assets.sh)");
-    }
-    eprintln!("skipping: asset `{name}` not cached (run scripts/fetch-test-assets.sh)");
-    None
-}
 
 fn effbench(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_effbench"))
@@ -65,7 +54,7 @@ fn distill(teacher: &Path, out: &Path, extra: &[&str]) -> (i32, String, String) 
 
 #[test]
 fn distill_writes_a_student_effbench_loads_and_resumes_it() {
-    let Some(teacher) = asset("smollm2-135m-instruct") else {
+    let Some(teacher) = effbench_assets::cached_path_or_skip("smollm2-135m-instruct") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -96,7 +85,7 @@ fn distill_writes_a_student_effbench_loads_and_resumes_it() {
     assert_eq!(student.stop_tokens(), teacher_model.stop_tokens());
 
     // Side by side on the same windows: the teacher agrees with itself, the student does not.
-    let Some(text) = asset("wikitext-2") else {
+    let Some(text) = effbench_assets::cached_path_or_skip("wikitext-2") else {
         return;
     };
     let json_path = dir.path().join("eval.json");
@@ -140,7 +129,7 @@ fn distill_writes_a_student_effbench_loads_and_resumes_it() {
 
 #[test]
 fn distill_refuses_another_vocabulary_and_a_mismatched_checkpoint() {
-    let Some(teacher) = asset("smollm2-135m-instruct") else {
+    let Some(teacher) = effbench_assets::cached_path_or_skip("smollm2-135m-instruct") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -162,7 +151,7 @@ fn distill_refuses_another_vocabulary_and_a_mismatched_checkpoint() {
 
     // A real model with another tokenizer (Qwen2.5's 151,936 tokens), refused before any
     // weight is converted.
-    if let Some(qwen) = asset("qwen2.5-coder-0.5b-instruct") {
+    if let Some(qwen) = effbench_assets::cached_path_or_skip("qwen2.5-coder-0.5b-instruct") {
         let (code, _, stderr) = distill(
             &teacher,
             &dir.path().join("q"),

@@ -2,19 +2,7 @@
 //! tokenizer differs from the target's. Assets come from effbench's cache; without them these
 //! skip, unless EFFBENCH_REQUIRE_ASSETS=1 (as in `scripts/test.sh` and CI).
 
-use std::path::PathBuf;
 use std::process::Command;
-
-fn asset(name: &str) -> Option<PathBuf> {
-    if let Some(p) = effbench_assets::cached_path(name) {
-        return Some(p);
-    }
-    if std::env::var("EFFBENCH_REQUIRE_ASSETS").as_deref() == Ok("1") {
-        panic!("asset `{name}` is not cached (run scripts/fetch-test-assets.sh)");
-    }
-    eprintln!("skipping: asset `{name}` not cached (run scripts/fetch-test-assets.sh)");
-    None
-}
 
 fn effbench(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_effbench"))
@@ -30,7 +18,7 @@ fn effbench(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn spec_bench_reports_every_draft_and_keeps_greedy_output() {
-    let Some(smol) = asset("smollm2-135m-instruct") else {
+    let Some(smol) = effbench_assets::cached_path_or_skip("smollm2-135m-instruct") else {
         return;
     };
     let smol = smol.display().to_string();
@@ -82,8 +70,8 @@ fn spec_bench_reports_every_draft_and_keeps_greedy_output() {
 #[test]
 fn run_refuses_a_spec_draft_with_another_tokenizer() {
     let (Some(smol), Some(qwen)) = (
-        asset("smollm2-135m-instruct"),
-        asset("qwen2.5-coder-0.5b-instruct"),
+        effbench_assets::cached_path_or_skip("smollm2-135m-instruct"),
+        effbench_assets::cached_path_or_skip("qwen2.5-coder-0.5b-instruct"),
     ) else {
         return;
     };
