@@ -93,6 +93,19 @@ fn deterministic_and_resumable_after_sigkill() {
     assert_eq!(ra, records(&b));
     assert!(a.join("r").join("summary.md").exists());
 
+    // Where a kill can stop a run: after whole batches (of 4), plus a cut line. Resuming from
+    // there meets exactly the uninterrupted run's batches, so every float is bit-identical.
+    let cut = dir.path().join("cut");
+    copy_dir(&a, &cut);
+    let items = cut.join("r").join("items-f16.jsonl");
+    let text = std::fs::read_to_string(&items).unwrap();
+    let mut kept: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+    kept.push_str(&text.lines().nth(4).unwrap()[..20]);
+    std::fs::write(&items, kept).unwrap();
+    let o = effbench(&run_args(&cut, &["--resume"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(records(&cut), ra);
+
     let mut child = Command::new(env!("CARGO_BIN_EXE_effbench"))
         .args(run_args(&killed, &[]))
         .stdout(Stdio::null())
@@ -130,6 +143,19 @@ fn deterministic_and_resumable_after_sigkill() {
         summary(&killed)["techniques"][0]["accuracy"],
         summary(&a)["techniques"][0]["accuracy"]
     );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 #[test]

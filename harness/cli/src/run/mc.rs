@@ -83,7 +83,7 @@ pub fn score_group(
     items: &[(&McItem, McPrompt)],
     kv: KvPlan,
     stats: &mut KvStats,
-    mut on_record: impl FnMut(ItemRecord) -> Result<()>,
+    mut on_batch: impl FnMut(Vec<ItemRecord>) -> Result<()>,
 ) -> Result<()> {
     if items.is_empty() {
         return Ok(());
@@ -128,7 +128,7 @@ pub fn score_group(
             shared_len,
             kv,
             stats,
-            &mut on_record,
+            &mut on_batch,
         )?;
     }
     Ok(())
@@ -145,7 +145,7 @@ fn score_sharing(
     shared_len: usize,
     kv: KvPlan,
     stats: &mut KvStats,
-    on_record: &mut impl FnMut(ItemRecord) -> Result<()>,
+    on_batch: &mut impl FnMut(Vec<ItemRecord>) -> Result<()>,
 ) -> Result<()> {
     let prefix_ids = fulls[0][..shared_len].to_vec();
     let mut prepared = Vec::with_capacity(items.len());
@@ -218,6 +218,7 @@ fn score_sharing(
             .context("scoring a batch of items")?;
         stats.forward_tokens += chunks.iter().map(|c| c.tokens.len()).sum::<usize>();
         stats.observe(cache.usage());
+        let mut records = Vec::with_capacity(group.len());
         for (i, p) in group.iter().enumerate() {
             let seq = 1 + i as u64;
             let last = out.per_chunk[i].as_ref().expect("asked for last logits");
@@ -250,7 +251,7 @@ fn score_sharing(
             }
             cache.remove(seq);
             let pred = argmax(&logprobs);
-            on_record(ItemRecord {
+            records.push(ItemRecord {
                 item: p.item.id.clone(),
                 subject: p.item.subject.clone(),
                 pred,
@@ -258,8 +259,12 @@ fn score_sharing(
                 correct: pred == p.item.answer,
                 logprobs,
                 context_tokens: p.context_tokens,
-            })?;
+            });
         }
+        // A batch's records are handed over, and stored, together: matmul rounding depends on
+        // how many rows share a pass, so a resumed run must meet exactly the batches of an
+        // uninterrupted one, and it does only if a kill never leaves half a batch recorded.
+        on_batch(records)?;
     }
     Ok(())
 }

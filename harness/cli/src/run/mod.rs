@@ -607,11 +607,13 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
                 &prompts,
                 kv_plan,
                 &mut kv_stats,
-                |record| {
-                    writer.append(&record)?;
-                    correct += usize::from(record.correct);
-                    done.insert(record.item.clone(), record);
-                    bar.inc(1);
+                |records| {
+                    writer.append_all(&records)?;
+                    bar.inc(records.len() as u64);
+                    for record in records {
+                        correct += usize::from(record.correct);
+                        done.insert(record.item.clone(), record);
+                    }
                     bar.set_message(format!(
                         "acc {:.1}%",
                         100.0 * correct as f64 / done.len() as f64

@@ -1,6 +1,6 @@
 //! A run's directory: its manifest, and one append-only JSONL file of item records per
-//! technique. A record is written and synced as soon as its item is scored, so a run killed at
-//! any moment loses at most the item in flight, and `--resume` skips every recorded item.
+//! technique. Records are written and synced as soon as their batch is scored, so a run killed at
+//! any moment loses at most the batch in flight, and `--resume` skips every recorded item.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -147,10 +147,19 @@ impl RecordWriter {
     /// One `write` of the whole line, then fsync: the record is on disk before the next item
     /// starts, and a kill can only leave a partial last line, which loading drops.
     pub fn append<R: Serialize>(&mut self, record: &R) -> Result<()> {
-        let mut line = serde_json::to_vec(record)?;
-        line.push(b'\n');
+        self.append_all(std::slice::from_ref(record))
+    }
+
+    /// Several records in one `write`, then fsync: a kill leaves all of them, none, or a cut
+    /// tail that loading drops (a cut can only end the file, so the records before it stand).
+    pub fn append_all<R: Serialize>(&mut self, records: &[R]) -> Result<()> {
+        let mut lines = Vec::new();
+        for record in records {
+            serde_json::to_writer(&mut lines, record)?;
+            lines.push(b'\n');
+        }
         self.file
-            .write_all(&line)
+            .write_all(&lines)
             .and_then(|_| self.file.sync_data())
             .with_context(|| format!("appending to {}", self.path.display()))
     }
