@@ -43,6 +43,13 @@ struct BenchReport {
     weight_bytes: usize,
     /// Bits per weight of the blocks' linear layers, scales included.
     block_bits_per_weight: f64,
+    /// Memory one decode step of the tg test reads on average: every block weight, the output
+    /// head (the embedding table when tied), one embedding row, and the K/V of the context so
+    /// far. The machine's bandwidth divided by this is the decode roofline.
+    decode_bytes_per_token: f64,
+    /// Multiply-adds times two per prefilled token in the linear layers and head: the GEMM
+    /// peak divided by this bounds prefill from above (attention's share is left out).
+    prefill_flops_per_token: f64,
     threads: usize,
     repetitions: usize,
     results: Vec<TestResult>,
@@ -73,6 +80,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         variant: model.label().to_string(),
         weight_bytes: model.weight_bytes().total,
         block_bits_per_weight: model.weight_bytes().block_bits_per_weight,
+        decode_bytes_per_token: decode_bytes_per_token(model, args.n_gen),
+        prefill_flops_per_token: prefill_flops_per_token(model.config()),
         threads: session.threads,
         repetitions: args.repetitions,
         results,
@@ -100,4 +109,30 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     println!("{}", b.build().with(Style::markdown()));
     Ok(())
+}
+
+fn decode_bytes_per_token(model: &effbench_core::Model, n_gen: usize) -> f64 {
+    let w = model.weight_bytes();
+    let vocab = model.config().vocab_size.max(1);
+    // A tied head that shares the GGML table reports no bytes of its own but reads all of them.
+    let head = if w.output_head == 0 {
+        w.embeddings
+    } else {
+        w.output_head
+    };
+    let embedding_row = w.embeddings as f64 / vocab as f64;
+    // The tg test starts from an empty cache, so a step attends to (n_gen - 1) / 2 earlier
+    // tokens on average, plus its own.
+    let mean_context = (n_gen.max(1) - 1) as f64 / 2.0 + 1.0;
+    let kv = effbench_core::KvShape::of(model.config()).bytes_per_token() as f64 * mean_context;
+    (w.linear + w.norms_and_biases + head) as f64 + embedding_row + kv
+}
+
+fn prefill_flops_per_token(c: &effbench_core::ModelConfig) -> f64 {
+    let q_out = c.num_heads * c.head_dim;
+    let kv_out = c.num_kv_heads * c.head_dim;
+    let per_layer = c.hidden_size * (q_out + 2 * kv_out)
+        + q_out * c.hidden_size
+        + 3 * c.hidden_size * c.intermediate_size;
+    2.0 * (c.num_layers * per_layer + c.vocab_size * c.hidden_size) as f64
 }

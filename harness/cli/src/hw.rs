@@ -1,5 +1,7 @@
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use clap::Args;
+use effbench_hw::roofline::{calibrate, CalibrateOptions, Roofline};
+use serde::Serialize;
 use tabled::{builder::Builder, settings::Style};
 
 #[derive(Args)]
@@ -7,12 +9,56 @@ pub struct HwArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also measure the machine's roofs: memory bandwidth (STREAM triad and a read sweep) and
+    /// f32 GEMM throughput, per thread count. Decode cannot beat bandwidth / bytes per token;
+    /// `scripts/compare_llamacpp.py` divides by them. About 10 s per thread count.
+    #[arg(long)]
+    calibrate: bool,
+    /// Thread counts to calibrate at, comma-separated (default: 1 and every usable thread).
+    #[arg(long, short = 't', value_delimiter = ',', requires = "calibrate")]
+    threads: Vec<usize>,
+    /// Bytes of each bandwidth array, in MiB; several times the last-level cache.
+    #[arg(long, default_value_t = 256, requires = "calibrate")]
+    array_mib: usize,
+}
+
+#[derive(Serialize)]
+struct HwReport {
+    #[serde(flatten)]
+    info: effbench_hw::HardwareInfo,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    roofline: Vec<Roofline>,
 }
 
 pub fn run(args: HwArgs) -> Result<()> {
     let info = effbench_hw::detect();
+    let mut roofline = Vec::new();
+    if args.calibrate {
+        let mut threads = args.threads.clone();
+        if threads.is_empty() {
+            threads = vec![1, info.cpu.usable_threads.max(1)];
+            threads.dedup();
+        }
+        ensure!(
+            threads.iter().all(|&t| t > 0),
+            "thread counts must be positive (hint: --threads 1,2)"
+        );
+        ensure!(
+            args.array_mib > 0,
+            "--array-mib must be positive (hint: 256)"
+        );
+        let options = CalibrateOptions {
+            array_bytes: args.array_mib << 20,
+            ..CalibrateOptions::default()
+        };
+        for t in threads {
+            eprintln!("calibrating with {t} thread(s)...");
+            roofline.push(calibrate(t, options));
+        }
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        let report = HwReport { info, roofline };
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     let mut b = Builder::default();
@@ -21,5 +67,25 @@ pub fn run(args: HwArgs) -> Result<()> {
         b.push_record([k, v]);
     }
     println!("{}", b.build().with(Style::markdown()));
+    if !roofline.is_empty() {
+        let mut b = Builder::default();
+        b.push_record(["threads", "triad GB/s", "read GB/s", "f32 GEMM GFLOP/s"]);
+        for r in &roofline {
+            b.push_record([
+                r.threads.to_string(),
+                format!("{:.1}", r.triad_gb_per_s),
+                format!("{:.1}", r.read_gb_per_s),
+                format!("{:.1}", r.gemm_f32_gflop_per_s),
+            ]);
+        }
+        println!();
+        println!("{}", b.build().with(Style::markdown()));
+        let first = &roofline[0];
+        println!(
+            "\nDecode ceiling: a model that reads 1 GB per token decodes at most {:.0} tok/s at {} thread(s) (triad bandwidth / bytes per token).",
+            first.decode_tok_per_s(1e9),
+            first.threads
+        );
+    }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! machine without an NVIDIA driver gets [`GpuReport::None`] with the reason, never a panic.
 
 pub mod rapl;
+pub mod roofline;
 
 use serde::{Deserialize, Serialize};
 use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
