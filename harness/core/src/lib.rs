@@ -27,5 +27,5 @@ pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use error::{CoreError, Result};
 pub use kv::{ContiguousKvCache, KvCache, KvShape, KvUsage, SeqId};
 pub use linear::{AsStored, Dequantize, LinearWeight, SourceTensor, WeightPolicy, WeightRole};
-pub use loader::{load, LoadedModel, VocabularyFingerprint};
+pub use loader::{load, LoadedModel, Vocabulary};
 pub use model::{BatchLogits, LogitsFor, Model, SeqChunk, WeightBytes};

@@ -53,39 +53,33 @@ impl LoadedModel {
     }
 
     /// What must match for two models to be compared token by token (KL, top-1 agreement, a
-    /// draft proposing for a target): the vocabulary size and the ids of a probe text.
-    pub fn vocabulary_fingerprint(&self) -> Result<VocabularyFingerprint> {
-        // Prose, code, digits, whitespace runs and non-ASCII: where tokenizers usually differ.
-        const PROBE: &str = "The capital of France is Paris.\n def f(x):\n    return x**2 + 3.14159  # ok\n\tnaïve café 東京 12345678 !!!";
-        Ok(VocabularyFingerprint {
-            vocab_size: self.model.config().vocab_size,
-            probe_ids: self.tokenizer_ids_without_specials(PROBE)?,
-        })
+    /// draft proposing for a target), kept apart from the weights so a run can drop the model.
+    pub fn vocabulary(&self) -> Vocabulary {
+        Vocabulary {
+            output_ids: self.model.config().vocab_size,
+            tokenizer: self.tokenizer.clone(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VocabularyFingerprint {
-    pub vocab_size: usize,
-    pub probe_ids: Vec<u32>,
+#[derive(Debug, Clone)]
+pub struct Vocabulary {
+    /// Rows of the output layer: the ids a model can score.
+    pub output_ids: usize,
+    pub tokenizer: tokenizers::Tokenizer,
 }
 
-impl VocabularyFingerprint {
-    /// Why `other` is a different vocabulary, or `None` when it is the same.
+impl Vocabulary {
+    /// Why `other` is a different vocabulary, or `None` when it is the same: the output layers
+    /// cover the same ids and the tokenizers give the same ids for every text.
     pub fn mismatch(&self, other: &Self) -> Option<String> {
-        if self.vocab_size != other.vocab_size {
+        if self.output_ids != other.output_ids {
             return Some(format!(
-                "vocabularies of {} and {} tokens",
-                self.vocab_size, other.vocab_size
+                "output layers of {} and {} tokens",
+                self.output_ids, other.output_ids
             ));
         }
-        (self.probe_ids != other.probe_ids).then(|| {
-            format!(
-                "the same text tokenizes differently ({} vs {} tokens)",
-                self.probe_ids.len(),
-                other.probe_ids.len()
-            )
-        })
+        effbench_tokenizer::vocabulary_difference(&self.tokenizer, &other.tokenizer)
     }
 }
 

@@ -118,6 +118,41 @@ pub fn from_gguf_metadata(md: &HashMap<String, Value>) -> Result<Tokenizer, Toke
     }
 }
 
+/// Text where tokenizers usually part ways: prose, code, digits, whitespace runs, non-ASCII.
+const PROBE: &str = "The capital of France is the city of Paris.\n def f(x):\n    return x**2 + 3.14159  # ok\n\tnaïve café 東京 12345678 !!! déjà vu";
+
+/// Why `a` and `b` would give different token ids for some text, or `None` when they are one
+/// tokenizer as far as ids go: same size, the same token at every id, and the same split of a
+/// probe text (two files can share a vocabulary and differ in merges or pre-tokenization).
+/// Speculative decoding, distillation and token-level comparisons all need this.
+pub fn vocabulary_difference(a: &Tokenizer, b: &Tokenizer) -> Option<String> {
+    let (na, nb) = (a.get_vocab_size(true), b.get_vocab_size(true));
+    let mut vocab: Vec<(String, u32)> = a.get_vocab(true).into_iter().collect();
+    vocab.sort_by_key(|e| e.1);
+    for (token, id) in &vocab {
+        let theirs = b.id_to_token(*id);
+        if theirs.as_deref() != Some(token.as_str()) {
+            return Some(format!(
+                "token id {id} is {token:?} in one and {} in the other ({na} vs {nb} tokens)",
+                theirs.map_or("absent".to_string(), |t| format!("{t:?}"))
+            ));
+        }
+    }
+    if na != nb {
+        return Some(format!("vocabularies of {na} and {nb} tokens"));
+    }
+    let ids = |t: &Tokenizer| t.encode(PROBE, false).map(|e| e.get_ids().to_vec());
+    match (ids(a), ids(b)) {
+        (Ok(x), Ok(y)) if x == y => None,
+        (Ok(x), Ok(y)) => Some(format!(
+            "the same text splits differently ({} vs {} tokens)",
+            x.len(),
+            y.len()
+        )),
+        (Err(e), _) | (_, Err(e)) => Some(format!("a probe text does not tokenize: {e}")),
+    }
+}
+
 /// Reads a GGUF file's metadata (not its tensors) and builds its tokenizer, see
 /// [`from_gguf_metadata`].
 pub fn from_gguf_file(path: &Path) -> Result<Tokenizer, TokenizerError> {

@@ -594,3 +594,39 @@ fn sentencepiece_adds_bos_by_default() {
     assert_eq!(tok.encode("a", true).unwrap().get_ids()[0], 1);
     assert!(special_tokens(&md).add_bos);
 }
+
+#[test]
+fn vocabulary_difference_sees_ids_sizes_and_merges() {
+    let standard = Tiny::standard().tokenizer();
+    assert_eq!(
+        vocabulary_difference(&standard, &Tiny::standard().tokenizer()),
+        None
+    );
+    // Same tokens at the same ids, one merge fewer: " the" becomes "Ġthe", not "Ġ" + "the".
+    let fewer_merges = Tiny::gpt2(
+        Some("smollm"),
+        &["he", "the", "Ġt", "Ġthe"],
+        &["h e", "Ġ t", "Ġt he"],
+    )
+    .tokenizer();
+    let why = vocabulary_difference(&standard, &fewer_merges).expect("merges differ");
+    assert!(why.contains("splits differently"), "{why}");
+    // Two tokens swapped: the first id that differs is named.
+    let swapped = Tiny::gpt2(
+        Some("smollm"),
+        &["the", "he", "Ġt", "Ġthe"],
+        &["h e", "t he", "Ġ t", "Ġt he"],
+    )
+    .tokenizer();
+    let why = vocabulary_difference(&standard, &swapped).expect("ids differ");
+    assert!(why.contains("token id 256"), "{why}");
+    // One extra token: every shared id agrees, the sizes do not.
+    let bigger = Tiny::gpt2(
+        Some("smollm"),
+        &["he", "the", "Ġt", "Ġthe", "the!"],
+        &["h e", "t he", "Ġ t", "Ġt he"],
+    )
+    .tokenizer();
+    assert!(vocabulary_difference(&standard, &bigger).is_some());
+    assert!(vocabulary_difference(&bigger, &standard).is_some());
+}

@@ -131,31 +131,15 @@ pub fn check_vocabulary(teacher: &dyn Teacher, student: &Student) -> Result<()> 
     Ok(())
 }
 
-/// Text whose ids differ between tokenizers that disagree anywhere common: words, digits,
-/// punctuation, whitespace, accents.
-const TOKENIZER_PROBE: &str = "The quick brown fox, 1234 déjà vu!\n\tdef f(x): return x**2";
-
-/// Refuses a student whose tokenizer has the teacher's size but splits text differently.
+/// Refuses a student whose tokenizer would give other ids than the teacher's for some text.
 pub fn check_tokenizers(
     teacher: &tokenizers::Tokenizer,
     student: &tokenizers::Tokenizer,
 ) -> Result<()> {
-    let ids = |t: &tokenizers::Tokenizer| -> Result<Vec<u32>> {
-        Ok(t.encode(TOKENIZER_PROBE, false)
-            .map_err(|e| DistillError::Invalid(format!("tokenizing failed: {e}")))?
-            .get_ids()
-            .to_vec())
-    };
-    let (t, s) = (ids(teacher)?, ids(student)?);
-    if t != s {
-        return Err(DistillError::TokenizerMismatch {
-            vocab: teacher.get_vocab_size(true),
-            probe: TOKENIZER_PROBE.escape_debug().to_string(),
-            teacher: t,
-            student: s,
-        });
+    match effbench_tokenizer::vocabulary_difference(teacher, student) {
+        None => Ok(()),
+        Some(detail) => Err(DistillError::TokenizerMismatch { detail }),
     }
-    Ok(())
 }
 
 /// The state of the checkpoint in `dir`, if one is there.

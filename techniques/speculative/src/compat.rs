@@ -11,25 +11,12 @@ use crate::SpecError;
 /// Speculative decoding compares token ids, so the draft's vocabulary must map every id to the
 /// same token as the target's. The error names the first id that differs.
 pub fn check_same_tokenizer(target: &Tokenizer, draft: &Tokenizer) -> Result<(), SpecError> {
-    let hint = "speculative decoding needs a draft with the target's tokenizer, e.g. qwen2.5-coder-0.5b-instruct for qwen2.5-coder-1.5b-instruct, or a layers:N / ngram draft";
-    let (tv, dv) = (target.get_vocab_size(true), draft.get_vocab_size(true));
-    let mut target_vocab: Vec<(String, u32)> = target.get_vocab(true).into_iter().collect();
-    target_vocab.sort_by_key(|e| e.1);
-    for (token, id) in &target_vocab {
-        let theirs = draft.id_to_token(*id);
-        if theirs.as_deref() != Some(token.as_str()) {
-            return Err(SpecError::TokenizerMismatch(format!(
-                "the draft's tokenizer differs from the target's: token id {id} is {token:?} for the target but {} for the draft ({tv} vs {dv} tokens) (hint: {hint})",
-                theirs.map_or("absent".to_string(), |t| format!("{t:?}"))
-            )));
-        }
+    match effbench_tokenizer::vocabulary_difference(target, draft) {
+        None => Ok(()),
+        Some(why) => Err(SpecError::TokenizerMismatch(format!(
+            "the draft's tokenizer differs from the target's: {why} (hint: speculative decoding needs a draft with the target's tokenizer, e.g. qwen2.5-coder-0.5b-instruct for qwen2.5-coder-1.5b-instruct, or a layers:N / ngram draft)"
+        ))),
     }
-    if dv != tv {
-        return Err(SpecError::TokenizerMismatch(format!(
-            "the draft's tokenizer has {dv} tokens, the target's {tv} (hint: {hint})"
-        )));
-    }
-    Ok(())
 }
 
 /// The draft model must not propose ids the target has no embedding for.

@@ -665,7 +665,7 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
     let corpus = effbench_datasets::read_corpus(&text_path)?;
     // Every technique of a run shares the checkpoint and so its tokenizer: tokenize once.
     let first = technique_session(model_path, &args.techniques[0], threads, &args.device)?;
-    let base_vocabulary = first.loaded.vocabulary_fingerprint()?;
+    let base_vocabulary = first.loaded.vocabulary();
     // Refuse a student with another tokenizer before scoring anything, not after the baseline.
     for technique in args.techniques.iter().skip(1) {
         if student_model(technique).is_some() {
@@ -823,12 +823,12 @@ fn finish_shard(
 }
 
 fn check_same_vocabulary(
-    base: &effbench_core::VocabularyFingerprint,
+    base: &effbench_core::Vocabulary,
     technique: &str,
     session: &crate::common::Session,
     baseline: &str,
 ) -> Result<()> {
-    if let Some(why) = base.mismatch(&session.loaded.vocabulary_fingerprint()?) {
+    if let Some(why) = base.mismatch(&session.loaded.vocabulary()) {
         bail!(
             "technique `{technique}` cannot be compared token by token with `{baseline}`: {why} (hint: perplexity, KL and top-1 agreement need one tokenizer; compare such models on mmlu-lite instead)"
         );
