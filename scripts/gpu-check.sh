@@ -240,7 +240,7 @@ check_batch() {
         "$E" serve-bench --device "$GPU" --cache contiguous --rate inf --requests "$n" \
             --max-running "$b" --out "$o/b$b" --json ${GPU_CHECK_SERVE_ARGS:-} >"$o/b$b.json"
         local tps
-        tps=$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["results"][0]["summary"]["output_tok_per_s"])' "$o/b$b.json" 2>/dev/null || echo 0)
+        tps=$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(round(r["results"][0]["summary"]["output_tok_per_s"], 1))' "$o/b$b.json" 2>/dev/null || echo 0)
         echo "- batch $b: $tps output tok/s" | tee -a "$(out_dir)/summary.md" >&2
         if python3 -c "import sys; sys.exit(0 if float('$tps') > float('$best') else 1)"; then
             best=$tps best_b=$b

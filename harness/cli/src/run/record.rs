@@ -133,10 +133,7 @@ pub fn measure(
         // NVML is sampled through both tests (peak memory); energy is the decode test's.
         let sampler = match gpu_index {
             Some(i) => GpuSampler::start(i, GPU_SAMPLE_INTERVAL),
-            None => GpuSampler::not_started(format!(
-                "the model ran on the CPU ({})",
-                crate::common::device_label(model.device())
-            )),
+            None => GpuSampler::not_started("the model ran on the CPU, not a GPU"),
         };
         let pp = speed::prefill(model, args.speed_prompt.max(1), args.speed_reps.max(1))?;
         let rapl = effbench_hw::rapl::RaplCounters::open();
