@@ -26,8 +26,9 @@ pub struct ModelArgs {
     /// Kernel threads; 0 uses every logical core.
     #[arg(long, short, default_value_t = 0)]
     pub threads: usize,
-    /// auto picks a CUDA GPU when built with `cuda` and a driver answers, else the CPU.
-    #[arg(long, default_value = "auto")]
+    /// auto, cpu, cuda or cuda:N. auto takes the first CUDA GPU when effbench was built with
+    /// the `cuda` feature and a driver answers, else the CPU, and says which and why.
+    #[arg(long, default_value = "auto", value_parser = check_device)]
     pub device: String,
 }
 
@@ -68,41 +69,136 @@ pub fn parse_weights(name: &str) -> Result<WeightsArg> {
 }
 
 impl WeightsArg {
-    /// The policy that loads a checkpoint this way; None for GPTQ, which loads from a
-    /// quantized file instead (see `crate::quantize::cached`).
-    pub fn policy(self) -> Option<Box<dyn WeightPolicy>> {
+    /// The policy that loads a checkpoint this way onto `device`; None for GPTQ, which loads
+    /// from a quantized file instead (see `crate::quantize::cached`). On a GPU, int4/int2
+    /// formats with a GGML type run on candle's quantized CUDA kernels; effbench's own packed
+    /// formats have no CUDA kernel and are dequantized to f16 as they load, which their label
+    /// says ("int4 storage, f16 compute").
+    pub fn policy(self, device: &Device) -> Option<Box<dyn WeightPolicy>> {
         Some(match self {
             Self::AsStored => Box::new(AsStored),
             Self::F16 => Box::new(Dequantize(DType::F16)),
             Self::F32 => Box::new(Dequantize(DType::F32)),
-            Self::Quant(r) if r.method == Method::Rtn => {
-                Box::new(QuantPolicy::rtn(r, &candle_core::Device::Cpu))
-            }
+            Self::Quant(r) if r.method == Method::Rtn => Box::new(QuantPolicy::rtn(r, device)),
             Self::Quant(_) => return None,
         })
     }
 
     /// The policy, for commands that load weights directly and so cannot take a GPTQ file.
-    pub fn load_policy(self) -> Result<Box<dyn WeightPolicy>> {
-        self.policy().context(
+    pub fn load_policy(self, device: &Device) -> Result<Box<dyn WeightPolicy>> {
+        self.policy(device).context(
             "GPTQ weights come from a quantized file (hint: `effbench quantize --method gptq ... --out FILE`, then pass FILE as the model)",
         )
     }
 }
 
+/// What `--device` names: `auto`, `cpu`, `cuda` or `cuda:N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+pub const DEVICE_HELP: &str = "expected auto, cpu, cuda or cuda:N";
+
+/// Parses `--device`; the syntax only (whether CUDA is there is [`select_device`]'s business).
+pub fn parse_device(spec: &str) -> Result<DeviceSpec> {
+    Ok(match spec.trim() {
+        "auto" => DeviceSpec::Auto,
+        "cpu" => DeviceSpec::Cpu,
+        "cuda" => DeviceSpec::Cuda(0),
+        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => DeviceSpec::Cuda(n),
+            _ => bail!("unknown device `{spec}` ({DEVICE_HELP})"),
+        },
+    })
+}
+
+/// clap's value parser for `--device`: rejects a misspelt device before any work starts.
+pub fn check_device(spec: &str) -> Result<String> {
+    parse_device(spec).map(|_| spec.trim().to_string())
+}
+
+/// Whether this binary was built with the `cuda` feature.
+pub const BUILT_WITH_CUDA: bool = cfg!(feature = "cuda");
+
+/// The device `--device` names, as one line of error with the fix where it cannot be had.
+/// `auto` takes the first CUDA GPU when built with `cuda` and a driver answers, else the CPU,
+/// and says which and why once per process.
 pub fn select_device(spec: &str) -> Result<Device> {
-    match spec {
-        "auto" => {
+    match parse_device(spec)? {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Cuda(n) => cuda_device(n).map_err(|cause| {
+            let spec = spec.trim();
+            if BUILT_WITH_CUDA {
+                anyhow::anyhow!(
+                    "device `{spec}`: no usable CUDA GPU {n} ({cause}) (hint: check the driver with nvidia-smi and the index against `effbench hw`, or use --device cpu)"
+                )
+            } else {
+                anyhow::anyhow!(
+                    "device `{spec}` needs a build with the `cuda` feature, and this one has none (hint: scripts/build-cuda.sh builds it, see the README's GPU section; or use --device cpu)"
+                )
+            }
+        }),
+        DeviceSpec::Auto => {
+            let (device, why) = match cuda_device(0) {
+                Ok(d) => (d, "auto: built with `cuda`, and CUDA GPU 0 answered".to_string()),
+                Err(cause) if BUILT_WITH_CUDA => (
+                    Device::Cpu,
+                    format!("auto: built with `cuda`, but no CUDA GPU answered: {cause}"),
+                ),
+                Err(_) => (
+                    Device::Cpu,
+                    "auto: this build has no `cuda` feature".to_string(),
+                ),
+            };
             // A run loads one model per technique; say the choice once, not each time.
             static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| eprintln!("device: cpu (auto: this build has no `cuda` feature)"));
-            Ok(Device::Cpu)
+            SAID.call_once(|| eprintln!("device: {} ({why})", device_label(&device)));
+            Ok(device)
         }
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => bail!(
-            "device `{s}` needs a build with the `cuda` feature (hint: cargo build --release --features cuda, or use --device cpu)"
-        ),
-        other => bail!("unknown device `{other}` (expected auto, cpu or cuda[:N])"),
+    }
+}
+
+/// How results name a device: `cpu`, `cuda:0`.
+pub fn device_label(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// CUDA GPU `n`, or why not (the caller words the error).
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(_n: usize) -> std::result::Result<Device, String> {
+    Err("built without the `cuda` feature".into())
+}
+
+/// One [`Device`] per GPU for the whole process: candle tells devices apart by instance, so
+/// models loaded for the same GPU must share it (and its context, stream and cuBLAS handle).
+#[cfg(feature = "cuda")]
+fn cuda_device(n: usize) -> std::result::Result<Device, String> {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    static DEVICES: Mutex<BTreeMap<usize, Device>> = Mutex::new(BTreeMap::new());
+    let mut devices = DEVICES.lock().expect("device cache");
+    if let Some(d) = devices.get(&n) {
+        return Ok(d.clone());
+    }
+    match Device::new_cuda(n) {
+        Ok(d) => {
+            devices.insert(n, d.clone());
+            Ok(d)
+        }
+        // candle may append a backtrace; the first line is the driver's answer.
+        Err(e) => Err(e
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("unknown error")
+            .to_string()),
     }
 }
 
@@ -140,20 +236,16 @@ pub fn load_model(args: &ModelArgs) -> Result<Session> {
     let device = select_device(&args.device)?;
     let path = resolve_model_path(&args.model)?;
     let start = std::time::Instant::now();
-    let loaded = match (args.weights.policy(), args.weights) {
-        (Some(policy), WeightsArg::Quant(_)) if !device.is_cpu() => {
-            drop(policy);
-            bail!("int4/int2 kernels run on the CPU only (hint: --device cpu)")
-        }
+    let loaded = match (args.weights.policy(&device), args.weights) {
         // A file `effbench quantize` wrote may hold packed matrices in a sidecar.
         (Some(_), WeightsArg::AsStored) if is_quantized_file(&path) => {
-            effbench_quant::file::load(&path)?.0
+            effbench_quant::file::load_on(&path, &device)?.0
         }
         (Some(policy), _) => effbench_core::load(&path, policy.as_ref(), &device)?,
         (None, WeightsArg::Quant(recipe)) => {
             let file =
                 crate::quantize::cached(&path, recipe, &crate::quantize::CalibArgs::default())?;
-            effbench_quant::file::load(&file)?.0
+            effbench_quant::file::load_on(&file, &device)?.0
         }
         (None, _) => unreachable!("only GPTQ has no direct policy"),
     };

@@ -457,9 +457,12 @@ fn eval(args: EvalArgs) -> Result<()> {
     let mut students = Vec::new();
     for s in &args.student {
         let path = resolve_model_path(s)?;
-        let loaded =
-            effbench_core::load(&path, args.student_weights.load_policy()?.as_ref(), &device)
-                .with_context(|| format!("loading student {}", path.display()))?;
+        let loaded = effbench_core::load(
+            &path,
+            args.student_weights.load_policy(&device)?.as_ref(),
+            &device,
+        )
+        .with_context(|| format!("loading student {}", path.display()))?;
         let (t, v) = (
             teacher.loaded.model.config().vocab_size,
             loaded.model.config().vocab_size,

@@ -66,6 +66,10 @@ pub struct QuantizeArgs {
     calib: CalibArgs,
     #[arg(long, short, default_value_t = 0)]
     threads: usize,
+    /// Quantization runs on the CPU (GPTQ's Hessians and updates are CPU matmuls): auto and cpu
+    /// take it, cuda is refused. The file it writes loads on any device.
+    #[arg(long, default_value = "auto", value_parser = crate::common::check_device)]
+    device: String,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -85,6 +89,12 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         bail!(
             "--out `{}` should end in .gguf (hint: --out model-int4.gguf)",
             args.out.display()
+        );
+    }
+    if let crate::common::DeviceSpec::Cuda(_) = crate::common::parse_device(&args.device)? {
+        bail!(
+            "quantize runs on the CPU only: GPTQ's Hessians and updates are CPU matmuls (hint: --device cpu; the file it writes then runs on the GPU with --model FILE --device {})",
+            args.device
         );
     }
     effbench_core::threads::set_threads(args.threads);

@@ -166,7 +166,7 @@ fn build_draft(
             let path = resolve_model_path(name)?;
             let tokenizer = effbench_core::loader::tokenizer_of(&path)?;
             check_same_tokenizer(&target.tokenizer, &tokenizer)?;
-            let policy = args.model.weights.load_policy()?;
+            let policy = args.model.weights.load_policy(target.model.device())?;
             let loaded = effbench_core::load(&path, policy.as_ref(), target.model.device())
                 .with_context(|| format!("loading draft {}", path.display()))?;
             check_draft_model(target.model.config(), loaded.model.config())?;

@@ -86,6 +86,8 @@ pub fn prefill(model: &Model, n: usize, repetitions: usize) -> Result<SpeedSampl
             &[SeqChunk::new(0, tokens.clone(), LogitsFor::Last)],
             &mut cache,
         )?;
+        // A GPU runs the pass asynchronously: the clock stops when it has finished.
+        model.device().synchronize()?;
         if rep > 0 {
             samples.push(n as f64 / t.elapsed().as_secs_f64());
         }
@@ -107,6 +109,7 @@ pub fn decode(model: &Model, n: usize, repetitions: usize) -> Result<SpeedSample
         for &tok in &tokens {
             model.forward(&[SeqChunk::new(0, vec![tok], LogitsFor::Last)], &mut cache)?;
         }
+        model.device().synchronize()?;
         if rep > 0 {
             samples.push(n as f64 / t.elapsed().as_secs_f64());
         }

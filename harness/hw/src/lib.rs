@@ -5,6 +5,7 @@
 //! process's resident memory ([`peak_rss_bytes`], [`current_rss_bytes`]). Nothing here fails: a
 //! machine without an NVIDIA driver gets [`GpuReport::None`] with the reason, never a panic.
 
+pub mod gpu_sampler;
 pub mod rapl;
 pub mod roofline;
 
@@ -69,7 +70,8 @@ pub enum GpuReport {
         devices: Vec<GpuDevice>,
     },
     None {
-        /// A sentence for a person, e.g. "no GPU: NVML library not found (no NVIDIA driver)".
+        /// A sentence for a person that starts "no GPU: " and names the cause, e.g. "no GPU: no
+        /// NVIDIA driver (...)" or "no GPU: no NVML: the NVIDIA kernel driver is loaded but ...".
         reason: String,
     },
 }
@@ -372,27 +374,42 @@ fn simd_features() -> Vec<String> {
     Vec::new()
 }
 
-/// Why there is no GPU to report; its `Display` is the sentence shown to the user.
+/// Why there is no GPU to report, or no NVML to sample one with; its `Display` is the cause
+/// (callers prefix it, e.g. "no GPU: ").
 #[derive(Debug, thiserror::Error)]
-enum NoGpu {
-    #[error("no GPU: NVML library not found (no NVIDIA driver)")]
-    LibraryNotFound,
-    #[error("no GPU: NVIDIA driver installed but not loaded")]
+pub(crate) enum NoGpu {
+    /// Neither NVML nor the kernel driver: a machine without the NVIDIA driver.
+    #[error("no NVIDIA driver (no NVML library libnvidia-ml.so.1, no /proc/driver/nvidia)")]
+    NoDriver,
+    /// The kernel driver is there but its user-space NVML library is not (a container started
+    /// without the NVIDIA runtime, or a partial driver install).
+    #[error(
+        "no NVML: the NVIDIA kernel driver is loaded but its library libnvidia-ml.so.1 is missing \
+         (install the driver's user-space libraries, or start the container with the NVIDIA runtime)"
+    )]
+    NoNvml,
+    #[error("NVIDIA driver installed but not loaded")]
     DriverNotLoaded,
-    #[error("no GPU: no permission to query the NVIDIA driver")]
+    #[error("no permission to query the NVIDIA driver")]
     NoPermission,
-    #[error("no GPU: NVIDIA driver reports 0 devices")]
+    #[error("the NVIDIA driver reports 0 devices")]
     NoDevices,
-    #[error("no GPU: NVML failed: {0}")]
+    #[error("NVML failed: {0}")]
     Nvml(nvml_wrapper::error::NvmlError),
 }
 
-impl From<nvml_wrapper::error::NvmlError> for NoGpu {
-    fn from(e: nvml_wrapper::error::NvmlError) -> Self {
+impl NoGpu {
+    /// Classifies an NVML error; `kernel_driver` says whether the NVIDIA kernel module is
+    /// loaded, which tells "no driver" from "driver without NVML" when the library is missing.
+    fn classify(e: nvml_wrapper::error::NvmlError, kernel_driver: bool) -> Self {
         use nvml_wrapper::error::NvmlError as E;
         match e {
             E::LibloadingError(_) | E::LibraryNotFound | E::FailedToLoadSymbol(_) => {
-                NoGpu::LibraryNotFound
+                if kernel_driver {
+                    NoGpu::NoNvml
+                } else {
+                    NoGpu::NoDriver
+                }
             }
             E::DriverNotLoaded => NoGpu::DriverNotLoaded,
             E::NoPermission => NoGpu::NoPermission,
@@ -401,16 +418,28 @@ impl From<nvml_wrapper::error::NvmlError> for NoGpu {
     }
 }
 
+impl From<nvml_wrapper::error::NvmlError> for NoGpu {
+    fn from(e: nvml_wrapper::error::NvmlError) -> Self {
+        Self::classify(e, kernel_driver_loaded())
+    }
+}
+
+/// Whether the NVIDIA kernel module is loaded: it creates /proc/driver/nvidia and /dev/nvidiactl.
+fn kernel_driver_loaded() -> bool {
+    std::path::Path::new("/proc/driver/nvidia/version").exists()
+        || std::path::Path::new("/dev/nvidiactl").exists()
+}
+
 fn detect_gpus() -> GpuReport {
     match query_nvml() {
         Ok(report) => report,
         Err(e) => GpuReport::None {
-            reason: e.to_string(),
+            reason: format!("no GPU: {e}"),
         },
     }
 }
 
-fn init_nvml() -> Result<nvml_wrapper::Nvml, nvml_wrapper::error::NvmlError> {
+pub(crate) fn init_nvml() -> Result<nvml_wrapper::Nvml, nvml_wrapper::error::NvmlError> {
     // nvml-wrapper's default name is the unversioned "libnvidia-ml.so", which only the driver's
     // development package installs; a driver-only machine has just the ".so.1" soname.
     #[cfg(target_os = "linux")]
@@ -532,6 +561,18 @@ mod tests {
             }
             GpuReport::Nvidia { devices, .. } => assert!(!devices.is_empty()),
         }
+    }
+
+    #[test]
+    fn missing_nvml_is_no_driver_or_no_nvml_by_the_kernel_driver() {
+        use nvml_wrapper::error::NvmlError as E;
+        let no_driver = NoGpu::classify(E::LibraryNotFound, false).to_string();
+        let no_nvml = NoGpu::classify(E::LibraryNotFound, true).to_string();
+        let not_loaded = NoGpu::classify(E::DriverNotLoaded, true).to_string();
+        assert!(no_driver.starts_with("no NVIDIA driver"), "{no_driver}");
+        assert!(no_nvml.starts_with("no NVML"), "{no_nvml}");
+        assert!(not_loaded.contains("not loaded"), "{not_loaded}");
+        assert_ne!(no_driver, no_nvml);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - 1: `run.json` (manifest and provenance) plus `summary.json` (quality only). Read through
 //!   [`crate::v1`].
 //! - 2: `report.json` as defined here: quality, speed, memory and energy per technique, plus
-//!   provenance with start and end time.
+//!   provenance with start and end time. Later optional fields, which older readers ignore and
+//!   older files lack: `gpu` per technique (NVML samples of a GPU run).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -88,6 +89,11 @@ pub struct TechniqueReport {
     pub energy: Energy,
     /// Time spent scoring the suite with this technique, when measured in one invocation.
     pub quality_seconds: Option<f64>,
+    /// What NVML saw while the speed test ran: the GPU, peak memory, power, energy, SM clock;
+    /// or why nothing was measured (a CPU run, no NVML). Absent in reports written before
+    /// GPU support, and in those that predate a measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<effbench_hw::gpu_sampler::GpuMeasurement>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -189,6 +189,7 @@ pub fn load_dir(dir: &Path) -> Result<RunReport> {
                 memory: memory_unknown(),
                 energy: not_recorded(),
                 quality_seconds: r.seconds,
+                gpu: None,
             })
             .collect();
         (SuiteKind::Perplexity, size, techniques)
@@ -225,6 +226,7 @@ pub fn load_dir(dir: &Path) -> Result<RunReport> {
                 memory: memory_unknown(),
                 energy: not_recorded(),
                 quality_seconds: t.seconds,
+                gpu: None,
             })
             .collect();
         (SuiteKind::MultipleChoice, s.items, techniques)

@@ -259,6 +259,7 @@ impl WeightSource for FileSource {
 #[derive(Debug)]
 struct FilePolicy {
     recipe: Recipe,
+    device: Device,
     source_format: Option<String>,
     packed: HashMap<String, Arc<PackedLinear>>,
 }
@@ -271,7 +272,7 @@ impl WeightPolicy for FilePolicy {
         source: SourceTensor,
     ) -> effbench_core::Result<Arc<dyn LinearWeight>> {
         match self.packed.get(name) {
-            Some(p) => Ok(p.clone()),
+            Some(p) => crate::linear::packed_on(p.clone(), &self.device),
             None => AsStored.build(name, role, source),
         }
     }
@@ -279,7 +280,7 @@ impl WeightPolicy for FilePolicy {
         Some(DType::F16)
     }
     fn describe(&self, _source_format: &str) -> String {
-        let recipe = crate::policy::QuantPolicy::rtn(self.recipe, &Device::Cpu).describe_recipe();
+        let recipe = crate::policy::QuantPolicy::rtn(self.recipe, &self.device).describe_recipe();
         match &self.source_format {
             Some(src) => format!("{recipe}, from f16 dequantized from {src}"),
             None => format!("{recipe}, from f16"),
@@ -287,9 +288,15 @@ impl WeightPolicy for FilePolicy {
     }
 }
 
-/// Loads a file written by [`write`] (CPU).
+/// Loads a file written by [`write`] onto the CPU.
 pub fn load(path: &Path) -> Result<(LoadedModel, Recipe)> {
-    let device = Device::Cpu;
+    load_on(path, &Device::Cpu)
+}
+
+/// Loads a file written by [`write`] onto `device`. Off the CPU, packed matrices run as f16
+/// (see [`crate::linear::F16Compute`]) and the model's label says so.
+pub fn load_on(path: &Path, device: &Device) -> Result<(LoadedModel, Recipe)> {
+    let device = device.clone();
     let recipe = recipe_of(path)?.ok_or_else(|| QuantError::BadFile {
         path: path.to_path_buf(),
         detail: format!("not an effbench quantized file (no `{RECIPE_KEY}`)"),
@@ -314,6 +321,7 @@ pub fn load(path: &Path) -> Result<(LoadedModel, Recipe)> {
     };
     let policy = FilePolicy {
         recipe,
+        device: device.clone(),
         source_format,
         packed,
     };

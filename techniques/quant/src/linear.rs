@@ -1,7 +1,9 @@
 //! A matrix in one of effbench's own packed int4/int2 formats, multiplied by
-//! `effbench-kernels`' SIMD kernels.
+//! `effbench-kernels`' SIMD kernels on the CPU. Those kernels have no GPU counterpart: on a GPU
+//! the matrix is dequantized to f16 as it loads ([`F16Compute`]), and labelled so.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
+use effbench_core::linear::DenseLinear;
 use effbench_core::{CoreError, LinearWeight};
 use effbench_kernels::PackedFormat;
 
@@ -102,4 +104,74 @@ impl LinearWeight for PackedLinear {
             &candle_core::Device::Cpu,
         )?)
     }
+}
+
+/// What a quantized matrix becomes on a device our packed kernels do not run on: its f16
+/// dequantization, multiplied as dense f16. Its speed is an f16 speed, not an int4 one, so its
+/// format says "int4-g128-asym storage, f16 compute" and its memory is the f16 bytes it holds.
+#[derive(Debug, Clone)]
+pub struct F16Compute {
+    dense: DenseLinear,
+    storage_format: String,
+}
+
+impl F16Compute {
+    pub fn from_packed(packed: &PackedLinear, device: &Device) -> effbench_core::Result<Self> {
+        let w = packed
+            .dequantize()?
+            .to_dtype(DType::F16)?
+            .to_device(device)?;
+        Ok(Self {
+            dense: DenseLinear::new(w)?,
+            storage_format: packed.format(),
+        })
+    }
+}
+
+impl LinearWeight for F16Compute {
+    fn forward(&self, x: &Tensor) -> effbench_core::Result<Tensor> {
+        self.dense.forward(x)
+    }
+    fn in_features(&self) -> usize {
+        self.dense.in_features()
+    }
+    fn out_features(&self) -> usize {
+        self.dense.out_features()
+    }
+    fn storage_bytes(&self) -> usize {
+        self.dense.storage_bytes()
+    }
+    fn format(&self) -> String {
+        format!("{} storage, f16 compute", self.storage_format)
+    }
+    fn dequantize(&self) -> effbench_core::Result<Tensor> {
+        self.dense.dequantize()
+    }
+}
+
+/// The note a technique's label carries where its matrices cannot run as stored on `device`:
+/// "int4 storage, f16 compute" for effbench's packed formats off the CPU; None where they run
+/// as stored (the CPU, or GGML types, which candle multiplies on the GPU as they are).
+pub fn compute_note(spec: crate::QuantSpec, device: &Device) -> Option<String> {
+    note_for(spec, device.is_cpu())
+}
+
+pub(crate) fn note_for(spec: crate::QuantSpec, on_cpu: bool) -> Option<String> {
+    if on_cpu || spec.ggml_type().is_some() {
+        None
+    } else {
+        Some(format!("int{} storage, f16 compute", spec.bits))
+    }
+}
+
+/// A packed matrix as it runs on `device`: itself on the CPU, else its f16 form there.
+pub fn packed_on(
+    packed: std::sync::Arc<PackedLinear>,
+    device: &Device,
+) -> effbench_core::Result<std::sync::Arc<dyn LinearWeight>> {
+    Ok(if device.is_cpu() {
+        packed
+    } else {
+        std::sync::Arc::new(F16Compute::from_packed(&packed, device)?)
+    })
 }

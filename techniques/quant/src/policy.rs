@@ -58,12 +58,15 @@ impl QuantPolicy {
         self.recipe
     }
 
-    /// e.g. "int4-g128-asym GPTQ, f16 head".
+    /// e.g. "int4-g128-asym GPTQ, f16 head"; on a GPU, where the format has no kernel there,
+    /// "int4-g128-asym GPTQ (int4 storage, f16 compute), f16 head".
     pub fn describe_recipe(&self) -> String {
         format!(
-            "{} {}{}",
+            "{} {}{}{}",
             self.recipe.spec,
             self.recipe.method.name().to_uppercase(),
+            crate::linear::compute_note(self.recipe.spec, &self.device)
+                .map_or_else(String::new, |n| format!(" ({n})")),
             if self.recipe.f16_head {
                 ", f16 head"
             } else {

@@ -107,9 +107,11 @@ impl QuantizedMatrix {
                 let qt = QTensor::new(storage, (self.n, self.k))?;
                 Arc::new(GgmlLinear::new(Arc::new(qt))?)
             }
-            Stored::Packed(format, bytes) => {
-                Arc::new(PackedLinear::new(format, bytes, self.n, self.k)?)
-            }
+            // No GPU kernel for these: f16 off the CPU (see `crate::linear::F16Compute`).
+            Stored::Packed(format, bytes) => crate::linear::packed_on(
+                Arc::new(PackedLinear::new(format, bytes, self.n, self.k)?),
+                device,
+            )?,
         })
     }
 
@@ -297,6 +299,49 @@ mod tests {
                 n * k
             );
         }
+    }
+
+    #[test]
+    fn off_the_cpu_packed_formats_become_f16_and_say_so() {
+        // No GPU here: build the GPU form on the CPU and check what it is and computes.
+        let (n, k) = (5, 256);
+        let w = weights(n, k, 13);
+        let spec = QuantSpec::new(4, 128, false).unwrap();
+        let q = rtn(spec, &w, n, k);
+        let Stored::Packed(format, bytes) = q.to_stored().unwrap() else {
+            panic!("int4 g128 has no GGML type");
+        };
+        let packed = PackedLinear::new(format, bytes, n, k).unwrap();
+        let f16 = crate::linear::F16Compute::from_packed(&packed, &Device::Cpu).unwrap();
+        assert_eq!(f16.format(), "int4-g128-asym storage, f16 compute");
+        assert_eq!(f16.storage_bytes(), n * k * 2, "it holds f16, and says so");
+        let x = Tensor::from_vec(weights(3, k, 17), (3, k), &Device::Cpu).unwrap();
+        let (a, b) = (packed.forward(&x).unwrap(), f16.forward(&x).unwrap());
+        let diff: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(
+            diff < 0.05,
+            "f16 compute strays {diff} from the packed kernel"
+        );
+        // Labels: GGML types run on the GPU as stored, packed formats carry the note.
+        assert_eq!(crate::linear::compute_note(spec, &Device::Cpu), None);
+        assert_eq!(
+            crate::linear::note_for(spec, false).as_deref(),
+            Some("int4 storage, f16 compute")
+        );
+        let int2 = QuantSpec::new(2, 32, false).unwrap();
+        assert_eq!(
+            crate::linear::note_for(int2, false).as_deref(),
+            Some("int2 storage, f16 compute")
+        );
+        let q4_1 = QuantSpec::new(4, 32, false).unwrap();
+        assert_eq!(crate::linear::note_for(q4_1, false), None);
     }
 
     #[test]

@@ -120,6 +120,7 @@ fn agreeing_fields(m: &RunManifest) -> Vec<(&'static str, String)> {
         ("subjects", s.subjects.join(",")),
         ("items per subject", format!("{:?}", s.items_per_subject)),
         ("effbench version", m.provenance.effbench_version.clone()),
+        ("device", m.provenance.device.clone()),
         ("run id", m.run_id.clone()),
     ]
 }
@@ -314,7 +315,13 @@ pub fn merge(args: MergeArgs) -> Result<()> {
                 .collect();
             let summary = report::summarize(&manifest, &items, &all, &labels, &no_seconds)?;
             let md = report::markdown(&manifest, &summary);
-            let full = record::mc_report(&manifest, &summary, &measures, "cpu", flags);
+            let full = record::mc_report(
+                &manifest,
+                &summary,
+                &measures,
+                &manifest.provenance.device,
+                flags,
+            );
             (md, full, serde_json::to_value(&summary)?)
         }
         SuiteKind::Perplexity(_) => {
@@ -332,7 +339,13 @@ pub fn merge(args: MergeArgs) -> Result<()> {
                 &format!("{} on {}", manifest.suite.name, manifest.settings.model),
                 &summary,
             );
-            let full = record::ppl_report(&manifest, &summary, &measures, "cpu", flags);
+            let full = record::ppl_report(
+                &manifest,
+                &summary,
+                &measures,
+                &manifest.provenance.device,
+                flags,
+            );
             (md, full, serde_json::to_value(&summary)?)
         }
     };

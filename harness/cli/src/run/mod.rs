@@ -82,7 +82,8 @@ pub struct RunArgs {
     pub resume: Option<String>,
     #[arg(long, short, default_value_t = 0)]
     pub threads: usize,
-    #[arg(long, default_value = "auto")]
+    /// auto, cpu, cuda or cuda:N (see `effbench generate --help`).
+    #[arg(long, default_value = "auto", value_parser = crate::common::check_device)]
     pub device: String,
     /// Perplexity suites: tokens per window.
     #[arg(long, default_value_t = 512)]
@@ -146,6 +147,13 @@ pub struct Provenance {
     pub model_sha256: String,
     pub fewshot_source: String,
     pub skipped_rows: usize,
+    /// Where the model ran: `cpu`, `cuda:0` (runs from before GPU support ran on the CPU).
+    #[serde(default = "cpu_label")]
+    pub device: String,
+}
+
+fn cpu_label() -> String {
+    "cpu".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -355,6 +363,7 @@ fn open_run(
     fewshot_label: &str,
     skipped: usize,
 ) -> Result<OpenedRun> {
+    let device = crate::common::device_label(&select_device(&args.device)?);
     let run_id = match (&args.resume, &args.run_id) {
         (Some(r), _) if r != "latest" => r.clone(),
         (Some(_), Some(id)) => id.clone(),
@@ -380,6 +389,13 @@ fn open_run(
         if m.settings != *settings {
             bail!(
                 "run `{run_id}` was started with other settings (suite, model, techniques, shots, seed or items); resuming would mix results (hint: repeat its original command with --resume)"
+            );
+        }
+        if m.provenance.device != device {
+            bail!(
+                "run `{run_id}` ran on {}, not {device}; resuming would mix results from two devices (hint: --device {})",
+                m.provenance.device,
+                m.provenance.device
             );
         }
         eprintln!("resuming run {run_id}");
@@ -410,6 +426,7 @@ fn open_run(
                 model_sha256: sha256_file(model_path)?,
                 fewshot_source: fewshot_label.to_string(),
                 skipped_rows: skipped,
+                device: device.clone(),
             },
         };
         dir.write_json("run.json", &m)?;
@@ -655,7 +672,13 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
         ("batch", args.batch.to_string()),
         ("skipped_rows", suite.skipped.to_string()),
     ]);
-    let full = record::mc_report(&manifest, &summary, &measures, "cpu", flags);
+    let full = record::mc_report(
+        &manifest,
+        &summary,
+        &measures,
+        &manifest.provenance.device,
+        flags,
+    );
     let report_md = record::publish_report(&run_dir, &full, &args.prices)?;
     publish_summary(&run_dir, &summary, &format!("{md}\n{report_md}"), args.json)
 }
@@ -772,7 +795,13 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
         ("windows", args.chunks.to_string()),
         ("text", text_path.display().to_string()),
     ]);
-    let full = record::ppl_report(&manifest, &summary, &measures, "cpu", flags);
+    let full = record::ppl_report(
+        &manifest,
+        &summary,
+        &measures,
+        &manifest.provenance.device,
+        flags,
+    );
     let report_md = record::publish_report(&run_dir, &full, &args.prices)?;
     publish_summary(&run_dir, &summary, &format!("{md}\n{report_md}"), args.json)
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use clap::Args;
 use effbench_core::{speed, KvShape};
+use effbench_hw::gpu_sampler::{GpuMeasurement, GpuSampler};
 use effbench_report::schema::{Energy, Memory, Speed};
 use effbench_report::{Price, PriceTable};
 use serde::{Deserialize, Serialize};
@@ -80,7 +81,14 @@ pub struct TechniqueMeasure {
     pub speed: Option<Speed>,
     pub memory: Memory,
     pub energy: Energy,
+    /// NVML's view of the speed test on a GPU, or why there is none (absent in runs recorded
+    /// before GPU support).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuMeasurement>,
 }
+
+/// How often the NVML sampler reads power, clock and memory during the speed test.
+const GPU_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 fn file_name(technique: &str) -> String {
     format!("measure-{}.json", super::store::file_key(technique))
@@ -104,34 +112,72 @@ pub fn measure(
         bits_per_weight: Some(bytes.block_bits_per_weight),
         kv_bytes_per_token: Some(KvShape::of(model.config()).bytes_per_token()),
     };
-    let (speed, energy) = if args.no_speed {
+    let gpu_index = match model.device().location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => Some(gpu_id as u32),
+        _ => None,
+    };
+    let (speed, energy, gpu) = if args.no_speed {
+        let reason = "speed test skipped (--no-speed)".to_string();
         (
             None,
             Energy::NotMeasured {
-                reason: "speed test skipped (--no-speed)".into(),
+                reason: reason.clone(),
             },
+            GpuMeasurement::not_measured(reason),
         )
     } else {
         eprintln!(
             "{technique}: speed test pp{} and tg{}, {} repetitions",
             args.speed_prompt, args.speed_gen, args.speed_reps
         );
+        // NVML is sampled through both tests (peak memory); energy is the decode test's.
+        let sampler = match gpu_index {
+            Some(i) => GpuSampler::start(i, GPU_SAMPLE_INTERVAL),
+            None => GpuSampler::not_started("the model ran on the CPU, not a GPU"),
+        };
         let pp = speed::prefill(model, args.speed_prompt.max(1), args.speed_reps.max(1))?;
         let rapl = effbench_hw::rapl::RaplCounters::open();
+        sampler.mark_window_start();
         let before = rapl.as_ref().ok().and_then(|r| r.read());
         let tg = speed::decode(model, args.speed_gen.max(1), args.speed_reps.max(1))?;
-        let energy = match (&rapl, before, rapl.as_ref().ok().and_then(|r| r.read())) {
-            (Ok(r), Some(b), Some(a)) => Energy::Measured {
-                // The warm-up run decodes too, so divide by every token decoded.
-                joules_per_output_token: r.joules_between(&b, &a)
-                    / (args.speed_gen.max(1) * (args.speed_reps.max(1) + 1)) as f64,
-                source: "RAPL package energy over the decode test, whole machine".into(),
+        let after = rapl.as_ref().ok().and_then(|r| r.read());
+        sampler.mark_window_end();
+        // The warm-up run decodes too, so divide by every token decoded.
+        let decoded = args.speed_gen.max(1) * (args.speed_reps.max(1) + 1);
+        let gpu = sampler.finish(decoded);
+        let energy = match (gpu_index, &gpu) {
+            // On a GPU the board's energy is the figure; the CPU package would miss it.
+            (Some(i), GpuMeasurement::Measured(f)) => match f.joules_per_output_token {
+                Some(j) => Energy::Measured {
+                    joules_per_output_token: j,
+                    source: format!(
+                        "{} over the decode test, GPU {i} board only",
+                        f.energy_source.as_deref().unwrap_or("NVML")
+                    ),
+                },
+                None => Energy::NotMeasured {
+                    reason: f
+                        .not_measured
+                        .get("joules_per_output_token")
+                        .or_else(|| f.not_measured.get("energy_joules"))
+                        .cloned()
+                        .unwrap_or_else(|| "NVML gave no energy figure".into()),
+                },
             },
-            (Err(reason), _, _) => Energy::NotMeasured {
-                reason: reason.clone(),
+            (Some(_), GpuMeasurement::NotMeasured { reason }) => Energy::NotMeasured {
+                reason: format!("GPU run without NVML: {reason}"),
             },
-            _ => Energy::NotMeasured {
-                reason: "RAPL counters could not be read".into(),
+            (None, _) => match (&rapl, before, after) {
+                (Ok(r), Some(b), Some(a)) => Energy::Measured {
+                    joules_per_output_token: r.joules_between(&b, &a) / decoded as f64,
+                    source: "RAPL package energy over the decode test, whole machine".into(),
+                },
+                (Err(reason), _, _) => Energy::NotMeasured {
+                    reason: reason.clone(),
+                },
+                _ => Energy::NotMeasured {
+                    reason: "RAPL counters could not be read".into(),
+                },
             },
         };
         let speed = Speed {
@@ -142,7 +188,7 @@ pub fn measure(
             prefill_samples: pp.samples_tok_per_s,
             decode_samples: tg.samples_tok_per_s,
         };
-        (Some(speed), energy)
+        (Some(speed), energy, gpu)
     };
     let mut params = BTreeMap::new();
     if technique.starts_with("student:") {
@@ -155,6 +201,7 @@ pub fn measure(
         speed,
         memory,
         energy,
+        gpu: Some(gpu),
     };
     run_dir.write_json(&name, &m)?;
     Ok(m)
@@ -212,16 +259,22 @@ fn model_info(manifest: &super::RunManifest) -> effbench_report::schema::ModelIn
     }
 }
 
-fn measured(
-    measures: &BTreeMap<String, TechniqueMeasure>,
-    technique: &str,
-) -> (BTreeMap<String, String>, Option<Speed>, Memory, Energy) {
+type Measured = (
+    BTreeMap<String, String>,
+    Option<Speed>,
+    Memory,
+    Energy,
+    Option<GpuMeasurement>,
+);
+
+fn measured(measures: &BTreeMap<String, TechniqueMeasure>, technique: &str) -> Measured {
     match measures.get(technique) {
         Some(m) => (
             m.params.clone(),
             m.speed.clone(),
             m.memory.clone(),
             m.energy.clone(),
+            m.gpu.clone(),
         ),
         None => (
             BTreeMap::new(),
@@ -234,6 +287,7 @@ fn measured(
             Energy::NotMeasured {
                 reason: "not measured in this run".into(),
             },
+            None,
         ),
     }
 }
@@ -251,7 +305,7 @@ pub fn mc_report(
         .techniques
         .iter()
         .map(|t| {
-            let (params, speed, memory, energy) = measured(measures, &t.technique);
+            let (params, speed, memory, energy, gpu) = measured(measures, &t.technique);
             let ci = t.accuracy.table_interval();
             TechniqueReport {
                 technique: t.technique.clone(),
@@ -281,6 +335,7 @@ pub fn mc_report(
                 memory,
                 energy,
                 quality_seconds: t.seconds,
+                gpu,
             }
         })
         .collect();
@@ -314,7 +369,7 @@ pub fn ppl_report(
     let techniques = rows
         .iter()
         .map(|r| {
-            let (params, speed, memory, energy) = measured(measures, &r.technique);
+            let (params, speed, memory, energy, gpu) = measured(measures, &r.technique);
             TechniqueReport {
                 technique: r.technique.clone(),
                 label: r.label.clone(),
@@ -334,6 +389,7 @@ pub fn ppl_report(
                 memory,
                 energy,
                 quality_seconds: r.seconds,
+                gpu,
             }
         })
         .collect();
