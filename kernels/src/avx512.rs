@@ -151,10 +151,15 @@ unsafe fn tile_c<F: Format2, const R: usize>(a: &Args, n0: usize, c0: usize, c: 
 /// Output columns `n0..n1` for every activation row, in 4 x 4 tiles.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn rows<F: Format2>(a: &Args, n0: usize, n1: usize) {
-    const R: usize = 4;
+    // Decode (one activation row) takes one weight row at a time, so the weights are read as
+    // one sequential stream. Four rows side by side, the tile that lets prefill reuse each
+    // unpacked block, are four interleaved streams that DRAM served at half the rate: SmolLM2
+    // decode went from 40 to 88 tok/s on one (contended) Zen 5 core. Each output's arithmetic
+    // is the same either way.
+    let r_max = if a.m == 1 { 1 } else { 4 };
     let mut r = n0;
     while r < n1 {
-        let rr = R.min(n1 - r);
+        let rr = r_max.min(n1 - r);
         let mut c = 0;
         while c < a.m {
             let cc = ROW_GROUP.min(a.m - c);

@@ -29,6 +29,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod f16;
 mod formats;
 mod packed;
 mod q8;
@@ -41,6 +42,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+pub use f16::{matmul_f16, matmul_f16_reference, matmul_f16_with, F16Path, GEMV_MAX_M};
 pub use formats::WeightFormat;
 pub use packed::{dequantize_packed, matmul_packed_reference, PackedFormat};
 pub use q8::Scratch;
@@ -83,6 +85,13 @@ pub enum KernelError {
     )]
     PackedLen {
         format: PackedFormat,
+        n: usize,
+        k: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("f16 weights of an ({n}, {k}) matrix are {expected} values, but {got} were given")]
+    F16Len {
         n: usize,
         k: usize,
         expected: usize,

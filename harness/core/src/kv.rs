@@ -93,6 +93,11 @@ pub fn contiguous_attention(
     start: usize,
 ) -> Result<Tensor> {
     let (nh, n, hd) = q.dims3()?;
+    if n == 1 {
+        if let Some(out) = single_query_attention(q, k_all, v_all)? {
+            return Ok(out);
+        }
+    }
     let nkv = k_all.dims()[0];
     let total = start + n;
     // Grouped-query attention without repeating K/V: the query heads that share a KV head are
@@ -112,6 +117,97 @@ pub fn contiguous_attention(
     };
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     Ok(probs.matmul(&v_all.contiguous()?)?.reshape((nh, n, hd))?)
+}
+
+/// Attention of one new token (decode): per head, a dot product with each cached key, a
+/// softmax and a weighted sum of the values, read in place from the cache's buffers. Through
+/// candle the same step is two batched matmuls whose packing, the copy of the strided V view
+/// into a contiguous tensor and the intermediate tensors cost more than the arithmetic at
+/// decode sizes. No mask is needed: the one query is the last position. None when the tensors
+/// are not f32 on the CPU with unit stride along the head dimension.
+fn single_query_attention(q: &Tensor, k_all: &Tensor, v_all: &Tensor) -> Result<Option<Tensor>> {
+    use candle_core::Storage;
+    let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
+    if !(f32_cpu(q) && f32_cpu(k_all) && f32_cpu(v_all)) {
+        return Ok(None);
+    }
+    let (nh, _, hd) = q.dims3()?;
+    let (nkv, total, kv_hd) = k_all.dims3()?;
+    if kv_hd != hd || v_all.dims3()? != (nkv, total, hd) || nkv == 0 || nh % nkv != 0 {
+        return Ok(None);
+    }
+    let q = q.contiguous()?;
+    let (q_storage, q_layout) = q.storage_and_layout();
+    let (k_storage, k_layout) = k_all.storage_and_layout();
+    let (v_storage, v_layout) = v_all.storage_and_layout();
+    let (Storage::Cpu(qc), Storage::Cpu(kc), Storage::Cpu(vc)) =
+        (&*q_storage, &*k_storage, &*v_storage)
+    else {
+        return Ok(None);
+    };
+    let (ks, vs) = (k_layout.stride(), v_layout.stride());
+    if ks[2] != 1 || vs[2] != 1 {
+        return Ok(None);
+    }
+    let qd = &qc.as_slice::<f32>()?[q_layout.start_offset()..][..nh * hd];
+    let kd = &kc.as_slice::<f32>()?[k_layout.start_offset()..];
+    let vd = &vc.as_slice::<f32>()?[v_layout.start_offset()..];
+    let group = nh / nkv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let head = |h: usize, out: &mut [f32]| {
+        let g = h / group;
+        let qh = &qd[h * hd..(h + 1) * hd];
+        let mut scores: Vec<f32> = (0..total)
+            .map(|j| dot(qh, &kd[g * ks[0] + j * ks[1]..][..hd]) * scale)
+            .collect();
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        out.fill(0.0);
+        for (j, &p) in scores.iter().enumerate() {
+            let p = p * inv;
+            let vr = &vd[g * vs[0] + j * vs[1]..][..hd];
+            for (o, v) in out.iter_mut().zip(vr) {
+                *o += p * v;
+            }
+        }
+    };
+    let mut out = vec![0f32; nh * hd];
+    // Long contexts split the heads across the pool; at decode lengths a task costs more than
+    // a head.
+    if nh * total * hd >= 1 << 18 {
+        use rayon::prelude::*;
+        out.par_chunks_mut(hd)
+            .enumerate()
+            .for_each(|(h, o)| head(h, o));
+    } else {
+        for (h, o) in out.chunks_mut(hd).enumerate() {
+            head(h, o);
+        }
+    }
+    Ok(Some(Tensor::from_vec(out, (nh, 1, hd), q.device())?))
+}
+
+/// Eight independent partial sums, so the compiler can keep them in one vector register.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Row i (absolute position start+i) may attend to keys 0..=start+i.
@@ -339,5 +435,66 @@ impl KvCache for ContiguousKvCache {
         } else {
             self.max_seq_len
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seeded(dims: (usize, usize, usize), seed: u64) -> Tensor {
+        let mut state = seed;
+        let data: Vec<f32> = (0..dims.0 * dims.1 * dims.2)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect();
+        Tensor::from_vec(data, dims, &Device::Cpu).unwrap()
+    }
+
+    /// The one-query path against candle's masked matmuls on the same last position, with
+    /// grouped-query heads and K/V as strided views into a larger reservation, as the cache
+    /// hands them over.
+    #[test]
+    fn single_query_attention_matches_the_matmul_path() {
+        let (nh, nkv, hd) = (6, 2, 20);
+        for total in [1, 2, 7, 33] {
+            let k_buf = seeded((nkv, 40, hd), 1);
+            let v_buf = seeded((nkv, 40, hd), 2);
+            let k_all = k_buf.narrow(1, 0, total).unwrap();
+            let v_all = v_buf.narrow(1, 0, total).unwrap();
+            let q_last = seeded((nh, 1, hd), 3 + total as u64);
+            let one = contiguous_attention(&q_last, &k_all, &v_all, total - 1).unwrap();
+            let want = if total >= 2 {
+                // Two query rows take the general path; its second row is the last position.
+                let q_prev = seeded((nh, 1, hd), 100);
+                let q2 = Tensor::cat(&[&q_prev, &q_last], 1).unwrap();
+                contiguous_attention(&q2, &k_all, &v_all, total - 2)
+                    .unwrap()
+                    .narrow(1, 1, 1)
+                    .unwrap()
+            } else {
+                // One key: attention returns its value for every head.
+                v_all
+                    .unsqueeze(1)
+                    .unwrap()
+                    .repeat((1, nh / nkv, 1, 1))
+                    .unwrap()
+                    .reshape((nh, 1, hd))
+                    .unwrap()
+            };
+            let diff = (one - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "total {total}: max abs diff {diff}");
+        }
     }
 }

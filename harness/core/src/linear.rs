@@ -12,7 +12,7 @@ use effbench_kernels::WeightFormat;
 
 use crate::error::{CoreError, Result};
 
-/// Set to run every GGML matrix through candle's kernels, for comparing the two.
+/// Set to run every GGML and f16 matrix through candle's kernels, for comparing the two.
 pub const CANDLE_ONLY_ENV: &str = "EFFBENCH_CANDLE_KERNELS";
 
 /// A weight matrix `W` of shape (out_features, in_features) that computes `x W^T`.
@@ -202,11 +202,50 @@ impl DenseLinear {
     }
 }
 
+impl DenseLinear {
+    /// f16 weights on the CPU through effbench's kernel: activations stay f32 and only the
+    /// weights are widened, where candle would round every activation to f16 and run a slower
+    /// f16 GEMM (`kernels/benches/f16.rs`). None when the tensors are not in that form.
+    fn forward_f16_own(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        if self.weight.dtype() != DType::F16
+            || x.dtype() != DType::F32
+            || !x.device().is_cpu()
+            || std::env::var_os(CANDLE_ONLY_ENV).is_some()
+        {
+            return Ok(None);
+        }
+        let (n, k) = self.weight.dims2()?;
+        let x = x.contiguous()?;
+        let m = x.elem_count() / k;
+        let (w_storage, w_layout) = self.weight.storage_and_layout();
+        let (x_storage, x_layout) = x.storage_and_layout();
+        let (candle_core::Storage::Cpu(w_cpu), candle_core::Storage::Cpu(x_cpu)) =
+            (&*w_storage, &*x_storage)
+        else {
+            return Ok(None);
+        };
+        let w0 = w_layout.start_offset();
+        let ws = &w_cpu.as_slice::<half::f16>()?[w0..w0 + n * k];
+        let x0 = x_layout.start_offset();
+        let xs = &x_cpu.as_slice::<f32>()?[x0..x0 + m * k];
+        let mut out = vec![0f32; m * n];
+        effbench_kernels::matmul_f16(ws, n, k, xs, m, &mut out)
+            .map_err(|e| CoreError::Invalid(format!("f16 matmul: {e}")))?;
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().expect("at least 1-d") = n;
+        Ok(Some(Tensor::from_vec(out, dims, x.device())?))
+    }
+}
+
 impl LinearWeight for DenseLinear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.forward_f16_own(x)? {
+            return Ok(y);
+        }
         let dtype = self.weight.dtype();
-        // Half-precision weights multiply half-precision activations, as llama.cpp's CPU path
-        // does; widening the weights every call would cost more than the matmul.
+        // Elsewhere (bf16, other devices) half-precision weights multiply half-precision
+        // activations, as llama.cpp's CPU path does; widening the weights every call would cost
+        // more than the matmul.
         let x = if x.dtype() == dtype {
             x.clone()
         } else {
