@@ -76,7 +76,6 @@ fn gpu_compute(hw: &effbench_hw::HardwareInfo) -> GpuCompute {
     }
 }
 
-
 pub fn run(args: HwArgs) -> Result<()> {
     let info = effbench_hw::detect();
     let compute = gpu_compute(&info);
