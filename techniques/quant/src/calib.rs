@@ -179,9 +179,6 @@ pub struct Hessians {
     replaced: Mutex<HashMap<String, Arc<dyn LinearWeight>>>,
     /// The blocks and whether the head are being recorded; None outside calibration passes.
     active: Mutex<Option<(std::ops::Range<usize>, bool)>>,
-    /// `(window length, positions)`: the first `positions` tokens of every window are left out
-    /// of the sums (see [`Hessians::skip_leading`]).
-    skip: Mutex<Option<(usize, usize)>>,
 }
 
 /// What [`layer_of`] gives the output head when told no layer count.
@@ -215,16 +212,6 @@ impl Hessians {
         *self.active.lock().expect("no panics while held") = Some((layers, head));
     }
 
-    /// Leaves the first `positions` tokens of every calibration window of `window_len` tokens
-    /// out of the Hessians. A window's first token becomes an attention sink whose hidden state
-    /// carries activations hundreds of times larger than any other token's; kept in, it
-    /// dominates `X^T X`, and GPTQ then fits the layer to that one token at the expense of all
-    /// the others.
-    pub fn skip_leading(&self, window_len: usize, positions: usize) {
-        *self.skip.lock().expect("no panics while held") =
-            (positions > 0).then_some((window_len, positions));
-    }
-
     /// Ends recording: the model runs normally again.
     pub fn clear(&self) {
         *self.active.lock().expect("no panics while held") = None;
@@ -244,24 +231,7 @@ impl Hessians {
         let k = *x.dims().last().expect("at least 1-d");
         let x = x.to_dtype(DType::F32)?.flatten_to(x.rank() - 2)?;
         let t = x.elem_count() / k;
-        let mut xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        let mut t = t;
-        if let Some((len, skip)) = *self.skip.lock().expect("no panics while held") {
-            // Calibration batches concatenate whole windows of `len` tokens.
-            if t % len != 0 {
-                return Err(effbench_core::CoreError::Invalid(format!(
-                    "{t} calibration rows are not whole windows of {len}"
-                )));
-            }
-            let kept: Vec<f32> = xs
-                .chunks_exact(k)
-                .enumerate()
-                .filter(|(row, _)| row % len >= skip)
-                .flat_map(|(_, r)| r.iter().copied())
-                .collect();
-            xs = kept;
-            t = xs.len() / k;
-        }
+        let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
         let mut sums = self.sums.lock().expect("no panics while held");
         let entry = sums
             .entry(key.to_string())

@@ -33,9 +33,6 @@ pub struct GptqSettings {
     /// published: one calibration pass per block, each running only up to its block); when
     /// false every block sees the f16 model's activations (a few passes in all).
     pub sequential: bool,
-    /// Leading tokens of each calibration window left out of the Hessians (see
-    /// [`Hessians::skip_leading`]).
-    pub skip_leading: usize,
 }
 
 impl Default for GptqSettings {
@@ -45,7 +42,6 @@ impl Default for GptqSettings {
             batch: 8,
             hessian_budget_bytes: 4 << 30,
             sequential: true,
-            skip_leading: 0,
         }
     }
 }
@@ -131,10 +127,6 @@ pub fn quantize_loaded(
     } else {
         (settings.hessian_budget_bytes / biggest).max(1)
     };
-    hessians.skip_leading(
-        windows.iter().map(Vec::len).max().unwrap_or(0),
-        settings.skip_leading,
-    );
     let mut first = 0;
     while first <= num_layers {
         let last = (first + layers_per_pass).min(num_layers + 1);
