@@ -25,6 +25,9 @@ use effbench_quant::pipeline::{
 };
 use effbench_quant::{Method, QuantSpec, Recipe};
 
+/// Per probed matrix: held-out Hessian, f16 values, rows, columns.
+type Probed = BTreeMap<String, (Vec<f32>, Vec<f32>, usize, usize)>;
+
 fn arg(args: &[String], name: &str, default: &str) -> String {
     args.iter()
         .position(|a| a == name)
@@ -86,8 +89,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let weights: BTreeMap<String, _> = probe_model.model.linear_weights().into_iter().collect();
     let num_layers = probe_model.model.config().num_layers;
     // Held-out Hessians: self-generated text GPTQ did not see, and WikiText-2.
-    let mut held: [BTreeMap<String, (Vec<f32>, Vec<f32>, usize, usize)>; 2] = Default::default();
-    for i in 0..2 {
+    let mut held: [Probed; 2] = Default::default();
+    for (i, probed) in held.iter_mut().enumerate() {
         probe_h.select(0..num_layers, false);
         let probe_windows = if i == 0 { held_out } else { wiki_probe };
         run_calibration(&probe_model.model, probe_windows, 8, false)?;
@@ -105,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (h, _) = probe_h
                 .take(&key)
                 .ok_or_else(|| format!("probe {name}: no held-out input {key} (probed twice?)"))?;
-            held[i].insert(name.clone(), (h, v, n, k));
+            probed.insert(name.clone(), (h, v, n, k));
         }
     }
     for name in &probes {
@@ -125,8 +128,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let parts: Vec<&str> = variant.split('-').collect();
         let method = Method::parse(parts[0])?;
         let f16_head = parts.contains(&"f16head");
-        let mut settings = GptqSettings::default();
-        settings.sequential = !parts.contains(&"par");
+        let mut settings = GptqSettings {
+            sequential: !parts.contains(&"par"),
+            ..GptqSettings::default()
+        };
         if parts.contains(&"blockstart") {
             settings.options.group_fit = GroupFit::BlockStart;
         }
