@@ -227,11 +227,17 @@ mod tests {
             QuantSpec::new(4, 32, false).unwrap(),
             QuantSpec::new(2, 16, true).unwrap(),
         ] {
-            let g = gptq(spec, &w, n, k, &h, GptqOptions::default()).unwrap();
             let r = rtn(spec, &w, n, k);
-            let eg = reconstruction_error(&h, &w, &g.dequantize(), n, k);
             let er = reconstruction_error(&h, &w, &r.dequantize(), n, k);
-            assert!(eg < 0.7 * er, "{spec}: gptq {eg} vs rtn {er}");
+            for group_fit in [GroupFit::BlockStart, GroupFit::Updated] {
+                let opts = GptqOptions {
+                    group_fit,
+                    ..GptqOptions::default()
+                };
+                let g = gptq(spec, &w, n, k, &h, opts).unwrap();
+                let eg = reconstruction_error(&h, &w, &g.dequantize(), n, k);
+                assert!(eg < 0.7 * er, "{spec} {group_fit:?}: gptq {eg} vs rtn {er}");
+            }
         }
     }
 }
