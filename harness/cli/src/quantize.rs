@@ -209,9 +209,10 @@ pub fn cached(path: &Path, recipe: Recipe, calib: &CalibArgs) -> Result<PathBuf>
     let sha = crate::run::sha256_file(path)?;
     let dir = effbench_assets::cache_dir().join("quantized");
     let file = dir.join(format!(
-        "{}-{}-c{}x{}s{}.gguf",
+        "{}-{}-{}-c{}x{}s{}.gguf",
         &sha[..16],
         recipe.canonical(),
+        effbench_quant::pipeline::GPTQ_REVISION,
         calib.calib_sequences,
         calib.calib_len,
         calib.calib_seed

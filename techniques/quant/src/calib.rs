@@ -10,9 +10,15 @@
 //! **Hessians.** The model is loaded under [`CapturePolicy`], which wraps each f16 matrix in a
 //! [`LinearWeight`] that adds `x^T x` of its input to a shared sum: q/k/v share one input, as do
 //! gate/up, so each distinct input is summed once. One forward pass per group of layers thus
-//! yields every Hessian without hooks in the model. Deviation from the reference GPTQ, which
-//! quantizes layer by layer and feeds each layer the outputs of the already-quantized ones: here
-//! every layer sees the unquantized (f16) model's activations.
+//! yields every Hessian without hooks in the model.
+//!
+//! **Sequential calibration.** GPTQ as published quantizes block by block and feeds each block
+//! the outputs of the blocks already quantized, so a layer's error feedback also corrects for
+//! the drift of its inputs. [`Hessians::replace`] swaps a matrix for its quantized values, after
+//! which forward passes run through them; the pipeline quantizes block `i` from a pass through
+//! the quantized blocks `0..i` (see `pipeline`). Without it, every layer sees the unquantized
+//! (f16) model's activations, which is cheaper (a few passes in all instead of one per block)
+//! but at 2 bits leaves each layer blind to the damage upstream.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -169,6 +175,8 @@ pub fn input_key(name: &str) -> (String, bool) {
 #[derive(Debug, Default)]
 pub struct Hessians {
     sums: Mutex<HashMap<String, (Vec<f32>, usize)>>,
+    /// Matrices already quantized, by canonical name: forward passes multiply by these instead.
+    replaced: Mutex<HashMap<String, Arc<dyn LinearWeight>>>,
     /// The blocks and whether the head are being recorded; None outside calibration passes.
     active: Mutex<Option<(std::ops::Range<usize>, bool)>>,
 }
@@ -233,6 +241,22 @@ impl Hessians {
         Ok(())
     }
 
+    /// From now on forward passes multiply by `weight` in place of the matrix `name`.
+    pub fn replace(&self, name: &str, weight: Arc<dyn LinearWeight>) {
+        self.replaced
+            .lock()
+            .expect("no panics while held")
+            .insert(name.to_string(), weight);
+    }
+
+    fn replacement(&self, name: &str) -> Option<Arc<dyn LinearWeight>> {
+        self.replaced
+            .lock()
+            .expect("no panics while held")
+            .get(name)
+            .cloned()
+    }
+
     /// The mean `X^T X / tokens` of an input and its token count, removed from the store.
     pub fn take(&self, key: &str) -> Option<(Vec<f32>, usize)> {
         let (mut h, t) = self
@@ -249,6 +273,7 @@ impl Hessians {
 /// A matrix that records its input's Hessian before multiplying.
 #[derive(Debug)]
 struct CapturingLinear {
+    name: String,
     inner: Arc<dyn LinearWeight>,
     key: Option<String>,
     layer: usize,
@@ -263,7 +288,10 @@ impl LinearWeight for CapturingLinear {
         if let Some(key) = &self.key {
             self.hessians.add(key, self.layer, x)?;
         }
-        self.inner.forward(x)
+        match self.hessians.replacement(&self.name) {
+            Some(w) => w.forward(x),
+            None => self.inner.forward(x),
+        }
     }
     fn in_features(&self) -> usize {
         self.inner.in_features()
@@ -304,6 +332,7 @@ impl WeightPolicy for CapturePolicy {
             Arc::new(effbench_core::linear::DenseLinear::new(f16.dequantize()?)?);
         let (key, owner) = input_key(name);
         Ok(Arc::new(CapturingLinear {
+            name: name.to_string(),
             inner,
             key: owner.then_some(key),
             layer: layer_of(name, HEAD_LAYER),

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
+use effbench_core::linear::DenseLinear;
 use effbench_core::{LinearWeight, LoadedModel};
 
 use crate::calib::{input_key, layer_of, run_calibration, CapturePolicy, Hessians};
@@ -16,6 +17,10 @@ use crate::policy::QuantPolicy;
 use crate::rtn::{rtn, QuantizedMatrix};
 use crate::spec::{Method, Recipe};
 
+/// Names what GPTQ's output depends on beyond the recipe and calibration text, for cache keys:
+/// files quantized before sequential calibration (which collapsed at int2) must not be reused.
+pub const GPTQ_REVISION: &str = "seq1";
+
 /// Calibration and GPTQ settings.
 #[derive(Debug, Clone)]
 pub struct GptqSettings {
@@ -24,6 +29,10 @@ pub struct GptqSettings {
     pub batch: usize,
     /// Memory for Hessians held at once; larger models are captured in several passes.
     pub hessian_budget_bytes: usize,
+    /// Calibrate block `i` on the outputs of the already-quantized blocks `0..i` (GPTQ as
+    /// published: one calibration pass per block, each running only up to its block); when
+    /// false every block sees the f16 model's activations (a few passes in all).
+    pub sequential: bool,
 }
 
 impl Default for GptqSettings {
@@ -32,6 +41,7 @@ impl Default for GptqSettings {
             options: GptqOptions::default(),
             batch: 8,
             hessian_budget_bytes: 4 << 30,
+            sequential: true,
         }
     }
 }
@@ -110,10 +120,25 @@ pub fn quantize_loaded(
         }
     }
     let biggest = per_layer.values().copied().max().unwrap_or(1).max(1);
-    let layers_per_pass = (settings.hessian_budget_bytes / biggest).max(1);
+    // Sequential calibration takes one block (or the head) per pass, so that the next pass
+    // runs through it quantized.
+    let layers_per_pass = if settings.sequential {
+        1
+    } else {
+        (settings.hessian_budget_bytes / biggest).max(1)
+    };
     let mut first = 0;
     while first <= num_layers {
         let last = (first + layers_per_pass).min(num_layers + 1);
+        let wanted: Vec<&(String, Arc<dyn LinearWeight>)> = matrices
+            .iter()
+            .filter(|(name, _)| (first..last).contains(&layer_of(name, num_layers)))
+            .collect();
+        if wanted.is_empty() {
+            // The head kept in f16: nothing to calibrate.
+            first = last;
+            continue;
+        }
         hessians.select(first..last.min(num_layers), last > num_layers);
         let t = Instant::now();
         progress(&format!(
@@ -127,11 +152,7 @@ pub fn quantize_loaded(
         report.passes += 1;
         let t = Instant::now();
         let mut taken: HashMap<String, Vec<f32>> = HashMap::new();
-        for (name, w) in &matrices {
-            let layer = layer_of(name, num_layers);
-            if !(first..last).contains(&layer) {
-                continue;
-            }
+        for (name, w) in wanted {
             let key = input_key(name).0;
             if !taken.contains_key(&key) {
                 let (h, _) = hessians.take(&key).ok_or_else(|| QuantError::Gptq {
@@ -153,6 +174,10 @@ pub fn quantize_loaded(
                 name: name.clone(),
                 detail,
             })?;
+            if settings.sequential {
+                let deq = Tensor::from_vec(q.dequantize(), (n, k), model.device())?;
+                hessians.replace(name, Arc::new(DenseLinear::new(deq)?));
+            }
             out.insert(name.clone(), q);
             if name.ends_with("ffn_down.weight") || name == "output.weight" {
                 progress(&format!(
