@@ -14,8 +14,8 @@
 //!   2-3; `l+64` the high nibble of `ql[64h+l]` and bits 4-5; `l+96` the high nibble of
 //!   `ql[64h+l+32]` and bits 6-7. `w = d * sc_j * (q - 32)` with `j = element / 16`.
 //!
-//! Activations are quantized once per call to 8 bits per 256 (Q8_K's grouping: `d8 = amax /
-//! 127`, kept in f32), with `s = d8 * sum(q8)` per 16 elements. Then per super-block, weight row
+//! Activations are quantized once per call to 8 bits per 256 by ggml's Q8_K rule (the value of
+//! largest magnitude maps to -128; `d8` kept in f32), with `s = d8 * sum(q8)` per 16 elements. Then per super-block, weight row
 //! `r` and activation row `c`:
 //!
 //! `out += d_r * d8_c * sum_j sc_j * dot(q_j, q8_j) + sum_t off_t * s_t`
@@ -84,14 +84,15 @@ impl KActs {
     }
 
     fn quantize_block_scalar(&mut self, xs: &[f32], sb: usize) {
-        let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (hi, lo) = xs
+            .iter()
+            .fold((0f32, 0f32), |(hi, lo), &v| (hi.max(v), lo.min(v)));
+        let (d, id) = q8k_scale(hi, lo);
         let qs = &mut self.qs[sb * QK_K..(sb + 1) * QK_K];
         for (t, (x16, q16)) in xs.chunks_exact(QS).zip(qs.chunks_exact_mut(QS)).enumerate() {
             let mut sum = 0i32;
             for (q, &v) in q16.iter_mut().zip(x16) {
-                *q = (v * id).round_ties_even() as i8;
+                *q = ((v * id).round_ties_even() as i32).min(127) as i8;
                 sum += *q as i32;
             }
             self.s[sb * NS + t] = d * sum as f32;
@@ -104,17 +105,24 @@ impl KActs {
     unsafe fn quantize_block_avx2(&mut self, xs: &[f32], sb: usize) {
         use std::arch::x86_64::*;
         let p = xs.as_ptr();
-        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-        let mut mx = _mm256_setzero_ps();
+        let mut hi = _mm256_setzero_ps();
+        let mut lo = _mm256_setzero_ps();
         for i in 0..QK_K / 8 {
-            mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_loadu_ps(p.add(8 * i)), abs_mask));
+            let v = _mm256_loadu_ps(p.add(8 * i));
+            hi = _mm256_max_ps(hi, v);
+            lo = _mm256_min_ps(lo, v);
         }
-        let m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let reduce = |v: __m256, f: unsafe fn(__m128, __m128) -> __m128| {
+            let x4 = f(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let x2 = f(x4, _mm_movehl_ps(x4, x4));
+            _mm_cvtss_f32(f(x2, _mm_movehdup_ps(x2)))
+        };
+        let (d, id) = q8k_scale(
+            reduce(hi, |a, b| _mm_max_ps(a, b)),
+            reduce(lo, |a, b| _mm_min_ps(a, b)),
+        );
         let vid = _mm256_set1_ps(id);
+        let top = _mm256_set1_epi32(127);
         // packs_epi32/packs_epi16 interleave 128-bit lanes; this puts them back in order.
         let unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         let hsum = |v: __m256i| {
@@ -122,14 +130,23 @@ impl KActs {
             let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
             _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b01)))
         };
+        // Round to nearest, ties to even (the default MXCSR mode), as the scalar path.
+        let quant = |q: *const f32| {
+            _mm256_min_epi32(
+                _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q), vid)),
+                top,
+            )
+        };
         let dst = self.qs.as_mut_ptr().add(sb * QK_K);
         for g in 0..QK_K / 32 {
             let q = p.add(32 * g);
             // Round to nearest, ties to even (the default MXCSR mode), as the scalar path.
-            let q0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q), vid));
-            let q1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q.add(8)), vid));
-            let q2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q.add(16)), vid));
-            let q3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q.add(24)), vid));
+            let (q0, q1, q2, q3) = (
+                quant(q),
+                quant(q.add(8)),
+                quant(q.add(16)),
+                quant(q.add(24)),
+            );
             self.s[sb * NS + 2 * g] = d * hsum(_mm256_add_epi32(q0, q1)) as f32;
             self.s[sb * NS + 2 * g + 1] = d * hsum(_mm256_add_epi32(q2, q3)) as f32;
             let packed = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
@@ -138,6 +155,19 @@ impl KActs {
         }
         self.d[sb] = d;
     }
+}
+
+/// The scale `d` and its inverse for a super-block whose largest value is `hi` and smallest `lo`,
+/// by ggml's Q8_K rule (which llama.cpp's figures are computed with): the value of largest
+/// magnitude maps to -128 exactly, so the 8 bits hold 128 steps on its side (its negation would
+/// be +128, clamped to 127). A tie between `hi` and `-lo` takes `hi`.
+fn q8k_scale(hi: f32, lo: f32) -> (f32, f32) {
+    let max = if hi >= -lo { hi } else { lo };
+    if max == 0.0 {
+        return (0.0, 0.0);
+    }
+    let id = -128.0 / max;
+    (1.0 / id, id)
 }
 
 /// Q4_K's eight 6-bit scales and mins, as in ggml's `get_scale_min_k4`.
@@ -474,7 +504,7 @@ mod simd {
                     let q8 =
                         _mm512_loadu_si512(a.qs.add((c0 + c) * a.k + b * QK_K + 64 * i).cast());
                     for r in 0..R {
-                        // Cannot saturate: u8 <= 63 and |i8| <= 127 give pair sums <= 16002.
+                        // Cannot saturate: u8 <= 63 and |i8| <= 128 give pair sums <= 16128.
                         let prod = _mm512_maddubs_epi16(w[r], q8);
                         acci[r][c] = _mm512_dpwssd_epi32(acci[r][c], prod, sc[r]);
                     }
