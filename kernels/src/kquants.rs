@@ -444,7 +444,7 @@ mod simd {
             let h = i / 2;
             let ql = _mm512_loadu_si512(p.add(64 * h).cast());
             let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(p.add(128 + 32 * h).cast()));
-            let (lo, hi) = if i % 2 == 0 {
+            let (lo, hi) = if i.is_multiple_of(2) {
                 (
                     ql,
                     _mm512_sllv_epi64(qh, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)),
@@ -630,7 +630,7 @@ mod simd {
             // Chunk i is sub-block i: the low nibbles of qs[32(i/2)..] for even i, the high
             // nibbles for odd i.
             let raw = _mm256_loadu_si256(p.add(16 + 32 * (i / 2)).cast());
-            let raw = if i % 2 == 0 {
+            let raw = if i.is_multiple_of(2) {
                 raw
             } else {
                 _mm256_srli_epi16::<4>(raw)
