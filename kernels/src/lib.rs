@@ -1,4 +1,6 @@
-//! Fast CPU matrix multiplication for GGML-quantized weights (Q4_1, Q4_0, Q8_0).
+//! Fast CPU matrix multiplication for GGML-quantized weights (Q4_1, Q4_0, Q8_0, and the
+//! K-quants Q4_K and Q6_K, whose 256-element super-blocks have kernels of their own in
+//! `kquants.rs`).
 //!
 //! candle 0.9's CPU path for Q4_1 has no SIMD dot product and multiplies one activation row at
 //! a time, which leaves a small model like SmolLM2-135M an order of magnitude behind llama.cpp.
