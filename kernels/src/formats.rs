@@ -14,21 +14,48 @@ pub enum WeightFormat {
     Q4_1,
     /// `block_q8_0`: f16 `d`, 32 signed bytes; `value = d * q`.
     Q8_0,
+    // ggml's spelling, like the variants above.
+    #[allow(non_camel_case_types)]
+    /// `block_q4_K`: super-blocks of 256 in 144 bytes: f16 `d`, f16 `dmin`, 12 bytes packing
+    /// eight 6-bit scales and eight 6-bit mins, 128 bytes of nibbles;
+    /// `value = d * scale_j * q - dmin * min_j` in sub-block `j` of 32 (see `kquants`).
+    Q4_K,
+    #[allow(non_camel_case_types)]
+    /// `block_q6_K`: super-blocks of 256 in 210 bytes: 128 bytes of low nibbles, 64 bytes of
+    /// high 2-bit pairs, 16 i8 scales, f16 `d`; `value = d * scale_j * (q - 32)` in sub-block `j`
+    /// of 16 (see `kquants`).
+    Q6_K,
 }
 
 impl WeightFormat {
-    /// Bytes per block of 32 weights.
+    /// Bytes per block of [`block_elems`](Self::block_elems) weights.
     pub const fn block_bytes(self) -> usize {
         match self {
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
             Self::Q8_0 => 34,
+            Self::Q4_K => 144,
+            Self::Q6_K => 210,
         }
+    }
+
+    /// Weights per block: 32, or 256 for the K-quants' super-blocks. `k` must be a multiple.
+    pub const fn block_elems(self) -> usize {
+        match self {
+            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => QK,
+            Self::Q4_K | Self::Q6_K => crate::kquants::QK_K,
+        }
+    }
+
+    /// Whether this is a K-quant, multiplied by the `kquants` kernels on 256-element activation
+    /// blocks rather than the 32-element ones of the other formats.
+    pub const fn is_k_quant(self) -> bool {
+        matches!(self, Self::Q4_K | Self::Q6_K)
     }
 
     /// Bytes of an `(n, k)` matrix in this format.
     pub const fn matrix_bytes(self, n: usize, k: usize) -> usize {
-        n * (k / QK) * self.block_bytes()
+        n * (k / self.block_elems()) * self.block_bytes()
     }
 
     /// Decodes one block into `(d, m, q)` with `value[i] = d * q[i] + m`: the affine form every
@@ -60,6 +87,7 @@ impl WeightFormat {
                 }
                 (d, 0.0, q)
             }
+            Self::Q4_K | Self::Q6_K => unreachable!("K-quants are decoded by kquants"),
         }
     }
 }

@@ -1,4 +1,6 @@
-//! Fast CPU matrix multiplication for GGML-quantized weights (Q4_1, Q4_0, Q8_0).
+//! Fast CPU matrix multiplication for GGML-quantized weights (Q4_1, Q4_0, Q8_0, and the
+//! K-quants Q4_K and Q6_K, whose 256-element super-blocks have kernels of their own in
+//! `kquants.rs`).
 //!
 //! candle 0.9's CPU path for Q4_1 has no SIMD dot product and multiplies one activation row at
 //! a time, which leaves a small model like SmolLM2-135M an order of magnitude behind llama.cpp.
@@ -31,6 +33,7 @@
 mod avx512;
 mod f16;
 mod formats;
+mod kquants;
 mod packed;
 mod q8;
 pub mod reference;
@@ -52,8 +55,8 @@ use q8::QK;
 /// Why a matmul was refused. Nothing is written to `out` when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {
-    #[error("k = {k} is not a multiple of the GGML block size 32")]
-    KNotBlockMultiple { k: usize },
+    #[error("k = {k} is not a multiple of the GGML block size {block}")]
+    KNotBlockMultiple { k: usize, block: usize },
     #[error(
         "{format:?} weights of an ({n}, {k}) matrix take {expected} bytes, but {got} were given"
     )]
@@ -243,6 +246,10 @@ pub fn matmul_with(
     if m == 0 || n == 0 {
         return Ok(());
     }
+    if format.is_k_quant() {
+        matmul_k(isa, format, weights, n, k, x, m, out, &mut scratch.kacts);
+        return Ok(());
+    }
     match isa {
         Isa::Scalar => {
             scratch.quantize_scalar(x, m, k);
@@ -259,6 +266,43 @@ pub fn matmul_with(
     Ok(())
 }
 
+/// The K-quant path of [`matmul_with`]: activations to 8 bits per 256, then the tile kernels.
+#[allow(clippy::too_many_arguments)]
+fn matmul_k(
+    isa: Isa,
+    format: WeightFormat,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+    acts: &mut kquants::KActs,
+) {
+    acts.quantize(x, m, k, isa != Isa::Scalar);
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        type Kernel = unsafe fn(&kquants::KArgs, usize, usize);
+        fn pick<F: kquants::K512 + kquants::K256>(isa: Isa) -> Kernel {
+            match isa {
+                Isa::Avx2 => kquants::rows_avx2::<F>,
+                Isa::AvxVnni => kquants::rows_avxvnni::<F>,
+                _ => kquants::rows_avx512::<F>,
+            }
+        }
+        let kernel = match format {
+            WeightFormat::Q4_K => pick::<kquants::Q4K>(isa),
+            _ => pick::<kquants::Q6K>(isa),
+        };
+        let args = kquants::KArgs::new(format, weights, n, acts, out);
+        // SAFETY: `matmul_with` checked that this CPU supports the kernel and every size behind
+        // these pointers; tasks write disjoint column ranges of `out`.
+        split_rows(n, m, k, &|n0, n1| unsafe { kernel(&args, n0, n1) });
+        return;
+    }
+    kquants::matmul_scalar(format, weights, n, k, acts, out);
+}
+
 /// Dequantizes an `(n, k)` Q4_1 matrix to row-major f32 (`w = d * q + m`).
 pub fn dequantize_q4_1(weights: &[u8], n: usize, k: usize) -> Result<Vec<f32>, KernelError> {
     dequantize(WeightFormat::Q4_1, weights, n, k)
@@ -272,6 +316,9 @@ pub fn dequantize(
     k: usize,
 ) -> Result<Vec<f32>, KernelError> {
     check_weights(format, weights, n, k)?;
+    if format.is_k_quant() {
+        return Ok(kquants::dequantize(format, weights, n, k));
+    }
     Ok(reference::dequantize(format, weights, n, k))
 }
 
@@ -281,8 +328,9 @@ fn check_weights(
     n: usize,
     k: usize,
 ) -> Result<(), KernelError> {
-    if !k.is_multiple_of(QK) {
-        return Err(KernelError::KNotBlockMultiple { k });
+    let block = format.block_elems();
+    if !k.is_multiple_of(block) {
+        return Err(KernelError::KNotBlockMultiple { k, block });
     }
     let expected = format.matrix_bytes(n, k);
     if weights.len() != expected {
@@ -358,6 +406,7 @@ fn simd_matmul(
         WeightFormat::Q4_0 => pick::<x86::Q4_0, avx512::Q4_0>(isa),
         WeightFormat::Q4_1 => pick::<x86::Q4_1, avx512::Q4_1>(isa),
         WeightFormat::Q8_0 => pick::<x86::Q8_0, avx512::Q8_0>(isa),
+        WeightFormat::Q4_K | WeightFormat::Q6_K => unreachable!("K-quants go to matmul_k"),
     };
     let m = acts.m;
     let args = Args {

@@ -36,6 +36,8 @@ pub struct Scratch {
     pub(crate) k: usize,
     /// Blocks per row, rounded up to even.
     pub(crate) nbp: usize,
+    /// The same activations in the 256-element blocks the K-quant kernels take.
+    pub(crate) kacts: crate::kquants::KActs,
 }
 
 impl Scratch {

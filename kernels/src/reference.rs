@@ -19,6 +19,11 @@ pub fn matmul(
 ) -> Result<(), KernelError> {
     check_sizes(format, weights, n, k, x, m, out)?;
     let mut scratch = Scratch::new();
+    if format.is_k_quant() {
+        scratch.kacts.quantize(x, m, k, false);
+        crate::kquants::matmul_scalar(format, weights, n, k, &scratch.kacts, out);
+        return Ok(());
+    }
     scratch.quantize_scalar(x, m, k);
     matmul_quantized(format, weights, n, k, &scratch, out);
     Ok(())

@@ -40,6 +40,7 @@ fn random_weights(format: WeightFormat, n: usize, k: usize, rng: &mut StdRng) ->
             }
             WeightFormat::Q4_0 => bytes.extend((0..16).map(|_| rng.random::<u8>())),
             WeightFormat::Q8_0 => bytes.extend((0..32).map(|_| rng.random::<u8>())),
+            _ => unreachable!("K-quants are tested in tests/kquants.rs"),
         }
     }
     bytes
@@ -297,7 +298,7 @@ fn size_mismatches_are_errors() {
     let mut out = vec![0f32; m * n];
 
     let e = matmul_q4_1(&w, n, 48, &x[..m * 48], m, &mut out).unwrap_err();
-    assert_eq!(e, KernelError::KNotBlockMultiple { k: 48 });
+    assert_eq!(e, KernelError::KNotBlockMultiple { k: 48, block: 32 });
 
     let e = matmul_q4_1(&w[1..], n, k, &x, m, &mut out).unwrap_err();
     assert!(matches!(

@@ -91,6 +91,21 @@ fn q4_1_perplexity_matches_llama_cpp() {
     assert_within(ppl, 20.40, 0.01);
 }
 
+/// Q4_K_M: Q4_K and Q6_K matrices, on effbench's K-quant kernels. llama.cpp's figure:
+/// `scripts/llamacpp_perplexity.py MODEL wiki.test.raw --ctx 512 --chunks 1 --first-scored 0
+/// --kv f32` (llama-cpp-python 0.3.36) gives 13.2931.
+#[test]
+fn q4_k_m_perplexity_matches_llama_cpp() {
+    let Some(path) = asset("qwen2.5-coder-1.5b-instruct") else {
+        return;
+    };
+    let m = effbench_core::load(&path, &AsStored, &Device::Cpu).expect("load Qwen 1.5B");
+    let Some(ppl) = wikitext_512_ppl(&m) else {
+        return;
+    };
+    assert_within(ppl, 13.2931, 0.01);
+}
+
 #[test]
 fn f16_dequantized_perplexity_matches_llama_cpp() {
     let Some(m) = smollm(&Dequantize(DType::F16)) else {

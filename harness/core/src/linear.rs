@@ -280,8 +280,8 @@ impl LinearWeight for DenseLinear {
     }
 }
 
-/// A GGML block-quantized matrix. Q4_0, Q4_1 and Q8_0 on the CPU go through our own SIMD
-/// kernels (`effbench-kernels`), several times faster than candle's for these types (see
+/// A GGML block-quantized matrix. Q4_0, Q4_1, Q8_0, Q4_K and Q6_K on the CPU go through our own
+/// SIMD kernels (`effbench-kernels`), faster than candle's for these types (see
 /// `kernels/benches`); every other type and device through candle's.
 #[derive(Debug, Clone)]
 pub struct GgmlLinear {
@@ -299,6 +299,8 @@ impl GgmlLinear {
                 GgmlDType::Q4_0 => Some(WeightFormat::Q4_0),
                 GgmlDType::Q4_1 => Some(WeightFormat::Q4_1),
                 GgmlDType::Q8_0 => Some(WeightFormat::Q8_0),
+                GgmlDType::Q4K => Some(WeightFormat::Q4_K),
+                GgmlDType::Q6K => Some(WeightFormat::Q6_K),
                 _ => None,
             }
         } else {
