@@ -87,7 +87,9 @@ pub fn matmul_f16_with(
     match path {
         // SAFETY: `check_f16_sizes` proved every range the kernels touch; tasks write disjoint
         // columns of `out`.
-        F16Path::Gemv => crate::split_rows(n, m, k, &|n0, n1| unsafe { gemv_rows(&args, n0, n1) }),
+        F16Path::Gemv => {
+            crate::split_rows_weighted(n, m, k, 4, &|n0, n1| unsafe { gemv_rows(&args, n0, n1) })
+        }
         F16Path::Gemm => gemm_panels(&args),
     }
     Ok(())

@@ -431,9 +431,23 @@ fn simd_matmul(
 /// Runs `kernel(n0, n1)` over weight rows `0..n`, split into rayon tasks when the work is worth
 /// it. Tasks own whole 4-row groups so the tile kernels' full-width case dominates.
 fn split_rows(n: usize, m: usize, k: usize, kernel: &(dyn Fn(usize, usize) + Sync)) {
+    split_rows_weighted(n, m, k, 1, kernel)
+}
+
+/// [`split_rows`] for weights that cost `weight` times a GGML 4-bit block's per
+/// multiply-accumulate: the thresholds were set for 4-bit blocks, and a decode-sized f16 call
+/// reads about four times the bytes per multiply-accumulate, so it pays for waking the pool at a
+/// quarter of the size.
+fn split_rows_weighted(
+    n: usize,
+    m: usize,
+    k: usize,
+    weight: usize,
+    kernel: &(dyn Fn(usize, usize) + Sync),
+) {
     let groups = n.div_ceil(4);
     let threads = rayon::current_num_threads();
-    let work = n * m * k;
+    let work = n * m * k * weight.max(1);
     let cold = rayon::current_thread_index().is_none();
     let max_tasks = if cold && work < MIN_COLD_WORK {
         1
