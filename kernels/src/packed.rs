@@ -547,9 +547,13 @@ pub(crate) mod simd {
         } else {
             2
         };
+        // Decode (one activation row) takes one weight row at a time: a single sequential
+        // stream, where R rows side by side are R interleaved streams that DRAM serves at about
+        // half the rate (see avx512.rs). Each output's arithmetic is the same either way.
+        let r_max = if a.m == 1 { 1 } else { R };
         let mut r = n0;
         while r < n1 {
-            let rr = R.min(n1 - r);
+            let rr = r_max.min(n1 - r);
             let mut c = 0;
             while c < a.m {
                 let cc = ROW_GROUP.min(a.m - c);
