@@ -132,23 +132,7 @@ fn check_f16_sizes(
             got: weights.len(),
         });
     }
-    if x.len() != m * k {
-        return Err(KernelError::XLen {
-            m,
-            k,
-            expected: m * k,
-            got: x.len(),
-        });
-    }
-    if out.len() != m * n {
-        return Err(KernelError::OutLen {
-            m,
-            n,
-            expected: m * n,
-            got: out.len(),
-        });
-    }
-    Ok(())
+    crate::check_activations(n, k, x, m, out)
 }
 
 #[derive(Clone, Copy)]

@@ -208,21 +208,16 @@ pub fn matmul(
     m: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
+    with_scratch(|scratch| matmul_with(Isa::best(), format, weights, n, k, x, m, out, scratch))
+}
+
+/// Runs `f` with this thread's reusable activation buffer, so steady-state calls allocate
+/// nothing. A rayon worker waiting inside our own par_iter can be handed another matmul job on
+/// the same thread; that nested call gets a buffer of its own instead of a panic.
+fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut scratch) => matmul_with(Isa::best(), format, weights, n, k, x, m, out, &mut scratch),
-        // A rayon worker waiting inside our own par_iter can be handed another matmul job on
-        // the same thread; that nested call gets a buffer of its own instead of a panic.
-        Err(_) => matmul_with(
-            Isa::best(),
-            format,
-            weights,
-            n,
-            k,
-            x,
-            m,
-            out,
-            &mut Scratch::new(),
-        ),
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::new()),
     })
 }
 
@@ -355,6 +350,18 @@ pub(crate) fn check_sizes(
     out: &[f32],
 ) -> Result<(), KernelError> {
     check_weights(format, weights, n, k)?;
+    check_activations(n, k, x, m, out)
+}
+
+/// The activation and output lengths every kernel family shares: `x` is `(m, k)`, `out`
+/// `(m, n)`; each family checks its own weights.
+pub(crate) fn check_activations(
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &[f32],
+) -> Result<(), KernelError> {
     if x.len() != m * k {
         return Err(KernelError::XLen {
             m,
@@ -488,21 +495,8 @@ pub fn matmul_packed(
     m: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut scratch) => {
-            matmul_packed_with(Isa::best(), format, weights, n, k, x, m, out, &mut scratch)
-        }
-        Err(_) => matmul_packed_with(
-            Isa::best(),
-            format,
-            weights,
-            n,
-            k,
-            x,
-            m,
-            out,
-            &mut Scratch::new(),
-        ),
+    with_scratch(|scratch| {
+        matmul_packed_with(Isa::best(), format, weights, n, k, x, m, out, scratch)
     })
 }
 

@@ -294,23 +294,7 @@ pub(crate) fn check_all(
     out: &[f32],
 ) -> Result<(), KernelError> {
     format.check(weights, n, k)?;
-    if x.len() != m * k {
-        return Err(KernelError::XLen {
-            m,
-            k,
-            expected: m * k,
-            got: x.len(),
-        });
-    }
-    if out.len() != m * n {
-        return Err(KernelError::OutLen {
-            m,
-            n,
-            expected: m * n,
-            got: out.len(),
-        });
-    }
-    Ok(())
+    crate::check_activations(n, k, x, m, out)
 }
 
 /// `x` with each row zero-padded to a multiple of 32, or None when no padding is needed.
