@@ -4,10 +4,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Tensor;
-use effbench_core::testing::{tiny_config, tiny_weights};
+use effbench_core::testing::{tiny_config, tiny_weights, write_tiny_gguf};
 use effbench_core::Architecture;
 
 fn effbench(args: &[&str]) -> (i32, String) {
@@ -39,33 +37,11 @@ fn assert_one_line_error(stderr: &str, needle: &str) {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-fn write_gguf(path: &Path, skip: Option<&str>) {
-    let cfg = tiny_config(Architecture::Llama);
-    let weights = tiny_weights(&cfg, 7);
-    let q: Vec<(String, QTensor)> = weights
-        .iter()
-        .filter(|(n, _)| Some(n.as_str()) != skip)
-        .map(|(n, t)| (n.clone(), QTensor::quantize(t, GgmlDType::F32).unwrap()))
-        .collect();
-    let md: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::String("llama".into())),
-        ("llama.embedding_length".into(), Value::U32(64)),
-        ("llama.feed_forward_length".into(), Value::U32(128)),
-        ("llama.block_count".into(), Value::U32(3)),
-        ("llama.attention.head_count".into(), Value::U32(4)),
-        ("llama.attention.head_count_kv".into(), Value::U32(2)),
-    ];
-    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let t_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut f = std::fs::File::create(path).unwrap();
-    gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
-}
-
 #[test]
 fn truncated_gguf() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
-    write_gguf(&path, None);
+    write_tiny_gguf(&path, None);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
     let (code, err) = effbench(&["generate", "-m", path.to_str().unwrap(), "-p", "hi"]);
@@ -87,7 +63,7 @@ fn gguf_with_wrong_magic() {
 fn gguf_missing_a_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
-    write_gguf(&path, Some("blk.1.ffn_up.weight"));
+    write_tiny_gguf(&path, Some("blk.1.ffn_up.weight"));
     let (code, err) = effbench(&["generate", "-m", path.to_str().unwrap(), "-p", "hi"]);
     assert_ne!(code, 0);
     assert_one_line_error(&err, "blk.1.ffn_up.weight");
@@ -97,7 +73,7 @@ fn gguf_missing_a_tensor() {
 fn gguf_without_tokenizer_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
-    write_gguf(&path, None);
+    write_tiny_gguf(&path, None);
     let (code, err) = effbench(&["generate", "-m", path.to_str().unwrap(), "-p", "hi"]);
     assert_ne!(code, 0);
     assert_one_line_error(&err, "tokenizer");

@@ -5,10 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
-use effbench_core::testing::{tiny_config, tiny_weights};
-use effbench_core::Architecture;
+use effbench_core::testing::write_tiny_gguf;
 
 fn effbench(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_effbench"))
@@ -31,27 +28,6 @@ fn one_error_line(stderr: &str) -> String {
     assert_eq!(errors.len(), 1, "want exactly one error line: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     errors[0].to_string()
-}
-
-/// A tiny model without tokenizer metadata: it loads, then the command stops at the tokenizer.
-fn write_tiny_gguf(path: &Path) {
-    let cfg = tiny_config(Architecture::Llama);
-    let q: Vec<(String, QTensor)> = tiny_weights(&cfg, 7)
-        .iter()
-        .map(|(n, t)| (n.clone(), QTensor::quantize(t, GgmlDType::F32).unwrap()))
-        .collect();
-    let md: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::String("llama".into())),
-        ("llama.embedding_length".into(), Value::U32(64)),
-        ("llama.feed_forward_length".into(), Value::U32(128)),
-        ("llama.block_count".into(), Value::U32(3)),
-        ("llama.attention.head_count".into(), Value::U32(4)),
-        ("llama.attention.head_count_kv".into(), Value::U32(2)),
-    ];
-    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let t_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut f = std::fs::File::create(path).unwrap();
-    gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
 }
 
 /// Every command that runs a model, with the arguments it needs besides the model. The model is
@@ -117,7 +93,7 @@ fn a_misspelt_device_is_refused_on_every_command() {
 fn cpu_is_taken_without_a_word_and_auto_says_what_it_chose_once() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("tiny.gguf");
-    write_tiny_gguf(&model);
+    write_tiny_gguf(&model, None);
     let model = model.to_str().unwrap();
 
     // The tiny model has no tokenizer: the command fails after the device and the load.

@@ -1,7 +1,10 @@
 //! Tiny models built from a fixed seed, for tests that must not depend on downloaded weights.
 
 use std::collections::HashMap;
+use std::path::Path;
 
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 use crate::config::{Architecture, ModelConfig, RopeStyle};
@@ -125,4 +128,39 @@ pub fn permute_for_interleaved_rope(w: &Tensor, heads: usize) -> Tensor {
         .and_then(|t| t.contiguous())
         .and_then(|t| t.reshape((out, inp)))
         .expect("permute")
+}
+
+/// Writes the tiny Llama model as an f32 GGUF with its shape metadata and no tokenizer, leaving
+/// out the tensor named `skip`: for tests of how commands meet damaged or incomplete files.
+pub fn write_tiny_gguf(path: &Path, skip: Option<&str>) {
+    let cfg = tiny_config(Architecture::Llama);
+    let q: Vec<(String, QTensor)> = tiny_weights(&cfg, 7)
+        .into_iter()
+        .filter(|(n, _)| Some(n.as_str()) != skip)
+        .map(|(n, t)| {
+            (
+                n,
+                QTensor::quantize(&t, GgmlDType::F32).expect("f32 GGUF tensor"),
+            )
+        })
+        .collect();
+    let u32_of = |v: usize| Value::U32(v as u32);
+    let md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String("llama".into())),
+        ("llama.embedding_length".into(), u32_of(cfg.hidden_size)),
+        (
+            "llama.feed_forward_length".into(),
+            u32_of(cfg.intermediate_size),
+        ),
+        ("llama.block_count".into(), u32_of(cfg.num_layers)),
+        ("llama.attention.head_count".into(), u32_of(cfg.num_heads)),
+        (
+            "llama.attention.head_count_kv".into(),
+            u32_of(cfg.num_kv_heads),
+        ),
+    ];
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut f = std::fs::File::create(path).expect("create the GGUF");
+    gguf_file::write(&mut f, &md_refs, &t_refs).expect("write the GGUF");
 }
