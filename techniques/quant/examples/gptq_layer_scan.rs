@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use effbench_quant::calib::{calibration_windows, input_key, layer_of, run_calibration};
 use effbench_quant::gptq::{gptq, reconstruction_error, GptqOptions, GroupFit};
 use effbench_quant::pipeline::load_for_quantization;
@@ -82,11 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for name in &names {
         let w = &weights[*name];
         let (n, k) = (w.out_features(), w.in_features());
-        let v: Vec<f32> = w
-            .dequantize()?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1()?;
+        let v: Vec<f32> = effbench_quant::pipeline::weight_values(w.as_ref())?;
         let zero = vec![0f32; v.len()];
         let rel = |q: &[f32]| -> Vec<String> {
             sets.iter()

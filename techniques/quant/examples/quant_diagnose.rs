@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use effbench_core::perplexity::{perplexity, PerplexityOptions};
 use effbench_quant::calib::{calibration_windows, run_calibration};
 use effbench_quant::gptq::{reconstruction_error, GptqOptions, GroupFit};
@@ -99,11 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let key = effbench_quant::calib::input_key(name).0;
             let w = &weights[name];
             let (n, k) = (w.out_features(), w.in_features());
-            let v: Vec<f32> = w
-                .dequantize()?
-                .to_dtype(DType::F32)?
-                .flatten_all()?
-                .to_vec1()?;
+            let v: Vec<f32> = effbench_quant::pipeline::weight_values(w.as_ref())?;
             // q/k/v share one input, recorded once: probe at most one matrix per input.
             let (h, _) = probe_h
                 .take(&key)

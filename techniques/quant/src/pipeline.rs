@@ -90,16 +90,13 @@ pub fn quantize_loaded(
         ..Default::default()
     };
     let mut out = BTreeMap::new();
-    let values = |w: &Arc<dyn LinearWeight>| -> Result<Vec<f32>> {
-        Ok(w.dequantize()?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1()?)
-    };
     if recipe.method == Method::Rtn {
         for (name, w) in &matrices {
             let (n, k) = (w.out_features(), w.in_features());
-            out.insert(name.clone(), rtn(recipe.spec, &values(w)?, n, k));
+            out.insert(
+                name.clone(),
+                rtn(recipe.spec, &weight_values(w.as_ref())?, n, k),
+            );
         }
         report.quantize_seconds = start.elapsed().as_secs_f64();
         report.total_seconds = report.quantize_seconds;
@@ -164,7 +161,7 @@ pub fn quantize_loaded(
             let (n, k) = (w.out_features(), w.in_features());
             let q = gptq(
                 recipe.spec,
-                &values(w)?,
+                &weight_values(w.as_ref())?,
                 n,
                 k,
                 &taken[&key],
@@ -206,4 +203,13 @@ pub fn load_quantized(
     }
     let policy = QuantPolicy::prebuilt(recipe, prebuilt, device);
     Ok(effbench_core::load(path, &policy, device)?)
+}
+
+/// A linear layer's weights as row-major f32 values, `out_features x in_features`: what RTN
+/// and GPTQ quantize.
+pub fn weight_values(w: &dyn LinearWeight) -> Result<Vec<f32>> {
+    Ok(w.dequantize()?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1()?)
 }

@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use effbench_core::{ContiguousKvCache, KvShape, LoadedModel, LogitsFor, SeqChunk};
 use effbench_quant::calib::{calibration_windows, generate_corpus, run_calibration};
 use effbench_quant::gptq::{gptq, reconstruction_error, GptqOptions};
-use effbench_quant::pipeline::{load_for_quantization, quantize_loaded, GptqSettings};
+use effbench_quant::pipeline::{
+    load_for_quantization, quantize_loaded, weight_values, GptqSettings,
+};
 use effbench_quant::{rtn, QuantPolicy, QuantSpec, Recipe};
 
 fn asset(name: &str) -> Option<PathBuf> {
@@ -59,15 +61,7 @@ fn gptq_reconstructs_real_layers_better_than_rtn() {
         assert_eq!(tokens, 8 * 64);
         let w = &weights[name];
         let (n, k) = (w.out_features(), w.in_features());
-        let values: Vec<f32> = w
-            .dequantize()
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let values: Vec<f32> = weight_values(w.as_ref()).unwrap();
         for spec in [
             QuantSpec::new(4, 128, false).unwrap(),
             QuantSpec::new(2, 32, false).unwrap(),
@@ -167,15 +161,7 @@ fn sequential_calibration_runs_later_blocks_on_the_quantized_ones() {
     for (name, w) in loaded.model.linear_weights() {
         if name.starts_with("blk.0.") {
             let (n, k) = (w.out_features(), w.in_features());
-            let v: Vec<f32> = w
-                .dequantize()
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let v: Vec<f32> = weight_values(w.as_ref()).unwrap();
             let q = candle_core::Tensor::from_vec(
                 rtn(spec, &v, n, k).dequantize(),
                 (n, k),
@@ -247,15 +233,7 @@ fn sequential_gptq_fits_the_inputs_the_quantized_model_sees() {
     let weights: BTreeMap<String, _> = loaded.model.linear_weights().into_iter().collect();
     let w = &weights["blk.1.ffn_up.weight"];
     let (n, k) = (w.out_features(), w.in_features());
-    let v: Vec<f32> = w
-        .dequantize()
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let v: Vec<f32> = weight_values(w.as_ref()).unwrap();
     let name = "blk.1.ffn_up.weight";
     let e_seq = reconstruction_error(&h, &v, &seq[name].dequantize(), n, k);
     let e_par = reconstruction_error(&h, &v, &par[name].dequantize(), n, k);
