@@ -33,11 +33,7 @@ impl SpeedSamples {
     pub fn median(&self) -> f64 {
         let mut xs = self.samples_tok_per_s.clone();
         xs.sort_by(f64::total_cmp);
-        match xs.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => xs[n / 2],
-            n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
-        }
+        effbench_stats::median_sorted(&xs)
     }
 }
 

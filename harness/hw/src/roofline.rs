@@ -107,12 +107,7 @@ fn time(f: impl FnOnce()) -> f64 {
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
-    let mid = xs.len() / 2;
-    if xs.len() % 2 == 1 {
-        xs[mid]
-    } else {
-        (xs[mid - 1] + xs[mid]) / 2.0
-    }
+    effbench_stats::median_sorted(&xs)
 }
 
 fn triad_parallel(a: &mut [f32], b: &[f32], c: &[f32], s: f32, threads: usize) {
