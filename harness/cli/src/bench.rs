@@ -81,7 +81,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         weight_bytes: model.weight_bytes().total,
         block_bits_per_weight: model.weight_bytes().block_bits_per_weight,
         decode_bytes_per_token: decode_bytes_per_token(model, args.n_gen),
-        prefill_flops_per_token: prefill_flops_per_token(model.config()),
+        prefill_flops_per_token: prefill_flops_per_token(model),
         threads: session.threads,
         repetitions: args.repetitions,
         results,
@@ -128,11 +128,11 @@ fn decode_bytes_per_token(model: &effbench_core::Model, n_gen: usize) -> f64 {
     (w.linear + w.norms_and_biases + head) as f64 + embedding_row + kv
 }
 
-fn prefill_flops_per_token(c: &effbench_core::ModelConfig) -> f64 {
-    let q_out = c.num_heads * c.head_dim;
-    let kv_out = c.num_kv_heads * c.head_dim;
-    let per_layer = c.hidden_size * (q_out + 2 * kv_out)
-        + q_out * c.hidden_size
-        + 3 * c.hidden_size * c.intermediate_size;
-    2.0 * (c.num_layers * per_layer + c.vocab_size * c.hidden_size) as f64
+fn prefill_flops_per_token(model: &effbench_core::Model) -> f64 {
+    let weights: usize = model
+        .linear_weights()
+        .iter()
+        .map(|(_, w)| w.in_features() * w.out_features())
+        .sum();
+    2.0 * weights as f64
 }
