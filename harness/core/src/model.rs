@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{ModelConfig, RopeStyle};
 use crate::error::{CoreError, Result};
-use crate::kv::{KvCache, SeqId};
+use crate::kv::{ContiguousKvCache, KvCache, KvShape, SeqId};
 use crate::linear::{LinearWeight, SourceTensor, WeightPolicy, WeightRole};
 use crate::source::WeightSource;
 
@@ -399,38 +399,8 @@ impl Model {
         }
 
         let mut x = self.embeddings.lookup(&tokens, &self.device)?;
-        let eps = cfg.rms_norm_eps as f32;
-        for (layer_idx, layer) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let q = add_bias(layer.q.forward(&h)?, &layer.q_bias)?;
-            let k = add_bias(layer.k.forward(&h)?, &layer.k_bias)?;
-            let v = add_bias(layer.v.forward(&h)?, &layer.v_bias)?;
-            let mut outputs = Vec::with_capacity(batch.len());
-            let mut offset = 0;
-            for (chunk, &start) in batch.iter().zip(&starts) {
-                let n = chunk.tokens.len();
-                let attn = self.attend_chunk(
-                    layer_idx,
-                    chunk.seq,
-                    start,
-                    &q.narrow(0, offset, n)?,
-                    &k.narrow(0, offset, n)?,
-                    &v.narrow(0, offset, n)?,
-                    cache,
-                )?;
-                outputs.push(attn);
-                offset += n;
-            }
-            let attn = if outputs.len() == 1 {
-                outputs.pop().expect("one output")
-            } else {
-                Tensor::cat(&outputs, 0)?
-            };
-            x = (x + layer.o.forward(&attn)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
-            let up = layer.up.forward(&h)?;
-            x = (x + layer.down.forward(&(gate * up)?)?)?;
+        for layer_idx in 0..self.layers.len() {
+            x = self.block(layer_idx, x, batch, &starts, cache)?;
         }
         for chunk in batch {
             cache.commit(chunk.seq, chunk.tokens.len())?;
@@ -461,10 +431,7 @@ impl Model {
             1 => Some(wanted.pop().expect("one")),
             _ => Some(Tensor::cat(&wanted, 0)?),
         }
-        .map(|rows| -> Result<Tensor> {
-            let h = candle_nn::ops::rms_norm(&rows.contiguous()?, &self.final_norm, eps)?;
-            self.output_head.forward(&h)
-        })
+        .map(|rows| -> Result<Tensor> { self.output_head.forward(&self.head_input(&rows)?) })
         .transpose()?;
         let per_chunk = spans
             .into_iter()
@@ -474,6 +441,50 @@ impl Model {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(BatchLogits { per_chunk })
+    }
+
+    /// Decoder block `layer_idx` on the hidden states `x` of `batch` (rows in chunk order),
+    /// whose chunks start at positions `starts`; their K/V go to `cache`, already reserved.
+    fn block(
+        &self,
+        layer_idx: usize,
+        x: Tensor,
+        batch: &[SeqChunk],
+        starts: &[usize],
+        cache: &mut dyn KvCache,
+    ) -> Result<Tensor> {
+        let layer = &self.layers[layer_idx];
+        let eps = self.config.rms_norm_eps as f32;
+        let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+        let q = add_bias(layer.q.forward(&h)?, &layer.q_bias)?;
+        let k = add_bias(layer.k.forward(&h)?, &layer.k_bias)?;
+        let v = add_bias(layer.v.forward(&h)?, &layer.v_bias)?;
+        let mut outputs = Vec::with_capacity(batch.len());
+        let mut offset = 0;
+        for (chunk, &start) in batch.iter().zip(starts) {
+            let n = chunk.tokens.len();
+            let attn = self.attend_chunk(
+                layer_idx,
+                chunk.seq,
+                start,
+                &q.narrow(0, offset, n)?,
+                &k.narrow(0, offset, n)?,
+                &v.narrow(0, offset, n)?,
+                cache,
+            )?;
+            outputs.push(attn);
+            offset += n;
+        }
+        let attn = if outputs.len() == 1 {
+            outputs.pop().expect("one output")
+        } else {
+            Tensor::cat(&outputs, 0)?
+        };
+        let x = (x + layer.o.forward(&attn)?)?;
+        let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+        let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
+        let up = layer.up.forward(&h)?;
+        Ok((&x + layer.down.forward(&(gate * up)?)?)?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -510,6 +521,71 @@ impl Model {
         let v = heads_first(v, nkv)?.squeeze(0)?;
         let out = cache.attend(layer, seq, &q, &k, &v)?;
         Ok(out.transpose(0, 1)?.contiguous()?.reshape((n, nh * hd))?)
+    }
+}
+
+// ---- One block at a time over whole sequences. ----
+// GPTQ's calibration runs every block over the same sequences twice (once to record its
+// inputs, once more after quantizing it); a full forward pass per block would redo every block
+// before it.
+
+impl Model {
+    /// The embeddings of whole sequences (each chunk from position 0; its `seq` ids distinct),
+    /// rows in chunk order: the input of block 0 for [`Model::run_block`].
+    pub fn embed_sequences(&self, batch: &[SeqChunk]) -> Result<Tensor> {
+        let mut tokens = Vec::new();
+        for chunk in batch {
+            if chunk.tokens.is_empty() {
+                return Err(CoreError::Invalid(format!(
+                    "chunk for sequence {} has no tokens",
+                    chunk.seq
+                )));
+            }
+            if let Some(&bad) = chunk
+                .tokens
+                .iter()
+                .find(|&&t| t as usize >= self.config.vocab_size)
+            {
+                return Err(CoreError::TokenOutOfRange {
+                    token: bad,
+                    vocab: self.config.vocab_size,
+                });
+            }
+            tokens.extend_from_slice(&chunk.tokens);
+        }
+        self.embeddings.lookup(&tokens, &self.device)
+    }
+
+    /// Block `layer` over the hidden states `x` of the whole sequences `batch` (from
+    /// [`Model::embed_sequences`] or from block `layer - 1`), with a cache of its own.
+    pub fn run_block(&self, layer: usize, batch: &[SeqChunk], x: &Tensor) -> Result<Tensor> {
+        if layer >= self.layers.len() {
+            return Err(CoreError::Invalid(format!(
+                "block {layer} of a model with {} blocks",
+                self.layers.len()
+            )));
+        }
+        let longest = batch.iter().map(|c| c.tokens.len()).max().unwrap_or(0);
+        let mut cache = ContiguousKvCache::new(KvShape::of(&self.config), longest, &self.device);
+        for chunk in batch {
+            cache.reserve(chunk.seq, chunk.tokens.len())?;
+        }
+        let starts = vec![0; batch.len()];
+        let mut result = None;
+        rayon::scope(|_| {
+            result = Some(self.block(layer, x.clone(), batch, &starts, &mut cache));
+        });
+        result.expect("rayon::scope runs its body")
+    }
+
+    /// What the output head multiplies for hidden states after the last block: their final
+    /// norm.
+    pub fn head_input(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(
+            &x.contiguous()?,
+            &self.final_norm,
+            self.config.rms_norm_eps as f32,
+        )?)
     }
 }
 

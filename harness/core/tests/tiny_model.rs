@@ -376,3 +376,44 @@ fn sharded_safetensors_with_an_index_load_the_same_model() {
     );
     assert!(d < 1e-4, "{d}");
 }
+
+/// GPTQ's calibration runs the model a block at a time over whole sequences: embedding, every
+/// block in turn, the final norm and the head must give the forward pass's logits.
+#[test]
+fn block_at_a_time_gives_the_forward_pass_logits() {
+    for arch in [Architecture::Llama, Architecture::Qwen2] {
+        let model = tiny_model(arch);
+        let other: Vec<u32> = PROMPT.iter().rev().copied().collect();
+        let chunks = [
+            SeqChunk::new(3, PROMPT.to_vec(), LogitsFor::All),
+            SeqChunk::new(5, other[..other.len() - 2].to_vec(), LogitsFor::All),
+        ];
+        let mut cache = ContiguousKvCache::new(KvShape::of(model.config()), 64, &Device::Cpu);
+        let whole = model.forward(&chunks, &mut cache).unwrap();
+        let whole = Tensor::cat(
+            &whole
+                .per_chunk
+                .into_iter()
+                .map(Option::unwrap)
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap();
+        let mut x = model.embed_sequences(&chunks).unwrap();
+        for layer in 0..model.config().num_layers {
+            x = model.run_block(layer, &chunks, &x).unwrap();
+        }
+        let head = model
+            .linear_weights()
+            .into_iter()
+            .find(|(name, _)| name == "output.weight")
+            .unwrap()
+            .1;
+        let logits = head.forward(&model.head_input(&x).unwrap()).unwrap();
+        assert!(max_diff(&whole, &logits) < 1e-5, "{arch:?}");
+        let err = model
+            .run_block(model.config().num_layers, &chunks, &x)
+            .unwrap_err();
+        assert!(err.to_string().contains("blocks"), "{err}");
+    }
+}

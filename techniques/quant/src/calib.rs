@@ -9,16 +9,18 @@
 //!
 //! **Hessians.** The model is loaded under [`CapturePolicy`], which wraps each f16 matrix in a
 //! [`LinearWeight`] that adds `x^T x` of its input to a shared sum: q/k/v share one input, as do
-//! gate/up, so each distinct input is summed once. One forward pass per group of layers thus
-//! yields every Hessian without hooks in the model.
+//! gate/up, so each distinct input is summed once. Running a block over the calibration
+//! sequences ([`BlockStates`]) thus yields its Hessians without hooks in the model.
 //!
 //! **Sequential calibration.** GPTQ as published quantizes block by block and feeds each block
 //! the outputs of the blocks already quantized, so a layer's error feedback also corrects for
 //! the drift of its inputs. [`Hessians::replace`] swaps a matrix for its quantized values, after
-//! which forward passes run through them; the pipeline quantizes block `i` from a pass through
-//! the quantized blocks `0..i` (see `pipeline`). Without it, every layer sees the unquantized
-//! (f16) model's activations, which is cheaper (a few passes in all instead of one per block)
-//! but at 2 bits leaves each layer blind to the damage upstream.
+//! which the model multiplies by them. [`BlockStates`] keeps the calibration sequences' hidden
+//! states between blocks, so the pipeline runs block `i` once to record its inputs and once
+//! more, quantized, to make block `i + 1`'s: two sweeps of the model in all, where a full
+//! forward pass per block would cost about `L / 2` sweeps. Without it, every layer sees the
+//! unquantized (f16) model's activations (one sweep), which at 2 bits leaves each layer blind to
+//! the damage upstream.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -170,8 +172,8 @@ pub fn input_key(name: &str) -> (String, bool) {
     }
 }
 
-/// Running `X^T X` per input, for the layers currently selected (all of them hold `k^2` floats
-/// each, 320 MB for an 8960-wide input, so large models are captured a few layers per pass).
+/// Running `X^T X` per input, for the layers currently selected (each holds `k^2` floats, 320 MB
+/// for an 8960-wide input, so the pipeline records one block at a time).
 #[derive(Debug, Default)]
 pub struct Hessians {
     sums: Mutex<HashMap<String, (Vec<f32>, usize)>>,
@@ -378,6 +380,82 @@ pub fn run_calibration(
         }
     }
     Ok(())
+}
+
+/// The calibration sequences' hidden states between two blocks, so that a pipeline can run
+/// the model one block at a time: every block runs over them once to record its inputs and,
+/// when its quantized form must feed the next block, once more, instead of a full pass per
+/// block.
+#[derive(Debug)]
+pub struct BlockStates {
+    /// Per batch of sequences: its chunks and their hidden states (rows in chunk order).
+    batches: Vec<(Vec<SeqChunk>, Tensor)>,
+    /// The block whose input the states are.
+    next_block: usize,
+}
+
+impl BlockStates {
+    /// The embeddings of `windows`, `batch` sequences per pass: block 0's input.
+    pub fn embed(model: &effbench_core::Model, windows: &[Vec<u32>], batch: usize) -> Result<Self> {
+        let batches = windows
+            .chunks(batch.max(1))
+            .map(|chunk| {
+                let seqs: Vec<SeqChunk> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| SeqChunk::new(i as u64, w.clone(), LogitsFor::None))
+                    .collect();
+                let x = model.embed_sequences(&seqs)?;
+                Ok((seqs, x))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            batches,
+            next_block: 0,
+        })
+    }
+
+    /// The block these states are the input of (the model's block count after the last).
+    pub fn next_block(&self) -> usize {
+        self.next_block
+    }
+
+    /// Runs the next block over every batch with its weights as they are now (recording its
+    /// inputs if `hessians` selects it); with `advance` its outputs replace the states.
+    pub fn run_next_block(&mut self, model: &effbench_core::Model, advance: bool) -> Result<()> {
+        for (seqs, x) in &mut self.batches {
+            let out = model.run_block(self.next_block, seqs, x)?;
+            if advance {
+                *x = out;
+            }
+        }
+        if advance {
+            self.next_block += 1;
+        }
+        Ok(())
+    }
+
+    /// Records the output head's input (the final norm of states past the last block) as the
+    /// Hessian `output`, without the vocabulary-wide matmul a forward pass would spend on it.
+    pub fn record_head_input(
+        &self,
+        model: &effbench_core::Model,
+        hessians: &Hessians,
+    ) -> Result<()> {
+        if self.next_block != model.config().num_layers {
+            return Err(QuantError::Invalid(format!(
+                "the head's input needs the states after block {}, not before block {}",
+                model.config().num_layers - 1,
+                self.next_block
+            )));
+        }
+        hessians.select(0..0, true);
+        for (_, x) in &self.batches {
+            hessians.add("output", HEAD_LAYER, &model.head_input(x)?)?;
+        }
+        hessians.clear();
+        Ok(())
+    }
 }
 
 #[cfg(test)]

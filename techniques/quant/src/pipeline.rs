@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use effbench_core::linear::DenseLinear;
 use effbench_core::{LinearWeight, LoadedModel};
 
-use crate::calib::{input_key, layer_of, run_calibration, CapturePolicy, Hessians};
+use crate::calib::{input_key, layer_of, BlockStates, CapturePolicy, Hessians};
 use crate::error::{QuantError, Result};
 use crate::gptq::{gptq, GptqOptions};
 use crate::policy::QuantPolicy;
@@ -27,11 +27,10 @@ pub struct GptqSettings {
     pub options: GptqOptions,
     /// Sequences per calibration forward pass.
     pub batch: usize,
-    /// Memory for Hessians held at once; larger models are captured in several passes.
-    pub hessian_budget_bytes: usize,
     /// Calibrate block `i` on the outputs of the already-quantized blocks `0..i` (GPTQ as
-    /// published: one calibration pass per block, each running only up to its block); when
-    /// false every block sees the f16 model's activations (a few passes in all).
+    /// published); when false every block sees the f16 model's activations. The model runs a
+    /// block at a time over the calibration states: each block twice when sequential (to
+    /// record, then quantized), once otherwise.
     pub sequential: bool,
 }
 
@@ -40,7 +39,6 @@ impl Default for GptqSettings {
         Self {
             options: GptqOptions::default(),
             batch: 8,
-            hessian_budget_bytes: 4 << 30,
             sequential: true,
         }
     }
@@ -50,6 +48,7 @@ impl Default for GptqSettings {
 pub struct QuantizeReport {
     pub matrices: usize,
     pub calibration_tokens: usize,
+    /// Runs of every block over the calibration sequences.
     pub passes: usize,
     pub calibration_seconds: f64,
     pub quantize_seconds: f64,
@@ -108,45 +107,38 @@ pub fn quantize_loaded(
         ));
     }
     report.calibration_tokens = windows.iter().map(Vec::len).sum();
-    // Bytes of the Hessians each layer records (one per distinct input).
-    let mut per_layer: HashMap<usize, usize> = HashMap::new();
-    for (name, w) in &matrices {
-        if input_key(name).1 {
-            *per_layer.entry(layer_of(name, num_layers)).or_default() +=
-                w.in_features() * w.in_features() * 4;
-        }
-    }
-    let biggest = per_layer.values().copied().max().unwrap_or(1).max(1);
-    // Sequential calibration takes one block (or the head) per pass, so that the next pass
-    // runs through it quantized.
-    let layers_per_pass = if settings.sequential {
-        1
-    } else {
-        (settings.hessian_budget_bytes / biggest).max(1)
-    };
-    let mut first = 0;
-    while first <= num_layers {
-        let last = (first + layers_per_pass).min(num_layers + 1);
+    report.passes = if settings.sequential { 2 } else { 1 };
+    let mut states = BlockStates::embed(model, windows, settings.batch)?;
+    for layer in 0..=num_layers {
         let wanted: Vec<&(String, Arc<dyn LinearWeight>)> = matrices
             .iter()
-            .filter(|(name, _)| (first..last).contains(&layer_of(name, num_layers)))
+            .filter(|(name, _)| layer_of(name, num_layers) == layer)
             .collect();
         if wanted.is_empty() {
             // The head kept in f16: nothing to calibrate.
-            first = last;
             continue;
         }
-        hessians.select(first..last.min(num_layers), last > num_layers);
         let t = Instant::now();
-        progress(&format!(
-            "calibration pass {}: layers {first}..{last} of {num_layers} (+ head), {} tokens",
-            report.passes + 1,
-            report.calibration_tokens
-        ));
-        run_calibration(model, windows, settings.batch, last > num_layers)?;
-        hessians.clear();
+        if layer == num_layers {
+            progress(&format!(
+                "calibrating the output head on {} tokens",
+                report.calibration_tokens
+            ));
+            states.record_head_input(model, hessians)?;
+        } else {
+            progress(&format!(
+                "calibrating block {} of {num_layers} on {} tokens",
+                layer + 1,
+                report.calibration_tokens
+            ));
+            hessians.select(layer..layer + 1, false);
+            // f16-input calibration keeps the unquantized block's outputs as the next block's
+            // input; sequential calibration reruns the block once quantized, below.
+            let ran = states.run_next_block(model, !settings.sequential);
+            hessians.clear();
+            ran?;
+        }
         report.calibration_seconds += t.elapsed().as_secs_f64();
-        report.passes += 1;
         let t = Instant::now();
         let mut taken: HashMap<String, Vec<f32>> = HashMap::new();
         for (name, w) in wanted {
@@ -184,7 +176,11 @@ pub fn quantize_loaded(
             }
         }
         report.quantize_seconds += t.elapsed().as_secs_f64();
-        first = last;
+        if settings.sequential && layer < num_layers {
+            let t = Instant::now();
+            states.run_next_block(model, true)?;
+            report.calibration_seconds += t.elapsed().as_secs_f64();
+        }
     }
     report.total_seconds = start.elapsed().as_secs_f64();
     Ok((out, report))
