@@ -227,6 +227,10 @@ pub fn cached(path: &Path, recipe: Recipe, calib: &CalibArgs) -> Result<PathBuf>
         path.display()
     );
     let report = quantize_to(path, recipe, calib, &file)?;
+    // What the quantization cost (calibration and GPTQ time) stays beside the file: a run that
+    // reuses it can still say how long it took to make.
+    let report_path = PathBuf::from(format!("{}.report.json", file.display()));
+    crate::run::store::write_atomic(&report_path, &serde_json::to_vec_pretty(&report)?)?;
     eprintln!(
         "{}: quantized in {:.1} s, cached as {}",
         recipe.canonical(),

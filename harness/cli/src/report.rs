@@ -1,5 +1,5 @@
 //! `effbench report RUN` regenerates a recorded run's tables and plot (at another price if
-//! asked); `effbench compare RUN RUN...` puts runs side by side; `effbench report --index DIR`
+//! asked), or a multi-suite run's joined table; `effbench compare RUN RUN...` puts runs side by side; `effbench report --index DIR`
 //! writes the index of published runs.
 
 use std::path::PathBuf;
@@ -45,6 +45,15 @@ pub fn report(args: ReportArgs) -> Result<()> {
         return Ok(());
     }
     for dir in &args.runs {
+        if crate::run::is_suites_run(dir) {
+            let (md, rows) = crate::run::join_suites(dir)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{md}");
+            }
+            continue;
+        }
         let run = RunReport::load_dir(dir)?;
         let price = args.prices.price_for(&run)?;
         let rendered = effbench_report::render_dir(&run, &price, dir)?;

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod cost;
 pub mod error;
 pub mod index;
+pub mod joined;
 pub mod plot;
 pub mod schema;
 pub mod tables;

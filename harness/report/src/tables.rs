@@ -246,7 +246,7 @@ fn cost_takeaway(rows: &[Row], price: &Price) -> String {
     }
 }
 
-fn mib(bytes: usize) -> String {
+pub(crate) fn mib(bytes: usize) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
@@ -260,7 +260,7 @@ fn dollars(x: f64) -> String {
     }
 }
 
-fn markdown_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn markdown_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut b = Builder::default();
     b.push_record(header.iter().map(|s| s.to_string()));
     for r in rows {

@@ -28,7 +28,10 @@ use store::RunDir;
 pub struct RunArgs {
     /// mmlu-lite (stratified MMLU subset), mmlu (all 14,042 items), mc:PATH (your own JSONL,
     /// MMLU CSV directory, or cais/mmlu JSON/parquet file), wikitext-2 (perplexity, KL and
-    /// top-1 agreement against the baseline), or ppl:PATH (the same on your own text).
+    /// top-1 agreement against the baseline), or ppl:PATH (the same on your own text). Several,
+    /// comma-separated (e.g. wikitext-2,mmlu-lite), run one after another under one run
+    /// directory, the speed test in the first only, and table.md joins them: a row per
+    /// technique with memory, speed and every suite's quality.
     #[arg(long, default_value = "mmlu-lite")]
     pub suite: String,
     /// Known model name or path (as for `generate`).
@@ -520,6 +523,16 @@ pub fn run(mut args: RunArgs) -> Result<()> {
             bail!("technique `{t}` is listed twice");
         }
     }
+    let suites: Vec<String> = args
+        .suite
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if suites.len() > 1 {
+        return run_suites(args, suites);
+    }
     let kind = suite_kind(&args.suite)?;
     select_device(&args.device)?;
     let threads = effbench_core::threads::set_threads(args.threads);
@@ -528,6 +541,166 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         SuiteKind::MultipleChoice => run_mc(&args, &model_path, threads),
         SuiteKind::Perplexity(text) => run_ppl(&args, &text, &model_path, threads),
     }
+}
+
+/// What a multi-suite run is: resuming one with other suites, model or techniques would mix
+/// results.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct SuitesManifest {
+    suites: Vec<String>,
+    model: String,
+    techniques: Vec<String>,
+}
+
+const SUITES_FILE: &str = "suites.json";
+const JOINED_TABLE: &str = "table";
+
+/// A suite's run directory name inside a multi-suite run.
+fn suite_dir_name(suite: &str) -> String {
+    suite.replace([':', '/', '.'], "_")
+}
+
+/// `--suite A,B`: each suite runs as its own run (own records, resumable) under one parent
+/// directory, the speed test only in the first (it measures the weights, not the suite), and
+/// `table.md` / `table.json` join them: a row per technique with memory, speed and every
+/// suite's quality figures.
+fn run_suites(args: RunArgs, suites: Vec<String>) -> Result<()> {
+    if args.shard.is_some() {
+        bail!(
+            "--shard takes one suite per run (hint: run each of `{}` as its own sharded run)",
+            suites.join(",")
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &suites {
+        suite_kind(s)?;
+        if !seen.insert(suite_dir_name(s)) {
+            bail!("suite `{s}` is listed twice");
+        }
+    }
+    let manifest = SuitesManifest {
+        suites: suites.clone(),
+        model: args.model.clone(),
+        techniques: args.techniques.clone(),
+    };
+    let parent_id = match (&args.resume, &args.run_id) {
+        (Some(name), _) if name != "latest" => name.clone(),
+        (_, Some(id)) => id.clone(),
+        (Some(_), None) => latest_suites_run(&args.out, &manifest).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no run of suites {} with these techniques to resume under {} (hint: drop --resume to start one)",
+                suites.join(","),
+                args.out.display()
+            )
+        })?,
+        (None, None) => {
+            let model_path = crate::common::resolve_model_path(&args.model)?;
+            let stem = model_path
+                .file_stem()
+                .map_or("model".into(), |s| s.to_string_lossy().to_string());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            format!(
+                "{}-{stem}-{}shot-{now}",
+                suites.iter().map(|s| suite_dir_name(s)).collect::<Vec<_>>().join("+"),
+                args.shots
+            )
+        }
+    };
+    let parent = RunDir {
+        path: args.out.join(&parent_id),
+    };
+    std::fs::create_dir_all(&parent.path)
+        .with_context(|| format!("creating {}", parent.path.display()))?;
+    match parent.read_json::<SuitesManifest>(SUITES_FILE) {
+        Ok(existing) if existing != manifest => bail!(
+            "run `{parent_id}` was started with other suites, model or techniques ({} on {} with {}); resuming would mix results (hint: another --run-id)",
+            existing.suites.join(","),
+            existing.model,
+            existing.techniques.join(",")
+        ),
+        Ok(_) => {}
+        Err(_) => parent.write_json(SUITES_FILE, &manifest)?,
+    }
+    for (i, suite) in suites.iter().enumerate() {
+        let name = suite_dir_name(suite);
+        let started = parent.path.join(&name).join("run.json").exists();
+        let finished = parent
+            .path
+            .join(&name)
+            .join(effbench_report::schema::REPORT_FILE)
+            .exists();
+        if !finished {
+            eprintln!("suite {} of {}: {suite}", i + 1, suites.len());
+            let mut one = args.clone();
+            one.suite = suite.clone();
+            // `run` already added it to the techniques.
+            one.student = None;
+            one.out = parent.path.clone();
+            one.run_id = Some(name.clone());
+            one.resume = started.then(|| name.clone());
+            one.speed.no_speed |= i > 0;
+            run(one)?;
+        }
+    }
+    let (md, rows) = join_suites(&parent.path)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{md}");
+    }
+    eprintln!(
+        "joined table: {}",
+        parent.path.join(format!("{JOINED_TABLE}.md")).display()
+    );
+    Ok(())
+}
+
+/// Writes (and returns) the joined table of the multi-suite run in `dir`, from its suites'
+/// reports.
+pub fn join_suites(
+    dir: &std::path::Path,
+) -> Result<(String, Vec<effbench_report::joined::JoinedRow>)> {
+    let parent = RunDir {
+        path: dir.to_path_buf(),
+    };
+    let manifest: SuitesManifest = parent.read_json(SUITES_FILE)?;
+    let reports = manifest
+        .suites
+        .iter()
+        .map(|suite| {
+            effbench_report::RunReport::load_dir(&dir.join(suite_dir_name(suite))).with_context(
+                || format!("reading suite `{suite}`'s report (hint: finish the run with --resume)"),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let md = effbench_report::joined::markdown(&reports)?;
+    let rows = effbench_report::joined::rows(&reports)?;
+    parent.write_atomic(&format!("{JOINED_TABLE}.md"), md.as_bytes())?;
+    parent.write_json(&format!("{JOINED_TABLE}.json"), &rows)?;
+    Ok((md, rows))
+}
+
+/// Whether `dir` is a multi-suite run (`--suite A,B`).
+pub fn is_suites_run(dir: &std::path::Path) -> bool {
+    dir.join(SUITES_FILE).exists()
+}
+
+/// The newest multi-suite run under `out` with this manifest.
+fn latest_suites_run(out: &std::path::Path, manifest: &SuitesManifest) -> Option<String> {
+    let mut candidates: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(out)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let dir = RunDir { path: e.path() };
+            let m: SuitesManifest = dir.read_json(SUITES_FILE).ok()?;
+            let t = e.metadata().and_then(|m| m.modified()).ok()?;
+            (m == *manifest).then(|| (t, e.file_name().to_string_lossy().to_string()))
+        })
+        .collect();
+    candidates.sort();
+    candidates.pop().map(|c| c.1)
 }
 
 fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Result<()> {
