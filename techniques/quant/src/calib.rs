@@ -35,7 +35,7 @@ use effbench_core::{
 };
 
 use crate::error::{QuantError, Result};
-use crate::linalg::gemm_acc;
+use crate::linalg::gram_acc;
 
 /// The prompts the calibration documents start from: encyclopedic, narrative, technical,
 /// conversational and instructional English, none taken from an evaluation set.
@@ -238,7 +238,7 @@ impl Hessians {
         let entry = sums
             .entry(key.to_string())
             .or_insert_with(|| (vec![0f32; k * k], 0));
-        gemm_acc(&mut entry.0, k, k, &xs, true, t, &xs, 1.0);
+        gram_acc(&mut entry.0, k, &xs, t);
         entry.1 += t;
         Ok(())
     }

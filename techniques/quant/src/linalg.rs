@@ -137,6 +137,52 @@ pub fn gemm_acc(
     unsafe { mm(dv, true, av, bv, beta) }
 }
 
+/// Square tiles of [`gram_acc`]: small enough that skipping the tiles below the diagonal saves
+/// nearly half the work, large enough for `gemm` to run at full speed.
+const GRAM_TILE: usize = 512;
+
+/// `h (k, k) += x^T x` for row-major `x (t, k)`, the running Hessian of calibration: only the
+/// tiles on and above the diagonal are multiplied, then mirrored, about half of
+/// [`gemm_acc`]'s work for the 8960-wide inputs of a 1.5B model's MLP down projections. The
+/// result is exactly symmetric. `h` must be symmetric on entry (as every sum of such updates is).
+pub fn gram_acc(h: &mut [f32], k: usize, x: &[f32], t: usize) {
+    assert!(h.len() == k * k && x.len() == t * k);
+    if k <= GRAM_TILE {
+        gemm_acc(h, k, k, x, true, t, x, 1.0);
+        return;
+    }
+    let hv = View::full(h, k, k);
+    let xv = View {
+        p: x.as_ptr() as *mut f32,
+        rows: t,
+        cols: k,
+        rs: k as isize,
+        cs: 1,
+    };
+    for i0 in (0..k).step_by(GRAM_TILE) {
+        let ri = GRAM_TILE.min(k - i0);
+        for j0 in (i0..k).step_by(GRAM_TILE) {
+            let cj = GRAM_TILE.min(k - j0);
+            // SAFETY: every block lies within its view; `h` and `x` are distinct borrows, and
+            // gemm only reads `x` (the const cast above).
+            unsafe {
+                mm(
+                    hv.sub(i0, j0, ri, cj),
+                    true,
+                    xv.sub(0, i0, t, ri).t(),
+                    xv.sub(0, j0, t, cj),
+                    1.0,
+                );
+            }
+        }
+    }
+    for r in 1..k {
+        for c in 0..r {
+            h[r * k + c] = h[c * k + r];
+        }
+    }
+}
+
 /// Below this size the recursion switches to scalar loops.
 const LEAF: usize = 48;
 
@@ -280,6 +326,36 @@ mod tests {
             h[i * n + i] += 0.01;
         }
         h
+    }
+
+    #[test]
+    fn gram_acc_is_gemm_acc_on_half_the_tiles() {
+        // k not a multiple of the tile, and a second update onto the first.
+        let (k, t) = (GRAM_TILE * 2 + 77, 41);
+        let mut s = 7u64;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let mut full = vec![0f32; k * k];
+        let mut gram = vec![0f32; k * k];
+        for _ in 0..2 {
+            let x: Vec<f32> = (0..t * k).map(|_| rnd()).collect();
+            gemm_acc(&mut full, k, k, &x, true, t, &x, 1.0);
+            gram_acc(&mut gram, k, &x, t);
+        }
+        for r in 0..k {
+            for c in 0..k {
+                let (a, b) = (full[r * k + c], gram[r * k + c]);
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                    "({r}, {c}): {a} vs {b}"
+                );
+                assert_eq!(gram[r * k + c], gram[c * k + r]);
+            }
+        }
     }
 
     #[test]

@@ -18,8 +18,10 @@ use crate::rtn::{rtn, QuantizedMatrix};
 use crate::spec::{Method, Recipe};
 
 /// Names what GPTQ's output depends on beyond the recipe and calibration text, for cache keys:
-/// files quantized before sequential calibration (which collapsed at int2) must not be reused.
-pub const GPTQ_REVISION: &str = "seq1";
+/// files quantized before sequential calibration (which collapsed at int2) must not be reused,
+/// nor files whose Hessians were summed by another product (`seq2`: [`crate::linalg::gram_acc`];
+/// at int2 the last-bit differences flip enough roundings to change the file).
+pub const GPTQ_REVISION: &str = "seq2";
 
 /// Calibration and GPTQ settings.
 #[derive(Debug, Clone)]
