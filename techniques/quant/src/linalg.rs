@@ -28,6 +28,19 @@ impl View {
         }
     }
 
+    /// A view of a row-major matrix that is only ever read (as `mm`'s `a` or `b`): the const
+    /// cast is sound because gemm never writes through those.
+    fn read_only(data: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols);
+        Self {
+            p: data.as_ptr() as *mut f32,
+            rows,
+            cols,
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+
     fn t(self) -> Self {
         Self {
             p: self.p,
@@ -107,32 +120,12 @@ pub fn gemm_acc(
 ) {
     assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n);
     let dv = View::full(dst, m, n);
-    // The const casts are sound: gemm only reads `a` and `b`.
     let av = if a_transposed {
-        View {
-            p: a.as_ptr() as *mut f32,
-            rows: k,
-            cols: m,
-            rs: m as isize,
-            cs: 1,
-        }
-        .t()
+        View::read_only(a, k, m).t()
     } else {
-        View {
-            p: a.as_ptr() as *mut f32,
-            rows: m,
-            cols: k,
-            rs: k as isize,
-            cs: 1,
-        }
+        View::read_only(a, m, k)
     };
-    let bv = View {
-        p: b.as_ptr() as *mut f32,
-        rows: k,
-        cols: n,
-        rs: n as isize,
-        cs: 1,
-    };
+    let bv = View::read_only(b, k, n);
     // SAFETY: sizes asserted above; `dst` is a distinct &mut borrow.
     unsafe { mm(dv, true, av, bv, beta) }
 }
@@ -152,19 +145,12 @@ pub fn gram_acc(h: &mut [f32], k: usize, x: &[f32], t: usize) {
         return;
     }
     let hv = View::full(h, k, k);
-    let xv = View {
-        p: x.as_ptr() as *mut f32,
-        rows: t,
-        cols: k,
-        rs: k as isize,
-        cs: 1,
-    };
+    let xv = View::read_only(x, t, k);
     for i0 in (0..k).step_by(GRAM_TILE) {
         let ri = GRAM_TILE.min(k - i0);
         for j0 in (i0..k).step_by(GRAM_TILE) {
             let cj = GRAM_TILE.min(k - j0);
-            // SAFETY: every block lies within its view; `h` and `x` are distinct borrows, and
-            // gemm only reads `x` (the const cast above).
+            // SAFETY: every block lies within its view; `h` and `x` are distinct borrows.
             unsafe {
                 mm(
                     hv.sub(i0, j0, ri, cj),

@@ -284,16 +284,27 @@ pub(crate) fn sha256_file(path: &std::path::Path) -> Result<String> {
 }
 
 fn find_resumable(out: &std::path::Path, settings: &RunSettings) -> Option<String> {
+    newest_run_where(out, "run.json", |m: &RunManifest, _| {
+        (m.settings == *settings).then(|| m.run_id.clone())
+    })
+}
+
+/// The newest directory under `out` (by modification time) whose `file` parses as `T` and
+/// passes `pick`, which is given the directory's name and names the run.
+fn newest_run_where<T: serde::de::DeserializeOwned>(
+    out: &std::path::Path,
+    file: &str,
+    pick: impl Fn(&T, &str) -> Option<String>,
+) -> Option<String> {
     let mut candidates: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(out)
         .ok()?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let dir = RunDir { path: e.path() };
-            let m: RunManifest = dir.read_json("run.json").ok()?;
-            (m.settings == *settings).then(|| {
-                let t = e.metadata().and_then(|m| m.modified()).ok()?;
-                Some((t, m.run_id))
-            })?
+            let name = e.file_name().to_string_lossy().to_string();
+            let id = pick(&dir.read_json::<T>(file).ok()?, &name)?;
+            let t = e.metadata().and_then(|m| m.modified()).ok()?;
+            Some((t, id))
         })
         .collect();
     candidates.sort();
@@ -687,20 +698,11 @@ pub fn is_suites_run(dir: &std::path::Path) -> bool {
     dir.join(SUITES_FILE).exists()
 }
 
-/// The newest multi-suite run under `out` with this manifest.
+/// The newest multi-suite run under `out` with this manifest (named by its directory).
 fn latest_suites_run(out: &std::path::Path, manifest: &SuitesManifest) -> Option<String> {
-    let mut candidates: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(out)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let dir = RunDir { path: e.path() };
-            let m: SuitesManifest = dir.read_json(SUITES_FILE).ok()?;
-            let t = e.metadata().and_then(|m| m.modified()).ok()?;
-            (m == *manifest).then(|| (t, e.file_name().to_string_lossy().to_string()))
-        })
-        .collect();
-    candidates.sort();
-    candidates.pop().map(|c| c.1)
+    newest_run_where(out, SUITES_FILE, |m: &SuitesManifest, name| {
+        (m == manifest).then(|| name.to_string())
+    })
 }
 
 fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Result<()> {
