@@ -148,12 +148,13 @@ fn speed_cell(tok_per_s: Option<f64>, speedup: Option<f64>) -> String {
     }
 }
 
-/// Perplexities span from ~10 to ~1e7 at 2 bits: three significant figures either way.
-fn ppl_text(v: f64) -> String {
-    if v < 1e4 {
-        format!("{v:.2}")
+/// Perplexities (and their ratios) span from ~1 to ~1e7 at 2 bits: fixed decimals below 1e4,
+/// three significant figures above.
+fn large_or_fixed(v: f64, decimals: usize) -> String {
+    if v.abs() < 1e4 {
+        format!("{v:.decimals$}")
     } else {
-        format!("{v:.3e}")
+        format!("{v:.2e}")
     }
 }
 
@@ -189,6 +190,13 @@ pub fn markdown(runs: &[RunReport]) -> Result<String> {
     let body = rows
         .iter()
         .map(|row| {
+            // A figure against the baseline is absent for the baseline itself, and for a
+            // technique the run could not compare (then "-", not "baseline").
+            let missing = if row.technique == first.baseline {
+                "baseline"
+            } else {
+                "-"
+            };
             let mut cells = vec![
                 row.technique.clone(),
                 row.label.clone(),
@@ -208,8 +216,12 @@ pub fn markdown(runs: &[RunReport]) -> Result<String> {
                         top1_agreement,
                         ..
                     } => {
-                        cells.push(format!("{} ± {}", ppl_text(*ppl), ppl_text(*ppl_stderr)));
-                        cells.push(ratio.map_or("baseline".into(), |r| format!("{r:.3}")));
+                        cells.push(format!(
+                            "{} ± {}",
+                            large_or_fixed(*ppl, 2),
+                            large_or_fixed(*ppl_stderr, 2)
+                        ));
+                        cells.push(ratio.map_or(missing.into(), |r| large_or_fixed(r, 3)));
                         cells.push(kl_mean.map_or("-".into(), |k| format!("{k:.3}")));
                         cells.push(
                             top1_agreement.map_or("-".into(), |a| format!("{:.1} %", 100.0 * a)),
@@ -222,7 +234,7 @@ pub fn markdown(runs: &[RunReport]) -> Result<String> {
                         ..
                     } => {
                         cells.push(format!("{:.1} ± {:.1} %", 100.0 * mean, 100.0 * stderr));
-                        cells.push(vs_baseline.clone().unwrap_or_else(|| "baseline".into()));
+                        cells.push(vs_baseline.clone().unwrap_or_else(|| missing.into()));
                     }
                 }
             }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use effbench_report::schema::{Quality, SuiteKind};
-use effbench_report::{compare, render_dir, tables, PriceTable, RunReport};
+use effbench_report::{compare, joined, render_dir, tables, PriceTable, RunReport};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -161,4 +161,42 @@ fn compare_aligns_same_suite_runs_and_refuses_different_manifests() {
         err.contains("cannot be compared") && err.contains("different items"),
         "{err}"
     );
+}
+
+/// `run --suite A,B`'s joined table: a row per technique, the speed from the run that measured
+/// it, each suite's columns in order; runs of other techniques are refused.
+#[test]
+fn suites_join_by_technique_into_the_golden_table() {
+    let ppl = RunReport::load_dir(&fixture("v2-ppl")).unwrap();
+    let mut acc = ppl.clone();
+    acc.suite.name = "mmlu-lite".into();
+    acc.suite.kind = SuiteKind::MultipleChoice;
+    for (i, t) in acc.techniques.iter_mut().enumerate() {
+        t.speed = None;
+        t.quality = Quality::Accuracy {
+            n: 100,
+            correct: 50 + i,
+            mean: (50 + i) as f64 / 100.0,
+            stderr: 0.05,
+            ci_low: 0.4,
+            ci_high: 0.6,
+            vs_baseline: None,
+            per_subject: Default::default(),
+        };
+    }
+    let runs = [ppl.clone(), acc.clone()];
+    check_golden("joined.md", &joined::markdown(&runs).unwrap());
+    let rows = joined::rows(&runs).unwrap();
+    assert_eq!(rows.len(), ppl.techniques.len());
+    for (row, t) in rows.iter().zip(&ppl.techniques) {
+        assert_eq!(row.suites.len(), 2);
+        assert_eq!(
+            row.decode_tok_per_s,
+            t.speed.as_ref().map(|s| s.decode_tok_per_s)
+        );
+    }
+    assert_eq!(rows[0].decode_speedup, Some(1.0));
+    acc.techniques.pop();
+    let err = joined::rows(&[ppl, acc]).unwrap_err().to_string();
+    assert!(err.contains("not the same model and techniques"), "{err}");
 }
