@@ -216,11 +216,12 @@ pub fn markdown(runs: &[RunReport]) -> Result<String> {
                         top1_agreement,
                         ..
                     } => {
-                        cells.push(format!(
-                            "{} ± {}",
-                            large_or_fixed(*ppl, 2),
-                            large_or_fixed(*ppl_stderr, 2)
-                        ));
+                        // The error in the value's own notation: "3.50e4 ± 3.76e3".
+                        cells.push(if ppl.abs() < 1e4 {
+                            format!("{ppl:.2} ± {ppl_stderr:.2}")
+                        } else {
+                            format!("{ppl:.2e} ± {ppl_stderr:.2e}")
+                        });
                         cells.push(ratio.map_or(missing.into(), |r| large_or_fixed(r, 3)));
                         cells.push(kl_mean.map_or("-".into(), |k| format!("{k:.3}")));
                         cells.push(
