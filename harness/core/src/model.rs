@@ -363,22 +363,10 @@ impl Model {
     }
 
     fn forward_in_pool(&self, batch: &[SeqChunk], cache: &mut dyn KvCache) -> Result<BatchLogits> {
-        let cfg = &self.config;
         let mut tokens = Vec::new();
         let mut starts = Vec::with_capacity(batch.len());
         for chunk in batch {
-            if chunk.tokens.is_empty() {
-                return Err(CoreError::Invalid(format!(
-                    "chunk for sequence {} has no tokens",
-                    chunk.seq
-                )));
-            }
-            if let Some(&bad) = chunk.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-                return Err(CoreError::TokenOutOfRange {
-                    token: bad,
-                    vocab: cfg.vocab_size,
-                });
-            }
+            self.check_tokens(chunk)?;
             if batch.iter().filter(|c| c.seq == chunk.seq).count() > 1 {
                 return Err(CoreError::Invalid(format!(
                     "sequence {} appears twice in one batch",
@@ -441,6 +429,21 @@ impl Model {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(BatchLogits { per_chunk })
+    }
+
+    /// A chunk has tokens, and each is in the vocabulary.
+    fn check_tokens(&self, chunk: &SeqChunk) -> Result<()> {
+        if chunk.tokens.is_empty() {
+            return Err(CoreError::Invalid(format!(
+                "chunk for sequence {} has no tokens",
+                chunk.seq
+            )));
+        }
+        let vocab = self.config.vocab_size;
+        match chunk.tokens.iter().find(|&&t| t as usize >= vocab) {
+            Some(&token) => Err(CoreError::TokenOutOfRange { token, vocab }),
+            None => Ok(()),
+        }
     }
 
     /// Decoder block `layer_idx` on the hidden states `x` of `batch` (rows in chunk order),
@@ -535,22 +538,7 @@ impl Model {
     pub fn embed_sequences(&self, batch: &[SeqChunk]) -> Result<Tensor> {
         let mut tokens = Vec::new();
         for chunk in batch {
-            if chunk.tokens.is_empty() {
-                return Err(CoreError::Invalid(format!(
-                    "chunk for sequence {} has no tokens",
-                    chunk.seq
-                )));
-            }
-            if let Some(&bad) = chunk
-                .tokens
-                .iter()
-                .find(|&&t| t as usize >= self.config.vocab_size)
-            {
-                return Err(CoreError::TokenOutOfRange {
-                    token: bad,
-                    vocab: self.config.vocab_size,
-                });
-            }
+            self.check_tokens(chunk)?;
             tokens.extend_from_slice(&chunk.tokens);
         }
         self.embeddings.lookup(&tokens, &self.device)
