@@ -158,9 +158,8 @@ fn large_or_fixed(v: f64, decimals: usize) -> String {
     }
 }
 
-/// The joined table as markdown.
-pub fn markdown(runs: &[RunReport]) -> Result<String> {
-    let rows = rows(runs)?;
+/// The joined table as markdown: `rows` are [`rows`] of the same (non-empty) `runs`.
+pub fn markdown(runs: &[RunReport], rows: &[JoinedRow]) -> String {
     let first = &runs[0];
     let mut header: Vec<String> = [
         "Technique",
@@ -253,7 +252,7 @@ pub fn markdown(runs: &[RunReport]) -> Result<String> {
         ),
         None => "Speed was not measured (--no-speed).".into(),
     };
-    Ok(format!(
+    format!(
         "## {} on {}: {}\n\n{}\n\n{speed_note} Quality: each suite's own run directory, beside this file, holds its per-item records and full report.\n",
         names_of(runs),
         first.model.name,
@@ -264,7 +263,7 @@ pub fn markdown(runs: &[RunReport]) -> Result<String> {
             .collect::<Vec<_>>()
             .join(", "),
         markdown_table(&header_refs, body)
-    ))
+    )
 }
 
 fn names_of(runs: &[RunReport]) -> String {

@@ -686,8 +686,8 @@ pub fn join_suites(
             )
         })
         .collect::<Result<Vec<_>>>()?;
-    let md = effbench_report::joined::markdown(&reports)?;
     let rows = effbench_report::joined::rows(&reports)?;
+    let md = effbench_report::joined::markdown(&reports, &rows);
     parent.write_atomic(&format!("{JOINED_TABLE}.md"), md.as_bytes())?;
     parent.write_json(&format!("{JOINED_TABLE}.json"), &rows)?;
     Ok((md, rows))
