@@ -6,7 +6,7 @@
 #   scripts/gpu-check.sh prepare          # here: target/gpu-bundle/ and its carry plan
 #   # then, on the GPU machine, one call per carry group (printed by prepare), in quick
 #   # succession (a machine keeps carried files only while it stays warm), the last one with:
-#   scripts/gpu-check.sh run [all|ppl|mmlu|bench|batch]
+#   scripts/gpu-check.sh run [all|ppl|mmlu|bench|batch|synthetic|cost]
 #
 # `run` rebuilds the model from its parts and checks every file's sha256 (and effbench's own
 # catalogue checksums), then:
@@ -20,6 +20,13 @@
 #   batch  throughput by batch size on the GPU: serve-bench, contiguous cache, every request
 #          at once, --max-running over GPU_CHECK_BATCHES (default 1,8,32,64,128); the best batch
 #          is the one with the highest output tok/s
+#   synthetic  f16 decode (tg128) and prefill (pp512) at published shapes with random weights
+#          made on the device, labelled synthetic (GPU_CHECK_SHAPES, default
+#          qwen2.5-1.5b,llama-3.1-8b), as a share of the GPU's peak memory bandwidth (NVML's
+#          bus width and memory clock)
+#   cost   $/1M output tokens at the GPU's list price (harness/report/prices.toml, matched on
+#          the NVML name, or GPU_CHECK_USD_PER_HOUR) at batch 1 and at the best batch, against
+#          the source article's "a 1000-token conversation costs about $0.01" ($10 per 1M)
 # Results go to $OUT (the device tool's output folder) or target/gpu-check-out: one folder per
 # check, plus summary.md with PASS/FAIL lines. It exits non-zero if a check fails.
 #
@@ -249,9 +256,77 @@ check_batch() {
     echo "best batch: $best_b ($best output tok/s)" | tee -a "$(out_dir)/summary.md" >&2
 }
 
+check_synthetic() {
+    local o
+    o=$(out_dir)/synthetic
+    mkdir -p "$o"
+    for shape in ${GPU_CHECK_SHAPES//,/ }; do
+        # shellcheck disable=SC2086
+        "$E" bench --synthetic "$shape" --device "$GPU" --json ${GPU_CHECK_SYNTHETIC_ARGS:--p 512 -n 128 -r 3} >"$o/$shape.json"
+        python3 - "$o/$shape.json" "$(out_dir)/hw.json" <<'EOF' | tee -a "$(out_dir)/summary.md" >&2
+import json, sys
+b, hw = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+gpus = hw.get("gpus", {}).get("devices") or []
+peak = None
+if gpus and gpus[0].get("memory_bus_width_bits") and gpus[0].get("max_memory_clock_mhz"):
+    peak = 2 * gpus[0]["max_memory_clock_mhz"] * 1e6 * gpus[0]["memory_bus_width_bits"] / 8
+parts = []
+for r in b["results"]:
+    tps = r["mean_tok_per_s"]
+    line = f"{r['test']} {tps:.1f} tok/s"
+    if r["test"].startswith("tg"):
+        line += (f" = {100 * tps * b['decode_bytes_per_token'] / peak:.1f}% of the {peak / 1e12:.2f} TB/s peak"
+                 if peak else " (no GPU peak bandwidth known)")
+    parts.append(line)
+print(f"- {b['model']} ({b['variant']}) on {b['device']}, {b['weight_bytes'] / 2**30:.2f} GiB: " + ", ".join(parts))
+EOF
+    done
+}
+
+check_cost() {
+    python3 - "$(out_dir)" "${GPU_CHECK_USD_PER_HOUR:-}" <<'EOF' | tee -a "$(out_dir)/summary.md" >&2
+import glob, json, sys, tomllib
+out, override = sys.argv[1], sys.argv[2]
+hw = json.load(open(f"{out}/hw.json"))
+gpus = hw.get("gpus", {}).get("devices") or []
+name = gpus[0]["name"] if gpus else "none"
+price, source = None, None
+if override:
+    price, source = float(override), "GPU_CHECK_USD_PER_HOUR"
+else:
+    for inst in tomllib.load(open("harness/report/prices.toml", "rb"))["instance"]:
+        if any(g in name for g in inst.get("gpu_names", [])):
+            price, source = inst["usd_per_hour"], f"prices.toml {inst['name']}"
+            break
+if price is None:
+    print(f"cost: no list price for GPU `{name}` (set GPU_CHECK_USD_PER_HOUR)")
+    sys.exit(0)
+def per_million(tps):
+    return price / (tps * 3600) * 1e6
+lines = [f"cost at ${price:.2f}/h ({source}); the article's $0.01 per 1000-token conversation is $10.00 per 1M tokens:"]
+for f in sorted(glob.glob(f"{out}/bench/*-cuda.json")) + sorted(glob.glob(f"{out}/synthetic/*.json")):
+    b = json.load(open(f))
+    for r in b["results"]:
+        if r["test"].startswith("tg"):
+            d = per_million(r["mean_tok_per_s"])
+            lines.append(f"- batch 1, {b['model']} ({b['variant']}): ${d:.2f} per 1M output tokens, ${d / 1000:.4f} per 1000-token conversation")
+best = 0.0
+for f in glob.glob(f"{out}/batch/b*.json"):
+    try:
+        best = max(best, json.load(open(f))["results"][0]["summary"]["output_tok_per_s"])
+    except (KeyError, IndexError, ValueError):
+        pass
+if best > 0:
+    d = per_million(best)
+    lines.append(f"- best batch ({best:.0f} output tok/s, SmolLM2): ${d:.4f} per 1M output tokens, ${d / 1000:.6f} per 1000-token conversation")
+print("\n".join(lines))
+EOF
+}
+
 run_checks() {
     local what=${1:-all}
     GPU_CHECK_BATCHES=${GPU_CHECK_BATCHES:-1,8,32,64,128}
+    GPU_CHECK_SHAPES=${GPU_CHECK_SHAPES:-qwen2.5-1.5b,llama-3.1-8b}
     local o
     GPU=${GPU_CHECK_DEVICE:-cuda}
     assemble
@@ -261,13 +336,15 @@ run_checks() {
     "$E" hw --json >"$o/hw.json"
     echo "# GPU check $(date -u +%FT%TZ)" >>"$o/summary.md"
     case $what in
-        all) check_ppl && check_mmlu && check_bench && check_batch ;;
+        all) check_ppl && check_mmlu && check_bench && check_batch && check_synthetic && check_cost ;;
         ppl) check_ppl ;;
         mmlu) check_mmlu ;;
         bench) check_bench ;;
         batch) check_batch ;;
+        synthetic) check_synthetic ;;
+        cost) check_cost ;;
         *)
-            echo "gpu-check: unknown check \`$what\` (all, ppl, mmlu, bench, batch)" >&2
+            echo "gpu-check: unknown check \`$what\` (all, ppl, mmlu, bench, batch, synthetic, cost)" >&2
             exit 2
             ;;
     esac
@@ -278,7 +355,7 @@ case ${1:-} in
     prepare) prepare ;;
     run) run_checks "${2:-all}" ;;
     *)
-        echo "usage: scripts/gpu-check.sh prepare | run [all|ppl|mmlu|bench|batch]" >&2
+        echo "usage: scripts/gpu-check.sh prepare | run [all|ppl|mmlu|bench|batch|synthetic|cost]" >&2
         exit 2
         ;;
 esac

@@ -8,7 +8,10 @@ use effbench_core::speed;
 use serde::Serialize;
 use tabled::{builder::Builder, settings::Style};
 
-use crate::common::{load_model, mib, ModelArgs};
+use candle_core::DType;
+use effbench_core::Dequantize;
+
+use crate::common::{device_label, load_model, mib, select_device, ModelArgs};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -23,6 +26,11 @@ pub struct BenchArgs {
     /// Measured repetitions of each test, after one warm-up run.
     #[arg(long, short = 'r', default_value_t = 5)]
     repetitions: usize,
+    /// Time a published shape with random f16 weights made on the device instead of a
+    /// checkpoint (llama-3.1-8b, qwen2.5-1.5b, qwen2.5-0.5b, smollm2-135m): speed at sizes no
+    /// file on hand has. Labelled synthetic in every output; --model and --weights are unused.
+    #[arg(long, value_name = "SHAPE", conflicts_with_all = ["model", "weights"])]
+    synthetic: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -40,6 +48,8 @@ struct TestResult {
 struct BenchReport {
     model: String,
     variant: String,
+    /// `cpu`, `cuda:0`.
+    device: String,
     weight_bytes: usize,
     /// Bits per weight of the blocks' linear layers, scales included.
     block_bits_per_weight: f64,
@@ -55,9 +65,45 @@ struct BenchReport {
     results: Vec<TestResult>,
 }
 
+/// What was timed: a checkpoint, or a shape with synthetic weights.
+struct Subject {
+    model: effbench_core::Model,
+    /// The checkpoint's path, or `synthetic:SHAPE`.
+    name: String,
+    variant: String,
+    threads: usize,
+}
+
+fn subject(args: &BenchArgs) -> Result<Subject> {
+    let Some(shape) = &args.synthetic else {
+        let session = load_model(&args.model)?;
+        let model = session.loaded.model;
+        return Ok(Subject {
+            variant: model.label().to_string(),
+            model,
+            name: session.loaded.path.display().to_string(),
+            threads: session.threads,
+        });
+    };
+    let threads = effbench_core::threads::set_threads(args.model.threads);
+    let device = select_device(&args.model.device)?;
+    let known = effbench_core::shapes::known_shape(shape)?;
+    let mut source = effbench_core::shapes::random_source(&known.config, DType::F16, &device)?;
+    let model = effbench_core::Model::load(&mut source, &Dequantize(DType::F16), &device)?;
+    Ok(Subject {
+        model,
+        name: format!("synthetic:{}", known.name),
+        variant: format!(
+            "f16, synthetic random weights in the shape of {}",
+            known.from
+        ),
+        threads,
+    })
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
-    let session = load_model(&args.model)?;
-    let model = &session.loaded.model;
+    let subject = subject(&args)?;
+    let model = &subject.model;
     let mut results = Vec::new();
     let mut measured = Vec::new();
     if args.n_prompt > 0 {
@@ -76,13 +122,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         });
     }
     let report = BenchReport {
-        model: session.loaded.path.display().to_string(),
-        variant: model.label().to_string(),
+        model: subject.name.clone(),
+        variant: subject.variant.clone(),
+        device: device_label(model.device()),
         weight_bytes: model.weight_bytes().total,
         block_bits_per_weight: model.weight_bytes().block_bits_per_weight,
         decode_bytes_per_token: decode_bytes_per_token(model, args.n_gen),
         prefill_flops_per_token: prefill_flops_per_token(model),
-        threads: session.threads,
+        threads: subject.threads,
         repetitions: args.repetitions,
         results,
     };
@@ -92,9 +139,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let mut b = Builder::default();
     b.push_record(["model", "variant", "size", "threads", "test", "t/s"]);
-    let name = session
-        .loaded
-        .path
+    let name = std::path::Path::new(&report.model)
         .file_name()
         .map_or_else(|| report.model.clone(), |n| n.to_string_lossy().to_string());
     for r in &report.results {

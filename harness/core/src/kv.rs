@@ -210,21 +210,16 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Row i (absolute position start+i) may attend to keys 0..=start+i.
+/// Row i (absolute position start+i) may attend to keys 0..=start+i. Built on `device` from
+/// two position ranges, so an accelerator receives n + start + n indices, not the n x total mask.
 fn causal_mask(n: usize, start: usize, device: &Device) -> Result<Tensor> {
     let total = start + n;
-    let mask: Vec<f32> = (0..n)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j > start + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Ok(Tensor::from_vec(mask, (n, total), device)?)
+    let rows = Tensor::arange(start as u32, total as u32, device)?.reshape((n, 1))?;
+    let cols = Tensor::arange(0u32, total as u32, device)?.reshape((1, total))?;
+    let future = cols.broadcast_gt(&rows)?;
+    let blocked = Tensor::new(f32::NEG_INFINITY, device)?.broadcast_as((n, total))?;
+    let open = Tensor::zeros((n, total), DType::F32, device)?;
+    Ok(future.where_cond(&blocked, &open)?)
 }
 
 /// Shape of the K/V a model produces, which every cache needs to size itself.
@@ -453,6 +448,24 @@ mod tests {
             })
             .collect();
         Tensor::from_vec(data, dims, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn causal_mask_blocks_exactly_the_future() {
+        for (n, start) in [(1, 0), (3, 0), (4, 5), (7, 2)] {
+            let mask = causal_mask(n, start, &Device::Cpu).unwrap();
+            assert_eq!(mask.dims(), &[n, start + n]);
+            for (i, row) in mask.to_vec2::<f32>().unwrap().iter().enumerate() {
+                for (j, &m) in row.iter().enumerate() {
+                    let want = if j > start + i {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(m, want, "n {n} start {start} row {i} col {j}");
+                }
+            }
+        }
     }
 
     /// The one-query path against candle's masked matmuls on the same last position, with

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use candle_core::quantized::{QStorage, QTensor};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, DeviceLocation, Tensor};
 
 use crate::config::{ModelConfig, RopeStyle};
 use crate::error::{CoreError, Result};
@@ -47,11 +47,33 @@ pub struct BatchLogits {
     pub per_chunk: Vec<Option<Tensor>>,
 }
 
-/// Token embeddings, kept in the checkpoint's own format: a GGML table is dequantized row by row
-/// on lookup, so a 150k-token vocabulary does not cost a gigabyte of f32.
+/// Where a GGML embedding table's lookups happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingPlacement {
+    /// Host memory: the quantized table is read in place (a borrowed slice, no copy) and only
+    /// the looked-up rows are dequantized, so a 150k-token vocabulary does not cost a gigabyte
+    /// of f32.
+    QuantizedRowsOnHost,
+    /// An accelerator: the table is dequantized once, at load, to an f16 copy held on the
+    /// device, and a lookup is an `index_select` there. Reading the quantized rows on the host
+    /// would copy the whole table off the device on every forward pass.
+    F16OnDevice,
+}
+
+impl EmbeddingPlacement {
+    pub fn for_location(location: DeviceLocation) -> Self {
+        match location {
+            DeviceLocation::Cpu => Self::QuantizedRowsOnHost,
+            DeviceLocation::Cuda { .. } | DeviceLocation::Metal { .. } => Self::F16OnDevice,
+        }
+    }
+}
+
+/// Token embeddings: a GGML table kept in its own format on the host, or a dense table on the
+/// model's device (see [`EmbeddingPlacement`]).
 #[derive(Debug)]
 enum Embeddings {
-    Ggml {
+    GgmlRows {
         table: Arc<QTensor>,
         row_bytes: usize,
     },
@@ -59,8 +81,16 @@ enum Embeddings {
 }
 
 impl Embeddings {
-    fn new(source: SourceTensor, dtype: Option<DType>) -> Result<Self> {
+    fn new(
+        source: SourceTensor,
+        dtype: Option<DType>,
+        device: &Device,
+        placement: EmbeddingPlacement,
+    ) -> Result<Self> {
         Ok(match (source, dtype) {
+            (SourceTensor::Ggml(q), None) if placement == EmbeddingPlacement::F16OnDevice => {
+                Self::Dense(q.dequantize_f16(device)?)
+            }
             (SourceTensor::Ggml(q), None) => {
                 let (rows, cols) = q.shape().dims2()?;
                 let block = q.dtype().block_size();
@@ -71,7 +101,7 @@ impl Embeddings {
                 }
                 let row_bytes = cols / block * q.dtype().type_size();
                 debug_assert_eq!(row_bytes * rows, q.storage_size_in_bytes());
-                Self::Ggml {
+                Self::GgmlRows {
                     table: q,
                     row_bytes,
                 }
@@ -91,7 +121,7 @@ impl Embeddings {
 
     fn storage_bytes(&self) -> usize {
         match self {
-            Self::Ggml { table, .. } => table.storage_size_in_bytes(),
+            Self::GgmlRows { table, .. } => table.storage_size_in_bytes(),
             Self::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
         }
     }
@@ -102,9 +132,16 @@ impl Embeddings {
                 let ids = Tensor::new(tokens, device)?;
                 Ok(t.index_select(&ids, 0)?.to_dtype(DType::F32)?)
             }
-            Self::Ggml { table, row_bytes } => {
+            Self::GgmlRows { table, row_bytes } => {
                 let (_, cols) = table.shape().dims2()?;
-                let data = table.data()?;
+                // Host storage lends its bytes; anything else would hand back a copy of the
+                // whole table, which is what this layout exists to avoid.
+                let Cow::Borrowed(data) = table.data()? else {
+                    return Err(CoreError::Invalid(
+                        "a quantized embedding table read row by row must live in host memory"
+                            .into(),
+                    ));
+                };
                 let mut rows = Vec::with_capacity(tokens.len());
                 for &t in tokens {
                     let start = t as usize * row_bytes;
@@ -169,6 +206,18 @@ impl Model {
         source: &mut dyn WeightSource,
         policy: &dyn WeightPolicy,
         device: &Device,
+    ) -> Result<Self> {
+        let placement = EmbeddingPlacement::for_location(device.location());
+        Self::load_placed(source, policy, device, placement)
+    }
+
+    /// [`Model::load`] with the embedding layout chosen by the caller: tests run the
+    /// accelerator's layout on the CPU, where it can be checked against the host one.
+    pub fn load_placed(
+        source: &mut dyn WeightSource,
+        policy: &dyn WeightPolicy,
+        device: &Device,
+        embedding_placement: EmbeddingPlacement,
     ) -> Result<Self> {
         let config = source.config().clone();
         let label = policy.describe(&source.format());
@@ -270,7 +319,12 @@ impl Model {
                 true,
             )
         };
-        let embeddings = Embeddings::new(embd_source, policy.embedding_dtype())?;
+        let embeddings = Embeddings::new(
+            embd_source,
+            policy.embedding_dtype(),
+            device,
+            embedding_placement,
+        )?;
         let (rope_cos, rope_sin) = rope_tables(&config, device)?;
         Ok(Self {
             config,
@@ -316,7 +370,7 @@ impl Model {
         let embeddings = self.embeddings.storage_bytes();
         // A tied head built from a GGML table shares its bytes; a dequantized copy does not.
         let shares_table =
-            self.output_head_tied && matches!(self.embeddings, Embeddings::Ggml { .. });
+            self.output_head_tied && matches!(self.embeddings, Embeddings::GgmlRows { .. });
         let output_head = if shares_table {
             0
         } else {
@@ -636,7 +690,7 @@ pub(crate) fn last_dim_argmax(row: &[f32]) -> u32 {
 impl Embeddings {
     fn share(&self) -> Self {
         match self {
-            Self::Ggml { table, row_bytes } => Self::Ggml {
+            Self::GgmlRows { table, row_bytes } => Self::GgmlRows {
                 table: table.clone(),
                 row_bytes: *row_bytes,
             },

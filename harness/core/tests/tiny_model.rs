@@ -417,3 +417,77 @@ fn block_at_a_time_gives_the_forward_pass_logits() {
         assert!(err.to_string().contains("blocks"), "{err}");
     }
 }
+
+/// A GPU keeps its embedding table on the device as f16 (a quantized table read on the host
+/// would be copied off the device whole on every forward pass). The same layout run on the CPU
+/// gives the host layout's rows up to f16 rounding, and its bytes are counted as what it holds:
+/// the f16 table, with a tied head's quantized table counted apart.
+#[test]
+fn the_device_embedding_layout_matches_the_host_one_and_counts_its_bytes() {
+    use candle_core::DeviceLocation;
+    use effbench_core::EmbeddingPlacement;
+    assert_eq!(
+        EmbeddingPlacement::for_location(DeviceLocation::Cpu),
+        EmbeddingPlacement::QuantizedRowsOnHost
+    );
+    for location in [
+        DeviceLocation::Cuda { gpu_id: 0 },
+        DeviceLocation::Cuda { gpu_id: 3 },
+        DeviceLocation::Metal { gpu_id: 0 },
+    ] {
+        assert_eq!(
+            EmbeddingPlacement::for_location(location),
+            EmbeddingPlacement::F16OnDevice
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Device::Cpu;
+    let path = dir.path().join("q8.gguf");
+    write_tiny_gguf(&path, GgmlDType::Q8_0);
+    let load = |placement| {
+        Model::load_placed(
+            &mut GgufSource::open(&path, &dev).unwrap(),
+            &AsStored,
+            &dev,
+            placement,
+        )
+        .unwrap()
+    };
+    let host = load(EmbeddingPlacement::QuantizedRowsOnHost);
+    let device = load(EmbeddingPlacement::F16OnDevice);
+    // The same rows, each within half an f16 ulp (11 significant bits) of the host's f32.
+    let batch = [SeqChunk::new(0, PROMPT.to_vec(), LogitsFor::None)];
+    let (a, b) = (
+        host.embed_sequences(&batch).unwrap(),
+        device.embed_sequences(&batch).unwrap(),
+    );
+    let scale = a
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let d = max_diff(&a, &b);
+    assert!(
+        d > 0.0 && d <= scale / 2048.0,
+        "rows differ by {d} (values up to {scale})"
+    );
+    // A random tiny model amplifies that rounding (Q8_0 against f32 moves its logits by 0.02
+    // too); a wrong row would move them by whole units.
+    let d = max_diff(&all_logits(&host, &PROMPT), &all_logits(&device, &PROMPT));
+    assert!(d < 0.05, "logits drift {d}");
+    let cfg = host.config();
+    let (h, dv) = (host.weight_bytes(), device.weight_bytes());
+    assert_eq!(dv.embeddings, cfg.vocab_size * cfg.hidden_size * 2);
+    assert!(h.embeddings < dv.embeddings, "{h:?} vs {dv:?}");
+    assert_eq!(dv.linear, h.linear);
+    assert_eq!(
+        dv.total,
+        dv.linear + dv.embeddings + dv.output_head + dv.norms_and_biases
+    );
+    if h.output_head == 0 {
+        // Tied head: the host layout shares the quantized table; the device one holds both.
+        assert_eq!(dv.output_head, h.embeddings);
+    }
+}

@@ -84,6 +84,22 @@ pub struct GpuDevice {
     /// `None` where NVML refuses (e.g. some MIG or vGPU setups) rather than failing the report.
     pub memory_total_bytes: Option<u64>,
     pub memory_used_bytes: Option<u64>,
+    /// Memory interface width and top memory clock, as NVML reports them: together the peak
+    /// memory bandwidth a decode step is measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bus_width_bits: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_clock_mhz: Option<u32>,
+}
+
+impl GpuDevice {
+    /// Peak memory bandwidth in bytes/s: two transfers per memory clock (NVML reports the
+    /// DDR/HBM clock), bus width / 8 bytes each. H100 SXM: 5120 bits at 2619 MHz = 3.35 TB/s,
+    /// the datasheet figure.
+    pub fn peak_memory_bandwidth_bytes_per_s(&self) -> Option<f64> {
+        let (bits, mhz) = (self.memory_bus_width_bits?, self.max_memory_clock_mhz?);
+        Some(2.0 * mhz as f64 * 1e6 * bits as f64 / 8.0)
+    }
 }
 
 /// The wire form of [`GpuReport`]; serde's tagged enums cannot use a boolean tag.
@@ -478,6 +494,8 @@ fn query_nvml() -> Result<GpuReport, NoGpu> {
                     uuid: String::new(),
                     memory_total_bytes: None,
                     memory_used_bytes: None,
+                    memory_bus_width_bits: None,
+                    max_memory_clock_mhz: None,
                 });
                 continue;
             }
@@ -489,6 +507,10 @@ fn query_nvml() -> Result<GpuReport, NoGpu> {
             uuid: device.uuid().unwrap_or_default(),
             memory_total_bytes: memory.as_ref().map(|m| m.total),
             memory_used_bytes: memory.as_ref().map(|m| m.used),
+            memory_bus_width_bits: device.memory_bus_width().ok(),
+            max_memory_clock_mhz: device
+                .max_clock_info(nvml_wrapper::enum_wrappers::device::Clock::Memory)
+                .ok(),
         });
     }
     Ok(GpuReport::Nvidia {
@@ -600,8 +622,16 @@ mod tests {
                 uuid: "GPU-0".to_string(),
                 memory_total_bytes: Some(80 << 30),
                 memory_used_bytes: Some(1 << 20),
+                memory_bus_width_bits: Some(5120),
+                max_memory_clock_mhz: Some(2619),
             }],
         };
+        let GpuReport::Nvidia { devices, .. } = &some else {
+            unreachable!()
+        };
+        // H100 SXM's datasheet says 3.35 TB/s.
+        let bw = devices[0].peak_memory_bandwidth_bytes_per_s().unwrap();
+        assert!((bw / 1e12 - 3.352).abs() < 0.001, "{bw}");
         let v = serde_json::to_value(&some).unwrap();
         assert_eq!(v["available"], true);
         assert_eq!(v["devices"][0]["name"], "NVIDIA H100");
