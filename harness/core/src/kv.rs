@@ -210,9 +210,34 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Row i (absolute position start+i) may attend to keys 0..=start+i. Built on `device` from
-/// two position ranges, so an accelerator receives n + start + n indices, not the n x total mask.
+/// Row i (absolute position start+i) may attend to keys 0..=start+i.
 fn causal_mask(n: usize, start: usize, device: &Device) -> Result<Tensor> {
+    if device.is_cpu() {
+        causal_mask_from_host(n, start, device)
+    } else {
+        causal_mask_on_device(n, start, device)
+    }
+}
+
+fn causal_mask_from_host(n: usize, start: usize, device: &Device) -> Result<Tensor> {
+    let total = start + n;
+    let mask: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > start + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(mask, (n, total), device)?)
+}
+
+/// The mask made on the device from two position ranges: an accelerator receives n + total
+/// indices instead of the n x total mask, once per layer of every prefill chunk.
+fn causal_mask_on_device(n: usize, start: usize, device: &Device) -> Result<Tensor> {
     let total = start + n;
     let rows = Tensor::arange(start as u32, total as u32, device)?.reshape((n, 1))?;
     let cols = Tensor::arange(0u32, total as u32, device)?.reshape((1, total))?;
@@ -451,11 +476,14 @@ mod tests {
     }
 
     #[test]
-    fn causal_mask_blocks_exactly_the_future() {
+    fn both_causal_masks_block_exactly_the_future() {
         for (n, start) in [(1, 0), (3, 0), (4, 5), (7, 2)] {
-            let mask = causal_mask(n, start, &Device::Cpu).unwrap();
-            assert_eq!(mask.dims(), &[n, start + n]);
-            for (i, row) in mask.to_vec2::<f32>().unwrap().iter().enumerate() {
+            let host = causal_mask_from_host(n, start, &Device::Cpu).unwrap();
+            let device = causal_mask_on_device(n, start, &Device::Cpu).unwrap();
+            assert_eq!(host.dims(), &[n, start + n]);
+            let rows = host.to_vec2::<f32>().unwrap();
+            assert_eq!(rows, device.to_vec2::<f32>().unwrap());
+            for (i, row) in rows.iter().enumerate() {
                 for (j, &m) in row.iter().enumerate() {
                     let want = if j > start + i {
                         f32::NEG_INFINITY
