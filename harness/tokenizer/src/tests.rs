@@ -352,6 +352,37 @@ fn bad_token_types_are_an_error() {
 }
 
 #[test]
+fn arrays_that_disagree_in_length_are_one_line_errors() {
+    let mut t = Tiny::standard();
+    let Value::Array(tokens) = &t.md[KEY_TOKENS] else {
+        unreachable!()
+    };
+    let n = tokens.len();
+    t.md.insert(
+        KEY_TOKEN_TYPE.into(),
+        Value::Array(vec![Value::I32(1); n + 1]),
+    );
+    let err = error_of(&t.md);
+    assert!(
+        err.contains(&format!("{} types for {n} tokens", n + 1)) && !err.contains('\n'),
+        "{err}"
+    );
+
+    t.md.insert(KEY_TOKENS.into(), Value::Array(vec![]));
+    assert!(error_of(&t.md).contains("the vocabulary is empty"));
+
+    for len in [3, 300] {
+        let mut md = spm_metadata(&[("▁a", -1.0)]);
+        md.insert(KEY_SCORES.into(), Value::Array(vec![Value::F32(0.0); len]));
+        let err = error_of(&md);
+        assert!(
+            err.contains(&format!("{len} scores for 260 tokens")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn missing_files_say_tokenizer_not_found() {
     let path = std::path::Path::new("/nonexistent/effbench/tokenizer.json");
     let err = from_tokenizer_json(path).unwrap_err().to_string();
