@@ -457,7 +457,7 @@ fn check_safetensors_entry(
     let bits = elems
         .checked_mul(bits)
         .ok_or_else(|| format!("tensor `{name}`'s shape {shape:?} overflows"))?;
-    if bits % 8 != 0 {
+    if !bits.is_multiple_of(8) {
         return Err(format!(
             "tensor `{name}` is {dtype} of shape {shape:?}, which is not a whole number of bytes"
         ));

@@ -436,7 +436,7 @@ impl<R: Read + Seek> Walker<R> {
             })?;
             // GGML stores a tensor as rows of whole blocks along its first dimension.
             let block = dtype.block_size() as u64;
-            if row % block != 0 {
+            if !row.is_multiple_of(block) {
                 return Err(self.fail(
                     dims_at,
                     format!("{label} at byte {dims_at} has rows of {row} elements, not a multiple of its block size {block}"),
@@ -444,7 +444,7 @@ impl<R: Read + Seek> Walker<R> {
             }
             let offset_at = self.pos;
             let offset = self.u64(&|| format!("the data offset of {label}"))?;
-            if offset % alignment != 0 {
+            if !offset.is_multiple_of(alignment) {
                 return Err(self.fail(
                     offset_at,
                     format!("{label} has data offset {offset} at byte {offset_at}, not a multiple of the alignment {alignment}"),

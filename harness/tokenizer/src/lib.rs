@@ -113,10 +113,19 @@ pub fn from_tokenizer_json(path: &Path) -> Result<Tokenizer, TokenizerError> {
 
 /// [`from_tokenizer_json`] on the file's bytes (errors name the path `<memory>`).
 pub fn from_tokenizer_json_bytes(bytes: &[u8]) -> Result<Tokenizer, TokenizerError> {
-    Tokenizer::from_bytes(bytes).map_err(|e| TokenizerError::Json {
+    let err = |reason: String| TokenizerError::Json {
         path: PathBuf::from("<memory>"),
-        reason: one_line(&e.to_string()),
-    })
+        reason,
+    };
+    // tokenizers 0.22 panics (`expect("Helper")` in its decoder deserializer) on some malformed
+    // files, among them any file cut right after `"decoder":`, as a truncated download can be.
+    // A syntax check first makes those an error without a panic message; catching the unwind
+    // covers what it does not.
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|e| err(format!("not valid JSON: {e}")))?;
+    std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes))
+        .map_err(|_| err("the tokenizers crate panicked while reading it".into()))?
+        .map_err(|e| err(one_line(&e.to_string())))
 }
 
 /// Builds the tokenizer llama.cpp would use for a GGUF file, from its metadata

@@ -413,6 +413,23 @@ fn a_built_tokenizer_survives_a_tokenizer_json_round_trip() {
     }
 }
 
+/// Found by the `tokenizer_json` fuzz target: tokenizers panicked on a file cut right after
+/// `"decoder":`, as a truncated download can be.
+#[test]
+fn a_tokenizer_json_cut_after_its_decoder_key_is_an_error_not_a_panic() {
+    for bytes in [
+        &br#"{"decoder":"#[..],
+        br#"{"decoder":{"type":"#,
+        br#"{"decoder":[1,"#,
+    ] {
+        let err = from_tokenizer_json_bytes(bytes).unwrap_err().to_string();
+        assert!(
+            err.starts_with("cannot load tokenizer") && !err.contains('\n'),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn an_invalid_tokenizer_json_is_an_error() {
     let path = std::env::temp_dir().join(format!("effbench-bad-{}.json", std::process::id()));
