@@ -117,12 +117,17 @@ pub fn from_tokenizer_json_bytes(bytes: &[u8]) -> Result<Tokenizer, TokenizerErr
         path: PathBuf::from("<memory>"),
         reason,
     };
-    // tokenizers 0.22 panics (`expect("Helper")` in its decoder deserializer) on some malformed
-    // files, among them any file cut right after `"decoder":`, as a truncated download can be.
-    // A syntax check first makes those an error without a panic message; catching the unwind
-    // covers what it does not.
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
-        .map_err(|e| err(format!("not valid JSON: {e}")))?;
+    // tokenizers 0.22 panics (`expect("Helper")` in its decoder deserializer) when the JSON
+    // under `"decoder"` does not parse: a file cut right after `"decoder":`, as a truncated
+    // download can be, or a string with a lone surrogate escape. Parsing the file with that
+    // subtree decoded in full first makes those an error without a panic message; catching the
+    // unwind covers what it does not.
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[allow(dead_code)]
+        decoder: Option<serde_json::Value>,
+    }
+    serde_json::from_slice::<Probe>(bytes).map_err(|e| err(format!("not valid JSON: {e}")))?;
     std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes))
         .map_err(|_| err("the tokenizers crate panicked while reading it".into()))?
         .map_err(|e| err(one_line(&e.to_string())))

@@ -421,6 +421,8 @@ fn a_tokenizer_json_cut_after_its_decoder_key_is_an_error_not_a_panic() {
         &br#"{"decoder":"#[..],
         br#"{"decoder":{"type":"#,
         br#"{"decoder":[1,"#,
+        // Found by the same target: a lone surrogate escape under `"decoder"`.
+        br#"{"decoder":{"type":"\udc00"}}"#,
     ] {
         let err = from_tokenizer_json_bytes(bytes).unwrap_err().to_string();
         assert!(
