@@ -135,3 +135,27 @@ fn unknown_asset_for_fetch() {
     assert_ne!(code, 0);
     assert_one_line_error(&err, "no-such-dataset");
 }
+
+/// A length of 2^62 in the first metadata key used to abort the process (signal 6) inside
+/// candle's reader, asking for 4 EiB; it must be an ordinary one-line error instead.
+#[test]
+fn gguf_whose_first_key_claims_2_pow_62_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    write_tiny_gguf(&path, None);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[24..32].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_effbench"))
+        .args(["generate", "-m", path.to_str().unwrap(), "-p", "hi"])
+        .output()
+        .expect("run effbench");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // `code()` is None when a signal ended the process.
+    let code = out.status.code();
+    assert!(code.is_some_and(|c| c != 0), "{:?}: {err}", out.status);
+    assert_one_line_error(
+        &err,
+        "metadata key 0 at byte 24 claims 4611686018427387904 bytes",
+    );
+}

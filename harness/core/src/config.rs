@@ -8,6 +8,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
 
+// Sanity caps for checkpoint shapes: the largest published models have hidden 16384,
+// intermediate 53248, 126 layers, 128 heads, head_dim 256, vocabularies of 256k and contexts of
+// 1M; these leave room above that while keeping any allocation sized from them bounded.
+const MAX_HIDDEN: usize = 1 << 16;
+const MAX_INTERMEDIATE: usize = 1 << 18;
+const MAX_LAYERS: usize = 1024;
+const MAX_HEADS: usize = 1024;
+const MAX_HEAD_DIM: usize = 1024;
+const MAX_VOCAB: usize = 1 << 22;
+const MAX_POSITIONS: usize = 1 << 24;
+
 /// The Llama-family variants one decoder covers; they differ only in the details recorded in
 /// [`ModelConfig`] (bias on q/k/v, tied head), so one code path serves all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,12 +105,16 @@ impl ModelConfig {
         let hidden_size = get_u("embedding_length")?;
         let num_heads = get_u("attention.head_count")?;
         let num_kv_heads = get_u("attention.head_count_kv").unwrap_or(num_heads);
-        let head_dim = get_u("attention.key_length").unwrap_or(hidden_size / num_heads);
+        let head_dim = match get_u("attention.key_length") {
+            Ok(d) => d,
+            // Checked by `check_sane` below; a zero here only avoids the division.
+            Err(_) => hidden_size.checked_div(num_heads).unwrap_or(0),
+        };
         let rope_style = match architecture {
             Architecture::Llama => RopeStyle::Interleaved,
             Architecture::Qwen2 => RopeStyle::Halves,
         };
-        Ok(Self {
+        let config = Self {
             architecture,
             hidden_size,
             intermediate_size: get_u("feed_forward_length")?,
@@ -115,20 +130,31 @@ impl ModelConfig {
             // Decided by the loader from whether `output.weight` exists.
             tie_word_embeddings: false,
             qkv_bias: architecture == Architecture::Qwen2,
-        })
+        };
+        config
+            .check_sane()
+            .map_err(|detail| CoreError::BadMetadata {
+                detail: format!("{detail} (GGUF keys `{arch_name}.*`)"),
+            })?;
+        Ok(config)
     }
 
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_config_json(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| CoreError::Io {
+        let text = std::fs::read(path).map_err(|source| CoreError::Io {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::from_hf_config_bytes(&text, path)
+    }
+
+    /// [`ModelConfig::from_hf_config_json`] on the file's bytes; `path` is only for messages.
+    pub fn from_hf_config_bytes(text: &[u8], path: &Path) -> Result<Self> {
         let bad = |detail: String| CoreError::BadConfig {
             path: path.to_path_buf(),
             detail,
         };
-        let raw: HfConfig = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let raw: HfConfig = serde_json::from_slice(text).map_err(|e| bad(e.to_string()))?;
         let arch_name = raw
             .model_type
             .clone()
@@ -142,7 +168,7 @@ impl ModelConfig {
                 raw.hidden_size, raw.num_attention_heads
             )));
         }
-        Ok(Self {
+        let config = Self {
             architecture,
             hidden_size: raw.hidden_size,
             intermediate_size: raw.intermediate_size,
@@ -161,7 +187,55 @@ impl ModelConfig {
             qkv_bias: raw
                 .attention_bias
                 .unwrap_or(architecture == Architecture::Qwen2),
-        })
+        };
+        config.check_sane().map_err(bad)?;
+        Ok(config)
+    }
+
+    /// Refuses shapes no real checkpoint has, before anything is sized from them: zero or
+    /// absurdly large dimensions, heads that do not divide, non-finite constants. The caps are
+    /// several times the largest published models', so they only stop corrupt files.
+    pub fn check_sane(&self) -> std::result::Result<(), String> {
+        let caps = [
+            ("hidden_size", self.hidden_size, MAX_HIDDEN),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                MAX_INTERMEDIATE,
+            ),
+            ("num_layers", self.num_layers, MAX_LAYERS),
+            ("num_heads", self.num_heads, MAX_HEADS),
+            ("num_kv_heads", self.num_kv_heads, MAX_HEADS),
+            ("head_dim", self.head_dim, MAX_HEAD_DIM),
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
+        ];
+        for (name, value, cap) in caps {
+            if value == 0 || value > cap {
+                return Err(format!("{name} is {value}; expected 1..={cap}"));
+            }
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return Err(format!(
+                "num_heads {} is not a multiple of num_kv_heads {}",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        // RoPE rotates dimensions in pairs.
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(format!("head_dim {} is odd", self.head_dim));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(format!("rms_norm_eps is {}", self.rms_norm_eps));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(format!("rope_theta is {}", self.rope_theta));
+        }
+        Ok(())
     }
 
     /// The Hugging Face `config.json` for this shape, so checkpoints we write load elsewhere too.
@@ -267,6 +341,85 @@ mod tests {
         let path = dir.path().join("config.json");
         std::fs::write(&path, cfg.to_hf_config_json().to_string()).unwrap();
         assert_eq!(ModelConfig::from_hf_config_json(&path).unwrap(), cfg);
+    }
+
+    #[test]
+    fn impossible_shapes_are_refused_before_use() {
+        let base = crate::testing::tiny_config(Architecture::Llama).to_hf_config_json();
+        for (key, value, needle) in [
+            (
+                "num_attention_heads",
+                serde_json::json!(0),
+                "num_attention_heads 0",
+            ),
+            ("num_hidden_layers", serde_json::json!(0), "num_layers is 0"),
+            (
+                "num_hidden_layers",
+                serde_json::json!(1u64 << 40),
+                "num_layers is",
+            ),
+            ("vocab_size", serde_json::json!(u64::MAX), "vocab_size is"),
+            (
+                "intermediate_size",
+                serde_json::json!(1u64 << 30),
+                "intermediate_size",
+            ),
+            (
+                "num_key_value_heads",
+                serde_json::json!(3),
+                "not a multiple of num_kv_heads 3",
+            ),
+            ("head_dim", serde_json::json!(15), "head_dim 15 is odd"),
+            ("rms_norm_eps", serde_json::json!(-1.0), "rms_norm_eps"),
+            (
+                "max_position_embeddings",
+                serde_json::json!(0),
+                "max_position_embeddings",
+            ),
+        ] {
+            let mut json = base.clone();
+            json[key] = value;
+            let err = ModelConfig::from_hf_config_bytes(
+                json.to_string().as_bytes(),
+                Path::new("config.json"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(needle), "{key}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn gguf_metadata_with_zero_heads_is_an_error_not_a_division_by_zero() {
+        let mut md = HashMap::new();
+        md.insert(
+            "general.architecture".to_string(),
+            Value::String("llama".into()),
+        );
+        for (k, v) in [
+            ("embedding_length", 64),
+            ("feed_forward_length", 128),
+            ("block_count", 2),
+            ("attention.head_count", 0),
+        ] {
+            md.insert(format!("llama.{k}"), Value::U32(v));
+        }
+        let err = ModelConfig::from_gguf_metadata(&md, 96)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("head_dim is 0") || err.contains("num_heads is 0"),
+            "{err}"
+        );
+        md.insert("llama.attention.head_count".into(), Value::U32(4));
+        md.insert("llama.block_count".into(), Value::U64(u64::MAX));
+        let err = ModelConfig::from_gguf_metadata(&md, 96)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("num_layers is"), "{err}");
+        md.insert("llama.block_count".into(), Value::U32(2));
+        ModelConfig::from_gguf_metadata(&md, 96).unwrap();
     }
 
     #[test]

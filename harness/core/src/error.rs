@@ -26,6 +26,8 @@ pub enum CoreError {
     MissingTensor { name: String, arch: String },
     #[error("model metadata is missing `{key}`")]
     MissingMetadata { key: String },
+    #[error("model metadata describes an impossible model: {detail} (hint: the file is corrupt; re-download it)")]
+    BadMetadata { detail: String },
     #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
     ShapeMismatch {
         name: String,

@@ -24,6 +24,10 @@ pub mod testing;
 pub mod threads;
 pub mod timing;
 
+/// The bounded GGUF header walk that runs before candle's reader; it lives in
+/// `effbench-tokenizer`, the lowest crate that reads GGUF files.
+pub use effbench_tokenizer::gguf_header;
+
 pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use error::{CoreError, Result};
 pub use kv::{ContiguousKvCache, KvCache, KvShape, KvUsage, SeqId};

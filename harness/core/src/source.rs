@@ -13,6 +13,7 @@ use candle_core::{DType, Device};
 
 use crate::config::ModelConfig;
 use crate::error::{CoreError, Result};
+use crate::gguf_header::GgufHeader;
 use crate::linear::SourceTensor;
 
 /// A checkpoint's tensors, looked up by canonical name (`blk.3.attn_q.weight`).
@@ -95,41 +96,36 @@ impl GgufSource {
             })?
             .len();
         let mut reader = BufReader::new(file);
+        // candle sizes vectors from the header's counts, so a corrupt count would abort the
+        // process inside it; the bounded walk refuses such a header first. A truncated download
+        // would otherwise fail halfway through loading with a bare EOF.
+        let header = GgufHeader::read(&mut reader).map_err(|e| bad(e.to_string()))?;
+        header.check_tensor_data().map_err(|e| bad(e.to_string()))?;
+        debug_assert_eq!(header.file_len, file_len);
+        reader.rewind().map_err(|source| CoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let content = gguf_file::Content::read(&mut reader).map_err(|e| bad(one_line(&e)))?;
-        // A truncated download would otherwise fail halfway through loading with a bare EOF.
-        for (name, info) in &content.tensor_infos {
-            let elems = info.shape.elem_count();
-            let block = info.ggml_dtype.block_size();
-            if !elems.is_multiple_of(block) {
-                return Err(bad(format!(
-                    "tensor `{name}` has {elems} elements, not a multiple of its block size {block}"
-                )));
-            }
-            let end = content.tensor_data_offset
-                + info.offset
-                + (elems / block * info.ggml_dtype.type_size()) as u64;
-            if end > file_len {
-                return Err(bad(format!(
-                    "truncated: tensor `{name}` ends at byte {end} but the file has {file_len} bytes"
-                )));
-            }
-        }
+        let embedding_rows = content
+            .tensor_infos
+            .get("token_embd.weight")
+            .and_then(|i| i.shape.dims().first().copied());
         let vocab = match content.metadata.get("tokenizer.ggml.tokens") {
             Some(Value::Array(tokens)) => tokens.len(),
-            _ => content
-                .tensor_infos
-                .get("token_embd.weight")
-                .map(|i| i.shape.dims()[0])
-                .ok_or_else(|| CoreError::MissingTensor {
-                    name: "token_embd.weight".into(),
-                    arch: "llama-family".into(),
-                })?,
+            _ => embedding_rows.ok_or_else(|| CoreError::MissingTensor {
+                name: "token_embd.weight".into(),
+                arch: "llama-family".into(),
+            })?,
         };
         let mut config = ModelConfig::from_gguf_metadata(&content.metadata, vocab)?;
         config.tie_word_embeddings = !content.tensor_infos.contains_key("output.weight");
-        if let Some(info) = content.tensor_infos.get("token_embd.weight") {
-            config.vocab_size = info.shape.dims()[0].max(vocab);
+        if let Some(rows) = embedding_rows {
+            config.vocab_size = rows.max(vocab);
         }
+        config
+            .check_sane()
+            .map_err(|detail| CoreError::BadMetadata { detail })?;
         Ok(Self {
             path: path.to_path_buf(),
             content,
@@ -365,45 +361,123 @@ fn check_safetensors_header(path: &Path) -> Result<()> {
         path: path.to_path_buf(),
         detail,
     };
-    let mut file = File::open(path).map_err(|source| CoreError::Io {
+    let file = File::open(path).map_err(|source| CoreError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut len_bytes = [0u8; 8];
-    file.read_exact(&mut len_bytes)
-        .map_err(|_| bad(format!("file is {file_len} bytes, too short for a header")))?;
-    let header_len = u64::from_le_bytes(len_bytes);
-    if header_len > file_len.saturating_sub(8) || header_len > 100 << 20 {
-        return Err(bad(format!(
-            "header claims {header_len} bytes but the file has {file_len}"
-        )));
-    }
-    let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header)
-        .map_err(|e| bad(e.to_string()))?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
-    let data_len = file_len - 8 - header_len;
-    if let Some(obj) = json.as_object() {
-        for (name, entry) in obj {
-            if name == "__metadata__" {
-                continue;
-            }
-            let end = entry
-                .get("data_offsets")
-                .and_then(|o| o.as_array())
-                .and_then(|o| o.get(1))
-                .and_then(|e| e.as_u64())
-                .ok_or_else(|| bad(format!("tensor `{name}` has no data_offsets")))?;
-            if end > data_len {
-                return Err(bad(format!(
-                    "tensor `{name}` ends at data byte {end} but only {data_len} data bytes exist (truncated?)"
-                )));
-            }
+    check_safetensors_reader(file, file_len).map_err(bad)
+}
+
+/// [`SafetensorsSource`]'s header check on a whole file's bytes, without the file: for fuzzing
+/// and for callers that hold the bytes already. Errors name the path `<memory>`.
+pub fn check_safetensors_bytes(bytes: &[u8]) -> Result<()> {
+    check_safetensors_reader(bytes, bytes.len() as u64).map_err(|detail| {
+        CoreError::BadSafetensors {
+            path: PathBuf::from("<memory>"),
+            detail,
         }
+    })
+}
+
+/// Safetensors' own limit on the JSON header.
+const MAX_SAFETENSORS_HEADER: u64 = 100 << 20;
+
+fn check_safetensors_reader(mut r: impl Read, file_len: u64) -> Result<(), String> {
+    let mut len_bytes = [0u8; 8];
+    r.read_exact(&mut len_bytes)
+        .map_err(|_| format!("file is {file_len} bytes, too short for a header"))?;
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > file_len.saturating_sub(8) || header_len > MAX_SAFETENSORS_HEADER {
+        return Err(format!(
+            "header claims {header_len} bytes but the file has {file_len}"
+        ));
+    }
+    // Bounded by the file length just above.
+    let mut header = vec![0u8; header_len as usize];
+    r.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| format!("header is not JSON: {e}"))?;
+    let data_len = file_len - 8 - header_len;
+    let obj = json
+        .as_object()
+        .ok_or_else(|| "header is not a JSON object".to_string())?;
+    for (name, entry) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        check_safetensors_entry(name, entry, data_len)?;
     }
     Ok(())
+}
+
+/// One tensor's entry: a known dtype, a shape whose byte size (overflow-checked) is exactly its
+/// data range, and a range inside the data.
+fn check_safetensors_entry(
+    name: &str,
+    entry: &serde_json::Value,
+    data_len: u64,
+) -> Result<(), String> {
+    let offsets = entry
+        .get("data_offsets")
+        .and_then(|o| o.as_array())
+        .filter(|o| o.len() == 2)
+        .and_then(|o| Some((o[0].as_u64()?, o[1].as_u64()?)))
+        .ok_or_else(|| format!("tensor `{name}` has no data_offsets [begin, end]"))?;
+    let (begin, end) = offsets;
+    if begin > end {
+        return Err(format!(
+            "tensor `{name}` has data_offsets [{begin}, {end}], which end before they begin"
+        ));
+    }
+    if end > data_len {
+        return Err(format!(
+            "tensor `{name}` ends at data byte {end} but only {data_len} data bytes exist (truncated?)"
+        ));
+    }
+    let dtype = entry
+        .get("dtype")
+        .and_then(|d| d.as_str())
+        .ok_or_else(|| format!("tensor `{name}` has no dtype"))?;
+    let bits = safetensors_dtype_bits(dtype)
+        .ok_or_else(|| format!("tensor `{name}` has unknown dtype `{dtype}`"))?;
+    let shape = entry
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .ok_or_else(|| format!("tensor `{name}` has no shape"))?;
+    let mut elems: u64 = 1;
+    for d in shape {
+        let d = d
+            .as_u64()
+            .ok_or_else(|| format!("tensor `{name}` has a shape entry {d} that is not a size"))?;
+        elems = elems
+            .checked_mul(d)
+            .ok_or_else(|| format!("tensor `{name}`'s shape {shape:?} overflows"))?;
+    }
+    let bits = elems
+        .checked_mul(bits)
+        .ok_or_else(|| format!("tensor `{name}`'s shape {shape:?} overflows"))?;
+    if !bits.is_multiple_of(8) {
+        return Err(format!(
+            "tensor `{name}` is {dtype} of shape {shape:?}, which is not a whole number of bytes"
+        ));
+    }
+    let bytes = bits / 8;
+    if bytes != end - begin {
+        return Err(format!(
+            "tensor `{name}` is {dtype} of shape {shape:?} ({bytes} bytes) but its data_offsets span {} bytes",
+            end - begin
+        ));
+    }
+    Ok(())
+}
+
+/// Bits per element of a dtype the safetensors format names, by the safetensors crate's own
+/// list, so a new dtype there is known here too.
+fn safetensors_dtype_bits(dtype: &str) -> Option<u64> {
+    serde_json::from_value::<safetensors::Dtype>(serde_json::Value::String(dtype.to_string()))
+        .ok()
+        .map(|d| d.bitsize() as u64)
 }
 
 /// Maps Hugging Face parameter names to GGUF's, which the decoder uses.
@@ -560,5 +634,70 @@ mod tests {
         }
         assert_eq!(canonical_name("model.layers.x.mlp.up_proj.weight"), None);
         assert_eq!(canonical_name("model.rotary_emb.inv_freq"), None);
+    }
+
+    /// A safetensors file image with one tensor entry (raw JSON) and `data` bytes of data.
+    fn safetensors(entry: &str, data: usize) -> Vec<u8> {
+        let header = format!("{{\"t\":{entry}}}");
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend(header.as_bytes());
+        b.resize(b.len() + data, 0);
+        b
+    }
+
+    #[test]
+    fn safetensors_entries_must_match_their_byte_ranges() {
+        let ok = r#"{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]}"#;
+        check_safetensors_bytes(&safetensors(ok, 12)).unwrap();
+        let f4 = r#"{"dtype":"F4","shape":[3,2],"data_offsets":[0,3]}"#;
+        check_safetensors_bytes(&safetensors(f4, 3)).unwrap();
+        for (entry, needle) in [
+            (
+                r#"{"dtype":"F16","shape":[2,3],"data_offsets":[12,0]}"#,
+                "end before they begin",
+            ),
+            (
+                r#"{"dtype":"F16","shape":[2,3],"data_offsets":[0,10]}"#,
+                "(12 bytes) but its data_offsets span 10 bytes",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,12]}"#,
+                "overflows",
+            ),
+            (
+                r#"{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,12]}"#,
+                "overflows",
+            ),
+            (
+                r#"{"dtype":"F4","shape":[3],"data_offsets":[0,2]}"#,
+                "not a whole number of bytes",
+            ),
+            (
+                r#"{"dtype":"Q4","shape":[2],"data_offsets":[0,2]}"#,
+                "unknown dtype `Q4`",
+            ),
+            (
+                r#"{"dtype":"F16","shape":[-1],"data_offsets":[0,2]}"#,
+                "not a size",
+            ),
+            (
+                r#"{"dtype":"F16","shape":[1],"data_offsets":[0]}"#,
+                "data_offsets",
+            ),
+            (
+                r#"{"dtype":"F16","shape":[64],"data_offsets":[0,128]}"#,
+                "truncated",
+            ),
+        ] {
+            let err = check_safetensors_bytes(&safetensors(entry, 12))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{entry}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let err = check_safetensors_bytes(&(u64::MAX).to_le_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("header claims"), "{err}");
     }
 }

@@ -137,6 +137,9 @@ impl Vocab {
             .get(KEY_TOKENS)
             .ok_or(TokenizerError::MissingKey { key: KEY_TOKENS })?;
         let raw = array(raw, KEY_TOKENS)?;
+        if raw.is_empty() {
+            return Err(bad(KEY_TOKENS, "the vocabulary is empty"));
+        }
         let mut tokens = Vec::with_capacity(raw.len());
         let mut ids = HashMap::with_capacity(raw.len());
         for (i, v) in raw.iter().enumerate() {
@@ -163,14 +166,16 @@ impl Vocab {
         let mut kinds = vec![Kind::Plain; tokens.len()];
         if let Some(types) = md.get(KEY_TOKEN_TYPE) {
             let types = array(types, KEY_TOKEN_TYPE)?;
-            if types.len() < tokens.len() {
+            // llama.cpp indexes the types by token id without checking; a file whose arrays
+            // disagree in length is corrupt either way.
+            if types.len() != tokens.len() {
                 return Err(bad(
                     KEY_TOKEN_TYPE,
                     format!("{} types for {} tokens", types.len(), tokens.len()),
                 ));
             }
-            for (i, kind) in kinds.iter_mut().enumerate() {
-                let t = int(&types[i])
+            for (i, (kind, t)) in kinds.iter_mut().zip(types).enumerate() {
+                let t = int(t)
                     .ok_or_else(|| bad(KEY_TOKEN_TYPE, format!("entry {i} is not an integer")))?;
                 // GGUF token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
                 *kind = match t {

@@ -35,11 +35,13 @@
 
 mod bpe;
 mod gguf;
+pub mod gguf_header;
 mod spm;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
+use std::io::Seek;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
@@ -96,10 +98,39 @@ pub fn from_tokenizer_json(path: &Path) -> Result<Tokenizer, TokenizerError> {
             path: path.to_path_buf(),
         });
     }
-    Tokenizer::from_file(path).map_err(|e| TokenizerError::Json {
+    let bytes = std::fs::read(path).map_err(|e| TokenizerError::Json {
         path: path.to_path_buf(),
         reason: e.to_string(),
+    })?;
+    from_tokenizer_json_bytes(&bytes).map_err(|e| match e {
+        TokenizerError::Json { reason, .. } => TokenizerError::Json {
+            path: path.to_path_buf(),
+            reason,
+        },
+        other => other,
     })
+}
+
+/// [`from_tokenizer_json`] on the file's bytes (errors name the path `<memory>`).
+pub fn from_tokenizer_json_bytes(bytes: &[u8]) -> Result<Tokenizer, TokenizerError> {
+    let err = |reason: String| TokenizerError::Json {
+        path: PathBuf::from("<memory>"),
+        reason,
+    };
+    // tokenizers 0.22 panics (`expect("Helper")` in its decoder deserializer) when the JSON
+    // under `"decoder"` does not parse: a file cut right after `"decoder":`, as a truncated
+    // download can be, or a string with a lone surrogate escape. Parsing the file with that
+    // subtree decoded in full first makes those an error without a panic message; catching the
+    // unwind covers what it does not.
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[allow(dead_code)]
+        decoder: Option<serde_json::Value>,
+    }
+    serde_json::from_slice::<Probe>(bytes).map_err(|e| err(format!("not valid JSON: {e}")))?;
+    std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes))
+        .map_err(|_| err("the tokenizers crate panicked while reading it".into()))?
+        .map_err(|e| err(one_line(&e.to_string())))
 }
 
 /// Builds the tokenizer llama.cpp would use for a GGUF file, from its metadata
@@ -166,19 +197,27 @@ pub fn special_tokens_from_gguf_file(path: &Path) -> Result<SpecialTokens, Token
 }
 
 fn read_gguf_content(path: &Path) -> Result<Content, TokenizerError> {
+    let gguf_err = |reason: String| TokenizerError::Gguf {
+        path: path.to_path_buf(),
+        reason,
+    };
     let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => TokenizerError::NotFound {
             path: path.to_path_buf(),
         },
-        _ => TokenizerError::Gguf {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        },
+        _ => gguf_err(e.to_string()),
     })?;
-    Content::read(&mut file).map_err(|e| TokenizerError::Gguf {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    // candle sizes its allocations from the header's counts; only a header that passed the
+    // bounded walk reaches it. Tensor data is not needed here, so its extent is not checked.
+    gguf_header::GgufHeader::read(&mut file).map_err(|e| gguf_err(e.to_string()))?;
+    file.rewind().map_err(|e| gguf_err(e.to_string()))?;
+    Content::read(&mut std::io::BufReader::new(file))
+        .map_err(|e| gguf_err(one_line(&e.to_string())))
+}
+
+/// candle's errors may carry a backtrace on the lines after the message.
+fn one_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
 }
 
 /// Registers the vocabulary's control and user-defined tokens as added tokens and sets the
@@ -218,15 +257,15 @@ pub(crate) fn finish(
                 format!("asks for a {name} token but the file names no valid {name} id"),
             )
         })?;
-        SpecialToken::new(
-            name.to_string(),
-            vec![id],
-            vec![vocab.tokens[id as usize].clone()],
-        )
-        .map(Some)
-        .map_err(|e| TokenizerError::Build {
-            reason: e.to_string(),
-        })
+        let text = vocab
+            .tokens
+            .get(id as usize)
+            .ok_or_else(|| gguf::bad(key, format!("names {name} id {id} beyond the vocabulary")))?;
+        SpecialToken::new(name.to_string(), vec![id], vec![text.clone()])
+            .map(Some)
+            .map_err(|e| TokenizerError::Build {
+                reason: e.to_string(),
+            })
     };
     let bos = required(
         special.add_bos,

@@ -77,14 +77,13 @@ fn read_scores(md: &HashMap<String, Value>, n: usize) -> Result<Vec<f32>, Tokeni
         return Ok(vec![0.0; n]);
     };
     let raw = gguf::array(raw, KEY_SCORES)?;
-    if raw.len() < n {
+    if raw.len() != n {
         return Err(gguf::bad(
             KEY_SCORES,
             format!("{} scores for {n} tokens", raw.len()),
         ));
     }
-    raw[..n]
-        .iter()
+    raw.iter()
         .enumerate()
         .map(|(i, v)| match v {
             Value::F32(x) => Ok(*x),

@@ -352,6 +352,37 @@ fn bad_token_types_are_an_error() {
 }
 
 #[test]
+fn arrays_that_disagree_in_length_are_one_line_errors() {
+    let mut t = Tiny::standard();
+    let Value::Array(tokens) = &t.md[KEY_TOKENS] else {
+        unreachable!()
+    };
+    let n = tokens.len();
+    t.md.insert(
+        KEY_TOKEN_TYPE.into(),
+        Value::Array(vec![Value::I32(1); n + 1]),
+    );
+    let err = error_of(&t.md);
+    assert!(
+        err.contains(&format!("{} types for {n} tokens", n + 1)) && !err.contains('\n'),
+        "{err}"
+    );
+
+    t.md.insert(KEY_TOKENS.into(), Value::Array(vec![]));
+    assert!(error_of(&t.md).contains("the vocabulary is empty"));
+
+    for len in [3, 300] {
+        let mut md = spm_metadata(&[("▁a", -1.0)]);
+        md.insert(KEY_SCORES.into(), Value::Array(vec![Value::F32(0.0); len]));
+        let err = error_of(&md);
+        assert!(
+            err.contains(&format!("{len} scores for 260 tokens")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn missing_files_say_tokenizer_not_found() {
     let path = std::path::Path::new("/nonexistent/effbench/tokenizer.json");
     let err = from_tokenizer_json(path).unwrap_err().to_string();
@@ -378,6 +409,25 @@ fn a_built_tokenizer_survives_a_tokenizer_json_round_trip() {
         assert_eq!(
             loaded.encode(text, false).unwrap().get_ids(),
             tok.encode(text, false).unwrap().get_ids()
+        );
+    }
+}
+
+/// Found by the `tokenizer_json` fuzz target: tokenizers panicked on a file cut right after
+/// `"decoder":`, as a truncated download can be.
+#[test]
+fn a_tokenizer_json_cut_after_its_decoder_key_is_an_error_not_a_panic() {
+    for bytes in [
+        &br#"{"decoder":"#[..],
+        br#"{"decoder":{"type":"#,
+        br#"{"decoder":[1,"#,
+        // Found by the same target: a lone surrogate escape under `"decoder"`.
+        br#"{"decoder":{"type":"\udc00"}}"#,
+    ] {
+        let err = from_tokenizer_json_bytes(bytes).unwrap_err().to_string();
+        assert!(
+            err.starts_with("cannot load tokenizer") && !err.contains('\n'),
+            "{err}"
         );
     }
 }

@@ -10,13 +10,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
+use effbench_core::gguf_header::GgufHeader;
 use effbench_core::linear::{AsStored, SourceTensor};
 use effbench_core::source::{GgufSource, WeightSource};
 use effbench_core::{LinearWeight, LoadedModel, ModelConfig, WeightPolicy, WeightRole};
@@ -65,9 +66,12 @@ pub fn write(
     out: &Path,
 ) -> Result<Vec<PathBuf>> {
     let mut reader = std::io::BufReader::new(File::open(source).map_err(io(source))?);
-    let content = gguf_file::Content::read(&mut reader).map_err(|e| QuantError::BadFile {
-        path: source.to_path_buf(),
-        detail: format!("{e} (hint: `quantize` reads GGUF checkpoints)"),
+    let content = read_content(source, &mut reader, true).map_err(|e| match e {
+        QuantError::BadFile { path, detail } => QuantError::BadFile {
+            path,
+            detail: format!("{detail} (hint: `quantize` reads GGUF checkpoints)"),
+        },
+        other => other,
     })?;
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     let mut packed: Vec<(String, PackedFormat, Vec<u8>, usize, usize)> = Vec::new();
@@ -177,13 +181,31 @@ fn tmp_path(p: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Reads a GGUF header with candle, after the bounded walk has refused any count or length
+/// candle would size an allocation from without checking; `tensor_data` also checks that every
+/// tensor's data lies inside the file.
+fn read_content(
+    path: &Path,
+    reader: &mut std::io::BufReader<File>,
+    tensor_data: bool,
+) -> Result<gguf_file::Content> {
+    let bad = |detail: String| QuantError::BadFile {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let header = GgufHeader::read(&mut *reader).map_err(|e| bad(e.to_string()))?;
+    if tensor_data {
+        header.check_tensor_data().map_err(|e| bad(e.to_string()))?;
+    }
+    reader.rewind().map_err(io(path))?;
+    gguf_file::Content::read(reader)
+        .map_err(|e| bad(e.to_string().lines().next().unwrap_or("").to_string()))
+}
+
 /// The recipe a file written by [`write`] records, or None for any other GGUF.
 pub fn recipe_of(path: &Path) -> Result<Option<Recipe>> {
     let mut reader = std::io::BufReader::new(File::open(path).map_err(io(path))?);
-    let content = gguf_file::Content::read(&mut reader).map_err(|e| QuantError::BadFile {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
+    let content = read_content(path, &mut reader, false)?;
     match content.metadata.get(RECIPE_KEY) {
         Some(Value::String(s)) => Ok(Recipe::parse_technique(s)?),
         _ => Ok(None),
