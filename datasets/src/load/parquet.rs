@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use parquet::record::Field;
 use serde_json::{Map, Number, Value};
 
@@ -20,15 +20,24 @@ const MAX_REASON: usize = 240;
 /// read (e.g. invalid UTF-8) fails the file, because the row reader cannot step past it.
 pub fn load_hf_parquet(path: impl AsRef<Path>, strict: bool) -> Result<LoadReport> {
     let path = path.as_ref();
-    let pq = |reason: String| Error::Parquet {
-        path: path.to_path_buf(),
-        reason: shorten(reason),
-    };
     let file = File::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let reader = SerializedFileReader::new(file).map_err(|e| pq(e.to_string()))?;
+    load(path, file, strict)
+}
+
+/// One parquet file's contents; `name` is for messages only.
+pub(crate) fn load_bytes(name: &Path, bytes: &[u8], strict: bool) -> Result<LoadReport> {
+    load(name, bytes::Bytes::copy_from_slice(bytes), strict)
+}
+
+fn load<R: ChunkReader + 'static>(path: &Path, input: R, strict: bool) -> Result<LoadReport> {
+    let pq = |reason: String| Error::Parquet {
+        path: path.to_path_buf(),
+        reason: shorten(reason),
+    };
+    let reader = SerializedFileReader::new(input).map_err(|e| pq(e.to_string()))?;
     let rows = reader.get_row_iter(None).map_err(|e| pq(e.to_string()))?;
     let mut sink = Sink::new(Layout::HfParquet, strict);
     for (i, row) in rows.enumerate() {

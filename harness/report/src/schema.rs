@@ -252,8 +252,13 @@ impl RunReport {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::from_slice(path, &bytes)
+    }
+
+    /// A `report.json` already in memory; `path` names it in messages.
+    pub fn from_slice(path: &Path, bytes: &[u8]) -> Result<Self> {
         let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ReportError::Malformed {
+            serde_json::from_slice(bytes).map_err(|e| ReportError::Malformed {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
