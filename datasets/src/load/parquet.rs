@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::path::Path;
 
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use parquet::record::Field;
 use serde_json::{Map, Number, Value};
@@ -37,7 +38,9 @@ fn load<R: ChunkReader + 'static>(path: &Path, input: R, strict: bool) -> Result
         path: path.to_path_buf(),
         reason: shorten(reason),
     };
+    let file_len = input.len();
     let reader = SerializedFileReader::new(input).map_err(|e| pq(e.to_string()))?;
+    check_column_chunks(reader.metadata(), file_len).map_err(pq)?;
     let rows = reader.get_row_iter(None).map_err(|e| pq(e.to_string()))?;
     let mut sink = Sink::new(Layout::HfParquet, strict);
     for (i, row) in rows.enumerate() {
@@ -65,6 +68,32 @@ fn load<R: ChunkReader + 'static>(path: &Path, input: R, strict: bool) -> Result
         }
     }
     Ok(sink.finish())
+}
+
+/// Refuses column chunks that lie outside the file. The parquet crate asserts on a negative
+/// offset or length from the footer (a panic, not an error), so a corrupt file must be caught
+/// before the row reader gets to it.
+fn check_column_chunks(meta: &ParquetMetaData, file_len: u64) -> std::result::Result<(), String> {
+    for (g, group) in meta.row_groups().iter().enumerate() {
+        for column in group.columns() {
+            let start = column
+                .dictionary_page_offset()
+                .unwrap_or_else(|| column.data_page_offset());
+            let len = column.compressed_size();
+            let inside = start >= 0
+                && len >= 0
+                && (start as u64)
+                    .checked_add(len as u64)
+                    .is_some_and(|end| end <= file_len);
+            if !inside {
+                return Err(format!(
+                    "row group {g}, column `{}`: chunk at offset {start} of length {len} is outside the {file_len}-byte file",
+                    column.column_path()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The parquet value as the JSON the cais/mmlu schema check expects.
