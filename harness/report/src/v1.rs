@@ -245,7 +245,7 @@ pub fn from_slices(dir: &Path, run_json: &[u8], summary_json: &[u8]) -> Result<R
     let mut flags = BTreeMap::new();
     flags.insert("fewshot_source".into(), run.provenance.fewshot_source);
     flags.insert("read_from_schema".into(), "1".into());
-    Ok(RunReport {
+    let report = RunReport {
         schema_version: SCHEMA_VERSION,
         run_id: run.run_id,
         suite: SuiteInfo {
@@ -274,5 +274,7 @@ pub fn from_slices(dir: &Path, run_json: &[u8], summary_json: &[u8]) -> Result<R
         },
         baseline: run.settings.techniques.first().cloned().unwrap_or_default(),
         techniques,
-    })
+    };
+    report.check(&summary_path)?;
+    Ok(report)
 }
