@@ -16,3 +16,15 @@ fn parquet_chunk_outside_the_file_is_an_error_not_a_panic() {
         );
     }
 }
+
+/// A dictionary page cut shorter than its header says: the parquet crate's decoder asserts on it
+/// (in release too, as a slice index), so the loader contains that and reports the file.
+#[test]
+fn parquet_truncated_dictionary_page_is_an_error_not_a_panic() {
+    let bytes = include_bytes!("fixtures/parquet-truncated-dictionary-page.parquet");
+    let err = load_layout_bytes("test.parquet", bytes, Layout::HfParquet, false).unwrap_err();
+    assert!(
+        matches!(&err, Error::Parquet { reason, .. } if reason.contains("corrupt page")),
+        "{err}"
+    );
+}

@@ -41,10 +41,15 @@ fn load<R: ChunkReader + 'static>(path: &Path, input: R, strict: bool) -> Result
     let file_len = input.len();
     let reader = SerializedFileReader::new(input).map_err(|e| pq(e.to_string()))?;
     check_column_chunks(reader.metadata(), file_len).map_err(pq)?;
-    let rows = reader.get_row_iter(None).map_err(|e| pq(e.to_string()))?;
+    let mut rows = reader.get_row_iter(None).map_err(|e| pq(e.to_string()))?;
     let mut sink = Sink::new(Layout::HfParquet, strict);
-    for (i, row) in rows.enumerate() {
-        let line = i + 1;
+    for line in 1.. {
+        // The parquet crate's page decoders assert on some corrupt pages (a dictionary page
+        // shorter than its header says) instead of returning an error. Only its own call is
+        // guarded, so a panic in this crate's code still surfaces as one.
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rows.next()))
+            .map_err(|_| pq(format!("row {line}: the decoder failed on a corrupt page")))?;
+        let Some(row) = next else { break };
         let row = row.map_err(|e| pq(format!("row {line}: {e}")))?;
         let mut obj = Map::new();
         let mut converted = Ok(());
