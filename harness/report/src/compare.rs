@@ -30,7 +30,7 @@ pub fn check_comparable(runs: &[RunReport]) -> Result<()> {
 }
 
 fn short(hash: &str) -> &str {
-    &hash[..12.min(hash.len())]
+    crate::tables::short_hash(hash)
 }
 
 /// One row per (model, technique, run); rows of the same model and technique sit together.

@@ -8,6 +8,7 @@ pub mod error;
 pub mod index;
 pub mod joined;
 pub mod plot;
+pub mod records;
 pub mod schema;
 pub mod tables;
 pub mod v1;

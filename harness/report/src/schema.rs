@@ -252,8 +252,13 @@ impl RunReport {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::from_slice(path, &bytes)
+    }
+
+    /// A `report.json` already in memory; `path` names it in messages.
+    pub fn from_slice(path: &Path, bytes: &[u8]) -> Result<Self> {
         let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ReportError::Malformed {
+            serde_json::from_slice(bytes).map_err(|e| ReportError::Malformed {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
@@ -271,9 +276,23 @@ impl RunReport {
                 supported: SCHEMA_VERSION,
             });
         }
-        serde_json::from_value(value).map_err(|e| ReportError::Malformed {
+        let report: Self = serde_json::from_value(value).map_err(|e| ReportError::Malformed {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })
+        })?;
+        report.check(path)?;
+        Ok(report)
+    }
+
+    /// What every table assumes of a run read back: at least one technique, since the baseline
+    /// row is drawn from one. effbench never writes a run without; a file edited by hand may.
+    pub(crate) fn check(&self, path: &Path) -> Result<()> {
+        if self.techniques.is_empty() {
+            return Err(ReportError::Malformed {
+                path: path.to_path_buf(),
+                reason: "no techniques".into(),
+            });
+        }
+        Ok(())
     }
 }

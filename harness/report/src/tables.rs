@@ -46,6 +46,14 @@ pub struct Row {
     pub energy: String,
 }
 
+/// The first 12 characters of a hash or commit, as git abbreviates. Characters, not bytes: the
+/// string comes from a file and need not be hex.
+pub fn short_hash(hash: &str) -> &str {
+    hash.char_indices()
+        .nth(12)
+        .map_or(hash, |(end, _)| &hash[..end])
+}
+
 pub fn hardware_summary(hw: &effbench_hw::HardwareInfo, device: &str, threads: usize) -> String {
     match (&hw.gpus, device.starts_with("cuda")) {
         (effbench_hw::GpuReport::Nvidia { devices, .. }, true) if !devices.is_empty() => {
@@ -376,10 +384,10 @@ pub fn markdown(report: &RunReport, v: &ReportView) -> String {
             crate::schema::SuiteKind::MultipleChoice => "items",
             crate::schema::SuiteKind::Perplexity => "scored tokens",
         },
-        &report.suite.manifest_hash[..12.min(report.suite.manifest_hash.len())],
+        short_hash(&report.suite.manifest_hash),
         v.hardware,
         report.provenance.effbench_version,
-        &report.provenance.git_commit[..12.min(report.provenance.git_commit.len())],
+        short_hash(&report.provenance.git_commit),
         report.provenance.started,
         report
             .provenance

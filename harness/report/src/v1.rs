@@ -134,12 +134,15 @@ struct SameTopJson {
     rate: f64,
 }
 
-fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|source| ReportError::Io {
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| ReportError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| ReportError::Malformed {
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| ReportError::Malformed {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
@@ -160,13 +163,21 @@ fn memory_unknown() -> Memory {
 }
 
 pub fn load_dir(dir: &Path) -> Result<RunReport> {
-    let run: RunJson = read(&dir.join("run.json"))?;
+    let run = read(&dir.join("run.json"))?;
+    let summary = read(&dir.join("summary.json"))?;
+    from_slices(dir, &run, &summary)
+}
+
+/// A schema-1 run from the contents of its `run.json` and `summary.json`; `dir` names them in
+/// messages.
+pub fn from_slices(dir: &Path, run_json: &[u8], summary_json: &[u8]) -> Result<RunReport> {
+    let run: RunJson = parse(&dir.join("run.json"), run_json)?;
     let summary_path = dir.join("summary.json");
     let perplexity = run.settings.suite == "wikitext-2"
         || run.settings.suite == "perplexity"
         || run.settings.suite.starts_with("ppl:");
     let (kind, size, techniques) = if perplexity {
-        let rows: Vec<PplTechnique> = read(&summary_path)?;
+        let rows: Vec<PplTechnique> = parse(&summary_path, summary_json)?;
         let size = rows.first().map_or(0, |r| r.perplexity.n_tokens);
         let techniques = rows
             .into_iter()
@@ -194,7 +205,7 @@ pub fn load_dir(dir: &Path) -> Result<RunReport> {
             .collect();
         (SuiteKind::Perplexity, size, techniques)
     } else {
-        let s: McSummary = read(&summary_path)?;
+        let s: McSummary = parse(&summary_path, summary_json)?;
         let techniques = s
             .techniques
             .into_iter()
@@ -234,7 +245,7 @@ pub fn load_dir(dir: &Path) -> Result<RunReport> {
     let mut flags = BTreeMap::new();
     flags.insert("fewshot_source".into(), run.provenance.fewshot_source);
     flags.insert("read_from_schema".into(), "1".into());
-    Ok(RunReport {
+    let report = RunReport {
         schema_version: SCHEMA_VERSION,
         run_id: run.run_id,
         suite: SuiteInfo {
@@ -263,5 +274,7 @@ pub fn load_dir(dir: &Path) -> Result<RunReport> {
         },
         baseline: run.settings.techniques.first().cloned().unwrap_or_default(),
         techniques,
-    })
+    };
+    report.check(&summary_path)?;
+    Ok(report)
 }

@@ -113,13 +113,22 @@ impl TraceSpec {
 const LINE_HINT: &str = r#"each line is a JSON object like {"arrival_s": 0.5, "prompt_tokens": 120, "output_tokens": 64}, or with "prompt": "text" instead of prompt_tokens"#;
 
 pub fn read_jsonl(path: &Path) -> Result<Vec<TraceEntry>, Error> {
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_jsonl_from(std::io::BufReader::new(file), path)
+}
+
+/// A trace from any reader; `path` names it in messages. For traces that are not files, and for
+/// fuzzing.
+pub fn read_jsonl_from(reader: impl BufRead, path: &Path) -> Result<Vec<TraceEntry>, Error> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
     let mut out = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+    for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(io)?;
         if line.trim().is_empty() {
             continue;

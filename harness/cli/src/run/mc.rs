@@ -14,25 +14,7 @@ use effbench_datasets::{McItem, McPrompt};
 use effbench_kvcache::PagedKvCache;
 use serde::{Deserialize, Serialize};
 
-use super::store::Keyed;
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ItemRecord {
-    pub item: String,
-    pub subject: String,
-    /// Log-likelihood of each continuation, summed over its tokens.
-    pub logprobs: Vec<f64>,
-    pub pred: usize,
-    pub answer: usize,
-    pub correct: bool,
-    pub context_tokens: usize,
-}
-
-impl Keyed for ItemRecord {
-    fn key(&self) -> String {
-        self.item.clone()
-    }
-}
+pub use effbench_report::records::ItemRecord;
 
 /// Which KV cache scores the items, and whether items share the subject prefix's KV.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

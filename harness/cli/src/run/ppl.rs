@@ -20,24 +20,9 @@ use effbench_stats::{
 use half::f16;
 use serde::{Deserialize, Serialize};
 
-use super::store::{Keyed, RunDir};
+use super::store::RunDir;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WindowRecord {
-    pub window: usize,
-    /// Negative log-likelihood of each scored token, in order.
-    pub nll: Vec<f64>,
-    /// KL(baseline || technique) per scored token; absent for the baseline itself.
-    pub kl: Option<Vec<f64>>,
-    /// Whether both put the same token first, per scored token.
-    pub same_top: Option<Vec<bool>>,
-}
-
-impl Keyed for WindowRecord {
-    fn key(&self) -> String {
-        format!("{:06}", self.window)
-    }
-}
+pub use effbench_report::records::WindowRecord;
 
 pub struct PplPlan {
     pub tokens: Vec<u32>,

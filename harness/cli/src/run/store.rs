@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use effbench_report::records::{parse_records, RecordsError};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// A technique's name as a file-name part. Names like `student:/models/x.gguf` carry path
@@ -77,50 +78,29 @@ impl RunDir {
         technique: &str,
     ) -> Result<BTreeMap<String, R>> {
         let path = self.records_path(technique);
-        let mut out = BTreeMap::new();
-        let Ok(file) = File::open(&path) else {
-            return Ok(out);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let mut reader = BufReader::new(file);
-        let mut good_len = 0u64;
-        let mut line = String::new();
-        let mut line_no = 0;
-        loop {
-            line.clear();
-            let n = reader.read_line(&mut line)?;
-            if n == 0 {
-                break;
-            }
-            line_no += 1;
-            if !line.ends_with('\n') {
-                break;
-            }
-            match serde_json::from_str::<R>(line.trim_end()) {
-                Ok(r) => {
-                    let key = r.key();
-                    if out.insert(key.clone(), r).is_some() {
-                        bail!(
-                            "{}:{line_no}: item `{key}` is recorded twice (hint: the run directory was edited by hand; delete the duplicate line)",
-                            path.display()
-                        );
-                    }
-                    good_len += n as u64;
-                }
-                Err(e) => bail!(
-                    "{}:{line_no}: unreadable record: {e} (hint: only the last line may be incomplete after a kill)",
-                    path.display()
-                ),
-            }
-        }
-        let actual_len = std::fs::metadata(&path)?.len();
-        if actual_len != good_len {
+        let parsed = parse_records::<R>(&bytes).map_err(|e| match e {
+            RecordsError::Duplicate { line, key } => anyhow::anyhow!(
+                "{}:{line}: item `{key}` is recorded twice (hint: the run directory was edited by hand; delete the duplicate line)",
+                path.display()
+            ),
+            RecordsError::Unreadable { line, reason } => anyhow::anyhow!(
+                "{}:{line}: unreadable record: {reason} (hint: only the last line may be incomplete after a kill)",
+                path.display()
+            ),
+        })?;
+        if parsed.complete_len != bytes.len() {
             OpenOptions::new()
                 .write(true)
                 .open(&path)?
-                .set_len(good_len)
+                .set_len(parsed.complete_len as u64)
                 .with_context(|| format!("trimming a partial record from {}", path.display()))?;
         }
-        Ok(out)
+        Ok(parsed.records)
     }
 
     pub fn appender(&self, technique: &str) -> Result<RecordWriter> {
@@ -134,9 +114,7 @@ impl RunDir {
     }
 }
 
-pub trait Keyed {
-    fn key(&self) -> String;
-}
+pub use effbench_report::records::Keyed;
 
 pub struct RecordWriter {
     file: File,

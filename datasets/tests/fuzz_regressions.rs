@@ -1,0 +1,30 @@
+//! Inputs the fuzzer (fuzz/, docs/fuzzing.md) found to crash a loader, minimised, each with the
+//! answer it must get now.
+
+use effbench_datasets::{load_layout_bytes, Error, Layout};
+
+/// The cais/mmlu parquet seed with one column chunk's offset or length made negative in the
+/// footer: the parquet crate asserts on that, so the loader must refuse the file first.
+#[test]
+fn parquet_chunk_outside_the_file_is_an_error_not_a_panic() {
+    let bytes = include_bytes!("fixtures/parquet-negative-chunk-length.parquet");
+    for strict in [false, true] {
+        let err = load_layout_bytes("test.parquet", bytes, Layout::HfParquet, strict).unwrap_err();
+        assert!(
+            matches!(&err, Error::Parquet { reason, .. } if reason.contains("outside")),
+            "{err}"
+        );
+    }
+}
+
+/// A dictionary page cut shorter than its header says: the parquet crate's decoder asserts on it
+/// (in release too, as a slice index), so the loader contains that and reports the file.
+#[test]
+fn parquet_truncated_dictionary_page_is_an_error_not_a_panic() {
+    let bytes = include_bytes!("fixtures/parquet-truncated-dictionary-page.parquet");
+    let err = load_layout_bytes("test.parquet", bytes, Layout::HfParquet, false).unwrap_err();
+    assert!(
+        matches!(&err, Error::Parquet { reason, .. } if reason.contains("corrupt page")),
+        "{err}"
+    );
+}

@@ -1,0 +1,140 @@
+//! The per-technique item records a run appends (`items-<technique>.jsonl`), which `--resume`,
+//! `merge` and the summaries read back. The CLI owns the files; the parsing lives here so it is
+//! a library function that can be tested and fuzzed on bytes alone.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A record's identity within its technique's file: no two lines may share it.
+pub trait Keyed {
+    fn key(&self) -> String;
+}
+
+/// One multiple-choice item as one technique scored it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ItemRecord {
+    pub item: String,
+    pub subject: String,
+    /// Log-likelihood of each continuation, summed over its tokens.
+    pub logprobs: Vec<f64>,
+    pub pred: usize,
+    pub answer: usize,
+    pub correct: bool,
+    pub context_tokens: usize,
+}
+
+impl Keyed for ItemRecord {
+    fn key(&self) -> String {
+        self.item.clone()
+    }
+}
+
+/// One perplexity window as one technique scored it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WindowRecord {
+    pub window: usize,
+    /// Negative log-likelihood of each scored token, in order.
+    pub nll: Vec<f64>,
+    /// KL(baseline || technique) per scored token; absent for the baseline itself.
+    pub kl: Option<Vec<f64>>,
+    /// Whether both put the same token first, per scored token.
+    pub same_top: Option<Vec<bool>>,
+}
+
+impl Keyed for WindowRecord {
+    fn key(&self) -> String {
+        // Zero-padded so the map's order is the windows' order.
+        format!("{:06}", self.window)
+    }
+}
+
+/// Why a records file cannot be used; the line counts from 1.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RecordsError {
+    #[error("line {line}: unreadable record: {reason}")]
+    Unreadable { line: usize, reason: String },
+    #[error("line {line}: item `{key}` is recorded twice")]
+    Duplicate { line: usize, key: String },
+}
+
+/// The complete records of a file, and how many leading bytes hold them.
+#[derive(Debug)]
+pub struct Records<R> {
+    pub records: BTreeMap<String, R>,
+    /// Bytes up to the end of the last complete line. Anything after it is a line cut short by
+    /// a kill, which the caller trims so the item is scored again, once.
+    pub complete_len: usize,
+}
+
+/// Parses a records file. Only the last line may be incomplete (no `\n`): it is left out, never
+/// an error, whatever its bytes. A kill can cut a line inside a multi-byte character, so the cut
+/// line is set aside before anything is decoded as UTF-8.
+pub fn parse_records<R: DeserializeOwned + Keyed>(
+    bytes: &[u8],
+) -> Result<Records<R>, RecordsError> {
+    let mut records = BTreeMap::new();
+    let mut complete_len = 0;
+    let mut rest = bytes;
+    let mut line_no = 0;
+    while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+        line_no += 1;
+        let line = &rest[..end];
+        let unreadable = |reason: String| RecordsError::Unreadable {
+            line: line_no,
+            reason,
+        };
+        let text = std::str::from_utf8(line).map_err(|e| unreadable(e.to_string()))?;
+        let record: R =
+            serde_json::from_str(text.trim_end()).map_err(|e| unreadable(e.to_string()))?;
+        let key = record.key();
+        if records.contains_key(&key) {
+            return Err(RecordsError::Duplicate { line: line_no, key });
+        }
+        records.insert(key, record);
+        complete_len += end + 1;
+        rest = &rest[end + 1..];
+    }
+    Ok(Records {
+        records,
+        complete_len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_last_line_is_left_out_even_inside_a_character() {
+        let line = br#"{"window":1,"nll":[0.5],"kl":null,"same_top":null}"#;
+        let mut bytes = line.to_vec();
+        bytes.push(b'\n');
+        let whole = bytes.len();
+        // "é" is two bytes; the kill came between them.
+        bytes.extend_from_slice(&"{\"window\":2,\"x\":\"é".as_bytes()[..17]);
+        let r = parse_records::<WindowRecord>(&bytes).unwrap();
+        assert_eq!(r.complete_len, whole);
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(r.records["000001"].nll, vec![0.5]);
+    }
+
+    #[test]
+    fn bad_and_duplicate_lines_name_their_line() {
+        let rec = r#"{"item":"a/0","subject":"a","logprobs":[-1.0,-2.0],"pred":0,"answer":0,"correct":true,"context_tokens":9}"#;
+        let text = format!("{rec}\n{rec}\n");
+        let err = parse_records::<ItemRecord>(text.as_bytes()).unwrap_err();
+        assert_eq!(
+            err,
+            RecordsError::Duplicate {
+                line: 2,
+                key: "a/0".into()
+            }
+        );
+        let err = parse_records::<ItemRecord>(b"{}\n").unwrap_err();
+        assert!(matches!(err, RecordsError::Unreadable { line: 1, .. }));
+        let err = parse_records::<ItemRecord>(b"\xff\n").unwrap_err();
+        assert!(matches!(err, RecordsError::Unreadable { line: 1, .. }));
+    }
+}
