@@ -14,11 +14,14 @@
 #   CARGO_TARGET_DIR   where the instrumented build goes (default fuzz/target)
 #   FUZZ_MAX_SECONDS   with --runs: stop at this many seconds even short of N (the JSON says so)
 #   FUZZ_ARGS          extra libFuzzer flags, e.g. "-max_len=65536"
+#   FUZZ_BUILD_ARGS    extra cargo-fuzz flags for both build and run, e.g. "--dev": an
+#                      unoptimised build compiles in about half the time and runs slower, which
+#                      suits CI's short smoke runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-    sed -n '3,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '3,20p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -54,10 +57,12 @@ fi
 # One build of every target first: `cargo fuzz run` then only links, and build time is not
 # counted against any target's seconds.
 build_start=$SECONDS
+# shellcheck disable=SC2206 # FUZZ_BUILD_ARGS is a list of flags
+build_args=(${FUZZ_BUILD_ARGS:-})
 if [[ "$target" == "all" ]]; then
-    cargo fuzz build --target-dir "$target_dir" >&2
+    cargo fuzz build "${build_args[@]}" --target-dir "$target_dir" >&2
 else
-    cargo fuzz build --target-dir "$target_dir" "$target" >&2
+    cargo fuzz build "${build_args[@]}" --target-dir "$target_dir" "$target" >&2
 fi
 echo "fuzz.sh: build took $((SECONDS - build_start)) s" >&2
 
@@ -92,7 +97,7 @@ for t in "${targets[@]}"; do
     fi
     # shellcheck disable=SC2206 # FUZZ_ARGS is a list of flags
     flags+=(${FUZZ_ARGS:-})
-    command=(cargo fuzz run --target-dir "$target_dir" "$t" "$corpus" -- "${flags[@]}")
+    command=(cargo fuzz run "${build_args[@]}" --target-dir "$target_dir" "$t" "$corpus" -- "${flags[@]}")
     log="$(mktemp)"
     echo "fuzz.sh: ${command[*]}" >&2
     start=$SECONDS
