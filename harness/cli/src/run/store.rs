@@ -183,13 +183,13 @@ impl RecordWriter {
     }
 }
 
+pub const DISK_FULL_HINT: &str = "hint: free space there, then repeat the command with --resume";
+
 /// An I/O error with its path; a full disk gets a hint, since it is the one cause the user fixes
 /// outside effbench and then resumes from.
 fn io_error(e: std::io::Error, what: &str) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::StorageFull {
-        anyhow::anyhow!(
-            "{what}: {e} (hint: free space there, then repeat the command with --resume)"
-        )
+        anyhow::anyhow!("{what}: {e} ({DISK_FULL_HINT})")
     } else {
         anyhow::Error::new(e).context(what.to_string())
     }
@@ -207,7 +207,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })?;
     // On error `tmp` is dropped, which deletes it: a failed write leaves the old file, no stray.
     with_path(
-        tmp.write_all(bytes).and_then(|_| tmp.as_file().sync_data()),
+        // Through the inner file: NamedTempFile's own errors name the temporary, not `path`.
+        tmp.as_file_mut()
+            .write_all(bytes)
+            .and_then(|_| tmp.as_file().sync_data()),
         || format!("writing {}", path.display()),
     )?;
     // Temporary files are created private; results are meant to be read and shared.
