@@ -438,6 +438,45 @@ mod tests {
     }
 
     #[test]
+    fn the_lock_has_one_holder_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path()).unwrap().unwrap();
+        // flock conflicts between two opens even within one process, as between two runs.
+        let held = RunLock::acquire(dir.path()).unwrap().unwrap_err();
+        let holder = held
+            .holder
+            .as_ref()
+            .expect("the holder's name is in the file");
+        assert_eq!(holder.pid, std::process::id());
+        assert!(held
+            .to_string()
+            .contains(&format!("pid {}", std::process::id())));
+        drop(first);
+        // A clean release empties the file: the next holder has no dead run to report.
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(),
+            ""
+        );
+        let again = RunLock::acquire(dir.path()).unwrap();
+        assert!(again.is_ok());
+    }
+
+    #[test]
+    fn stray_temporaries_go_when_the_lock_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [".tmpAbC123", "report.tmp", "run.json"] {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        let _lock = RunLock::acquire(dir.path()).unwrap().unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(left, [LOCK_FILE, "run.json"]);
+    }
+
+    #[test]
     fn a_duplicate_record_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path().to_path_buf()).unwrap();
