@@ -95,7 +95,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the cause chain joined, so the hint at the end of the root cause shows.
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            // A cause some errors already print inside their own message (as `path: cause`) is
+            // not repeated.
+            let mut msg: Vec<String> = Vec::new();
+            for cause in e.chain().map(|c| c.to_string()) {
+                if !msg.last().is_some_and(|m| m.ends_with(&cause)) {
+                    msg.push(cause);
+                }
+            }
             eprintln!("error: {}", msg.join(": "));
             ExitCode::FAILURE
         }

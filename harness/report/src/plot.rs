@@ -76,77 +76,83 @@ pub fn quality_vs_cost_svg(
     ymin -= ypad;
     ymax += ypad;
 
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(map_err)?;
-    let title = format!("{} on {}: quality vs cost", v.suite, v.model);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(20)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .build_cartesian_2d(xmin..xmax, ymin..ymax)
-        .map_err(map_err)?;
-    chart
-        .configure_mesh()
-        .x_desc(format!(
-            "$ per 1M output tokens ({}, ${:.4}/h)",
-            v.price.basis, v.price.usd_per_hour
-        ))
-        .y_desc(quality_axis)
-        .light_line_style(RGBColor(246, 246, 246))
-        .draw()
-        .map_err(map_err)?;
+    // Drawn in memory and written atomically: plotters writes its file as it goes, so a full
+    // disk would leave half a plot and an error that names no file.
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(map_err)?;
+        let title = format!("{} on {}: quality vs cost", v.suite, v.model);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(20)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(xmin..xmax, ymin..ymax)
+            .map_err(map_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(format!(
+                "$ per 1M output tokens ({}, ${:.4}/h)",
+                v.price.basis, v.price.usd_per_hour
+            ))
+            .y_desc(quality_axis)
+            .light_line_style(RGBColor(246, 246, 246))
+            .draw()
+            .map_err(map_err)?;
 
-    let frontier_style = ShapeStyle::from(&RGBColor(214, 96, 77)).stroke_width(2);
-    chart
-        .draw_series(LineSeries::new(
-            frontier
-                .iter()
-                .map(|&i| (points[i].cost, points[i].quality)),
-            frontier_style,
-        ))
-        .map_err(map_err)?
-        .label("Pareto frontier (ringed)")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], frontier_style));
+        let frontier_style = ShapeStyle::from(&RGBColor(214, 96, 77)).stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(
+                frontier
+                    .iter()
+                    .map(|&i| (points[i].cost, points[i].quality)),
+                frontier_style,
+            ))
+            .map_err(map_err)?
+            .label("Pareto frontier (ringed)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], frontier_style));
 
-    // Ring the frontier's points: with one point on it there is no line to see.
-    chart
-        .draw_series(frontier.iter().map(|&i| {
-            Circle::new(
-                (points[i].cost, points[i].quality),
-                10,
-                ShapeStyle::from(&RGBColor(214, 96, 77)).stroke_width(2),
-            )
-        }))
-        .map_err(map_err)?;
-    for p in points {
-        if let Some(e) = p.quality_error {
-            chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(p.cost, p.quality - e), (p.cost, p.quality + e)],
-                    RGBColor(150, 150, 150),
-                )))
-                .map_err(map_err)?;
+        // Ring the frontier's points: with one point on it there is no line to see.
+        chart
+            .draw_series(frontier.iter().map(|&i| {
+                Circle::new(
+                    (points[i].cost, points[i].quality),
+                    10,
+                    ShapeStyle::from(&RGBColor(214, 96, 77)).stroke_width(2),
+                )
+            }))
+            .map_err(map_err)?;
+        for p in points {
+            if let Some(e) = p.quality_error {
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(p.cost, p.quality - e), (p.cost, p.quality + e)],
+                        RGBColor(150, 150, 150),
+                    )))
+                    .map_err(map_err)?;
+            }
         }
+        let blue = RGBColor(33, 102, 172);
+        let black = RGBColor(20, 20, 20);
+        chart
+            .draw_series(points.iter().map(|p| {
+                let colour = if p.is_baseline { black } else { blue };
+                EmptyElement::at((p.cost, p.quality))
+                    + Circle::new((0, 0), 6, colour.filled())
+                    + Text::new(p.label.clone(), (10, -14), ("sans-serif", 14))
+            }))
+            .map_err(map_err)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(RGBColor(200, 200, 200))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(map_err)?;
+        root.present().map_err(map_err)?;
     }
-    let blue = RGBColor(33, 102, 172);
-    let black = RGBColor(20, 20, 20);
-    chart
-        .draw_series(points.iter().map(|p| {
-            let colour = if p.is_baseline { black } else { blue };
-            EmptyElement::at((p.cost, p.quality))
-                + Circle::new((0, 0), 6, colour.filled())
-                + Text::new(p.label.clone(), (10, -14), ("sans-serif", 14))
-        }))
-        .map_err(map_err)?;
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(RGBColor(200, 200, 200))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(map_err)?;
-    root.present().map_err(map_err)?;
+    crate::write_atomic(path, svg.as_bytes())?;
     Ok(true)
 }
 

@@ -14,7 +14,7 @@ use super::mc::ItemRecord;
 use super::ppl::WindowRecord;
 use super::record::{self, PriceArgs, TechniqueMeasure};
 use super::shard::{ShardDone, DONE_FILE};
-use super::store::{Keyed, RunDir};
+use super::store::{Keyed, RunDir, RunLock};
 use super::{ppl, report, suite_kind, RunManifest, SuiteKind};
 
 #[derive(Args)]
@@ -37,6 +37,8 @@ struct ShardRun {
     dir: RunDir,
     manifest: RunManifest,
     done: ShardDone,
+    /// Held while merging, so a `--resume` of the shard cannot change its records under us.
+    _lock: Option<RunLock>,
 }
 
 impl ShardRun {
@@ -83,6 +85,14 @@ fn load_shard(dir: &Path) -> Result<ShardRun> {
     let run = RunDir {
         path: dir.to_path_buf(),
     };
+    // First: a shard still running has no done file yet, and the useful thing to say is who is
+    // writing it.
+    let lock = RunLock::acquire_existing(dir)?.map_err(|held| {
+        anyhow::anyhow!(
+            "shard {} is still being written by {held} (hint: wait for it to finish, then merge)",
+            dir.display()
+        )
+    })?;
     let manifest: RunManifest = run.read_json("run.json")?;
     let Some(shard) = manifest.settings.shard else {
         bail!(
@@ -103,6 +113,7 @@ fn load_shard(dir: &Path) -> Result<ShardRun> {
         dir: run,
         manifest,
         done,
+        _lock: lock,
     })
 }
 
@@ -263,6 +274,12 @@ pub fn merge(args: MergeArgs) -> Result<()> {
             .context("the shard directory has no parent to merge into (hint: --out DIR)")?,
     };
     let out = RunDir::new(out_path)?;
+    let _out_lock = RunLock::acquire(&out.path)?.map_err(|held| {
+        anyhow::anyhow!(
+            "{} is being written by {held} (hint: wait for it to finish, or merge into another --out)",
+            out.path.display()
+        )
+    })?;
     let first = &shards[0];
     let mut manifest = first.manifest.clone();
     manifest.settings.shard = None;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{load_model, select_device, ModelArgs, WeightsArg};
 use mc::ItemRecord;
-use store::RunDir;
+use store::{RunDir, RunLock};
 
 #[derive(Args, Clone)]
 pub struct RunArgs {
@@ -366,6 +366,19 @@ fn derived_run_id(
 struct OpenedRun {
     dir: RunDir,
     manifest: RunManifest,
+    /// Held until the run's last file is written.
+    lock: RunLock,
+}
+
+/// The run directory's lock for the whole of a run, or a one-line refusal naming the process
+/// that holds it: two writers would score every item twice.
+fn lock_run_dir(dir: &std::path::Path) -> Result<RunLock> {
+    RunLock::acquire(dir)?.map_err(|held| {
+        anyhow::anyhow!(
+            "{} is being written by {held} (hint: wait for it to finish, or pick another --run-id)",
+            dir.display()
+        )
+    })
 }
 
 fn open_run(
@@ -395,8 +408,21 @@ fn open_run(
         Some(s) => args.out.join(&run_id).join(s.dir_name()),
         None => args.out.join(&run_id),
     };
+    // A run directory holding nothing but its lock file: an earlier start died (killed, disk
+    // full) before writing run.json, so there is nothing to resume and nothing to mix.
+    let died_unborn = std::fs::read_dir(&run_path).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .all(|e| e.file_name() == store::LOCK_FILE || store::is_stray_temporary(&e.file_name()))
+    });
     let dir = RunDir::new(run_path)?;
-    let manifest = if args.resume.is_some() {
+    // Before run.json is read or written: two runs started together must not both find it
+    // missing and both start.
+    let lock = lock_run_dir(&dir.path)?;
+    if args.resume.is_some() && died_unborn {
+        eprintln!("run {run_id} stopped before it recorded anything; starting it");
+    }
+    let manifest = if args.resume.is_some() && !died_unborn {
         let m: RunManifest = dir
             .read_json("run.json")
             .with_context(|| format!("run `{run_id}` cannot be resumed"))?;
@@ -447,7 +473,11 @@ fn open_run(
         m
     };
     eprintln!("results: {}", dir.path.display());
-    Ok(OpenedRun { dir, manifest })
+    Ok(OpenedRun {
+        dir,
+        manifest,
+        lock,
+    })
 }
 
 /// A student is another model (a path or known name) scored on the same items as the teacher.
@@ -564,6 +594,7 @@ struct SuitesManifest {
 }
 
 const SUITES_FILE: &str = "suites.json";
+const SUMMARY_MD: &str = "summary.md";
 const JOINED_TABLE: &str = "table";
 
 /// A suite's run directory name inside a multi-suite run.
@@ -624,6 +655,9 @@ fn run_suites(args: RunArgs, suites: Vec<String>) -> Result<()> {
     };
     std::fs::create_dir_all(&parent.path)
         .with_context(|| format!("creating {}", parent.path.display()))?;
+    // The parent's own files (suites.json, the joined table) need one writer too; each suite's
+    // run locks its own directory inside.
+    let _lock = lock_run_dir(&parent.path)?;
     match parent.read_json::<SuitesManifest>(SUITES_FILE) {
         Ok(existing) if existing != manifest => bail!(
             "run `{parent_id}` was started with other suites, model or techniques ({} on {} with {}); resuming would mix results (hint: another --run-id)",
@@ -637,11 +671,9 @@ fn run_suites(args: RunArgs, suites: Vec<String>) -> Result<()> {
     for (i, suite) in suites.iter().enumerate() {
         let name = suite_dir_name(suite);
         let started = parent.path.join(&name).join("run.json").exists();
-        let finished = parent
-            .path
-            .join(&name)
-            .join(effbench_report::schema::REPORT_FILE)
-            .exists();
+        // The last file a run writes: a suite killed after its report.json but before its
+        // summary is not finished.
+        let finished = parent.path.join(&name).join(SUMMARY_MD).exists();
         if !finished {
             eprintln!("suite {} of {}: {suite}", i + 1, suites.len());
             let mut one = args.clone();
@@ -731,6 +763,7 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
     let OpenedRun {
         dir: run_dir,
         manifest,
+        lock: _lock,
     } = open_run(
         args,
         &settings,
@@ -914,6 +947,7 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
     let OpenedRun {
         dir: run_dir,
         manifest,
+        lock: _lock,
     } = open_run(
         args,
         &settings,
@@ -1048,7 +1082,8 @@ fn publish_summary<T: Serialize>(
     json: bool,
 ) -> Result<()> {
     run_dir.write_json("summary.json", summary)?;
-    run_dir.write_atomic("summary.md", md.as_bytes())?;
+    // Last, so that its presence means the run finished (see `run_suites`).
+    run_dir.write_atomic(SUMMARY_MD, md.as_bytes())?;
     if json {
         println!("{}", serde_json::to_string_pretty(summary)?);
     } else {

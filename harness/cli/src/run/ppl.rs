@@ -73,10 +73,11 @@ impl BaselineRows {
                 buf.extend_from_slice(&f16::from_f64(lp).to_le_bytes());
             }
         }
-        f.write_all(&buf)?;
-        // The record that says this window is done is written after this returns.
-        f.sync_data()?;
-        Ok(())
+        // The record that says this window is done is written after this returns, so a window
+        // cut short by a full disk or a kill is written again, whole, on resume.
+        super::store::with_path(f.write_all(&buf).and_then(|_| f.sync_data()), || {
+            format!("writing {}", self.path.display())
+        })
     }
 
     fn read_window(&self, window: usize) -> Result<Vec<Vec<f64>>> {

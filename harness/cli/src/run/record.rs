@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use effbench_core::{speed, KvShape};
 use effbench_hw::gpu_sampler::{GpuMeasurement, GpuSampler};
@@ -215,8 +215,17 @@ pub fn publish_report(
 ) -> Result<String> {
     run_dir.write_json(effbench_report::schema::REPORT_FILE, report)?;
     let price = prices.price_for(report)?;
-    let rendered = effbench_report::render_dir(report, &price, &run_dir.path)
-        .with_context(|| format!("rendering the report in {}", run_dir.path.display()))?;
+    let rendered = effbench_report::render_dir(report, &price, &run_dir.path).map_err(|e| {
+        let what = format!("rendering the report in {}", run_dir.path.display());
+        match &e {
+            effbench_report::ReportError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                anyhow::anyhow!("{what}: {e} ({})", super::store::DISK_FULL_HINT)
+            }
+            _ => anyhow::Error::new(e).context(what),
+        }
+    })?;
     Ok(rendered.markdown)
 }
 

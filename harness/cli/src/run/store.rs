@@ -1,10 +1,15 @@
 //! A run's directory: its manifest, and one append-only JSONL file of item records per
 //! technique. Records are written and synced as soon as their batch is scored, so a run killed at
 //! any moment loses at most the batch in flight, and `--resume` skips every recorded item.
+//!
+//! One process writes a run directory at a time: [`RunLock`] holds an OS advisory lock on
+//! [`LOCK_FILE`] for the writer's whole life. Two writers would score and append every item
+//! twice; the kernel drops the lock when its holder dies, so a killed run never blocks its own
+//! `--resume`.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -136,19 +141,56 @@ impl RecordWriter {
             serde_json::to_writer(&mut lines, record)?;
             lines.push(b'\n');
         }
-        self.file
+        let before = self.file.metadata().map(|m| m.len());
+        let written = self
+            .file
             .write_all(&lines)
-            .and_then(|_| self.file.sync_data())
-            .with_context(|| format!("appending to {}", self.path.display()))
+            .and_then(|_| self.file.sync_data());
+        if let Err(e) = written {
+            // A full disk can take part of the batch: cut it off, so the file holds only whole
+            // lines even for a reader that never resumes. Shrinking needs no free space.
+            if let Ok(len) = before {
+                let _ = self.file.set_len(len);
+            }
+            return Err(io_error(
+                e,
+                &format!("appending to {}", self.path.display()),
+            ));
+        }
+        Ok(())
     }
+}
+
+pub const DISK_FULL_HINT: &str = "hint: free space there, then repeat the command with --resume";
+
+/// An I/O error with its path; a full disk gets a hint, since it is the one cause the user fixes
+/// outside effbench and then resumes from.
+fn io_error(e: std::io::Error, what: &str) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        anyhow::anyhow!("{what}: {e} ({DISK_FULL_HINT})")
+    } else {
+        anyhow::Error::new(e).context(what.to_string())
+    }
+}
+
+/// `op`'s I/O error, named by `what` (a path) and hinted as [`io_error`] does.
+pub fn with_path<T>(op: std::io::Result<T>, what: impl FnOnce() -> String) -> Result<T> {
+    op.map_err(|e| io_error(e, &what()))
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_data()?;
+    let mut tmp = with_path(tempfile::NamedTempFile::new_in(dir), || {
+        format!("creating a temporary file in {}", dir.display())
+    })?;
+    // On error `tmp` is dropped, which deletes it: a failed write leaves the old file, no stray.
+    with_path(
+        // Through the inner file: NamedTempFile's own errors name the temporary, not `path`.
+        tmp.as_file_mut()
+            .write_all(bytes)
+            .and_then(|_| tmp.as_file().sync_data()),
+        || format!("writing {}", path.display()),
+    )?;
     // Temporary files are created private; results are meant to be read and shared.
     #[cfg(unix)]
     {
@@ -156,9 +198,167 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     }
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    with_path(tmp.persist(path).map_err(|e| e.error), || {
+        format!("writing {}", path.display())
+    })?;
     Ok(())
+}
+
+/// The lock file in a run directory. It is never deleted: a writer that unlinked it could race
+/// one that had just opened it, and two processes would hold "the" lock on two files.
+pub const LOCK_FILE: &str = "effbench.lock";
+
+/// Who holds (or last held) a run directory, as written in its lock file.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LockHolder {
+    pub pid: u32,
+    pub host: String,
+    pub since: String,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "effbench pid {} on {} (since {})",
+            self.pid, self.host, self.since
+        )
+    }
+}
+
+/// What a lock attempt found when the directory was taken.
+#[derive(Debug)]
+pub struct Held {
+    /// `None` when the holder has not written its name yet or the file was edited.
+    pub holder: Option<LockHolder>,
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.holder {
+            Some(h) => h.fmt(f),
+            None => f.write_str("another process (pid not recorded)"),
+        }
+    }
+}
+
+/// An exclusive advisory lock (`flock`) on a run directory, released when dropped or when the
+/// process dies, however it dies.
+#[derive(Debug)]
+pub struct RunLock {
+    file: File,
+}
+
+impl RunLock {
+    /// Takes the lock on `dir` (which must exist), or reports who holds it. A lock file left by
+    /// a dead writer is taken over; the note says whose it was, since that run was cut short.
+    pub fn acquire(dir: &Path) -> Result<std::result::Result<RunLock, Held>> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = with_path(
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&path),
+            || format!("opening {}", path.display()),
+        )?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Ok(Err(Held {
+                    holder: read_holder(&mut file, 20),
+                }))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_error(e, &format!("locking {}", path.display())))
+            }
+        }
+        if let Some(dead) = read_holder(&mut file, 1) {
+            eprintln!(
+                "note: {} was left locked by {dead}, which is gone; taking it over",
+                dir.display()
+            );
+        }
+        let me = LockHolder {
+            pid: std::process::id(),
+            host: host_name(),
+            since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        };
+        let mut text = serde_json::to_vec(&me)?;
+        text.push(b'\n');
+        // Written in place (not renamed over): the lock belongs to this inode.
+        with_path(
+            file.set_len(0)
+                .and_then(|_| file.seek(SeekFrom::Start(0)))
+                .and_then(|_| file.write_all(&text)),
+            || format!("writing {}", path.display()),
+        )?;
+        remove_stray_temporaries(dir);
+        Ok(Ok(RunLock { file }))
+    }
+
+    /// Takes the lock on `dir` if it has a lock file, or reports who holds it; a directory
+    /// without one was never locked (or predates locking), so there is nothing to take.
+    pub fn acquire_existing(dir: &Path) -> Result<std::result::Result<Option<RunLock>, Held>> {
+        if !dir.join(LOCK_FILE).exists() {
+            return Ok(Ok(None));
+        }
+        Ok(Self::acquire(dir)?.map(Some))
+    }
+}
+
+impl Drop for RunLock {
+    /// An empty lock file marks a clean finish, so the next writer has no dead holder to report.
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// The holder named in a lock file, read up to `tries` times 10 ms apart: a live holder writes
+/// its name just after locking, so a reader refused the lock may find the file still empty.
+fn read_holder(file: &mut File, tries: usize) -> Option<LockHolder> {
+    for attempt in 0..tries {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut text = String::new();
+        if file.seek(SeekFrom::Start(0)).is_ok() && file.read_to_string(&mut text).is_ok() {
+            if let Ok(h) = serde_json::from_str(text.trim()) {
+                return Some(h);
+            }
+        }
+    }
+    None
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "an unknown host".into())
+}
+
+/// Temporary files a killed writer left behind: [`write_atomic`]'s `.tmpXXXXXX` and the report
+/// crate's `NAME.tmp`. Under the lock nobody else is writing them, so they are garbage.
+fn remove_stray_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && is_stray_temporary(&entry.file_name()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether a run directory entry is a temporary of an atomic write (see
+/// [`remove_stray_temporaries`]).
+pub fn is_stray_temporary(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with(".tmp") || name.ends_with(".tmp")
 }
 
 #[cfg(test)]
@@ -213,6 +413,45 @@ mod tests {
         .unwrap();
         let recs: BTreeMap<String, Rec> = run.load_records("t").unwrap();
         assert_eq!(recs.len(), 3);
+    }
+
+    #[test]
+    fn the_lock_has_one_holder_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path()).unwrap().unwrap();
+        // flock conflicts between two opens even within one process, as between two runs.
+        let held = RunLock::acquire(dir.path()).unwrap().unwrap_err();
+        let holder = held
+            .holder
+            .as_ref()
+            .expect("the holder's name is in the file");
+        assert_eq!(holder.pid, std::process::id());
+        assert!(held
+            .to_string()
+            .contains(&format!("pid {}", std::process::id())));
+        drop(first);
+        // A clean release empties the file: the next holder has no dead run to report.
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(),
+            ""
+        );
+        let again = RunLock::acquire(dir.path()).unwrap();
+        assert!(again.is_ok());
+    }
+
+    #[test]
+    fn stray_temporaries_go_when_the_lock_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [".tmpAbC123", "report.tmp", "run.json"] {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        let _lock = RunLock::acquire(dir.path()).unwrap().unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(left, [LOCK_FILE, "run.json"]);
     }
 
     #[test]
