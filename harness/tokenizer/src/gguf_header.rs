@@ -426,6 +426,14 @@ impl<R: Read + Seek> Walker<R> {
                         )
                     })?;
             }
+            // candle views an empty tensor's dangling buffer as f32s, which is undefined
+            // behaviour; no model has one, so it is refused here.
+            if elems == 0 {
+                return Err(self.fail(
+                    dims_at,
+                    format!("{label} at byte {dims_at} has no elements (a dimension is 0)"),
+                ));
+            }
             let type_at = self.pos;
             let type_id = self.u32(&|| format!("the type of {label}"))?;
             let dtype = ggml_type(type_id).ok_or_else(|| {
@@ -719,6 +727,7 @@ mod tests {
             (&[33][..], 2, 0, "block size 32"),
             (&[4][..], 0, 3, "not a multiple of the alignment"),
             (&[4][..], 0, u64::MAX - 31, "overflows"),
+            (&[4, 0][..], 0, 0, "no elements"),
         ] {
             let err = GgufHeader::from_bytes(&with_tensor(dims, ty, offset, 64))
                 .unwrap_err()
@@ -726,6 +735,26 @@ mod tests {
             assert!(err.contains(needle), "{dims:?}: {err}");
             assert!(!err.contains('\n'));
         }
+    }
+
+    /// fuzz/artifacts/gguf_header/crash-ced35b71: a version-1 header with one tensor of four
+    /// zero dimensions. The walk accepted it, and candle's reader then made an f32 slice from
+    /// the empty buffer's dangling pointer (caught by the debug build's UB check).
+    #[test]
+    fn fuzz_crash_an_empty_tensor_is_refused() {
+        let mut input = b"GGUF".to_vec();
+        input.extend(1u32.to_le_bytes()); // version 1: 32-bit counts and lengths
+        input.extend(1u32.to_le_bytes()); // one tensor
+        input.extend(0u32.to_le_bytes()); // no metadata
+        input.extend(0u32.to_le_bytes()); // an empty name
+        input.extend(4u32.to_le_bytes()); // four dimensions, each 0
+        input.extend([0u8; 16]);
+        input.extend([0u8; 4]); // F32
+        input.extend(0u64.to_le_bytes());
+        input.extend(b"G\xf72\xff\xffUU\x01F");
+        let err = GgufHeader::from_bytes(&input).unwrap_err().to_string();
+        assert!(err.contains("no elements"), "{err}");
+        assert!(!err.contains('\n'));
     }
 
     #[test]
