@@ -123,7 +123,8 @@ for t in "${targets[@]}"; do
         mkdir -p results/fuzz
         commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
         dirty=false
-        [[ -z "$(git status --porcelain 2>/dev/null)" ]] || dirty=true
+        # The campaign's own result files do not make the measured code dirty.
+        [[ -z "$(git status --porcelain -- . ':!results/fuzz' 2>/dev/null)" ]] || dirty=true
         reached=false
         [[ -n "$execs" && "$execs" -ge "$runs" ]] && reached=true
         cat >"results/fuzz/$t.json" <<EOF

@@ -7,46 +7,18 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 fn assets_ready() -> bool {
-    let ready = effbench_assets::cached_path("smollm2-135m-instruct").is_some()
-        && effbench_assets::cached_path("mmlu").is_some();
-    if !ready {
-        if std::env::var("EFFBENCH_REQUIRE_ASSETS").as_deref() == Ok("1") {
-            panic!("SmolLM2 or MMLU not cached (run scripts/fetch-test-assets.sh)");
-        }
-        eprintln!("skipping: SmolLM2 or MMLU not cached (run scripts/fetch-test-assets.sh)");
-    }
-    ready
+    support::ready(&["smollm2-135m-instruct", "mmlu"])
 }
 
+/// The crash-safety tests' smallest run (3 subjects x 4 items, f16, a tiny speed test).
 fn run_args(out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "--suite",
-        "mmlu-lite",
-        "--subjects",
-        "abstract_algebra,anatomy,astronomy",
-        "--items-per-subject",
-        "4",
-        "--techniques",
-        "f16",
-        "--threads",
-        "2",
-        "--run-id",
-        "r",
-        "--speed-prompt",
-        "16",
-        "--speed-gen",
-        "4",
-        "--speed-reps",
-        "1",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = support::mmlu_args();
+    args.push("--out".into());
     args.push(out.display().to_string());
-    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(support::strings(extra));
     args
 }
 
