@@ -80,7 +80,18 @@ for t in "${targets[@]}"; do
     corpus="fuzz/corpus/$t"
     artifacts="fuzz/artifacts/$t"
     mkdir -p "$corpus" "$artifacts"
-    if [[ -d "$seeds" ]]; then
+    if [[ $t == safetensors_header ]]; then
+        # No weights are committed, so this target's seed is made here: a header with one
+        # 2x3 f16 tensor and its 12 data bytes, then a 0 byte and a tiny config.json.
+        python3 - "$corpus/generated-f16.bin" <<'PY'
+import json, struct, sys
+header = json.dumps({"t": {"dtype": "F16", "shape": [2, 3], "data_offsets": [0, 12]}}).encode()
+config = json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                     "vocab_size": 96, "rms_norm_eps": 1e-5, "max_position_embeddings": 512}).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(header)) + header + bytes(12) + b"\0" + config)
+PY
+    elif [[ -d "$seeds" ]]; then
         cp -n "$seeds"/* "$corpus"/ 2>/dev/null || true
     else
         echo "fuzz.sh: warning: no seeds in $seeds" >&2
