@@ -91,6 +91,14 @@ config = json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "
                      "vocab_size": 96, "rms_norm_eps": 1e-5, "max_position_embeddings": 512}).encode()
 open(sys.argv[1], "wb").write(struct.pack("<Q", len(header)) + header + bytes(12) + b"\0" + config)
 PY
+    elif [[ $t == quant_sidecar ]]; then
+        # Likewise: one int4 (groups of 32, symmetric) 2x32 matrix, 36 bytes, as quantize writes.
+        python3 - "$corpus/generated-int4.bin" <<'PY'
+import json, struct, sys
+header = json.dumps({"__metadata__": {"blk.0.ffn_up.weight": "4,32,sym,2,32"},
+                     "blk.0.ffn_up.weight": {"dtype": "U8", "shape": [36], "data_offsets": [0, 36]}}).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(header)) + header + bytes(range(36)))
+PY
     elif [[ -d "$seeds" ]]; then
         cp -n "$seeds"/* "$corpus"/ 2>/dev/null || true
     else

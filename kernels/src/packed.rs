@@ -84,6 +84,17 @@ impl PackedFormat {
         n * self.row_bytes(k)
     }
 
+    /// [`Self::matrix_bytes`] for dimensions read from a file: `None` where the size would not
+    /// fit in a `usize`, instead of wrapping to a small number that then passes a length check.
+    pub fn checked_matrix_bytes(self, n: usize, k: usize) -> Option<usize> {
+        let padded = k.checked_next_multiple_of(QK)?;
+        let quant = padded.checked_mul(self.bits as usize)? / 8;
+        let records = padded
+            .div_ceil(self.group)
+            .checked_mul(self.record_bytes())?;
+        n.checked_mul(quant.checked_add(records)?)
+    }
+
     /// The offset that the symmetric form folds into `m`: `d * (q - z) = d * q + (-z d)`.
     fn zero(self) -> f32 {
         (1u32 << (self.bits - 1)) as f32

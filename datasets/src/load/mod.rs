@@ -3,6 +3,7 @@
 mod csv;
 mod json;
 mod parquet;
+mod parquet_pages;
 
 use std::collections::HashMap;
 use std::fs;

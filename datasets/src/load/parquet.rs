@@ -1,14 +1,14 @@
 //! Hugging Face `cais/mmlu` parquet, read through the parquet crate's row API.
 
-use std::fs::File;
 use std::path::Path;
 
 use parquet::file::metadata::ParquetMetaData;
-use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
+use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use serde_json::{Map, Number, Value};
 
 use super::json::{fields, Schema};
+use super::parquet_pages::check_pages;
 use super::Sink;
 use crate::error::{Error, Result};
 use crate::item::{Layout, LoadReport};
@@ -21,11 +21,13 @@ const MAX_REASON: usize = 240;
 /// read (e.g. invalid UTF-8) fails the file, because the row reader cannot step past it.
 pub fn load_hf_parquet(path: impl AsRef<Path>, strict: bool) -> Result<LoadReport> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|source| Error::Io {
+    // Read whole: the page check and the row reader both need the chunks, and a dataset file is
+    // small next to the memory a run needs anyway.
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    load(path, file, strict)
+    load(path, bytes::Bytes::from(bytes), strict)
 }
 
 /// One parquet file's contents; `name` is for messages only.
@@ -33,14 +35,14 @@ pub(crate) fn load_bytes(name: &Path, bytes: &[u8], strict: bool) -> Result<Load
     load(name, bytes::Bytes::copy_from_slice(bytes), strict)
 }
 
-fn load<R: ChunkReader + 'static>(path: &Path, input: R, strict: bool) -> Result<LoadReport> {
+fn load(path: &Path, input: bytes::Bytes, strict: bool) -> Result<LoadReport> {
     let pq = |reason: String| Error::Parquet {
         path: path.to_path_buf(),
         reason: shorten(reason),
     };
-    let file_len = input.len();
-    let reader = SerializedFileReader::new(input).map_err(|e| pq(e.to_string()))?;
-    check_column_chunks(reader.metadata(), file_len).map_err(pq)?;
+    let file_len = input.len() as u64;
+    let reader = SerializedFileReader::new(input.clone()).map_err(|e| pq(e.to_string()))?;
+    check_column_chunks(reader.metadata(), &input, file_len).map_err(pq)?;
     let mut rows = reader.get_row_iter(None).map_err(|e| pq(e.to_string()))?;
     let mut sink = Sink::new(Layout::HfParquet, strict);
     for line in 1.. {
@@ -75,10 +77,15 @@ fn load<R: ChunkReader + 'static>(path: &Path, input: R, strict: bool) -> Result
     Ok(sink.finish())
 }
 
-/// Refuses column chunks that lie outside the file. The parquet crate asserts on a negative
-/// offset or length from the footer (a panic, not an error), so a corrupt file must be caught
-/// before the row reader gets to it.
-fn check_column_chunks(meta: &ParquetMetaData, file_len: u64) -> std::result::Result<(), String> {
+/// Refuses column chunks that lie outside the file, and pages whose headers claim more than
+/// their bytes can hold. The parquet crate asserts on a negative offset or length from the
+/// footer (a panic, not an error), and sizes a page's buffer from its header before reading it,
+/// so a corrupt file must be caught before the row reader gets to it.
+fn check_column_chunks(
+    meta: &ParquetMetaData,
+    input: &bytes::Bytes,
+    file_len: u64,
+) -> std::result::Result<(), String> {
     for (g, group) in meta.row_groups().iter().enumerate() {
         for column in group.columns() {
             let start = column
@@ -96,6 +103,16 @@ fn check_column_chunks(meta: &ParquetMetaData, file_len: u64) -> std::result::Re
                     column.column_path()
                 ));
             }
+        }
+    }
+    for (g, group) in meta.row_groups().iter().enumerate() {
+        for column in group.columns() {
+            let start = column
+                .dictionary_page_offset()
+                .unwrap_or_else(|| column.data_page_offset()) as usize;
+            let chunk = &input[start..start + column.compressed_size() as usize];
+            check_pages(chunk)
+                .map_err(|e| format!("row group {g}, column `{}`: {e}", column.column_path()))?;
         }
     }
     Ok(())

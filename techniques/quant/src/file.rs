@@ -214,15 +214,22 @@ pub fn recipe_of(path: &Path) -> Result<Option<Recipe>> {
 
 /// Reads the packed matrices of a sidecar.
 fn read_sidecar(path: &Path) -> Result<HashMap<String, Arc<PackedLinear>>> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    parse_sidecar(path, &bytes)
+}
+
+/// The packed matrices of a sidecar file's contents; `path` is for messages only. Each
+/// tensor's recorded `(n, k)` must account for exactly its bytes, so nothing is sized from the
+/// metadata alone.
+pub fn parse_sidecar(path: &Path, bytes: &[u8]) -> Result<HashMap<String, Arc<PackedLinear>>> {
     let bad = |detail: String| QuantError::BadFile {
         path: path.to_path_buf(),
         detail,
     };
-    let bytes = std::fs::read(path).map_err(io(path))?;
     let (_, meta) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
     let info = meta.metadata().clone().unwrap_or_default();
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let desc = info

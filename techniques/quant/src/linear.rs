@@ -19,7 +19,7 @@ pub struct PackedLinear {
 
 impl PackedLinear {
     pub fn new(format: PackedFormat, bytes: Vec<u8>, n: usize, k: usize) -> Result<Self> {
-        let expected = format.matrix_bytes(n, k);
+        let expected = format.checked_matrix_bytes(n, k).unwrap_or(usize::MAX);
         if bytes.len() != expected {
             return Err(effbench_kernels::KernelError::PackedLen {
                 format,

@@ -1,0 +1,288 @@
+//! A bounded walk over a column chunk's page headers, before the parquet crate reads them.
+//!
+//! The parquet crate sizes a page's decompression buffer from the header's
+//! `uncompressed_page_size` (up to 2 GiB) before it decompresses anything, so an 882-byte file
+//! can make it reserve 640 MiB. Its page-header type is private, so this reads the few fields
+//! it needs from the Thrift compact encoding itself, allocating nothing.
+
+/// Snappy's largest expansion: a 3-byte copy element writes at most 64 bytes.
+const SNAPPY_MAX_RATIO: u64 = 22;
+/// Room for a page's level bytes and a codec's own preamble on tiny pages.
+const PAGE_SLACK: u64 = 1024;
+/// Thrift structs nest a few levels in a page header; anything deeper is corrupt.
+const MAX_DEPTH: usize = 16;
+
+/// The sizes one page header declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PageSizes {
+    header_len: usize,
+    compressed: i64,
+    uncompressed: i64,
+}
+
+/// Checks every page header in `chunk` (one column chunk's bytes): each page lies inside the
+/// chunk, and no page claims more decompressed bytes than its compressed bytes can expand to.
+/// Errors say the page's offset within the chunk.
+pub(super) fn check_pages(chunk: &[u8]) -> Result<(), String> {
+    let mut at = 0usize;
+    let mut page = 0usize;
+    while at < chunk.len() {
+        let sizes = read_page_header(&chunk[at..])
+            .map_err(|e| format!("page {page} at byte {at} of the chunk: {e}"))?;
+        let bad = |what: String| format!("page {page} at byte {at} of the chunk: {what}");
+        if sizes.compressed < 0 || sizes.uncompressed < 0 {
+            return Err(bad(format!(
+                "negative page size (compressed {}, uncompressed {})",
+                sizes.compressed, sizes.uncompressed
+            )));
+        }
+        let body = sizes.compressed as u64;
+        let end = (at + sizes.header_len) as u64 + body;
+        if end > chunk.len() as u64 {
+            return Err(bad(format!(
+                "{body} page bytes run past the {}-byte chunk",
+                chunk.len()
+            )));
+        }
+        let most = body * SNAPPY_MAX_RATIO + PAGE_SLACK;
+        if sizes.uncompressed as u64 > most {
+            return Err(bad(format!(
+                "claims {} decompressed bytes from {body} compressed, more than Snappy can expand to",
+                sizes.uncompressed
+            )));
+        }
+        at = end as usize;
+        page += 1;
+    }
+    Ok(())
+}
+
+/// Field ids of parquet's `PageHeader` that matter here.
+const UNCOMPRESSED_PAGE_SIZE: i16 = 2;
+const COMPRESSED_PAGE_SIZE: i16 = 3;
+
+fn read_page_header(bytes: &[u8]) -> Result<PageSizes, String> {
+    let mut r = Compact { bytes, at: 0 };
+    let mut compressed = None;
+    let mut uncompressed = None;
+    let mut last_id = 0i16;
+    while let Some((id, kind)) = r.field_header(&mut last_id)? {
+        match (id, kind) {
+            (UNCOMPRESSED_PAGE_SIZE, I32) => uncompressed = Some(r.i32()?),
+            (COMPRESSED_PAGE_SIZE, I32) => compressed = Some(r.i32()?),
+            _ => r.skip(kind, 0)?,
+        }
+    }
+    match (compressed, uncompressed) {
+        (Some(compressed), Some(uncompressed)) => Ok(PageSizes {
+            header_len: r.at,
+            compressed,
+            uncompressed,
+        }),
+        _ => Err("page header without its sizes".into()),
+    }
+}
+
+// Thrift compact protocol type codes.
+const BOOL_TRUE: u8 = 1;
+const BOOL_FALSE: u8 = 2;
+const BYTE: u8 = 3;
+const I16: u8 = 4;
+const I32: u8 = 5;
+const I64: u8 = 6;
+const DOUBLE: u8 = 7;
+const BINARY: u8 = 8;
+const LIST: u8 = 9;
+const SET: u8 = 10;
+const MAP: u8 = 11;
+const STRUCT: u8 = 12;
+const UUID: u8 = 13;
+
+struct Compact<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Compact<'_> {
+    fn byte(&mut self) -> Result<u8, String> {
+        let b = *self
+            .bytes
+            .get(self.at)
+            .ok_or("page header cut off by the end of the chunk")?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn advance(&mut self, n: u64) -> Result<(), String> {
+        let left = (self.bytes.len() - self.at) as u64;
+        if n > left {
+            return Err(format!("a {n}-byte field runs past the chunk"));
+        }
+        self.at += n as usize;
+        Ok(())
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("varint longer than 10 bytes".into())
+    }
+
+    fn zigzag(&mut self) -> Result<i64, String> {
+        let v = self.varint()?;
+        Ok((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+
+    /// A Thrift i32. The parquet crate wraps a longer varint into 32 bits, so a value past
+    /// `i32` would be read as some other size: refuse it instead.
+    fn i32(&mut self) -> Result<i64, String> {
+        let v = self.zigzag()?;
+        i32::try_from(v).map_err(|_| format!("page size {v} does not fit in 32 bits"))?;
+        Ok(v)
+    }
+
+    /// The next field's id and type, or `None` at the struct's end.
+    fn field_header(&mut self, last_id: &mut i16) -> Result<Option<(i16, u8)>, String> {
+        let b = self.byte()?;
+        let kind = b & 0x0f;
+        if kind == 0 {
+            return Ok(None);
+        }
+        let delta = (b >> 4) as i16;
+        *last_id = if delta == 0 {
+            i16::try_from(self.zigzag()?).map_err(|_| "field id out of range")?
+        } else {
+            last_id.wrapping_add(delta)
+        };
+        Ok(Some((*last_id, kind)))
+    }
+
+    /// Steps over one value of type `kind`. Every element takes at least one byte, so a huge
+    /// claimed count ends at the chunk's end rather than looping long.
+    fn skip(&mut self, kind: u8, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("page header nested deeper than {MAX_DEPTH}"));
+        }
+        match kind {
+            BOOL_TRUE | BOOL_FALSE => Ok(()),
+            BYTE => self.advance(1),
+            I16 | I32 | I64 => self.varint().map(drop),
+            DOUBLE => self.advance(8),
+            UUID => self.advance(16),
+            BINARY => {
+                let n = self.varint()?;
+                self.advance(n)
+            }
+            LIST | SET => {
+                let h = self.byte()?;
+                let elem = h & 0x0f;
+                let n = match h >> 4 {
+                    15 => self.varint()?,
+                    n => u64::from(n),
+                };
+                for _ in 0..n {
+                    self.skip_element(elem, depth + 1)?;
+                }
+                Ok(())
+            }
+            MAP => {
+                let n = self.varint()?;
+                if n == 0 {
+                    return Ok(());
+                }
+                let kinds = self.byte()?;
+                for _ in 0..n {
+                    self.skip_element(kinds >> 4, depth + 1)?;
+                    self.skip_element(kinds & 0x0f, depth + 1)?;
+                }
+                Ok(())
+            }
+            STRUCT => {
+                let mut last_id = 0;
+                while let Some((_, k)) = self.field_header(&mut last_id)? {
+                    self.skip(k, depth + 1)?;
+                }
+                Ok(())
+            }
+            other => Err(format!("unknown Thrift type {other} in a page header")),
+        }
+    }
+
+    /// In a collection a boolean is a whole byte, unlike in a field header.
+    fn skip_element(&mut self, kind: u8, depth: usize) -> Result<(), String> {
+        match kind {
+            BOOL_TRUE | BOOL_FALSE => self.advance(1),
+            _ => self.skip(kind, depth),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// type=DATA_PAGE(0), uncompressed, compressed, then an empty data_page_header struct.
+    fn header(uncompressed: i32, compressed: i32) -> Vec<u8> {
+        let zz = |v: i32| {
+            let mut z = ((v << 1) ^ (v >> 31)) as u32;
+            let mut out = vec![];
+            loop {
+                let b = (z & 0x7f) as u8;
+                z >>= 7;
+                if z == 0 {
+                    out.push(b);
+                    return out;
+                }
+                out.push(b | 0x80);
+            }
+        };
+        let mut h = vec![0x15];
+        h.extend(zz(0));
+        h.push(0x15);
+        h.extend(zz(uncompressed));
+        h.push(0x15);
+        h.extend(zz(compressed));
+        h.push(0x2c); // field 5, struct
+        h.push(0x00);
+        h.push(0x00);
+        h
+    }
+
+    #[test]
+    fn a_plausible_page_passes_and_the_walk_steps_over_its_body() {
+        let mut chunk = header(100, 40);
+        chunk.extend([0u8; 40]);
+        chunk.extend(header(10, 10));
+        chunk.extend([0u8; 10]);
+        assert_eq!(check_pages(&chunk), Ok(()));
+    }
+
+    #[test]
+    fn a_page_claiming_more_than_snappy_can_expand_is_refused() {
+        let mut chunk = header(640 << 20, 40);
+        chunk.extend([0u8; 40]);
+        let err = check_pages(&chunk).unwrap_err();
+        assert!(err.contains("671088640 decompressed bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_page_running_past_its_chunk_is_refused() {
+        let mut chunk = header(100, 400);
+        chunk.extend([0u8; 40]);
+        let err = check_pages(&chunk).unwrap_err();
+        assert!(err.contains("run past"), "{err}");
+    }
+
+    #[test]
+    fn a_cut_header_is_refused() {
+        let chunk = header(100, 40);
+        let err = check_pages(&chunk[..4]).unwrap_err();
+        assert!(err.contains("cut off"), "{err}");
+    }
+}
