@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use clap::Args;
-use effbench_core::{AsStored, Dequantize, LoadedModel, WeightPolicy};
-use effbench_quant::{Method, QuantPolicy, Recipe};
+use effbench_core::{LoadedModel, WeightPolicy};
 
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
 
@@ -43,53 +42,25 @@ impl Default for ModelArgs {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WeightsArg {
-    AsStored,
-    F16,
-    F32,
-    /// int4/int2 from the f16 form of the checkpoint (`effbench-quant`).
-    Quant(Recipe),
-}
+pub use effbench_eval::WeightsArg;
 
-/// `as-stored`, `f16`, `f32` or a quantization technique name.
+/// `--weights`: a weights format of the model's own checkpoint (`as-stored`, `f16`, `f32` or a
+/// quantization technique), parsed by the technique registry.
 pub fn parse_weights(name: &str) -> Result<WeightsArg> {
-    Ok(match name {
-        "f16" | "fp16" => WeightsArg::F16,
-        "f32" => WeightsArg::F32,
-        "as-stored" | "stored" => WeightsArg::AsStored,
-        other => match Recipe::parse_technique(other)? {
-            Some(recipe) => WeightsArg::Quant(recipe),
-            None => bail!(
-                "unknown technique `{other}` (known: f16, f32, as-stored, and quantization: {})",
-                effbench_quant::spec::TECHNIQUE_HELP
-            ),
-        },
-    })
+    let stack = effbench_eval::Stack::parse(name)?;
+    match (&stack.weights, &stack.decoding, &stack.kv) {
+        (effbench_eval::technique::Weights::Format(w), None, None) => Ok(*w),
+        _ => bail!(
+            "`{name}` is not a weights format (hint: --weights takes f16, f32, as-stored or a quantization such as int4-gptq; stacks and students go to `effbench run --techniques`)"
+        ),
+    }
 }
 
-impl WeightsArg {
-    /// The policy that loads a checkpoint this way onto `device`; None for GPTQ, which loads
-    /// from a quantized file instead (see `crate::quantize::cached`). On a GPU, int4/int2
-    /// formats with a GGML type run on candle's quantized CUDA kernels; effbench's own packed
-    /// formats have no CUDA kernel and are dequantized to f16 as they load, which their label
-    /// says ("int4 storage, f16 compute").
-    pub fn policy(self, device: &Device) -> Option<Box<dyn WeightPolicy>> {
-        Some(match self {
-            Self::AsStored => Box::new(AsStored),
-            Self::F16 => Box::new(Dequantize(DType::F16)),
-            Self::F32 => Box::new(Dequantize(DType::F32)),
-            Self::Quant(r) if r.method == Method::Rtn => Box::new(QuantPolicy::rtn(r, device)),
-            Self::Quant(_) => return None,
-        })
-    }
-
-    /// The policy, for commands that load weights directly and so cannot take a GPTQ file.
-    pub fn load_policy(self, device: &Device) -> Result<Box<dyn WeightPolicy>> {
-        self.policy(device).context(
-            "GPTQ weights come from a quantized file (hint: `effbench quantize --method gptq ... --out FILE`, then pass FILE as the model)",
-        )
-    }
+/// The policy, for commands that load weights directly and so cannot take a GPTQ file.
+pub fn load_policy(weights: WeightsArg, device: &Device) -> Result<Box<dyn WeightPolicy>> {
+    weights.policy(device).context(
+        "GPTQ weights come from a quantized file (hint: `effbench quantize --method gptq ... --out FILE`, then pass FILE as the model)",
+    )
 }
 
 /// What `--device` names: `auto`, `cpu`, `cuda` or `cuda:N`.

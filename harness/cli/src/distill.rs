@@ -459,7 +459,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         let path = resolve_model_path(s)?;
         let loaded = effbench_core::load(
             &path,
-            args.student_weights.load_policy(&device)?.as_ref(),
+            crate::common::load_policy(args.student_weights, &device)?.as_ref(),
             &device,
         )
         .with_context(|| format!("loading student {}", path.display()))?;

@@ -135,15 +135,16 @@ struct Report {
     speculative: Vec<SpecRecord>,
 }
 
-struct NamedDraft {
-    label: String,
-    make: Box<dyn Fn() -> Box<dyn Draft>>,
+pub(crate) struct NamedDraft {
+    pub label: String,
+    pub make: Box<dyn Fn() -> Box<dyn Draft>>,
 }
 
-fn build_draft(
+/// A draft ready to make fresh instances of; a draft model loads with `draft_weights`.
+pub(crate) fn build_draft(
     spec: &DraftSpec,
     target: &LoadedModel,
-    args: &SpecBenchArgs,
+    draft_weights: crate::common::WeightsArg,
     capacity: usize,
 ) -> Result<NamedDraft> {
     let label = spec.label();
@@ -166,7 +167,7 @@ fn build_draft(
             let path = resolve_model_path(name)?;
             let tokenizer = effbench_core::loader::tokenizer_of(&path)?;
             check_same_tokenizer(&target.tokenizer, &tokenizer)?;
-            let policy = args.model.weights.load_policy(target.model.device())?;
+            let policy = crate::common::load_policy(draft_weights, target.model.device())?;
             let loaded = effbench_core::load(&path, policy.as_ref(), target.model.device())
                 .with_context(|| format!("loading draft {}", path.display()))?;
             check_draft_model(target.model.config(), loaded.model.config())?;
@@ -184,7 +185,7 @@ fn model_draft(model: &Arc<Model>, capacity: usize) -> Box<dyn Draft> {
     Box::new(ModelDraft::new(model.clone(), Box::new(cache)))
 }
 
-fn decode_seconds(out: &GenerateOutput) -> f64 {
+pub(crate) fn decode_seconds(out: &GenerateOutput) -> f64 {
     let m = out.trace.metrics();
     match (m.total_ms, m.ttft_ms) {
         (Some(t), Some(f)) => (t - f) / 1e3,
@@ -226,7 +227,7 @@ pub fn run(args: SpecBenchArgs) -> Result<()> {
         encoded.iter().map(|e| e.1.len()).max().unwrap_or(0) + args.max_tokens + kmax + 2;
     let drafts: Vec<NamedDraft> = specs
         .iter()
-        .map(|s| build_draft(s, target, &args, capacity))
+        .map(|s| build_draft(s, target, args.model.weights, capacity))
         .collect::<Result<_>>()?;
     let mut schedules: Vec<(String, KSchedule)> = args
         .k
@@ -568,21 +569,5 @@ fn curve_markdown(curve: &[(usize, f64)]) -> String {
     format!(
         "\nCost of one target forward pass by tokens scored (verifying k drafts scores k+1):\n\n{}\n",
         b.build().with(Style::markdown())
-    )
-}
-
-/// `effbench run --techniques spec:DRAFT`. A draft whose tokenizer differs from the target's is
-/// refused outright. A compatible one is refused too, with the command that measures it: run's
-/// suites score log-likelihoods, which speculative decoding leaves unchanged by construction.
-pub fn check_run_technique(model: &str, draft: &str) -> Result<()> {
-    let technique = format!("technique `spec:{draft}`");
-    let spec: DraftSpec = draft.parse().with_context(|| technique.clone())?;
-    if let DraftSpec::Model(name) = &spec {
-        let target = effbench_core::loader::tokenizer_of(&resolve_model_path(model)?)?;
-        let theirs = effbench_core::loader::tokenizer_of(&resolve_model_path(name)?)?;
-        check_same_tokenizer(&target, &theirs).with_context(|| technique.clone())?;
-    }
-    bail!(
-        "{technique} changes decoding speed, not the log-likelihoods `run` scores (hint: measure it with `effbench spec-bench --model {model} --draft {draft}`)"
     )
 }

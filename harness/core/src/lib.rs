@@ -20,6 +20,7 @@ pub mod perplexity;
 pub mod shapes;
 pub mod source;
 pub mod speed;
+pub mod technique;
 pub mod testing;
 pub mod threads;
 pub mod timing;

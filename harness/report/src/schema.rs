@@ -94,6 +94,41 @@ pub struct TechniqueReport {
     /// GPU support, and in those that predate a measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<effbench_hw::gpu_sampler::GpuMeasurement>,
+    /// A decoding technique's own measurement (absent for rows that decode plainly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoding: Option<DecodingReport>,
+}
+
+/// A decoding technique (speculative decoding) measured against the same weights decoding
+/// plainly, on the same real prompts: what it buys, and proof that greedy output is unchanged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DecodingReport {
+    /// e.g. `ngram:3`, `model:qwen2.5-coder-0.5b-instruct`.
+    pub draft: String,
+    /// Draft tokens per step: `4`, or `adaptive<=8 (mean 3.2)`.
+    pub k: String,
+    /// Prompt types and how many of each, e.g. `prose 1, code 1, summarization 1`.
+    pub prompts: String,
+    /// New tokens asked of each generation.
+    pub max_tokens: usize,
+    /// Decode tokens per second over all prompts, plain and speculative.
+    pub plain_tok_per_s: f64,
+    pub spec_tok_per_s: f64,
+    pub speedup: f64,
+    /// Drafted tokens the target accepted.
+    pub acceptance_rate: Option<f64>,
+    /// Mean accepted draft tokens per target step.
+    pub accepted_per_step: Option<f64>,
+    /// Prompts whose greedy output equalled plain decoding's, of all prompts.
+    pub identical: usize,
+    pub compared: usize,
+    /// Prompts whose output differed (greedy decoding must give none).
+    #[serde(default)]
+    pub mismatched: Vec<String>,
+    /// The row whose quality records this one shares (decoding leaves log-likelihoods as
+    /// they are), when that row was in the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tabled::{builder::Builder, settings::Style};
 
 use crate::cost::{cost, Cost, Price};
-use crate::schema::{Energy, Quality, RunReport, TechniqueReport};
+use crate::schema::{Energy, Quality, RunReport, Speed, TechniqueReport};
 
 /// A run with prices applied: what `report --json` prints and the tables are drawn from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -100,7 +100,19 @@ fn energy_text(e: &Energy) -> String {
 
 fn row(t: &TechniqueReport, base: &TechniqueReport, is_baseline: bool, price: &Price) -> Row {
     let (quality_impact, significant_loss) = quality_impact(&t.quality);
-    let c = t.speed.as_ref().map(|s| cost(s, price));
+    // Every row is priced on the baseline's request shape: a decoding technique is timed on
+    // real prompts of other lengths, and a request must be the same request to compare.
+    let c = t.speed.as_ref().map(|s| match &base.speed {
+        Some(b) => cost(
+            &Speed {
+                prompt_tokens: b.prompt_tokens,
+                generated_tokens: b.generated_tokens,
+                ..s.clone()
+            },
+            price,
+        ),
+        None => cost(s, price),
+    });
     let base_cost = base.speed.as_ref().map(|s| cost(s, price));
     let (cost_reduction, output_cost_ratio) = match (c, base_cost) {
         (Some(c), Some(b)) => (
@@ -422,6 +434,7 @@ pub fn markdown(report: &RunReport, v: &ReportView) -> String {
     md.push_str(
         "\nCost reduction: machine time per request of the measured shape (prompt in, tokens out) against the baseline, from the measured prefill and decode speeds. Quality impact: paired comparison with the baseline on the same items or tokens; n.s. = not significant at 5%. Memory: weights in memory; bpw over the blocks' linear layers, scales included.\n",
     );
+    md.push_str(&decoding_table(report));
     md.push_str("\n### Cost per million tokens\n\n");
     md.push_str(&cost_table(v));
     md.push_str(&format!(
@@ -434,4 +447,63 @@ pub fn markdown(report: &RunReport, v: &ReportView) -> String {
         md.push_str(&format!("\nCommand: `{cmd}`\n"));
     }
     md
+}
+
+/// The decoding techniques against plain decoding with the same weights on the same prompts;
+/// empty when the run has none.
+pub fn decoding_table(report: &RunReport) -> String {
+    let rows: Vec<Vec<String>> = report
+        .techniques
+        .iter()
+        .filter_map(|t| {
+            let d = t.decoding.as_ref()?;
+            Some(vec![
+                t.technique.clone(),
+                d.draft.clone(),
+                d.k.clone(),
+                d.acceptance_rate.map_or("-".into(), |a| format!("{a:.2}")),
+                d.accepted_per_step
+                    .map_or("-".into(), |a| format!("{a:.2}")),
+                format!("{:.1}", d.plain_tok_per_s),
+                format!("{:.1}", d.spec_tok_per_s),
+                format!("{:.2}x", d.speedup),
+                if d.mismatched.is_empty() {
+                    format!("{}/{}", d.identical, d.compared)
+                } else {
+                    format!(
+                        "{}/{} (differs: {})",
+                        d.identical,
+                        d.compared,
+                        d.mismatched.join(", ")
+                    )
+                },
+                d.quality_from
+                    .clone()
+                    .unwrap_or_else(|| "scored in this row".into()),
+            ])
+        })
+        .collect();
+    let Some(first) = report.techniques.iter().find_map(|t| t.decoding.as_ref()) else {
+        return String::new();
+    };
+    format!(
+        "\n### Decoding\n\n{}\nEach decoding technique generated {} new tokens greedily on real prompts ({}), and the same weights and KV cache decoded the same prompts plainly, before and after it. Its row's decode speed above is the speculative figure; acceptance is the share of drafted tokens the model kept. Greedy speculative decoding must give exactly the plain output: \"same output\" counts the prompts where it did.\n",
+        markdown_table(
+            &[
+                "Technique",
+                "Draft",
+                "k",
+                "Acceptance",
+                "Accepted/step",
+                "Plain tok/s",
+                "Speculative tok/s",
+                "Speedup",
+                "Same output",
+                "Quality from",
+            ],
+            rows
+        ),
+        first.max_tokens,
+        first.prompts
+    )
 }

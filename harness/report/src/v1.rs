@@ -182,6 +182,7 @@ pub fn from_slices(dir: &Path, run_json: &[u8], summary_json: &[u8]) -> Result<R
         let techniques = rows
             .into_iter()
             .map(|r| TechniqueReport {
+                decoding: None,
                 technique: r.technique,
                 label: r.label,
                 params: BTreeMap::new(),
@@ -210,6 +211,7 @@ pub fn from_slices(dir: &Path, run_json: &[u8], summary_json: &[u8]) -> Result<R
             .techniques
             .into_iter()
             .map(|t| TechniqueReport {
+                decoding: None,
                 technique: t.technique,
                 label: t.label,
                 params: BTreeMap::new(),

@@ -19,6 +19,7 @@ pub mod plot;
 pub mod schedule;
 pub mod student;
 pub mod teacher;
+pub mod technique;
 pub mod train;
 
 pub use error::{DistillError, Result};

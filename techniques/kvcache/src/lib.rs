@@ -7,11 +7,13 @@ use std::path::PathBuf;
 pub mod metrics;
 pub mod paged;
 pub mod scheduler;
+pub mod technique;
 pub mod trace;
 
 pub use metrics::{summarize, Percentiles, Summary};
 pub use paged::{PagedKvCache, DEFAULT_BLOCK_SIZE};
 pub use scheduler::{serve, Outcome, Request, SchedulerConfig, ServeRun};
+pub use technique::KvTechnique;
 pub use trace::{TraceEntry, TraceSpec};
 
 #[derive(Debug, thiserror::Error)]

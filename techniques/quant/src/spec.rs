@@ -128,6 +128,13 @@ pub fn default_group(bits: u32) -> usize {
 }
 
 /// The grammar, for `--help` and error messages.
+pub const GRAMMAR: effbench_core::technique::TechniqueGrammar =
+    effbench_core::technique::TechniqueGrammar {
+        kind: effbench_core::technique::TechniqueKind::Weights,
+        syntax: "int4|int2[-gptq][-gG][-sym|-asym][-f16head]",
+        help: TECHNIQUE_HELP,
+    };
+
 pub const TECHNIQUE_HELP: &str = "int4 | int2, then optionally -gptq (default: round to nearest), \
 -g<group> (int4: 32/64/128, default 128; int2: 16/32/64, default 32), -sym or -asym (default \
 asym), -f16head (keep the output head in f16); e.g. int4, int2-gptq, int4-g32-sym (= GGML \

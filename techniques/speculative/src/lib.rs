@@ -22,11 +22,13 @@ mod compat;
 mod draft;
 pub mod prompts;
 mod strategy;
+pub mod technique;
 
 pub use accept::{Picker, Proposed, Verdict};
 pub use compat::{check_draft_model, check_same_tokenizer, DraftSpec};
 pub use draft::{Draft, ModelDraft, NgramDraft};
 pub use strategy::{speedup_theory, KSchedule, SpecStats, SpeculativeDecoding};
+pub use technique::SpecTechnique;
 
 /// Failures outside the decoding loop itself (which reports through `effbench_core::CoreError`).
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@ use crate::accept::{Picker, Verdict};
 use crate::draft::Draft;
 
 /// How many tokens to draft per target step.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KSchedule {
     Fixed(usize),
     /// Re-chosen every step in 0..=max to maximise the expected speedup

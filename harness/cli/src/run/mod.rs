@@ -1,6 +1,7 @@
 //! `effbench run`: one suite, one model, several techniques, every item recorded as it is
 //! scored, and a comparison table with the statistics to say which differences are real.
 
+mod decoding;
 mod mc;
 pub mod merge;
 mod ppl;
@@ -21,6 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{load_model, select_device, ModelArgs, WeightsArg};
+use effbench_eval::technique::Weights;
 use mc::ItemRecord;
 use store::{RunDir, RunLock};
 
@@ -37,14 +39,10 @@ pub struct RunArgs {
     /// Known model name or path (as for `generate`).
     #[arg(long, short, default_value = crate::common::DEFAULT_MODEL)]
     pub model: String,
-    /// Techniques to compare, the baseline first: f16 (weights dequantized to f16), f32,
-    /// as-stored (the checkpoint's own format, e.g. Q4_1), student:MODEL (another model, e.g. a
-    /// distilled student, evaluated on the same items as the teacher --model), or int4/int2
-    /// weights quantized from the f16 form: int4 | int2, then optionally -gptq (default: round
-    /// to nearest), -g<group> (int4: 32/64/128, default 128; int2: 16/32/64, default 32), -sym
-    /// or -asym (default asym), -f16head (output head stays f16). E.g. int4, int2-gptq,
-    /// int4-g32-sym (= GGML Q4_0). GPTQ results are cached under the effbench cache directory.
-    #[arg(long, value_delimiter = ',', default_value = "f16,as-stored")]
+    /// Techniques to compare, the baseline first, comma-separated: f16, as-stored, int4-gptq,
+    /// student:M, spec:ngram, kv:paged, or stacks of one per kind such as
+    /// int4-gptq+spec:ngram+kv:paged (see --help for every name).
+    #[arg(long, value_delimiter = ',', default_value = "f16,as-stored", long_help = techniques_long_help())]
     pub techniques: Vec<String>,
     /// A student to evaluate beside the teacher (--model): adds the technique student:MODEL.
     #[arg(long)]
@@ -170,8 +168,21 @@ pub struct RunManifest {
 
 pub const SCHEMA_VERSION: u32 = 1;
 
-pub fn technique_weights(name: &str) -> Result<WeightsArg> {
-    crate::common::parse_weights(name)
+fn techniques_long_help() -> String {
+    format!(
+        "Techniques to compare, the baseline first, comma-separated. Each is a name from the \
+         registry below, or a stack of one name per kind joined with +. A decoding technique \
+         leaves log-likelihoods unchanged: its quality is the same row without it (copied \
+         from that row when it is in the run), and its speed is timed on real prompts against \
+         plain decoding with the same weights, output compared token for token.\n\n{}",
+        effbench_eval::technique::help()
+    )
+}
+
+/// A technique name as the registry parses it, with the run's wording on failure.
+fn technique_stack(name: &str) -> Result<effbench_eval::Stack> {
+    effbench_eval::Stack::parse(name)
+        .map_err(|e| anyhow::anyhow!("{e} (hint: effbench run --help lists every technique)"))
 }
 
 struct Suite {
@@ -480,33 +491,19 @@ fn open_run(
     })
 }
 
-/// A student is another model (a path or known name) scored on the same items as the teacher.
-fn student_model(technique: &str) -> Option<&str> {
-    technique.strip_prefix("student:")
-}
-
-fn validate_technique(technique: &str) -> Result<()> {
-    match student_model(technique) {
-        Some("") => bail!(
-            "`student:` needs a model (hint: student:qwen2.5-coder-0.5b-instruct or student:PATH)"
-        ),
-        Some(_) => Ok(()),
-        None => technique_weights(technique).map(|_| ()),
-    }
-}
-
 fn technique_session(
     model_path: &std::path::Path,
     technique: &str,
     threads: usize,
     device: &str,
 ) -> Result<crate::common::Session> {
-    let (model, weights) = match student_model(technique) {
-        Some(student) => (
+    let stack = technique_stack(technique)?;
+    let (model, weights) = match &stack.weights {
+        Weights::Student(student) => (
             crate::common::resolve_model_path(student)?,
             WeightsArg::AsStored,
         ),
-        None => (model_path.to_path_buf(), technique_weights(technique)?),
+        Weights::Format(w) => (model_path.to_path_buf(), *w),
     };
     load_model(&ModelArgs {
         model: model.display().to_string(),
@@ -516,10 +513,29 @@ fn technique_session(
     })
 }
 
+/// The earlier row of the run whose quality records a decoding technique shares: the same
+/// stack without its decoding part. Not across shards, which own different items per row.
+fn shared_quality_row(args: &RunArgs, technique: &str) -> Result<Option<String>> {
+    if args.shard.is_some() {
+        return Ok(None);
+    }
+    let Some(base) = technique_stack(technique)?.without_decoding() else {
+        return Ok(None);
+    };
+    let position = |name: &str| args.techniques.iter().position(|t| t == name);
+    Ok(match (position(&base), position(technique)) {
+        (Some(b), Some(t)) if b < t => Some(base),
+        _ => None,
+    })
+}
+
 /// How tables name a technique's model: a student names its own file.
 fn technique_label(technique: &str, session: &crate::common::Session) -> String {
     let label = session.loaded.model.label().to_string();
-    match student_model(technique) {
+    match technique_stack(technique)
+        .ok()
+        .and_then(|s| s.student().map(String::from))
+    {
         Some(_) => {
             let stem = session
                 .loaded
@@ -550,10 +566,11 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         args.techniques.push(format!("student:{student}"));
     }
     for t in &args.techniques {
-        if let Some(draft) = t.strip_prefix("spec:") {
-            crate::speculative::check_run_technique(&args.model, draft)?;
+        let stack = technique_stack(t)?;
+        if let Some(spec) = &stack.decoding {
+            check_draft_tokenizer(&args.model, &spec.draft)
+                .with_context(|| format!("technique `{t}`"))?;
         }
-        validate_technique(t)?;
     }
     if args.techniques.is_empty() {
         bail!("no techniques given (hint: --techniques f16,as-stored)");
@@ -582,6 +599,18 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         SuiteKind::MultipleChoice => run_mc(&args, &model_path, threads),
         SuiteKind::Perplexity(text) => run_ppl(&args, &text, &model_path, threads),
     }
+}
+
+/// A draft model must share the target's tokenizer; refuse it before any scoring starts.
+fn check_draft_tokenizer(model: &str, draft: &effbench_speculative::DraftSpec) -> Result<()> {
+    if let effbench_speculative::DraftSpec::Model(name) = draft {
+        let target =
+            effbench_core::loader::tokenizer_of(&crate::common::resolve_model_path(model)?)?;
+        let theirs =
+            effbench_core::loader::tokenizer_of(&crate::common::resolve_model_path(name)?)?;
+        effbench_speculative::check_same_tokenizer(&target, &theirs)?;
+    }
+    Ok(())
 }
 
 /// What a multi-suite run is: resuming one with other suites, model or techniques would mix
@@ -790,6 +819,25 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
             .collect();
         let session = technique_session(model_path, technique, threads, &args.device)?;
         labels.insert(technique.clone(), technique_label(technique, &session));
+        if let Some(base) = shared_quality_row(args, technique)? {
+            let theirs = &all_records[&base];
+            let missing: Vec<ItemRecord> = pending
+                .iter()
+                .filter_map(|i| theirs.get(&i.id))
+                .cloned()
+                .collect();
+            eprintln!(
+                "{technique}: quality records shared with `{base}` ({} copied; decoding leaves log-likelihoods as they are)",
+                missing.len()
+            );
+            run_dir.appender(technique)?.append_all(&missing)?;
+            for r in missing {
+                done.insert(r.item.clone(), r);
+            }
+            all_records.insert(technique.clone(), done);
+            measure_if_owned(args, &run_dir, technique, &session, &mut measures)?;
+            continue;
+        }
         if pending.is_empty() {
             all_records.insert(technique.clone(), done);
             measure_if_owned(args, &run_dir, technique, &session, &mut measures)?;
@@ -812,8 +860,10 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
         }
         let mut correct = done.values().filter(|r| r.correct).count();
         let kv_plan = mc::KvPlan {
-            paged_block_size: (args.kv == KvArg::Paged)
-                .then_some(effbench_kvcache::DEFAULT_BLOCK_SIZE),
+            paged_block_size: match technique_stack(technique)?.kv {
+                Some(kv) => kv.paged_block_size(),
+                None => (args.kv == KvArg::Paged).then_some(effbench_kvcache::DEFAULT_BLOCK_SIZE),
+            },
             share_prefix: !args.no_prefix_sharing,
         };
         let mut kv_stats = mc::KvStats::default();
@@ -899,7 +949,7 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
     let base_vocabulary = first.loaded.vocabulary();
     // Refuse a student with another tokenizer before scoring anything, not after the baseline.
     for technique in args.techniques.iter().skip(1) {
-        if student_model(technique).is_some() {
+        if technique_stack(technique)?.student().is_some() {
             let session = technique_session(model_path, technique, threads, &args.device)?;
             check_same_vocabulary(&base_vocabulary, technique, &session, &args.techniques[0])?;
         }
@@ -970,6 +1020,29 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
         };
         check_same_vocabulary(&base_vocabulary, technique, &session, &args.techniques[0])?;
         labels.insert(technique.clone(), technique_label(technique, &session));
+        // The baseline's windows carry no KL against themselves: a row sharing them would
+        // lack its comparison, so such a row is scored (and agrees with the baseline exactly).
+        let shared = shared_quality_row(args, technique)?.filter(|b| *b != args.techniques[0]);
+        if let Some(base) = shared {
+            let missing: Vec<ppl::WindowRecord> = records
+                .get(&base)
+                .map(|theirs: &BTreeMap<String, ppl::WindowRecord>| {
+                    theirs
+                        .iter()
+                        .filter(|(k, _)| !done.contains_key(*k))
+                        .map(|(_, r)| r.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            eprintln!(
+                "{technique}: quality records shared with `{base}` ({} copied; decoding leaves log-likelihoods as they are)",
+                missing.len()
+            );
+            run_dir.appender(technique)?.append_all(&missing)?;
+            for r in missing {
+                done.insert(effbench_report::records::Keyed::key(&r), r);
+            }
+        }
         if done.len() < plan.owned_windows() {
             let bar = progress(
                 plan.owned_windows() as u64,
@@ -1024,10 +1097,12 @@ fn measure_if_owned(
     measures: &mut BTreeMap<String, record::TechniqueMeasure>,
 ) -> Result<()> {
     if args.shard.is_none_or(|s| s.owns_speed(technique)) {
-        measures.insert(
-            technique.to_string(),
-            record::measure(run_dir, technique, session, &args.speed)?,
-        );
+        let stack = technique_stack(technique)?;
+        let mut m = record::measure(run_dir, technique, &stack, session, &args.speed)?;
+        if let Some(d) = m.decoding.as_mut() {
+            d.quality_from = shared_quality_row(args, technique)?;
+        }
+        measures.insert(technique.to_string(), m);
     }
     Ok(())
 }

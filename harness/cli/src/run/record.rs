@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::Args;
 use effbench_core::{speed, KvShape};
 use effbench_hw::gpu_sampler::{GpuMeasurement, GpuSampler};
-use effbench_report::schema::{Energy, Memory, Speed};
+use effbench_report::schema::{DecodingReport, Energy, Memory, Speed};
 use effbench_report::{Price, PriceTable};
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +85,9 @@ pub struct TechniqueMeasure {
     /// before GPU support).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuMeasurement>,
+    /// A decoding technique's comparison with plain decoding on real prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoding: Option<DecodingReport>,
 }
 
 /// How often the NVML sampler reads power, clock and memory during the speed test.
@@ -98,6 +101,7 @@ fn file_name(technique: &str) -> String {
 pub fn measure(
     run_dir: &RunDir,
     technique: &str,
+    stack: &effbench_eval::Stack,
     session: &Session,
     args: &SpeedArgs,
 ) -> Result<TechniqueMeasure> {
@@ -116,10 +120,37 @@ pub fn measure(
         candle_core::DeviceLocation::Cuda { gpu_id } => Some(gpu_id as u32),
         _ => None,
     };
+    let mut decoding = None;
     let (speed, energy, gpu) = if args.no_speed {
         let reason = "speed test skipped (--no-speed)".to_string();
         (
             None,
+            Energy::NotMeasured {
+                reason: reason.clone(),
+            },
+            GpuMeasurement::not_measured(reason),
+        )
+    } else if let Some(spec) = &stack.decoding {
+        // Prefill is the weights' own; decoding is timed on real prompts against the same
+        // weights decoding plainly, since a draft's acceptance depends on the text.
+        eprintln!(
+            "{technique}: speed test pp{} ({} repetitions), then speculative against plain decoding on real prompts, {} new tokens each",
+            args.speed_prompt, args.speed_reps, args.speed_gen
+        );
+        let pp = speed::prefill(model, args.speed_prompt.max(1), args.speed_reps.max(1))?;
+        let m = super::decoding::measure(&session.loaded, spec, stack.kv, args.speed_gen.max(2))?;
+        let reason = "energy is read over the tg test, which a decoding technique replaces with real prompts".to_string();
+        let speed = Speed {
+            prefill_tok_per_s: pp.median(),
+            decode_tok_per_s: m.report.spec_tok_per_s,
+            prompt_tokens: pp.tokens,
+            generated_tokens: m.spec_tokens,
+            prefill_samples: pp.samples_tok_per_s,
+            decode_samples: m.spec_samples,
+        };
+        decoding = Some(m.report);
+        (
+            Some(speed),
             Energy::NotMeasured {
                 reason: reason.clone(),
             },
@@ -191,7 +222,13 @@ pub fn measure(
         (Some(speed), energy, gpu)
     };
     let mut params = BTreeMap::new();
-    if technique.starts_with("student:") {
+    if decoding.is_some() {
+        params.insert(
+            "decode_speed".into(),
+            "speculative, greedy, on real prompts (see the decoding table)".into(),
+        );
+    }
+    if stack.student().is_some() {
         let path = &session.loaded.path;
         params.insert("model_path".into(), path.display().to_string());
         params.insert("model_sha256".into(), super::sha256_file(path)?);
@@ -202,6 +239,7 @@ pub fn measure(
         memory,
         energy,
         gpu: Some(gpu),
+        decoding,
     };
     run_dir.write_json(&name, &m)?;
     Ok(m)
@@ -274,6 +312,7 @@ type Measured = (
     Memory,
     Energy,
     Option<GpuMeasurement>,
+    Option<DecodingReport>,
 );
 
 fn measured(measures: &BTreeMap<String, TechniqueMeasure>, technique: &str) -> Measured {
@@ -284,6 +323,7 @@ fn measured(measures: &BTreeMap<String, TechniqueMeasure>, technique: &str) -> M
             m.memory.clone(),
             m.energy.clone(),
             m.gpu.clone(),
+            m.decoding.clone(),
         ),
         None => (
             BTreeMap::new(),
@@ -296,6 +336,7 @@ fn measured(measures: &BTreeMap<String, TechniqueMeasure>, technique: &str) -> M
             Energy::NotMeasured {
                 reason: "not measured in this run".into(),
             },
+            None,
             None,
         ),
     }
@@ -314,7 +355,7 @@ pub fn mc_report(
         .techniques
         .iter()
         .map(|t| {
-            let (params, speed, memory, energy, gpu) = measured(measures, &t.technique);
+            let (params, speed, memory, energy, gpu, decoding) = measured(measures, &t.technique);
             let ci = t.accuracy.table_interval();
             TechniqueReport {
                 technique: t.technique.clone(),
@@ -345,6 +386,7 @@ pub fn mc_report(
                 energy,
                 quality_seconds: t.seconds,
                 gpu,
+                decoding,
             }
         })
         .collect();
@@ -378,7 +420,7 @@ pub fn ppl_report(
     let techniques = rows
         .iter()
         .map(|r| {
-            let (params, speed, memory, energy, gpu) = measured(measures, &r.technique);
+            let (params, speed, memory, energy, gpu, decoding) = measured(measures, &r.technique);
             TechniqueReport {
                 technique: r.technique.clone(),
                 label: r.label.clone(),
@@ -399,6 +441,7 @@ pub fn ppl_report(
                 energy,
                 quality_seconds: r.seconds,
                 gpu,
+                decoding,
             }
         })
         .collect();

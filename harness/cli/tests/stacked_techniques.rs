@@ -1,0 +1,157 @@
+//! Techniques stacked with `+` in one `effbench run` on the real SmolLM2: a decoding technique
+//! shares its weights' quality records and gives plain decoding's greedy output on dense
+//! weights; a paged KV cache scores like the contiguous one within float noise; a conflicting
+//! stack is refused in one line before anything starts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+fn assets_ready() -> bool {
+    let ready = ["smollm2-135m-instruct", "mmlu"]
+        .iter()
+        .all(|a| effbench_assets::cached_path(a).is_some());
+    if !ready {
+        assert_ne!(
+            std::env::var("EFFBENCH_REQUIRE_ASSETS").as_deref(),
+            Ok("1"),
+            "SmolLM2 or MMLU not cached (run scripts/fetch-test-assets.sh)"
+        );
+        eprintln!("skipping: SmolLM2 or MMLU not cached");
+    }
+    ready
+}
+
+fn effbench(out: &Path, techniques: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_effbench"))
+        .args([
+            "run",
+            "--suite",
+            "mmlu-lite",
+            "--subjects",
+            "anatomy,astronomy",
+            "--items-per-subject",
+            "3",
+            "--techniques",
+            techniques,
+            "--threads",
+            "2",
+            "--speed-prompt",
+            "16",
+            "--speed-gen",
+            "12",
+            "--speed-reps",
+            "1",
+            "--run-id",
+            "stack",
+            "--out",
+        ])
+        .arg(out)
+        .output()
+        .expect("run effbench")
+}
+
+/// A technique's records keyed by item, from the `items-*.jsonl` file whose name starts with
+/// the technique's file key.
+fn records(run: &Path, prefix: &str) -> BTreeMap<String, serde_json::Value> {
+    let file = std::fs::read_dir(run)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("items-{prefix}")) && n.ends_with(".jsonl"))
+        })
+        .unwrap_or_else(|| panic!("no records for {prefix} in {}", run.display()));
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["item"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn stacked_rows_share_quality_keep_greedy_output_and_page_like_contiguous() {
+    if !assets_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = effbench(dir.path(), "f32,f32+spec:ngram,f32+kv:paged");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("stack");
+
+    let plain = records(&run, "f32.jsonl");
+    assert_eq!(plain.len(), 6);
+    let spec = records(&run, "f32_spec_ngram");
+    assert_eq!(
+        spec, plain,
+        "a decoding row's quality records are its weights' records"
+    );
+
+    let paged = records(&run, "f32_kv_paged");
+    assert_eq!(paged.len(), plain.len());
+    for (item, p) in &paged {
+        let c = &plain[item];
+        let lp = |v: &serde_json::Value| -> Vec<f64> {
+            v["logprobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        };
+        for (a, b) in lp(p).iter().zip(lp(c)) {
+            assert!((a - b).abs() < 1e-3, "{item}: paged {a} vs contiguous {b}");
+        }
+        assert_eq!(p["pred"], c["pred"], "{item}");
+    }
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let row = report["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["technique"] == "f32+spec:ngram")
+        .unwrap();
+    let d = &row["decoding"];
+    assert_eq!(d["quality_from"], "f32", "{d}");
+    assert_eq!(d["compared"], 3, "{d}");
+    assert_eq!(
+        d["identical"], 3,
+        "greedy speculative decoding on f32 weights must give plain decoding's tokens: {d}"
+    );
+    assert!(d["spec_tok_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(row["speed"]["decode_tok_per_s"], d["spec_tok_per_s"]);
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(md.contains("### Decoding"), "{md}");
+}
+
+#[test]
+fn a_conflicting_stack_is_refused_in_one_line_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    for (techniques, said) in [
+        ("f16,int4+f16", "two weights techniques"),
+        ("f16,spec:ngram+spec:layers:2", "two decoding techniques"),
+        ("f16,int4+awq", "unknown technique `awq`"),
+    ] {
+        let out = effbench(dir.path(), techniques);
+        assert!(!out.status.success(), "{techniques}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.trim_end().lines().last().unwrap_or_default();
+        assert!(last.contains(said), "{techniques}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{techniques}: {err}");
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing is written for a refused run"
+    );
+}

@@ -1,0 +1,353 @@
+//! Techniques as registered values. Each technique crate declares its names' grammar and a
+//! parser; [`REGISTRY`] lists them, one line each, and is the only place a name is parsed.
+//! A [`Stack`] joins up to one technique of each kind with `+`:
+//! `int4-gptq+spec:ngram+kv:paged`.
+
+use candle_core::{DType, Device};
+use effbench_core::technique::{TechniqueGrammar, TechniqueKind};
+use effbench_core::{AsStored, Dequantize, WeightPolicy};
+use effbench_kvcache::KvTechnique;
+use effbench_quant::{Method, QuantPolicy, Recipe};
+use effbench_speculative::SpecTechnique;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TechniqueError {
+    #[error("unknown technique `{part}` (known: {known})")]
+    Unknown { part: String, known: String },
+    #[error("`{name}` stacks two {kind} techniques, `{first}` and `{second}`; a stack takes at most one of each kind (weights, decoding, KV cache)")]
+    Conflict {
+        name: String,
+        kind: &'static str,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "technique `{name}` has an empty part; stack techniques as A+B (e.g. int4+spec:ngram)"
+    )]
+    EmptyPart { name: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The weights a technique runs the model with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightsArg {
+    AsStored,
+    F16,
+    F32,
+    /// int4/int2 from the f16 form of the checkpoint (`effbench-quant`).
+    Quant(Recipe),
+}
+
+impl WeightsArg {
+    /// The policy that loads a checkpoint this way onto `device`; None for GPTQ, which loads
+    /// from a quantized file instead. On a GPU, int4/int2 formats with a GGML type run on
+    /// candle's quantized CUDA kernels; effbench's own packed formats have no CUDA kernel and
+    /// are dequantized to f16 as they load, which their label says ("int4 storage, f16
+    /// compute").
+    pub fn policy(self, device: &Device) -> Option<Box<dyn WeightPolicy>> {
+        Some(match self {
+            Self::AsStored => Box::new(AsStored),
+            Self::F16 => Box::new(Dequantize(DType::F16)),
+            Self::F32 => Box::new(Dequantize(DType::F32)),
+            Self::Quant(r) if r.method == Method::Rtn => Box::new(QuantPolicy::rtn(r, device)),
+            Self::Quant(_) => return None,
+        })
+    }
+}
+
+/// What the weights part of a stack names: a format of the model's own weights, or another
+/// model (a student) in their place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Weights {
+    Format(WeightsArg),
+    Student(String),
+}
+
+/// One parsed part of a technique name.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Part {
+    Weights(Weights),
+    Decoding(SpecTechnique),
+    Kv(KvTechnique),
+}
+
+impl Part {
+    fn kind(&self) -> TechniqueKind {
+        match self {
+            Self::Weights(_) => TechniqueKind::Weights,
+            Self::Decoding(_) => TechniqueKind::Decoding,
+            Self::Kv(_) => TechniqueKind::KvCache,
+        }
+    }
+}
+
+/// A family of names: its grammar and its parser, which answers `None` for a name that is not
+/// its own.
+pub struct Registered {
+    pub grammar: TechniqueGrammar,
+    pub parse: fn(&str) -> Option<Result<Part, String>>,
+}
+
+/// The model's own weights in a plain format: the engine's built-in family.
+pub const WEIGHT_FORMATS: TechniqueGrammar = TechniqueGrammar {
+    kind: TechniqueKind::Weights,
+    syntax: "f16 | f32 | as-stored",
+    help: "the checkpoint's weights dequantized to f16 or f32 (the f16 baseline of a model \
+           published only quantized), or in its own stored format (e.g. Q4_1)",
+};
+
+fn weight_format(name: &str) -> Option<Result<Part, String>> {
+    let w = match name {
+        "f16" | "fp16" => WeightsArg::F16,
+        "f32" => WeightsArg::F32,
+        "as-stored" | "stored" => WeightsArg::AsStored,
+        _ => return None,
+    };
+    Some(Ok(Part::Weights(Weights::Format(w))))
+}
+
+/// Every technique family, one registration line each.
+pub const REGISTRY: &[Registered] = &[
+    Registered {
+        grammar: WEIGHT_FORMATS,
+        parse: weight_format,
+    },
+    Registered {
+        grammar: effbench_quant::spec::GRAMMAR,
+        parse: |s| {
+            Recipe::parse_technique(s)
+                .transpose()
+                .map(|r| r.map(|r| Part::Weights(Weights::Format(WeightsArg::Quant(r)))))
+                .map(|r| r.map_err(|e| e.to_string()))
+        },
+    },
+    Registered {
+        grammar: effbench_distill::technique::GRAMMAR,
+        parse: |s| {
+            effbench_distill::technique::parse_student(s)
+                .map(|r| r.map(|m| Part::Weights(Weights::Student(m))))
+        },
+    },
+    Registered {
+        grammar: effbench_speculative::technique::GRAMMAR,
+        parse: |s| SpecTechnique::parse(s).map(|r| r.map(Part::Decoding)),
+    },
+    Registered {
+        grammar: effbench_kvcache::technique::GRAMMAR,
+        parse: |s| KvTechnique::parse(s).map(|r| r.map(Part::Kv)),
+    },
+];
+
+/// Every family's syntax, for error messages: `f16 | f32 | as-stored; int4|int2[...]; ...`.
+pub fn known_syntax() -> String {
+    REGISTRY
+        .iter()
+        .map(|r| r.grammar.syntax)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The registry as help text: one paragraph per family, grouped by kind.
+pub fn help() -> String {
+    let mut out = String::from(
+        "Stack techniques of different kinds with `+`, at most one of each kind (weights, \
+         decoding, KV cache), e.g. int4-gptq+spec:ngram+kv:paged. Without a weights part a \
+         stack runs the checkpoint as stored.\n",
+    );
+    for kind in [
+        TechniqueKind::Weights,
+        TechniqueKind::Decoding,
+        TechniqueKind::KvCache,
+    ] {
+        out.push_str(&format!("\n{}:\n", kind.describe()));
+        for r in REGISTRY.iter().filter(|r| r.grammar.kind == kind) {
+            out.push_str(&format!(
+                "  {}\n      {}\n",
+                r.grammar.syntax, r.grammar.help
+            ));
+        }
+    }
+    out
+}
+
+fn parse_part(part: &str) -> Result<Part, TechniqueError> {
+    REGISTRY
+        .iter()
+        .find_map(|r| (r.parse)(part))
+        .ok_or_else(|| TechniqueError::Unknown {
+            part: part.to_string(),
+            known: known_syntax(),
+        })?
+        .map_err(TechniqueError::Invalid)
+}
+
+/// A technique as a run takes it: weights, and optionally a decoding technique and a KV cache.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stack {
+    /// The name as given, which results are keyed by.
+    pub name: String,
+    pub weights: Weights,
+    /// The name of the weights part as given (`as-stored` when the name has none).
+    pub weights_name: String,
+    pub decoding: Option<SpecTechnique>,
+    pub kv: Option<KvTechnique>,
+    /// The KV part's name as given, if any.
+    pub kv_name: Option<String>,
+}
+
+impl Stack {
+    pub fn parse(name: &str) -> Result<Self, TechniqueError> {
+        let mut seen: Vec<(TechniqueKind, &str)> = Vec::new();
+        let mut weights = None;
+        let mut decoding = None;
+        let mut kv = None;
+        for piece in name.split('+') {
+            let piece = piece.trim();
+            if piece.is_empty() {
+                return Err(TechniqueError::EmptyPart { name: name.into() });
+            }
+            let part = parse_part(piece)?;
+            if let Some((_, first)) = seen.iter().find(|(k, _)| *k == part.kind()) {
+                return Err(TechniqueError::Conflict {
+                    name: name.into(),
+                    kind: part.kind().describe(),
+                    first: first.to_string(),
+                    second: piece.to_string(),
+                });
+            }
+            seen.push((part.kind(), piece));
+            match part {
+                Part::Weights(w) => weights = Some((w, piece.to_string())),
+                Part::Decoding(d) => decoding = Some(d),
+                Part::Kv(k) => kv = Some((k, piece.to_string())),
+            }
+        }
+        let (weights, weights_name) =
+            weights.unwrap_or((Weights::Format(WeightsArg::AsStored), "as-stored".into()));
+        let (kv, kv_name) = match kv {
+            Some((k, n)) => (Some(k), Some(n)),
+            None => (None, None),
+        };
+        Ok(Self {
+            name: name.to_string(),
+            weights,
+            weights_name,
+            decoding,
+            kv,
+            kv_name,
+        })
+    }
+
+    /// The same stack without its decoding technique, by name (`as-stored+kv:paged` for
+    /// `as-stored+spec:ngram+kv:paged`): the row whose log-likelihoods this one shares, since
+    /// decoding changes how tokens are produced, not what the model computes.
+    pub fn without_decoding(&self) -> Option<String> {
+        self.decoding.as_ref()?;
+        Some(match &self.kv_name {
+            Some(kv) => format!("{}+{kv}", self.weights_name),
+            None => self.weights_name.clone(),
+        })
+    }
+
+    /// Whether the weights are another model rather than the checkpoint's own.
+    pub fn student(&self) -> Option<&str> {
+        match &self.weights {
+            Weights::Student(m) => Some(m),
+            Weights::Format(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stack_takes_one_of_each_kind_in_any_order() {
+        let s = Stack::parse("kv:paged+int4-gptq+spec:ngram").unwrap();
+        assert!(
+            matches!(s.weights, Weights::Format(WeightsArg::Quant(r)) if r.method == Method::Gptq)
+        );
+        assert_eq!(s.weights_name, "int4-gptq");
+        assert!(s.decoding.is_some());
+        assert_eq!(s.kv, Some(KvTechnique::Paged { block_size: 16 }));
+        assert_eq!(s.without_decoding().as_deref(), Some("int4-gptq+kv:paged"));
+    }
+
+    #[test]
+    fn a_stack_without_weights_runs_the_checkpoint_as_stored() {
+        let s = Stack::parse("spec:ngram").unwrap();
+        assert_eq!(s.weights, Weights::Format(WeightsArg::AsStored));
+        assert_eq!(s.without_decoding().as_deref(), Some("as-stored"));
+        assert_eq!(Stack::parse("f16").unwrap().without_decoding(), None);
+    }
+
+    #[test]
+    fn a_conflicting_stack_is_refused_in_one_line() {
+        let err = Stack::parse("int4+f16").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                TechniqueError::Conflict {
+                    kind: "weights",
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'));
+        assert!(matches!(
+            Stack::parse("spec:ngram+spec:layers:2").unwrap_err(),
+            TechniqueError::Conflict {
+                kind: "decoding",
+                ..
+            }
+        ));
+        assert!(matches!(
+            Stack::parse("kv:paged+kv:contiguous").unwrap_err(),
+            TechniqueError::Conflict {
+                kind: "KV cache",
+                ..
+            }
+        ));
+        assert!(matches!(
+            Stack::parse("student:m+int4").unwrap_err(),
+            TechniqueError::Conflict {
+                kind: "weights",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_unknown_name_lists_the_grammar() {
+        let msg = Stack::parse("int4+awq").unwrap_err().to_string();
+        assert!(msg.contains("unknown technique `awq`"), "{msg}");
+        for r in REGISTRY {
+            assert!(msg.contains(r.grammar.syntax), "{msg}");
+        }
+        assert!(matches!(
+            Stack::parse("int4++kv:paged").unwrap_err(),
+            TechniqueError::EmptyPart { .. }
+        ));
+        assert!(matches!(
+            Stack::parse("int3").unwrap_err(),
+            TechniqueError::Unknown { .. }
+        ));
+        assert!(matches!(
+            Stack::parse("int4-g7").unwrap_err(),
+            TechniqueError::Invalid(_)
+        ));
+    }
+
+    #[test]
+    fn help_lists_every_family_under_its_kind() {
+        let h = help();
+        for r in REGISTRY {
+            assert!(h.contains(r.grammar.syntax));
+        }
+        assert!(h.find("weights:").unwrap() < h.find("decoding:").unwrap());
+    }
+}
