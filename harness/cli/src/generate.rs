@@ -194,7 +194,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             ctx: 512,
             chunks: Some(4),
             first_scored: None,
-            kv_dtype: crate::perplexity::KvDtype::F32,
+            kv_dtype: effbench_kvcache::KvDtype::F32,
             json: false,
         },
     )

@@ -1,6 +1,7 @@
 use anyhow::Result;
 use clap::Args;
 use effbench_core::perplexity::{perplexity, PerplexityOptions};
+use effbench_kvcache::KvDtype;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -24,25 +25,10 @@ pub struct PerplexityArgs {
     #[arg(long)]
     first_scored: Option<usize>,
     /// Storage type of the KV cache.
-    #[arg(long, value_enum, default_value_t = KvDtype::F32)]
+    #[arg(long, default_value_t = KvDtype::F32)]
     kv_dtype: KvDtype,
     #[arg(long)]
     json: bool,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum KvDtype {
-    F32,
-    F16,
-}
-
-impl KvDtype {
-    fn dtype(self) -> candle_core::DType {
-        match self {
-            Self::F32 => candle_core::DType::F32,
-            Self::F16 => candle_core::DType::F16,
-        }
-    }
 }
 
 pub struct PplSettings {

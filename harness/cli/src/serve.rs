@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use candle_core::DType;
 use clap::{Args, ValueEnum};
 use effbench_core::{ContiguousKvCache, KvCache, KvShape, LoadedModel};
 use effbench_kvcache::trace::{read_jsonl, write_jsonl};
+use effbench_kvcache::KvDtype;
 use effbench_kvcache::{
     serve, summarize, PagedKvCache, Percentiles, Request, SchedulerConfig, Summary, TraceEntry,
     TraceSpec,
@@ -33,7 +33,7 @@ pub struct ServeBenchArgs {
     #[arg(long, default_value_t = effbench_kvcache::DEFAULT_BLOCK_SIZE)]
     pub block_size: usize,
     /// K/V storage type.
-    #[arg(long, value_enum, default_value_t = KvDtype::F32)]
+    #[arg(long, default_value_t = KvDtype::F32)]
     pub kv_dtype: KvDtype,
     /// Requests in the generated trace.
     #[arg(long, default_value_t = 200)]
@@ -75,22 +75,6 @@ pub enum CacheChoice {
     Contiguous,
     Paged,
     Both,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KvDtype {
-    F32,
-    F16,
-}
-
-impl KvDtype {
-    fn dtype(self) -> DType {
-        match self {
-            Self::F32 => DType::F32,
-            Self::F16 => DType::F16,
-        }
-    }
 }
 
 #[derive(Serialize)]

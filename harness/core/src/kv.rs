@@ -32,6 +32,48 @@ impl KvUsage {
     }
 }
 
+/// A KV-cache technique's builder: the engine says how long one sequence may grow and how many
+/// sequences live at once, and the technique makes its cache for that. This is the seam a
+/// KV-cache technique plugs into; the engine never names a cache type.
+pub trait KvCacheBuilder: std::fmt::Debug + Send + Sync {
+    /// A cache for up to `live_seqs` sequences of up to `seq_tokens` tokens each.
+    fn build(
+        &self,
+        shape: KvShape,
+        seq_tokens: usize,
+        live_seqs: usize,
+        device: &Device,
+    ) -> Result<Box<dyn KvCache>>;
+    /// How results describe the cache, e.g. `contiguous f32`, `paged (16-token blocks) f32`.
+    fn describe(&self) -> String;
+}
+
+/// The runtime's own cache: one contiguous buffer per sequence, at `dtype`.
+#[derive(Debug, Clone, Copy)]
+pub struct ContiguousBuilder {
+    pub dtype: DType,
+}
+
+impl KvCacheBuilder for ContiguousBuilder {
+    fn build(
+        &self,
+        shape: KvShape,
+        seq_tokens: usize,
+        _live_seqs: usize,
+        device: &Device,
+    ) -> Result<Box<dyn KvCache>> {
+        Ok(Box::new(ContiguousKvCache::new(
+            shape.with_dtype(self.dtype),
+            seq_tokens,
+            device,
+        )))
+    }
+
+    fn describe(&self) -> String {
+        format!("contiguous {:?}", self.dtype).to_lowercase()
+    }
+}
+
 pub trait KvCache: Send {
     /// Tokens of `seq` already in the cache: the position of its next token.
     fn seq_len(&self, seq: SeqId) -> usize;

@@ -31,7 +31,9 @@ pub use effbench_tokenizer::gguf_header;
 
 pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use error::{CoreError, Result};
-pub use kv::{ContiguousKvCache, KvCache, KvShape, KvUsage, SeqId};
+pub use kv::{
+    ContiguousBuilder, ContiguousKvCache, KvCache, KvCacheBuilder, KvShape, KvUsage, SeqId,
+};
 pub use linear::{AsStored, Dequantize, LinearWeight, SourceTensor, WeightPolicy, WeightRole};
 pub use loader::{load, LoadedModel, Vocabulary};
 pub use model::{BatchLogits, EmbeddingPlacement, LogitsFor, Model, SeqChunk, WeightBytes};

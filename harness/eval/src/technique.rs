@@ -5,7 +5,9 @@
 
 use candle_core::{DType, Device};
 use effbench_core::technique::{TechniqueGrammar, TechniqueKind};
-use effbench_core::{AsStored, Dequantize, WeightPolicy};
+use std::sync::Arc;
+
+use effbench_core::{AsStored, Dequantize, KvCacheBuilder, WeightPolicy};
 use effbench_kvcache::KvTechnique;
 use effbench_quant::{Method, QuantPolicy, Recipe};
 use effbench_speculative::SpecTechnique;
@@ -64,12 +66,13 @@ pub enum Weights {
     Student(String),
 }
 
-/// One parsed part of a technique name.
-#[derive(Clone, Debug, PartialEq)]
+/// One parsed part of a technique name. A KV-cache technique is its builder, so the engine
+/// makes caches without knowing their types.
+#[derive(Clone, Debug)]
 pub enum Part {
     Weights(Weights),
     Decoding(SpecTechnique),
-    Kv(KvTechnique),
+    Kv(Arc<dyn KvCacheBuilder>),
 }
 
 impl Part {
@@ -135,7 +138,7 @@ pub const REGISTRY: &[Registered] = &[
     },
     Registered {
         grammar: effbench_kvcache::technique::GRAMMAR,
-        parse: |s| KvTechnique::parse(s).map(|r| r.map(Part::Kv)),
+        parse: |s| KvTechnique::parse(s).map(|r| r.map(|k| Part::Kv(Arc::new(k)))),
     },
 ];
 
@@ -183,7 +186,7 @@ fn parse_part(part: &str) -> Result<Part, TechniqueError> {
 }
 
 /// A technique as a run takes it: weights, and optionally a decoding technique and a KV cache.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Stack {
     /// The name as given, which results are keyed by.
     pub name: String,
@@ -191,7 +194,7 @@ pub struct Stack {
     /// The name of the weights part as given (`as-stored` when the name has none).
     pub weights_name: String,
     pub decoding: Option<SpecTechnique>,
-    pub kv: Option<KvTechnique>,
+    pub kv: Option<Arc<dyn KvCacheBuilder>>,
     /// The KV part's name as given, if any.
     pub kv_name: Option<String>,
 }
@@ -271,7 +274,11 @@ mod tests {
         );
         assert_eq!(s.weights_name, "int4-gptq");
         assert!(s.decoding.is_some());
-        assert_eq!(s.kv, Some(KvTechnique::Paged { block_size: 16 }));
+        assert_eq!(
+            s.kv.as_ref().unwrap().describe(),
+            "paged (16-token blocks) f32"
+        );
+        assert_eq!(s.kv_name.as_deref(), Some("kv:paged"));
         assert_eq!(s.without_decoding().as_deref(), Some("int4-gptq+kv:paged"));
     }
 

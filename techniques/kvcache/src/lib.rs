@@ -13,7 +13,7 @@ pub mod trace;
 pub use metrics::{summarize, Percentiles, Summary};
 pub use paged::{PagedKvCache, DEFAULT_BLOCK_SIZE};
 pub use scheduler::{serve, Outcome, Request, SchedulerConfig, ServeRun};
-pub use technique::KvTechnique;
+pub use technique::{KvDtype, KvTechnique};
 pub use trace::{TraceEntry, TraceSpec};
 
 #[derive(Debug, thiserror::Error)]

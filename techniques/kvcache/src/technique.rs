@@ -1,8 +1,10 @@
 //! The KV-cache techniques' names: `kv:contiguous` and `kv:paged[:BLOCK]`.
 
+use candle_core::{DType, Device};
 use effbench_core::technique::{TechniqueGrammar, TechniqueKind};
+use effbench_core::{ContiguousBuilder, KvCache, KvCacheBuilder, KvShape};
 
-use crate::DEFAULT_BLOCK_SIZE;
+use crate::{PagedKvCache, DEFAULT_BLOCK_SIZE};
 
 pub const GRAMMAR: TechniqueGrammar = TechniqueGrammar {
     kind: TechniqueKind::KvCache,
@@ -10,6 +12,46 @@ pub const GRAMMAR: TechniqueGrammar = TechniqueGrammar {
     help: "the KV cache: one contiguous buffer per sequence, or fixed blocks of BLOCK tokens \
            (default 16) that a shared prefix's sequences share",
 };
+
+/// What a KV cache stores K and V as. llama.cpp's default cache is f16; effbench's is f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvDtype {
+    F32,
+    F16,
+}
+
+impl KvDtype {
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+        }
+    }
+}
+
+impl std::str::FromStr for KvDtype {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            other => Err(format!(
+                "unknown KV cache type `{other}` (expected f32 or f16)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for KvDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        })
+    }
+}
 
 /// Which KV cache a technique runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +87,37 @@ impl KvTechnique {
         match self {
             Self::Contiguous => None,
             Self::Paged { block_size } => Some(block_size),
+        }
+    }
+}
+
+impl KvCacheBuilder for KvTechnique {
+    fn build(
+        &self,
+        shape: KvShape,
+        seq_tokens: usize,
+        live_seqs: usize,
+        device: &Device,
+    ) -> effbench_core::Result<Box<dyn KvCache>> {
+        match *self {
+            Self::Contiguous => {
+                ContiguousBuilder { dtype: DType::F32 }.build(shape, seq_tokens, live_seqs, device)
+            }
+            // Each live sequence's own blocks plus one partly filled block; only blocks in use
+            // count as held memory, so the pool's size costs nothing until touched.
+            Self::Paged { block_size } => Ok(Box::new(PagedKvCache::new(
+                shape,
+                block_size,
+                (seq_tokens.div_ceil(block_size) + 1) * live_seqs.max(1),
+                device,
+            )?)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Contiguous => "contiguous f32".into(),
+            Self::Paged { block_size } => format!("paged ({block_size}-token blocks) f32"),
         }
     }
 }

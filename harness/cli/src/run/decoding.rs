@@ -6,8 +6,9 @@ use anyhow::Result;
 use effbench_core::decode::{
     DecodingStrategy, GenerateOutput, GenerateRequest, Greedy, PlainDecoding,
 };
-use effbench_core::{ContiguousKvCache, KvCache, KvShape, LoadedModel};
-use effbench_kvcache::{KvTechnique, PagedKvCache};
+use std::sync::Arc;
+
+use effbench_core::{ContiguousKvCache, KvCache, KvCacheBuilder, KvShape, LoadedModel};
 use effbench_report::schema::DecodingReport;
 use effbench_speculative::{
     prompts, KSchedule, Picker, SpecStats, SpecTechnique, SpeculativeDecoding,
@@ -29,17 +30,12 @@ pub struct Measured {
 
 fn new_cache(
     target: &LoadedModel,
-    kv: Option<KvTechnique>,
+    kv: Option<&Arc<dyn KvCacheBuilder>>,
     capacity: usize,
 ) -> Result<Box<dyn KvCache>> {
     let shape = KvShape::of(target.model.config());
-    Ok(match kv.and_then(KvTechnique::paged_block_size) {
-        Some(block) => Box::new(PagedKvCache::new(
-            shape,
-            block,
-            capacity.div_ceil(block) + 1,
-            target.model.device(),
-        )?),
+    Ok(match kv {
+        Some(builder) => builder.build(shape, capacity, 1, target.model.device())?,
         None => Box::new(ContiguousKvCache::new(
             shape,
             capacity,
@@ -53,7 +49,7 @@ fn new_cache(
 pub fn measure(
     target: &LoadedModel,
     technique: &SpecTechnique,
-    kv: Option<KvTechnique>,
+    kv: Option<&Arc<dyn KvCacheBuilder>>,
     max_tokens: usize,
 ) -> Result<Measured> {
     let all = prompts::parse(prompts::BUILTIN)?;

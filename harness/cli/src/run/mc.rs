@@ -7,29 +7,25 @@
 
 use anyhow::{Context, Result};
 use effbench_core::model::{log_softmax, logits_rows};
-use effbench_core::{
-    ContiguousKvCache, KvCache, KvShape, KvUsage, LoadedModel, LogitsFor, SeqChunk,
-};
+use std::sync::Arc;
+
+use effbench_core::{KvCacheBuilder, KvShape, KvUsage, LoadedModel, LogitsFor, SeqChunk};
 use effbench_datasets::{McItem, McPrompt};
-use effbench_kvcache::PagedKvCache;
 use serde::{Deserialize, Serialize};
 
 pub use effbench_report::records::ItemRecord;
 
 /// Which KV cache scores the items, and whether items share the subject prefix's KV.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct KvPlan {
-    /// Block size of a paged cache; None for the contiguous cache.
-    pub paged_block_size: Option<usize>,
+    pub cache: Arc<dyn KvCacheBuilder>,
     pub share_prefix: bool,
 }
 
-impl Default for KvPlan {
-    fn default() -> Self {
-        Self {
-            paged_block_size: None,
-            share_prefix: true,
-        }
+impl KvPlan {
+    /// As `kv-<technique>.json` records it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "cache": self.cache.describe(), "share_prefix": self.share_prefix })
     }
 }
 
@@ -63,7 +59,7 @@ pub fn score_group(
     loaded: &LoadedModel,
     batch_size: usize,
     items: &[(&McItem, McPrompt)],
-    kv: KvPlan,
+    kv: &KvPlan,
     stats: &mut KvStats,
     mut on_batch: impl FnMut(Vec<ItemRecord>) -> Result<()>,
 ) -> Result<()> {
@@ -125,7 +121,7 @@ fn score_sharing(
     items: &[(&McItem, McPrompt)],
     fulls: Vec<Vec<u32>>,
     shared_len: usize,
-    kv: KvPlan,
+    kv: &KvPlan,
     stats: &mut KvStats,
     on_batch: &mut impl FnMut(Vec<ItemRecord>) -> Result<()>,
 ) -> Result<()> {
@@ -166,16 +162,11 @@ fn score_sharing(
     let model = &loaded.model;
     let shape = KvShape::of(model.config());
     let batch_size = batch_size.max(1);
-    let mut cache: Box<dyn KvCache> = match kv.paged_block_size {
-        None => Box::new(ContiguousKvCache::new(shape, longest, model.device())),
-        Some(bs) => {
-            // Room for the prefix, and for each item of a batch its own blocks plus one fork
-            // for a multi-token continuation; only blocks in use count as held memory.
-            let per_seq = longest.div_ceil(bs.max(1)) + 1;
-            let blocks = per_seq * (1 + 2 * batch_size);
-            Box::new(PagedKvCache::new(shape, bs, blocks, model.device())?)
-        }
-    };
+    // Live at once: the prefix, and for each item of a batch its own sequence plus one fork
+    // for a multi-token continuation.
+    let mut cache = kv
+        .cache
+        .build(shape, longest, 1 + 2 * batch_size, model.device())?;
     const PREFIX: u64 = 0;
     if prepared.iter().any(|p| p.shares_prefix) {
         model.forward(

@@ -120,6 +120,18 @@ pub enum KvArg {
     Paged,
 }
 
+impl KvArg {
+    /// The cache of a row whose technique names none.
+    fn builder(self) -> std::sync::Arc<dyn effbench_core::KvCacheBuilder> {
+        std::sync::Arc::new(match self {
+            Self::Contiguous => effbench_kvcache::KvTechnique::Contiguous,
+            Self::Paged => effbench_kvcache::KvTechnique::Paged {
+                block_size: effbench_kvcache::DEFAULT_BLOCK_SIZE,
+            },
+        })
+    }
+}
+
 /// What makes two runs the same run: resuming with different settings would mix results.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunSettings {
@@ -860,10 +872,9 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
         }
         let mut correct = done.values().filter(|r| r.correct).count();
         let kv_plan = mc::KvPlan {
-            paged_block_size: match technique_stack(technique)?.kv {
-                Some(kv) => kv.paged_block_size(),
-                None => (args.kv == KvArg::Paged).then_some(effbench_kvcache::DEFAULT_BLOCK_SIZE),
-            },
+            cache: technique_stack(technique)?
+                .kv
+                .unwrap_or_else(|| args.kv.builder()),
             share_prefix: !args.no_prefix_sharing,
         };
         let mut kv_stats = mc::KvStats::default();
@@ -880,7 +891,7 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
                 &session.loaded,
                 args.batch,
                 &prompts,
-                kv_plan,
+                &kv_plan,
                 &mut kv_stats,
                 |records| {
                     writer.append_all(&records)?;
@@ -900,16 +911,16 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
         bar.finish_and_clear();
         let elapsed = start.elapsed().as_secs_f64();
         eprintln!(
-            "{technique}: {elapsed:.1} s, KV cache peak {} held ({} holding K/V), {} tokens through the model ({:?} cache, prefix sharing {})",
+            "{technique}: {elapsed:.1} s, KV cache peak {} held ({} holding K/V), {} tokens through the model ({} cache, prefix sharing {})",
             crate::common::mib(kv_stats.peak_bytes_reserved),
             crate::common::mib(kv_stats.peak_bytes_used),
             kv_stats.forward_tokens,
-            args.kv,
+            kv_plan.cache.describe(),
             if kv_plan.share_prefix { "on" } else { "off" }
         );
         run_dir.write_json(
             &format!("kv-{}.json", store::file_key(technique)),
-            &serde_json::json!({ "plan": kv_plan, "stats": kv_stats, "seconds": elapsed }),
+            &serde_json::json!({ "plan": kv_plan.to_json(), "stats": kv_stats, "seconds": elapsed }),
         )?;
         seconds.insert(technique.clone(), elapsed);
         all_records.insert(technique.clone(), done);

@@ -138,7 +138,12 @@ pub fn measure(
             args.speed_prompt, args.speed_reps, args.speed_gen
         );
         let pp = speed::prefill(model, args.speed_prompt.max(1), args.speed_reps.max(1))?;
-        let m = super::decoding::measure(&session.loaded, spec, stack.kv, args.speed_gen.max(2))?;
+        let m = super::decoding::measure(
+            &session.loaded,
+            spec,
+            stack.kv.as_ref(),
+            args.speed_gen.max(2),
+        )?;
         let reason = "energy is read over the tg test, which a decoding technique replaces with real prompts".to_string();
         let speed = Speed {
             prefill_tok_per_s: pp.median(),
