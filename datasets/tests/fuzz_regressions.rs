@@ -44,3 +44,32 @@ fn parquet_page_size_past_32_bits_is_refused_before_reading() {
         );
     }
 }
+
+/// Found by the long fuzzing run: a 719-byte file whose footer schema gives a node 792 million
+/// children; the parquet crate reserves a list that long (6 GiB) while it builds the schema.
+/// The loader walks the footer first and refuses the count.
+#[test]
+fn parquet_schema_node_with_more_children_than_the_schema_is_refused_before_reading() {
+    let bytes = include_bytes!("fixtures/parquet-schema-children-past-the-schema.parquet");
+    for strict in [false, true] {
+        let err = load_layout_bytes("test.parquet", bytes, Layout::HfParquet, strict).unwrap_err();
+        assert!(
+            matches!(&err, Error::Parquet { reason, .. } if reason.contains("children, but only")),
+            "{err}"
+        );
+    }
+}
+
+/// Found by the long fuzzing run as a slow input (4 s under the sanitizer): a footer list
+/// claiming billions of booleans, which the parquet crate's skipper steps over one by one
+/// without consuming bytes. The footer walk refuses a list longer than the bytes after it,
+/// before the crate's skipper runs.
+#[test]
+fn parquet_footer_list_longer_than_the_file_is_refused_at_once() {
+    let bytes = include_bytes!("fixtures/parquet-footer-list-longer-than-the-file.parquet");
+    let err = load_layout_bytes("test.parquet", bytes, Layout::HfParquet, false).unwrap_err();
+    assert!(
+        matches!(&err, Error::Parquet { reason, .. } if reason.contains("bytes follow")),
+        "{err}"
+    );
+}

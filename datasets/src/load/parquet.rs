@@ -8,7 +8,7 @@ use parquet::record::Field;
 use serde_json::{Map, Number, Value};
 
 use super::json::{fields, Schema};
-use super::parquet_pages::check_pages;
+use super::parquet_pages::{check_footer, check_pages};
 use super::Sink;
 use crate::error::{Error, Result};
 use crate::item::{Layout, LoadReport};
@@ -41,6 +41,7 @@ fn load(path: &Path, input: bytes::Bytes, strict: bool) -> Result<LoadReport> {
         reason: shorten(reason),
     };
     let file_len = input.len() as u64;
+    check_footer(&input).map_err(|e| pq(format!("footer: {e}")))?;
     let reader = SerializedFileReader::new(input.clone()).map_err(|e| pq(e.to_string()))?;
     check_column_chunks(reader.metadata(), &input, file_len).map_err(pq)?;
     let mut rows = reader.get_row_iter(None).map_err(|e| pq(e.to_string()))?;

@@ -1,9 +1,10 @@
-//! A bounded walk over a column chunk's page headers, before the parquet crate reads them.
+//! Bounded walks over a parquet file's Thrift structures, before the parquet crate reads them.
 //!
-//! The parquet crate sizes a page's decompression buffer from the header's
-//! `uncompressed_page_size` (up to 2 GiB) before it decompresses anything, so an 882-byte file
-//! can make it reserve 640 MiB. Its page-header type is private, so this reads the few fields
-//! it needs from the Thrift compact encoding itself, allocating nothing.
+//! The parquet crate sizes buffers from counts in the file before it checks them: a page's
+//! decompression buffer from the header's `uncompressed_page_size` (up to 2 GiB), and each
+//! schema node's child list from its `num_children`. An 882-byte file can make it reserve
+//! 640 MiB, a 719-byte one 6 GiB. Its Thrift types are private, so this reads the few fields it
+//! needs from the Thrift compact encoding itself, allocating nothing.
 
 /// Snappy's largest expansion: a 3-byte copy element writes at most 64 bytes.
 const SNAPPY_MAX_RATIO: u64 = 22;
@@ -53,6 +54,60 @@ pub(super) fn check_pages(chunk: &[u8]) -> Result<(), String> {
         }
         at = end as usize;
         page += 1;
+    }
+    Ok(())
+}
+
+/// Field ids of parquet's `FileMetaData` and `SchemaElement` that matter here.
+const FILE_SCHEMA: i16 = 2;
+const SCHEMA_NUM_CHILDREN: i16 = 5;
+
+/// Walks the whole footer: every list claims no more elements than bytes follow (the parquet
+/// crate's skipper steps over a list of booleans without consuming a byte per element, so a
+/// claimed 2^31 of them spins for seconds), and each schema node claims no more children than
+/// the elements after it. A footer that is not where the file says is left to the parquet
+/// crate to report.
+pub(super) fn check_footer(file: &[u8]) -> Result<(), String> {
+    let n = file.len();
+    if n < 12 || &file[n - 4..] != b"PAR1" {
+        return Ok(());
+    }
+    let footer_len = u32::from_le_bytes(file[n - 8..n - 4].try_into().expect("4 bytes")) as usize;
+    let Some(start) = (n - 8).checked_sub(footer_len) else {
+        return Ok(());
+    };
+    let mut r = Compact {
+        bytes: &file[start..n - 8],
+        at: 0,
+    };
+    let mut last_id = 0i16;
+    while let Some((id, kind)) = r.field_header(&mut last_id)? {
+        if (id, kind) != (FILE_SCHEMA, LIST) {
+            r.skip(kind, 0)?;
+            continue;
+        }
+        let (count, elem) = r.collection_header()?;
+        if elem != STRUCT {
+            return Err(format!(
+                "the schema is a list of Thrift type {elem}, not of structs"
+            ));
+        }
+        for i in 0..count {
+            let mut field = 0i16;
+            while let Some((id, kind)) = r.field_header(&mut field)? {
+                if (id, kind) == (SCHEMA_NUM_CHILDREN, I32) {
+                    let children = r.zigzag()?;
+                    let after = count - 1 - i;
+                    if children < 0 || children as u64 > after {
+                        return Err(format!(
+                            "schema element {i} claims {children} children, but only {after} elements follow it"
+                        ));
+                    }
+                } else {
+                    r.skip(kind, 1)?;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -180,12 +235,7 @@ impl Compact<'_> {
                 self.advance(n)
             }
             LIST | SET => {
-                let h = self.byte()?;
-                let elem = h & 0x0f;
-                let n = match h >> 4 {
-                    15 => self.varint()?,
-                    n => u64::from(n),
-                };
+                let (n, elem) = self.collection_header()?;
                 for _ in 0..n {
                     self.skip_element(elem, depth + 1)?;
                 }
@@ -195,6 +245,12 @@ impl Compact<'_> {
                 let n = self.varint()?;
                 if n == 0 {
                     return Ok(());
+                }
+                let left = (self.bytes.len() - self.at) as u64;
+                if n > left {
+                    return Err(format!(
+                        "a map claims {n} entries but only {left} bytes follow"
+                    ));
                 }
                 let kinds = self.byte()?;
                 for _ in 0..n {
@@ -212,6 +268,23 @@ impl Compact<'_> {
             }
             other => Err(format!("unknown Thrift type {other} in a page header")),
         }
+    }
+
+    /// A list's or set's element count and type. Every element takes at least a byte, so a
+    /// count past the bytes left is corrupt.
+    fn collection_header(&mut self) -> Result<(u64, u8), String> {
+        let h = self.byte()?;
+        let n = match h >> 4 {
+            15 => self.varint()?,
+            n => u64::from(n),
+        };
+        let left = (self.bytes.len() - self.at) as u64;
+        if n > left {
+            return Err(format!(
+                "a list claims {n} elements but only {left} bytes follow"
+            ));
+        }
+        Ok((n, h & 0x0f))
     }
 
     /// In a collection a boolean is a whole byte, unlike in a field header.
