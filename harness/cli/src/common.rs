@@ -108,7 +108,7 @@ pub fn select_device(spec: &str) -> Result<Device> {
                 )
             } else {
                 anyhow::anyhow!(
-                    "device `{spec}` needs a build with the `cuda` feature, and this one has none (hint: scripts/build-cuda.sh builds it, see the README's GPU section; or use --device cpu)"
+                    "device `{spec}` needs a build with the `cuda` feature, and this one has none (hint: scripts/build-cuda.sh builds it, see docs/gpu-usage.md; or use --device cpu)"
                 )
             }
         }),

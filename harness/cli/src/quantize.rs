@@ -17,7 +17,7 @@ const CORPUS_MODEL: &str = "smollm2-135m-instruct";
 
 #[derive(Args, Clone, Debug)]
 pub struct CalibArgs {
-    /// GPTQ calibration: sequences of self-generated text (see the README).
+    /// GPTQ calibration: sequences of self-generated text (see docs/techniques.md).
     #[arg(long, default_value_t = 128)]
     pub calib_sequences: usize,
     /// GPTQ calibration: tokens per sequence.
