@@ -8,7 +8,6 @@ use effbench_core::technique::{TechniqueGrammar, TechniqueKind};
 use std::sync::Arc;
 
 use effbench_core::{AsStored, Dequantize, KvCacheBuilder, WeightPolicy};
-use effbench_kvcache::KvTechnique;
 use effbench_quant::{Method, QuantPolicy, Recipe};
 use effbench_speculative::SpecTechnique;
 
@@ -85,11 +84,52 @@ impl Part {
     }
 }
 
-/// A family of names: its grammar and its parser, which answers `None` for a name that is not
-/// its own.
+/// A family's parser: `None` for a name that is not its own, else the value or why not.
+pub type ParseFn<T> = fn(&str) -> Option<Result<T, String>>;
+
+/// A family's parser, by the kind of value it makes.
+#[derive(Clone, Copy)]
+pub enum Parser {
+    Weights(ParseFn<Weights>),
+    Decoding(ParseFn<SpecTechnique>),
+    Kv(ParseFn<Arc<dyn KvCacheBuilder>>),
+}
+
+/// A family of names: its grammar and its parser.
 pub struct Registered {
     pub grammar: TechniqueGrammar,
-    pub parse: fn(&str) -> Option<Result<Part, String>>,
+    pub parse: Parser,
+}
+
+impl Registered {
+    pub const fn weights(grammar: TechniqueGrammar, parse: ParseFn<Weights>) -> Self {
+        Self {
+            grammar,
+            parse: Parser::Weights(parse),
+        }
+    }
+
+    pub const fn decoding(grammar: TechniqueGrammar, parse: ParseFn<SpecTechnique>) -> Self {
+        Self {
+            grammar,
+            parse: Parser::Decoding(parse),
+        }
+    }
+
+    pub const fn kv(grammar: TechniqueGrammar, parse: ParseFn<Arc<dyn KvCacheBuilder>>) -> Self {
+        Self {
+            grammar,
+            parse: Parser::Kv(parse),
+        }
+    }
+
+    fn parse(&self, name: &str) -> Option<Result<Part, String>> {
+        Some(match self.parse {
+            Parser::Weights(p) => p(name)?.map(Part::Weights),
+            Parser::Decoding(p) => p(name)?.map(Part::Decoding),
+            Parser::Kv(p) => p(name)?.map(Part::Kv),
+        })
+    }
 }
 
 /// The model's own weights in a plain format: the engine's built-in family.
@@ -100,46 +140,40 @@ pub const WEIGHT_FORMATS: TechniqueGrammar = TechniqueGrammar {
            published only quantized), or in its own stored format (e.g. Q4_1)",
 };
 
-fn weight_format(name: &str) -> Option<Result<Part, String>> {
+fn weight_format(name: &str) -> Option<Result<Weights, String>> {
     let w = match name {
         "f16" | "fp16" => WeightsArg::F16,
         "f32" => WeightsArg::F32,
         "as-stored" | "stored" => WeightsArg::AsStored,
         _ => return None,
     };
-    Some(Ok(Part::Weights(Weights::Format(w))))
+    Some(Ok(Weights::Format(w)))
+}
+
+fn quantized(name: &str) -> Option<Result<Weights, String>> {
+    Recipe::parse_technique(name)
+        .map_err(|e| e.to_string())
+        .transpose()
+        .map(|r| r.map(|r| Weights::Format(WeightsArg::Quant(r))))
+}
+
+fn student(name: &str) -> Option<Result<Weights, String>> {
+    effbench_distill::technique::parse_student(name).map(|r| r.map(Weights::Student))
 }
 
 /// Every technique family, one registration line each.
 pub const REGISTRY: &[Registered] = &[
-    Registered {
-        grammar: WEIGHT_FORMATS,
-        parse: weight_format,
-    },
-    Registered {
-        grammar: effbench_quant::spec::GRAMMAR,
-        parse: |s| {
-            Recipe::parse_technique(s)
-                .transpose()
-                .map(|r| r.map(|r| Part::Weights(Weights::Format(WeightsArg::Quant(r)))))
-                .map(|r| r.map_err(|e| e.to_string()))
-        },
-    },
-    Registered {
-        grammar: effbench_distill::technique::GRAMMAR,
-        parse: |s| {
-            effbench_distill::technique::parse_student(s)
-                .map(|r| r.map(|m| Part::Weights(Weights::Student(m))))
-        },
-    },
-    Registered {
-        grammar: effbench_speculative::technique::GRAMMAR,
-        parse: |s| SpecTechnique::parse(s).map(|r| r.map(Part::Decoding)),
-    },
-    Registered {
-        grammar: effbench_kvcache::technique::GRAMMAR,
-        parse: |s| KvTechnique::parse(s).map(|r| r.map(|k| Part::Kv(Arc::new(k)))),
-    },
+    Registered::weights(WEIGHT_FORMATS, weight_format),
+    Registered::weights(effbench_quant::spec::GRAMMAR, quantized),
+    Registered::weights(effbench_distill::technique::GRAMMAR, student),
+    Registered::decoding(
+        effbench_speculative::technique::GRAMMAR,
+        SpecTechnique::parse,
+    ),
+    Registered::kv(
+        effbench_kvcache::technique::GRAMMAR,
+        effbench_kvcache::technique::parse,
+    ),
 ];
 
 /// Every family's syntax, for error messages: `f16 | f32 | as-stored; int4|int2[...]; ...`.
@@ -177,7 +211,7 @@ pub fn help() -> String {
 fn parse_part(part: &str) -> Result<Part, TechniqueError> {
     REGISTRY
         .iter()
-        .find_map(|r| (r.parse)(part))
+        .find_map(|r| r.parse(part))
         .ok_or_else(|| TechniqueError::Unknown {
             part: part.to_string(),
             known: known_syntax(),

@@ -122,6 +122,11 @@ impl KvCacheBuilder for KvTechnique {
     }
 }
 
+/// The registry's parser: a `kv:contiguous` or `kv:paged` name as the builder it names.
+pub fn parse(name: &str) -> Option<Result<std::sync::Arc<dyn KvCacheBuilder>, String>> {
+    KvTechnique::parse(name).map(|r| r.map(|k| std::sync::Arc::new(k) as _))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
