@@ -8,8 +8,9 @@ use effbench_core::technique::{TechniqueGrammar, TechniqueKind};
 use std::sync::Arc;
 
 use effbench_core::{AsStored, Dequantize, KvCacheBuilder, WeightPolicy};
+use effbench_kvcache::technique as kv_cache;
 use effbench_quant::{Method, QuantPolicy, Recipe};
-use effbench_speculative::SpecTechnique;
+use effbench_speculative::{technique as speculative, SpecTechnique};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TechniqueError {
@@ -166,14 +167,8 @@ pub const REGISTRY: &[Registered] = &[
     Registered::weights(WEIGHT_FORMATS, weight_format),
     Registered::weights(effbench_quant::spec::GRAMMAR, quantized),
     Registered::weights(effbench_distill::technique::GRAMMAR, student),
-    Registered::decoding(
-        effbench_speculative::technique::GRAMMAR,
-        SpecTechnique::parse,
-    ),
-    Registered::kv(
-        effbench_kvcache::technique::GRAMMAR,
-        effbench_kvcache::technique::parse,
-    ),
+    Registered::decoding(speculative::GRAMMAR, SpecTechnique::parse),
+    Registered::kv(kv_cache::GRAMMAR, kv_cache::parse),
 ];
 
 /// Every family's syntax, for error messages: `f16 | f32 | as-stored; int4|int2[...]; ...`.

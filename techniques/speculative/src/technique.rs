@@ -26,9 +26,14 @@ pub struct SpecTechnique {
 }
 
 impl SpecTechnique {
-    /// Parses a `spec:` name; `None` when `name` is not a speculative-decoding technique.
+    /// Parses a `spec:ngram`, `spec:model` or `spec:layers` name; `None` for any other name.
     pub fn parse(name: &str) -> Option<Result<Self, String>> {
         let rest = name.strip_prefix("spec:")?;
+        // Only this family's draft kinds; another family may own other `spec:` names.
+        let kind = rest.split([':', '@']).next().unwrap_or_default();
+        if !["ngram", "model", "layers"].contains(&kind) {
+            return None;
+        }
         let (draft, k) = match rest.rsplit_once('@') {
             Some((draft, "adaptive")) => (
                 draft,
@@ -83,7 +88,8 @@ mod tests {
             }
         );
         assert!(SpecTechnique::parse("spec:ngram@0").unwrap().is_err());
-        assert!(SpecTechnique::parse("spec:beam").unwrap().is_err());
+        assert_eq!(SpecTechnique::parse("spec:beam"), None);
+        assert!(SpecTechnique::parse("spec:layers:x").unwrap().is_err());
         assert_eq!(SpecTechnique::parse("kv:paged"), None);
     }
 }
