@@ -46,6 +46,10 @@ pub trait KvCacheBuilder: std::fmt::Debug + Send + Sync {
     ) -> Result<Box<dyn KvCache>>;
     /// How results describe the cache, e.g. `contiguous f32`, `paged (16-token blocks) f32`.
     fn describe(&self) -> String;
+    /// K and V of one token over all layers, as this cache stores them.
+    fn bytes_per_token(&self, shape: KvShape) -> usize {
+        shape.bytes_per_token()
+    }
 }
 
 /// The runtime's own cache: one contiguous buffer per sequence, at `dtype`.
@@ -71,6 +75,10 @@ impl KvCacheBuilder for ContiguousBuilder {
 
     fn describe(&self) -> String {
         format!("contiguous {:?}", self.dtype).to_lowercase()
+    }
+
+    fn bytes_per_token(&self, shape: KvShape) -> usize {
+        shape.with_dtype(self.dtype).bytes_per_token()
     }
 }
 

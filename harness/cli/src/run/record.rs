@@ -114,7 +114,10 @@ pub fn measure(
     let memory = Memory {
         weight_bytes: bytes.total,
         bits_per_weight: Some(bytes.block_bits_per_weight),
-        kv_bytes_per_token: Some(KvShape::of(model.config()).bytes_per_token()),
+        kv_bytes_per_token: Some(match &stack.kv {
+            Some(kv) => kv.bytes_per_token(KvShape::of(model.config())),
+            None => KvShape::of(model.config()).bytes_per_token(),
+        }),
     };
     let gpu_index = match model.device().location() {
         candle_core::DeviceLocation::Cuda { gpu_id } => Some(gpu_id as u32),
