@@ -169,6 +169,7 @@ pub const REGISTRY: &[Registered] = &[
     Registered::weights(effbench_distill::technique::GRAMMAR, student),
     Registered::decoding(speculative::GRAMMAR, SpecTechnique::parse),
     Registered::kv(kv_cache::GRAMMAR, kv_cache::parse),
+    Registered::kv(effbench_kvcache::f16::GRAMMAR, effbench_kvcache::f16::parse),
 ];
 
 /// Every family's syntax, for error messages: `f16 | f32 | as-stored; int4|int2[...]; ...`.

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub mod f16;
 pub mod metrics;
 pub mod paged;
 pub mod scheduler;
