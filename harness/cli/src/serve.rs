@@ -116,19 +116,14 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
         Some(path) => (read_jsonl(path)?, format!("file {}", path.display())),
         None => {
             let spec = TraceSpec::chat_like(args.requests, args.rate, args.seed);
-            let label = format!(
-                "generated: {} requests, Poisson rate {}/s, seed {}, prompt log-normal(median {}, sigma {}) in [{}, {}], output log-normal(median {}, sigma {}) in [{}, {}]",
-                spec.requests, spec.rate, spec.seed, spec.prompt.median, spec.prompt.sigma,
-                spec.prompt.min, spec.prompt.max, spec.output.median, spec.output.sigma,
-                spec.output.min, spec.output.max
-            );
+            let label = format!("generated: {}", spec.describe());
             (spec.generate()?, label)
         }
     };
     // The trace is read before the model loads, so a bad line fails fast.
     let session = load_model(&args.model)?;
     let loaded = &session.loaded;
-    let requests = build_requests(loaded, &entries, &args)?;
+    let requests = build_requests(loaded, &entries, &args.filler_text, args.seed)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     write_jsonl(&args.out.join("trace.jsonl"), &entries)?;
@@ -247,10 +242,13 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
 
 /// Token ids for every trace entry: its own text, or that many tokens of the filler text from a
 /// seeded offset, so prompts are real language of the trace's lengths.
-fn build_requests(
+/// The trace's requests as token ids: a prompt given as text is encoded, one given as a length
+/// is cut at a seeded offset from `filler_text` (a known text name or path).
+pub(crate) fn build_requests(
     loaded: &LoadedModel,
     entries: &[TraceEntry],
-    args: &ServeBenchArgs,
+    filler_text: &str,
+    seed: u64,
 ) -> Result<Vec<Request>> {
     let longest = entries
         .iter()
@@ -258,7 +256,7 @@ fn build_requests(
         .max()
         .unwrap_or(0);
     let filler = if longest > 0 {
-        let path = resolve_text(&args.filler_text)?;
+        let path = resolve_text(filler_text)?;
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         let tokens = encode_leading(loaded, &text, Some(longest.max(1) * 16))?;
@@ -273,7 +271,7 @@ fn build_requests(
     } else {
         Vec::new()
     };
-    let mut rng = StdRng::seed_from_u64(args.seed ^ 0x5eed_f111);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_f111);
     entries
         .iter()
         .enumerate()

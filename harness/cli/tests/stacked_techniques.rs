@@ -1,7 +1,8 @@
 //! Techniques stacked with `+` in one `effbench run` on the real SmolLM2: a decoding technique
 //! shares its weights' quality records and gives plain decoding's greedy output on dense
-//! weights; a paged KV cache scores like the contiguous one within float noise; a conflicting
-//! stack is refused in one line before anything starts.
+//! weights; a paged KV cache scores like the contiguous one within float noise and serves
+//! where the contiguous one cannot; a conflicting stack is refused in one line before anything
+//! starts.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -44,6 +45,11 @@ fn effbench(out: &Path, techniques: &str) -> std::process::Output {
             "1",
             "--run-id",
             "stack",
+            "--serve",
+            "--serve-requests",
+            "4",
+            "--kv-budget-mib",
+            "48",
             "--out",
         ])
         .arg(out)
@@ -133,6 +139,27 @@ fn stacked_rows_share_quality_keep_greedy_output_and_page_like_contiguous() {
     assert_eq!(row["speed"]["decode_tok_per_s"], d["spec_tok_per_s"]);
     let md = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(md.contains("### Decoding"), "{md}");
+
+    // Every row served the same trace in 48 MiB of KV: SmolLM2's f32 K/V for one 2048-token
+    // reservation is 90 MiB, so the contiguous cache admits nothing and the paged one serves
+    // every request in blocks.
+    let serving = |name: &str| {
+        report["techniques"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["technique"] == name)
+            .unwrap()["serving"]
+            .clone()
+    };
+    let contiguous = serving("f32");
+    assert_eq!(contiguous["requests"], 4, "{contiguous}");
+    assert_eq!(contiguous["refused"], 4, "{contiguous}");
+    let paged = serving("f32+kv:paged");
+    assert_eq!(paged["completed"], 4, "{paged}");
+    assert!(paged["output_tok_per_s"].as_f64().unwrap() > 0.0, "{paged}");
+    assert!(paged["cache"].as_str().unwrap().starts_with("paged"), "{paged}");
+    assert!(md.contains("Served throughput"), "{md}");
 }
 
 #[test]

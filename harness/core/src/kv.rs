@@ -44,6 +44,16 @@ pub trait KvCacheBuilder: std::fmt::Debug + Send + Sync {
         live_seqs: usize,
         device: &Device,
     ) -> Result<Box<dyn KvCache>>;
+    /// A cache holding at most `budget_bytes` of K/V for sequences of up to `max_seq_len`
+    /// tokens, as a server sizes it: what fits the budget is the cache's own business (whole
+    /// reservations, or blocks).
+    fn build_for_budget(
+        &self,
+        shape: KvShape,
+        max_seq_len: usize,
+        budget_bytes: usize,
+        device: &Device,
+    ) -> Result<Box<dyn KvCache>>;
     /// How results describe the cache, e.g. `contiguous f32`, `paged (16-token blocks) f32`.
     fn describe(&self) -> String;
     /// K and V of one token over all layers, as this cache stores them.
@@ -69,6 +79,21 @@ impl KvCacheBuilder for ContiguousBuilder {
         Ok(Box::new(ContiguousKvCache::new(
             shape.with_dtype(self.dtype),
             seq_tokens,
+            device,
+        )))
+    }
+
+    fn build_for_budget(
+        &self,
+        shape: KvShape,
+        max_seq_len: usize,
+        budget_bytes: usize,
+        device: &Device,
+    ) -> Result<Box<dyn KvCache>> {
+        Ok(Box::new(ContiguousKvCache::with_budget(
+            shape.with_dtype(self.dtype),
+            max_seq_len,
+            budget_bytes,
             device,
         )))
     }

@@ -8,7 +8,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::kv::{ContiguousKvCache, KvShape};
+use candle_core::DType;
+
+use crate::kv::{ContiguousBuilder, KvCacheBuilder, KvShape};
 use crate::model::{LogitsFor, Model, SeqChunk};
 
 /// One test's repetitions, in tokens per second.
@@ -67,20 +69,28 @@ pub fn bench_tokens(n: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-fn fresh_cache(model: &Model, capacity: usize) -> ContiguousKvCache {
-    ContiguousKvCache::new(KvShape::of(model.config()), capacity, model.device())
-}
+const CONTIGUOUS_F32: ContiguousBuilder = ContiguousBuilder { dtype: DType::F32 };
 
 /// Prefill of `n` tokens in one forward pass, `repetitions` times after one warm-up.
 pub fn prefill(model: &Model, n: usize, repetitions: usize) -> Result<SpeedSamples> {
+    prefill_in(model, n, repetitions, &CONTIGUOUS_F32)
+}
+
+/// [`prefill`] into the KV cache `kv` builds.
+pub fn prefill_in(
+    model: &Model,
+    n: usize,
+    repetitions: usize,
+    kv: &dyn KvCacheBuilder,
+) -> Result<SpeedSamples> {
     let tokens = bench_tokens(n, model.config().vocab_size);
     let mut samples = Vec::with_capacity(repetitions);
     for rep in 0..=repetitions {
-        let mut cache = fresh_cache(model, n.max(1));
+        let mut cache = kv.build(KvShape::of(model.config()), n.max(1), 1, model.device())?;
         let t = Instant::now();
         model.forward(
             &[SeqChunk::new(0, tokens.clone(), LogitsFor::Last)],
-            &mut cache,
+            cache.as_mut(),
         )?;
         // A GPU runs the pass asynchronously: the clock stops when it has finished.
         model.device().synchronize()?;
@@ -97,13 +107,26 @@ pub fn prefill(model: &Model, n: usize, repetitions: usize) -> Result<SpeedSampl
 
 /// Decode of `n` tokens one forward pass each from an empty cache, as llama-bench's `tg`.
 pub fn decode(model: &Model, n: usize, repetitions: usize) -> Result<SpeedSamples> {
+    decode_in(model, n, repetitions, &CONTIGUOUS_F32)
+}
+
+/// [`decode`] into the KV cache `kv` builds.
+pub fn decode_in(
+    model: &Model,
+    n: usize,
+    repetitions: usize,
+    kv: &dyn KvCacheBuilder,
+) -> Result<SpeedSamples> {
     let tokens = bench_tokens(n, model.config().vocab_size);
     let mut samples = Vec::with_capacity(repetitions);
     for rep in 0..=repetitions {
-        let mut cache = fresh_cache(model, n + 1);
+        let mut cache = kv.build(KvShape::of(model.config()), n + 1, 1, model.device())?;
         let t = Instant::now();
         for &tok in &tokens {
-            model.forward(&[SeqChunk::new(0, vec![tok], LogitsFor::Last)], &mut cache)?;
+            model.forward(
+                &[SeqChunk::new(0, vec![tok], LogitsFor::Last)],
+                cache.as_mut(),
+            )?;
         }
         model.device().synchronize()?;
         if rep > 0 {

@@ -97,6 +97,37 @@ pub struct TechniqueReport {
     /// A decoding technique's own measurement (absent for rows that decode plainly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoding: Option<DecodingReport>,
+    /// The row serving a seeded request trace under continuous batching at a KV budget
+    /// (absent unless the run served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<ServingReport>,
+}
+
+/// One row serving a request trace: the scheduler admits requests while the row's KV cache
+/// has room in the budget, so what a cache wastes shows up as concurrency and throughput.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServingReport {
+    /// e.g. `paged (16-token blocks) f32`.
+    pub cache: String,
+    pub kv_budget_bytes: usize,
+    /// How the trace was made, e.g. `16 requests, Poisson rate 8/s, seed 0, ...`.
+    pub trace: String,
+    pub requests: usize,
+    pub completed: usize,
+    pub refused: usize,
+    pub output_tokens: usize,
+    /// Output tokens per second from the first arrival to the last token.
+    pub output_tok_per_s: f64,
+    pub ttft_ms_p50: Option<f64>,
+    pub ttft_ms_p99: Option<f64>,
+    pub tpot_ms_p50: Option<f64>,
+    pub tpot_ms_p99: Option<f64>,
+    pub peak_running: usize,
+    pub mean_running: f64,
+    pub preemptions: usize,
+    /// Peak KV bytes the cache held (reserved) and held K/V in (used).
+    pub peak_kv_reserved_bytes: usize,
+    pub peak_kv_used_bytes: usize,
 }
 
 /// A decoding technique (speculative decoding) measured against the same weights decoding

@@ -44,6 +44,15 @@ pub struct Row {
     /// This technique's $/1M output tokens over the baseline's.
     pub output_cost_ratio: Option<f64>,
     pub energy: String,
+    /// Output tokens per second serving the run's request trace, when the run served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_tok_per_s: Option<f64>,
+    /// The serving figures in words: throughput, TTFT and TPOT p50/p99, peak concurrency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<String>,
+    /// $/1M output tokens at the served throughput.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_usd_per_million_output: Option<f64>,
 }
 
 /// The first 12 characters of a hash or commit, as git abbreviates. Characters, not bytes: the
@@ -139,7 +148,31 @@ fn row(t: &TechniqueReport, base: &TechniqueReport, is_baseline: bool, price: &P
         cost_reduction,
         output_cost_ratio,
         energy: energy_text(&t.energy),
+        served_tok_per_s: t.serving.as_ref().map(|s| s.output_tok_per_s),
+        served: t.serving.as_ref().map(served_text),
+        served_usd_per_million_output: t
+            .serving
+            .as_ref()
+            .filter(|s| s.output_tok_per_s > 0.0)
+            .map(|s| price.usd_per_hour / 3600.0 / s.output_tok_per_s * 1e6),
     }
+}
+
+fn served_text(s: &crate::schema::ServingReport) -> String {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let mut text = format!(
+        "{:.1} tok/s, TTFT p50/p99 {}/{} ms, TPOT p50/p99 {}/{} ms, peak {} seqs",
+        s.output_tok_per_s,
+        ms(s.ttft_ms_p50),
+        ms(s.ttft_ms_p99),
+        ms(s.tpot_ms_p50),
+        ms(s.tpot_ms_p99),
+        s.peak_running
+    );
+    if s.refused > 0 {
+        text.push_str(&format!(", {} refused", s.refused));
+    }
+    text
 }
 
 /// Applies a price to a run. The baseline row comes first whatever order the run used.
@@ -291,6 +324,7 @@ pub(crate) fn markdown_table(header: &[&str], rows: Vec<Vec<String>>) -> String 
 
 /// The technique table in the shape of the seed article, with its takeaway.
 pub fn technique_table(v: &ReportView) -> String {
+    let served = v.rows.iter().any(|r| r.served.is_some());
     let rows = v
         .rows
         .iter()
@@ -315,33 +349,39 @@ pub fn technique_table(v: &ReportView) -> String {
                 }
                 _ => "not measured".to_string(),
             };
-            vec![
+            let mut row = vec![
                 format!("{}: {}", r.technique, r.label),
                 cost,
                 r.quality_impact.clone(),
                 memory,
                 latency,
-            ]
+            ];
+            if served {
+                row.push(r.served.clone().unwrap_or_else(|| "not served".into()));
+            }
+            row
         })
         .collect();
+    let mut header = vec![
+        "Technique",
+        "Cost reduction",
+        "Quality impact",
+        "Memory",
+        "Latency",
+    ];
+    if served {
+        header.push("Served throughput");
+    }
     format!(
         "{}\n\n{}\n",
-        markdown_table(
-            &[
-                "Technique",
-                "Cost reduction",
-                "Quality impact",
-                "Memory",
-                "Latency"
-            ],
-            rows
-        ),
+        markdown_table(&header, rows),
         v.technique_takeaway
     )
 }
 
 /// Provider-style prices per million tokens, with its takeaway.
 pub fn cost_table(v: &ReportView) -> String {
+    let served = v.rows.iter().any(|r| r.served.is_some());
     let rows = v
         .rows
         .iter()
@@ -358,29 +398,25 @@ pub fn cost_table(v: &ReportView) -> String {
                 (false, Some(x)) => format!("{x:.2}x"),
                 (false, None) => "-".to_string(),
             };
-            vec![
-                format!("{} / {}", v.model, r.label),
-                input,
-                output,
-                ratio,
-                r.energy.clone(),
-            ]
+            let mut row = vec![format!("{} / {}", v.model, r.label), input, output, ratio];
+            if served {
+                row.push(r.served_usd_per_million_output.map_or("-".into(), dollars));
+            }
+            row.push(r.energy.clone());
+            row
         })
         .collect();
-    format!(
-        "{}\n\n{}\n",
-        markdown_table(
-            &[
-                "Model / variant",
-                "$/1M input tokens",
-                "$/1M output tokens",
-                "Output cost ratio to baseline",
-                "Energy"
-            ],
-            rows
-        ),
-        v.cost_takeaway
-    )
+    let mut header = vec![
+        "Model / variant",
+        "$/1M input tokens",
+        "$/1M output tokens",
+        "Output cost ratio to baseline",
+    ];
+    if served {
+        header.push("$/1M output tokens, served");
+    }
+    header.push("Energy");
+    format!("{}\n\n{}\n", markdown_table(&header, rows), v.cost_takeaway)
 }
 
 /// The whole report as markdown: heading, provenance line, both tables and their notes.
@@ -434,6 +470,20 @@ pub fn markdown(report: &RunReport, v: &ReportView) -> String {
     md.push_str(
         "\nCost reduction: machine time per request of the measured shape (prompt in, tokens out) against the baseline, from the measured prefill and decode speeds. Quality impact: paired comparison with the baseline on the same items or tokens; n.s. = not significant at 5%. Memory: weights in memory; bpw over the blocks' linear layers, scales included.\n",
     );
+    if let Some(s) = report.techniques.iter().find_map(|t| t.serving.as_ref()) {
+        md.push_str(&format!(
+            "\nServed throughput: each row served the same request trace ({}) under continuous batching in a {} KV budget, with its own weights and KV cache; output tokens per second from the first arrival to the last token.\n",
+            s.trace,
+            mib(s.kv_budget_bytes)
+        ));
+    }
+    let stacks = stack_savings(v);
+    if !stacks.is_empty() {
+        md.push_str("\nStacked techniques, measured against the product of their parts' savings (cost per request, baseline = 1.00x):\n\n");
+        for line in stacks {
+            md.push_str(&format!("- {line}\n"));
+        }
+    }
     md.push_str(&decoding_table(report));
     md.push_str("\n### Cost per million tokens\n\n");
     md.push_str(&cost_table(v));
@@ -506,4 +556,142 @@ pub fn decoding_table(report: &RunReport) -> String {
         first.max_tokens,
         first.prompts
     )
+}
+
+/// For each stacked row (`a+b+c`) whose parts were measured on their own in the run, its
+/// measured cost per request next to the product of the parts' savings: `a` against the
+/// baseline, and each further part `q` as a row `x+q` against the row `x`.
+pub fn stack_savings(v: &ReportView) -> Vec<String> {
+    let cost = |name: &str| -> Option<f64> {
+        v.rows
+            .iter()
+            .find(|r| r.technique == name)?
+            .cost
+            .map(|c| c.usd_per_request)
+    };
+    let Some(base) = v.rows.iter().find(|r| r.is_baseline).and_then(|r| r.cost) else {
+        return Vec::new();
+    };
+    let base = base.usd_per_request;
+    let mut lines = Vec::new();
+    for r in &v.rows {
+        let parts: Vec<&str> = r.technique.split('+').collect();
+        if parts.len() < 2 || r.is_baseline {
+            continue;
+        }
+        let (Some(measured), Some(first)) = (cost(&r.technique), cost(parts[0])) else {
+            continue;
+        };
+        let mut product = first / base;
+        let mut explained = vec![format!("{} {:.2}x", parts[0], first / base)];
+        let mut complete = true;
+        for q in &parts[1..] {
+            let alone = v.rows.iter().find_map(|x| {
+                let without = x.technique.strip_suffix(&format!("+{q}"))?;
+                (x.technique != r.technique)
+                    .then(|| {
+                        Some((
+                            x.technique.clone(),
+                            without.to_string(),
+                            cost(&x.technique)? / cost(without)?,
+                        ))
+                    })
+                    .flatten()
+            });
+            match alone {
+                Some((with, without, ratio)) => {
+                    product *= ratio;
+                    explained.push(format!("{q} {ratio:.2}x, from {with} over {without}"));
+                }
+                None => {
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        if complete {
+            lines.push(format!(
+                "`{}`: measured {:.2}x; its parts multiply to {product:.2}x ({})",
+                r.technique,
+                measured / base,
+                explained.join("; ")
+            ));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(technique: &str, usd_per_request: f64) -> Row {
+        Row {
+            technique: technique.into(),
+            label: String::new(),
+            is_baseline: technique == "f16",
+            quality: 0.0,
+            quality_impact: String::new(),
+            significant_loss: false,
+            weight_bytes: 1,
+            bits_per_weight: None,
+            memory_reduction: None,
+            prefill_tok_per_s: None,
+            decode_tok_per_s: None,
+            cost: Some(Cost {
+                usd_per_million_input: 0.0,
+                usd_per_million_output: 0.0,
+                usd_per_request,
+            }),
+            cost_reduction: None,
+            output_cost_ratio: None,
+            energy: String::new(),
+            served_tok_per_s: None,
+            served: None,
+            served_usd_per_million_output: None,
+        }
+    }
+
+    fn view(rows: Vec<Row>) -> ReportView {
+        ReportView {
+            run_id: String::new(),
+            suite: String::new(),
+            model: String::new(),
+            hardware: String::new(),
+            price: Price::per_hour(1.0),
+            rows,
+            technique_takeaway: String::new(),
+            cost_takeaway: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_stack_is_set_beside_the_product_of_its_measured_parts() {
+        let v = view(vec![
+            row("f16", 10.0),
+            row("as-stored", 5.0),
+            row("int4", 4.0),
+            row("as-stored+spec:ngram", 4.0),
+            row("as-stored+kv:paged", 5.0),
+            row("int4+spec:ngram+kv:paged", 3.0),
+        ]);
+        let lines = stack_savings(&v);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        // int4 0.40x, spec:ngram 4/5 = 0.80x, kv:paged 5/5 = 1.00x: 0.32x; measured 0.30x.
+        assert_eq!(
+            lines[0],
+            "`int4+spec:ngram+kv:paged`: measured 0.30x; its parts multiply to 0.32x (int4 0.40x; spec:ngram 0.80x, from as-stored+spec:ngram over as-stored; kv:paged 1.00x, from as-stored+kv:paged over as-stored)"
+        );
+    }
+
+    #[test]
+    fn a_stack_whose_parts_were_not_measured_alone_gets_no_line() {
+        let v = view(vec![
+            row("f16", 10.0),
+            row("as-stored", 5.0),
+            row("as-stored+spec:ngram", 4.0),
+            row("int4+spec:ngram+kv:paged", 3.0),
+        ]);
+        assert!(stack_savings(&v).is_empty());
+    }
 }

@@ -183,6 +183,7 @@ pub fn from_slices(dir: &Path, run_json: &[u8], summary_json: &[u8]) -> Result<R
             .into_iter()
             .map(|r| TechniqueReport {
                 decoding: None,
+                serving: None,
                 technique: r.technique,
                 label: r.label,
                 params: BTreeMap::new(),
@@ -212,6 +213,7 @@ pub fn from_slices(dir: &Path, run_json: &[u8], summary_json: &[u8]) -> Result<R
             .into_iter()
             .map(|t| TechniqueReport {
                 decoding: None,
+                serving: None,
                 technique: t.technique,
                 label: t.label,
                 params: BTreeMap::new(),

@@ -28,6 +28,21 @@ impl KvCacheBuilder for F16Cache {
         ContiguousBuilder { dtype: DType::F16 }.build(shape, seq_tokens, live_seqs, device)
     }
 
+    fn build_for_budget(
+        &self,
+        shape: KvShape,
+        max_seq_len: usize,
+        budget_bytes: usize,
+        device: &Device,
+    ) -> effbench_core::Result<Box<dyn KvCache>> {
+        ContiguousBuilder { dtype: DType::F16 }.build_for_budget(
+            shape,
+            max_seq_len,
+            budget_bytes,
+            device,
+        )
+    }
+
     fn describe(&self) -> String {
         "contiguous f16".into()
     }

@@ -113,6 +113,29 @@ impl KvCacheBuilder for KvTechnique {
         }
     }
 
+    fn build_for_budget(
+        &self,
+        shape: KvShape,
+        max_seq_len: usize,
+        budget_bytes: usize,
+        device: &Device,
+    ) -> effbench_core::Result<Box<dyn KvCache>> {
+        match *self {
+            Self::Contiguous => ContiguousBuilder { dtype: DType::F32 }.build_for_budget(
+                shape,
+                max_seq_len,
+                budget_bytes,
+                device,
+            ),
+            Self::Paged { block_size } => Ok(Box::new(PagedKvCache::with_budget(
+                shape,
+                block_size,
+                budget_bytes,
+                device,
+            )?)),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Self::Contiguous => "contiguous f32".into(),

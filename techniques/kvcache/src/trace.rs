@@ -59,6 +59,16 @@ pub struct TraceSpec {
 }
 
 impl TraceSpec {
+    /// The trace's recipe in words, for reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} requests, Poisson rate {}/s, seed {}, prompt log-normal(median {}, sigma {}) in [{}, {}], output log-normal(median {}, sigma {}) in [{}, {}]",
+            self.requests, self.rate, self.seed, self.prompt.median, self.prompt.sigma,
+            self.prompt.min, self.prompt.max, self.output.median, self.output.sigma,
+            self.output.min, self.output.max
+        )
+    }
+
     pub fn chat_like(requests: usize, rate: f64, seed: u64) -> Self {
         Self {
             requests,

@@ -6,6 +6,7 @@ mod mc;
 pub mod merge;
 mod ppl;
 mod record;
+mod serving;
 mod shard;
 pub use record::PriceArgs;
 mod report;
@@ -102,6 +103,8 @@ pub struct RunArgs {
     pub shard: Option<shard::Shard>,
     #[command(flatten)]
     pub speed: record::SpeedArgs,
+    #[command(flatten)]
+    pub serve: record::ServeArgs,
     #[command(flatten)]
     pub prices: record::PriceArgs,
     /// Multiple-choice suites: the KV cache that scores items (paged shares the few-shot
@@ -1109,7 +1112,14 @@ fn measure_if_owned(
 ) -> Result<()> {
     if args.shard.is_none_or(|s| s.owns_speed(technique)) {
         let stack = technique_stack(technique)?;
-        let mut m = record::measure(run_dir, technique, &stack, session, &args.speed)?;
+        let mut m = record::measure(
+            run_dir,
+            technique,
+            &stack,
+            session,
+            &args.speed,
+            &args.serve,
+        )?;
         if let Some(d) = m.decoding.as_mut() {
             d.quality_from = shared_quality_row(args, technique)?;
         }

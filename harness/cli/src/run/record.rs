@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::Args;
 use effbench_core::{speed, KvShape};
 use effbench_hw::gpu_sampler::{GpuMeasurement, GpuSampler};
-use effbench_report::schema::{DecodingReport, Energy, Memory, Speed};
+use effbench_report::schema::{DecodingReport, Energy, Memory, ServingReport, Speed};
 use effbench_report::{Price, PriceTable};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,28 @@ pub struct SpeedArgs {
     /// Measured repetitions of each speed test, after a warm-up; medians are reported.
     #[arg(long, default_value_t = 3)]
     pub speed_reps: usize,
+}
+
+/// Serving: each row serves the same seeded request trace under continuous batching at a KV
+/// budget (serve-bench's scheduler), so caches that waste less, and weights that make a step
+/// cheaper, show up as concurrency and throughput.
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Serve the request trace with every row (throughput, TTFT, TPOT, peak concurrency).
+    #[arg(long)]
+    pub serve: bool,
+    /// Requests in the generated chat-like trace.
+    #[arg(long, default_value_t = 16)]
+    pub serve_requests: usize,
+    /// Mean arrivals per second (Poisson); inf sends every request at once.
+    #[arg(long, default_value_t = 8.0)]
+    pub serve_rate: f64,
+    /// Seed of the trace.
+    #[arg(long, default_value_t = 0)]
+    pub serve_seed: u64,
+    /// KV cache budget each row serves in, MiB.
+    #[arg(long, default_value_t = 512)]
+    pub kv_budget_mib: usize,
 }
 
 #[derive(Args, Clone, Debug, Default)]
@@ -88,6 +110,9 @@ pub struct TechniqueMeasure {
     /// A decoding technique's comparison with plain decoding on real prompts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoding: Option<DecodingReport>,
+    /// The row serving the request trace, when the run serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<ServingReport>,
 }
 
 /// How often the NVML sampler reads power, clock and memory during the speed test.
@@ -104,6 +129,7 @@ pub fn measure(
     stack: &effbench_eval::Stack,
     session: &Session,
     args: &SpeedArgs,
+    serve: &ServeArgs,
 ) -> Result<TechniqueMeasure> {
     let name = file_name(technique);
     if run_dir.path.join(&name).exists() {
@@ -123,6 +149,11 @@ pub fn measure(
         candle_core::DeviceLocation::Cuda { gpu_id } => Some(gpu_id as u32),
         _ => None,
     };
+    // The single-stream tests run in the row's own KV cache.
+    let contiguous = effbench_core::ContiguousBuilder {
+        dtype: candle_core::DType::F32,
+    };
+    let kv: &dyn effbench_core::KvCacheBuilder = stack.kv.as_deref().unwrap_or(&contiguous);
     let mut decoding = None;
     let (speed, energy, gpu) = if args.no_speed {
         let reason = "speed test skipped (--no-speed)".to_string();
@@ -140,7 +171,7 @@ pub fn measure(
             "{technique}: speed test pp{} ({} repetitions), then speculative against plain decoding on real prompts, {} new tokens each",
             args.speed_prompt, args.speed_reps, args.speed_gen
         );
-        let pp = speed::prefill(model, args.speed_prompt.max(1), args.speed_reps.max(1))?;
+        let pp = speed::prefill_in(model, args.speed_prompt.max(1), args.speed_reps.max(1), kv)?;
         let m = super::decoding::measure(
             &session.loaded,
             spec,
@@ -174,11 +205,11 @@ pub fn measure(
             Some(i) => GpuSampler::start(i, GPU_SAMPLE_INTERVAL),
             None => GpuSampler::not_started("the model ran on the CPU, not a GPU"),
         };
-        let pp = speed::prefill(model, args.speed_prompt.max(1), args.speed_reps.max(1))?;
+        let pp = speed::prefill_in(model, args.speed_prompt.max(1), args.speed_reps.max(1), kv)?;
         let rapl = effbench_hw::rapl::RaplCounters::open();
         sampler.mark_window_start();
         let before = rapl.as_ref().ok().and_then(|r| r.read());
-        let tg = speed::decode(model, args.speed_gen.max(1), args.speed_reps.max(1))?;
+        let tg = speed::decode_in(model, args.speed_gen.max(1), args.speed_reps.max(1), kv)?;
         let after = rapl.as_ref().ok().and_then(|r| r.read());
         sampler.mark_window_end();
         // The warm-up run decodes too, so divide by every token decoded.
@@ -241,6 +272,15 @@ pub fn measure(
         params.insert("model_path".into(), path.display().to_string());
         params.insert("model_sha256".into(), super::sha256_file(path)?);
     }
+    let serving = if serve.serve {
+        Some(super::serving::measure(
+            &session.loaded,
+            stack.kv.as_ref(),
+            serve,
+        )?)
+    } else {
+        None
+    };
     let m = TechniqueMeasure {
         params,
         speed,
@@ -248,6 +288,7 @@ pub fn measure(
         energy,
         gpu: Some(gpu),
         decoding,
+        serving,
     };
     run_dir.write_json(&name, &m)?;
     Ok(m)
@@ -321,6 +362,7 @@ type Measured = (
     Energy,
     Option<GpuMeasurement>,
     Option<DecodingReport>,
+    Option<ServingReport>,
 );
 
 fn measured(measures: &BTreeMap<String, TechniqueMeasure>, technique: &str) -> Measured {
@@ -332,6 +374,7 @@ fn measured(measures: &BTreeMap<String, TechniqueMeasure>, technique: &str) -> M
             m.energy.clone(),
             m.gpu.clone(),
             m.decoding.clone(),
+            m.serving.clone(),
         ),
         None => (
             BTreeMap::new(),
@@ -344,6 +387,7 @@ fn measured(measures: &BTreeMap<String, TechniqueMeasure>, technique: &str) -> M
             Energy::NotMeasured {
                 reason: "not measured in this run".into(),
             },
+            None,
             None,
             None,
         ),
@@ -363,7 +407,8 @@ pub fn mc_report(
         .techniques
         .iter()
         .map(|t| {
-            let (params, speed, memory, energy, gpu, decoding) = measured(measures, &t.technique);
+            let (params, speed, memory, energy, gpu, decoding, serving) =
+                measured(measures, &t.technique);
             let ci = t.accuracy.table_interval();
             TechniqueReport {
                 technique: t.technique.clone(),
@@ -395,6 +440,7 @@ pub fn mc_report(
                 quality_seconds: t.seconds,
                 gpu,
                 decoding,
+                serving,
             }
         })
         .collect();
@@ -428,7 +474,8 @@ pub fn ppl_report(
     let techniques = rows
         .iter()
         .map(|r| {
-            let (params, speed, memory, energy, gpu, decoding) = measured(measures, &r.technique);
+            let (params, speed, memory, energy, gpu, decoding, serving) =
+                measured(measures, &r.technique);
             TechniqueReport {
                 technique: r.technique.clone(),
                 label: r.label.clone(),
@@ -450,6 +497,7 @@ pub fn ppl_report(
                 quality_seconds: r.seconds,
                 gpu,
                 decoding,
+                serving,
             }
         })
         .collect();

@@ -1,0 +1,71 @@
+//! A row serving a request trace in a run: serve-bench's continuous-batching scheduler over the
+//! row's weights and KV cache at a KV budget, on a seeded chat-like trace every row shares.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use effbench_core::{ContiguousBuilder, KvCacheBuilder, KvShape, LoadedModel};
+use effbench_kvcache::{serve, summarize, SchedulerConfig, TraceSpec};
+use effbench_report::schema::ServingReport;
+
+use super::record::ServeArgs;
+
+/// Prompts given by length are cut from this text, as serve-bench does by default.
+const FILLER_TEXT: &str = "wikitext-2";
+
+pub fn measure(
+    loaded: &LoadedModel,
+    kv: Option<&Arc<dyn KvCacheBuilder>>,
+    args: &ServeArgs,
+) -> Result<ServingReport> {
+    anyhow::ensure!(
+        args.kv_budget_mib > 0,
+        "the KV budget must be at least 1 MiB"
+    );
+    let spec = TraceSpec::chat_like(args.serve_requests, args.serve_rate, args.serve_seed);
+    let entries = spec.generate()?;
+    let requests = crate::serve::build_requests(loaded, &entries, FILLER_TEXT, args.serve_seed)?;
+    let config = SchedulerConfig::default();
+    let budget = args.kv_budget_mib * 1024 * 1024;
+    let plain = ContiguousBuilder {
+        dtype: candle_core::DType::F32,
+    };
+    let builder: &dyn KvCacheBuilder = kv.map_or(&plain, |k| k.as_ref());
+    let mut cache = builder.build_for_budget(
+        KvShape::of(loaded.model.config()),
+        config.max_model_len,
+        budget,
+        loaded.model.device(),
+    )?;
+    eprintln!(
+        "  serving {} requests in a {} MiB {} cache",
+        requests.len(),
+        args.kv_budget_mib,
+        builder.describe()
+    );
+    let run = serve(&loaded.model, cache.as_mut(), requests, &config)?;
+    let s = summarize(&run, budget);
+    eprintln!(
+        "  served {:.1} output tok/s, peak {} sequences, {} preemptions, {} refused",
+        s.output_tok_per_s, s.peak_running, s.preemptions, s.refused
+    );
+    Ok(ServingReport {
+        cache: builder.describe(),
+        kv_budget_bytes: budget,
+        trace: spec.describe(),
+        requests: s.requests,
+        completed: s.completed,
+        refused: s.refused,
+        output_tokens: s.output_tokens,
+        output_tok_per_s: s.output_tok_per_s,
+        ttft_ms_p50: s.ttft_ms.as_ref().map(|p| p.p50),
+        ttft_ms_p99: s.ttft_ms.as_ref().map(|p| p.p99),
+        tpot_ms_p50: s.tpot_ms.as_ref().map(|p| p.p50),
+        tpot_ms_p99: s.tpot_ms.as_ref().map(|p| p.p99),
+        peak_running: s.peak_running,
+        mean_running: s.mean_running,
+        preemptions: s.preemptions,
+        peak_kv_reserved_bytes: s.peak_bytes_reserved,
+        peak_kv_used_bytes: s.peak_bytes_used,
+    })
+}
