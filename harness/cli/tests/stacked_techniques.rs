@@ -158,7 +158,10 @@ fn stacked_rows_share_quality_keep_greedy_output_and_page_like_contiguous() {
     let paged = serving("f32+kv:paged");
     assert_eq!(paged["completed"], 4, "{paged}");
     assert!(paged["output_tok_per_s"].as_f64().unwrap() > 0.0, "{paged}");
-    assert!(paged["cache"].as_str().unwrap().starts_with("paged"), "{paged}");
+    assert!(
+        paged["cache"].as_str().unwrap().starts_with("paged"),
+        "{paged}"
+    );
     assert!(md.contains("Served throughput"), "{md}");
 }
 

@@ -317,6 +317,41 @@ impl<R: Read + Seek> Walker<R> {
         Ok(Some(buf))
     }
 
+    /// A metadata key: its first `max` bytes for messages (`None` when longer), and whether
+    /// candle reads it as `general.alignment`. Candle drops a string's trailing NUL bytes, so
+    /// `general.alignment` followed by NULs is that key to candle and must be checked as it,
+    /// however long; a long key is streamed, never allocated whole.
+    fn key(
+        &mut self,
+        max: u64,
+        what: &dyn Fn() -> String,
+    ) -> Result<(Option<Vec<u8>>, bool), GgufHeaderError> {
+        let n = self.string_len(what)?;
+        self.need(n, what)?;
+        let mut shown = Vec::new();
+        let mut matches = n >= ALIGNMENT_KEY.len() as u64;
+        let mut buf = [0u8; 4096];
+        let mut done = 0u64;
+        while done < n {
+            let take = (n - done).min(buf.len() as u64) as usize;
+            self.r.read_exact(&mut buf[..take]).map_err(|e| {
+                self.fail(self.pos, format!("{} at byte {}: {e}", what(), self.pos))
+            })?;
+            for (i, &b) in buf[..take].iter().enumerate() {
+                let at = (done + i as u64) as usize;
+                let expected = ALIGNMENT_KEY.get(at).copied().unwrap_or(0);
+                matches &= b == expected;
+            }
+            if (shown.len() as u64) < max {
+                let keep = ((max - shown.len() as u64) as usize).min(take);
+                shown.extend_from_slice(&buf[..keep]);
+            }
+            done += take as u64;
+            self.pos += take as u64;
+        }
+        Ok(((n <= max).then_some(shown), matches))
+    }
+
     fn header(mut self) -> Result<GgufHeader, GgufHeaderError> {
         let magic = self.bytes::<4>(&|| "the magic".into())?;
         if &magic != b"GGUF" {
@@ -363,7 +398,8 @@ impl<R: Read + Seek> Walker<R> {
         let mut alignment = DEFAULT_ALIGNMENT;
         for i in 0..kv_count {
             let key_at = self.pos;
-            let key = self.short_string(MAX_NAME_IN_MESSAGE, &|| format!("metadata key {i}"))?;
+            let (key, is_alignment) =
+                self.key(MAX_NAME_IN_MESSAGE, &|| format!("metadata key {i}"))?;
             let label = match &key {
                 Some(k) => format!("metadata key {i} `{}`", String::from_utf8_lossy(k)),
                 None => format!("metadata key {i} (at byte {key_at})"),
@@ -376,7 +412,7 @@ impl<R: Read + Seek> Walker<R> {
                     format!("{label} has unknown value type {type_id} at byte {type_at}"),
                 ));
             };
-            if key.as_deref() == Some(ALIGNMENT_KEY) {
+            if is_alignment {
                 alignment = self.alignment(type_id, &label)?;
             } else {
                 self.value(ty, 0, &label)?;
@@ -666,6 +702,24 @@ mod tests {
         }
         let b = header(&[kv("general.alignment", 10, &64u64.to_le_bytes())]);
         assert!(GgufHeader::from_bytes(&b).is_err());
+    }
+
+    /// Found by fuzzing: candle drops a string's trailing NULs, so to candle this key is
+    /// `general.alignment`, and an alignment of 0 divided by zero inside its reader. However
+    /// many NULs follow, the key is checked as the alignment.
+    #[test]
+    fn alignment_key_with_trailing_nuls_is_checked_as_candle_reads_it() {
+        for nuls in [1usize, 8, 200, 5000] {
+            let key = format!("general.alignment{}", "\0".repeat(nuls));
+            let bad = header(&[kv(&key, 4, &0u32.to_le_bytes())]);
+            let err = GgufHeader::from_bytes(&bad).unwrap_err().to_string();
+            assert!(err.contains("nonzero power of two"), "{nuls} NULs: {err}");
+            let good = header(&[kv(&key, 4, &64u32.to_le_bytes())]);
+            assert_eq!(GgufHeader::from_bytes(&good).unwrap().alignment, 64, "{nuls} NULs");
+        }
+        // Other bytes after the name make another key, which candle keeps apart too.
+        let other = header(&[kv("general.alignmentx", 4, &0u32.to_le_bytes())]);
+        assert_eq!(GgufHeader::from_bytes(&other).unwrap().alignment, 32);
     }
 
     #[test]
