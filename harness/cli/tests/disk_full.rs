@@ -56,14 +56,13 @@ impl Drop for Tmpfs {
     }
 }
 
-/// What the run's files take on a tmpfs: whole pages, plus one for the temporary of the
-/// atomic write in flight.
+/// What the finished run's files take on a tmpfs, in whole pages: a mount one page smaller
+/// cannot hold them all, so a run there must fail, however small its last temporary is.
 fn pages_needed(dir: &Path) -> u64 {
     files(dir)
         .iter()
         .map(|f| std::fs::metadata(f).unwrap().len().div_ceil(PAGE))
         .sum::<u64>()
-        + 1
 }
 
 #[test]
@@ -71,18 +70,58 @@ fn a_full_disk_stops_cleanly_and_resume_completes() {
     if !ready(&["smollm2-135m-instruct", "mmlu"]) {
         return;
     }
+    // Spread over what the run needs, so the disk fills while scoring (the first page holds
+    // run.json), during the speed test's record, while rendering the report and at the very
+    // last file.
+    fill_the_disk_then_resume(&mmlu_args(), "measure-f16.json", &[0.1, 0.3, 0.6, 0.95]);
+}
+
+/// A perplexity run writes the baseline's log-probabilities (`baseline-logprobs.f16`, most of
+/// the run's bytes) before each window's record, and every later technique reads them back
+/// for its KL: a full disk cuts that file too, and the resumed run must still end with the
+/// KL of an uninterrupted run, bit for bit.
+#[test]
+fn a_full_disk_in_a_perplexity_run_rewrites_the_baseline_rows_on_resume() {
+    if !ready(&["smollm2-135m-instruct", "wikitext-2"]) {
+        return;
+    }
+    let args = strings(&[
+        "run",
+        "--suite",
+        "wikitext-2",
+        "--ctx",
+        "64",
+        "--chunks",
+        "3",
+        "--techniques",
+        "f16,as-stored",
+        "--threads",
+        "2",
+        "--run-id",
+        "r",
+        "--speed-prompt",
+        "16",
+        "--speed-gen",
+        "4",
+        "--speed-reps",
+        "1",
+    ]);
+    // The baseline's rows are nearly all of the bytes: three sizes cut them at different
+    // windows, and one page short of the whole run fails at the last file.
+    fill_the_disk_then_resume(&args, "measure-as-stored.json", &[0.15, 0.5, 0.85, 1.0]);
+}
+
+/// Runs `args` on tmpfs mounts of each fraction of the pages the whole run needs (at most one
+/// page short of it), then remounts larger and resumes.
+fn fill_the_disk_then_resume(args: &[String], last_measure: &str, fractions: &[f64]) {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let args = mmlu_args();
     let reference_out = tmp.path().join("reference");
-    run_ok(&args, &reference_out, false);
+    run_ok(args, &reference_out, false);
     let reference = records(&reference_out);
     let needed = pages_needed(&reference_out);
 
-    // Sizes spread over what the run needs, so the disk fills while scoring (the first page
-    // holds run.json), during the speed test's record, while rendering the report and at the
-    // very last file.
-    let mut sizes: Vec<u64> = [0.1, 0.3, 0.6, 0.95]
+    let mut sizes: Vec<u64> = fractions
         .iter()
         .map(|f| ((needed as f64 * f).round() as u64).clamp(2, needed - 1))
         .collect();
@@ -103,7 +142,7 @@ fn a_full_disk_stops_cleanly_and_resume_completes() {
             }
         };
         let out = &mount.path;
-        let o = command(&args, out, false).output().unwrap();
+        let o = command(args, out, false).output().unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(
             !o.status.success(),
@@ -130,15 +169,16 @@ fn a_full_disk_stops_cleanly_and_resume_completes() {
         }
 
         mount.resize(2 * needed * PAGE);
-        run_ok(&args, out, true);
+        run_ok(args, out, true);
         assert_eq!(
             records(out),
             reference,
             "{pages} pages: records after resume"
         );
-        for file in ["r/report.json", "r/summary.json", "r/measure-f16.json"] {
+        for file in ["r/report.json", "r/summary.json"] {
             json(&out.join(file));
         }
+        json(&out.join("r").join(last_measure));
         assert!(out.join("r/summary.md").exists());
         assert_untorn(out, false);
     }

@@ -715,7 +715,11 @@ mod tests {
             let err = GgufHeader::from_bytes(&bad).unwrap_err().to_string();
             assert!(err.contains("nonzero power of two"), "{nuls} NULs: {err}");
             let good = header(&[kv(&key, 4, &64u32.to_le_bytes())]);
-            assert_eq!(GgufHeader::from_bytes(&good).unwrap().alignment, 64, "{nuls} NULs");
+            assert_eq!(
+                GgufHeader::from_bytes(&good).unwrap().alignment,
+                64,
+                "{nuls} NULs"
+            );
         }
         // Other bytes after the name make another key, which candle keeps apart too.
         let other = header(&[kv("general.alignmentx", 4, &0u32.to_le_bytes())]);
