@@ -153,6 +153,13 @@ const MAP: u8 = 11;
 const STRUCT: u8 = 12;
 const UUID: u8 = 13;
 
+/// The parquet crate's Thrift skipper steps over a boolean in a list without consuming its
+/// byte, so from there on it reads the file differently from any other reader, and can take
+/// later bytes for a list of billions. No page header or footer field holds booleans in a list
+/// or map, so one is refused.
+const BOOL_COLLECTION: &str =
+    "a list or map of booleans, which no parquet page header or footer holds";
+
 struct Compact<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -236,6 +243,9 @@ impl Compact<'_> {
             }
             LIST | SET => {
                 let (n, elem) = self.collection_header()?;
+                if matches!(elem, BOOL_TRUE | BOOL_FALSE) {
+                    return Err(BOOL_COLLECTION.into());
+                }
                 for _ in 0..n {
                     self.skip_element(elem, depth + 1)?;
                 }
@@ -253,6 +263,12 @@ impl Compact<'_> {
                     ));
                 }
                 let kinds = self.byte()?;
+                if [kinds >> 4, kinds & 0x0f]
+                    .iter()
+                    .any(|k| matches!(*k, BOOL_TRUE | BOOL_FALSE))
+                {
+                    return Err(BOOL_COLLECTION.into());
+                }
                 for _ in 0..n {
                     self.skip_element(kinds >> 4, depth + 1)?;
                     self.skip_element(kinds & 0x0f, depth + 1)?;
@@ -350,6 +366,15 @@ mod tests {
         chunk.extend([0u8; 40]);
         let err = check_pages(&chunk).unwrap_err();
         assert!(err.contains("run past"), "{err}");
+    }
+
+    #[test]
+    fn a_list_of_booleans_is_refused_where_the_parquet_crate_would_misread_it() {
+        // An unknown field 20 holding list<bool> of three, then a plausible page's sizes.
+        let mut chunk = vec![0x09, 0x28, 0x31, 1, 2, 1];
+        chunk.extend(&header(10, 10)[..]);
+        let err = check_pages(&chunk).unwrap_err();
+        assert!(err.contains("list or map of booleans"), "{err}");
     }
 
     #[test]
