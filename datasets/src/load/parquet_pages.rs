@@ -116,6 +116,69 @@ pub(super) fn check_footer(file: &[u8]) -> Result<(), String> {
 const UNCOMPRESSED_PAGE_SIZE: i16 = 2;
 const COMPRESSED_PAGE_SIZE: i16 = 3;
 
+/// The Thrift type a field of a parquet page header has in the format.
+#[derive(Clone, Copy)]
+enum Shape {
+    I32,
+    I64,
+    Bool,
+    Binary,
+    Struct(&'static [(i16, Shape)]),
+}
+
+impl Shape {
+    fn matches(self, kind: u8) -> bool {
+        match self {
+            Self::I32 => kind == I32,
+            Self::I64 => kind == I64,
+            Self::Bool => matches!(kind, BOOL_TRUE | BOOL_FALSE),
+            Self::Binary => kind == BINARY,
+            Self::Struct(_) => kind == STRUCT,
+        }
+    }
+}
+
+// parquet.thrift's page header and the structs inside it, field by field.
+const STATISTICS: &[(i16, Shape)] = &[
+    (1, Shape::Binary),
+    (2, Shape::Binary),
+    (3, Shape::I64),
+    (4, Shape::I64),
+    (5, Shape::Binary),
+    (6, Shape::Binary),
+    (7, Shape::Bool),
+    (8, Shape::Bool),
+];
+const DATA_PAGE: &[(i16, Shape)] = &[
+    (1, Shape::I32),
+    (2, Shape::I32),
+    (3, Shape::I32),
+    (4, Shape::I32),
+    (5, Shape::Struct(STATISTICS)),
+];
+const INDEX_PAGE: &[(i16, Shape)] = &[];
+const DICTIONARY_PAGE: &[(i16, Shape)] = &[(1, Shape::I32), (2, Shape::I32), (3, Shape::Bool)];
+const DATA_PAGE_V2: &[(i16, Shape)] = &[
+    (1, Shape::I32),
+    (2, Shape::I32),
+    (3, Shape::I32),
+    (4, Shape::I32),
+    (5, Shape::I32),
+    (6, Shape::I32),
+    (7, Shape::Bool),
+    (8, Shape::Struct(STATISTICS)),
+];
+const PAGE_HEADER: &[(i16, Shape)] = &[
+    (1, Shape::I32),
+    (UNCOMPRESSED_PAGE_SIZE, Shape::I32),
+    (COMPRESSED_PAGE_SIZE, Shape::I32),
+    (4, Shape::I32),
+    (5, Shape::Struct(DATA_PAGE)),
+    (6, Shape::Struct(INDEX_PAGE)),
+    (7, Shape::Struct(DICTIONARY_PAGE)),
+    (8, Shape::Struct(DATA_PAGE_V2)),
+];
+
 fn read_page_header(bytes: &[u8]) -> Result<PageSizes, String> {
     let mut r = Compact { bytes, at: 0 };
     let mut compressed = None;
@@ -125,7 +188,7 @@ fn read_page_header(bytes: &[u8]) -> Result<PageSizes, String> {
         match (id, kind) {
             (UNCOMPRESSED_PAGE_SIZE, I32) => uncompressed = Some(r.i32()?),
             (COMPRESSED_PAGE_SIZE, I32) => compressed = Some(r.i32()?),
-            _ => r.skip(kind, 0)?,
+            _ => r.field(PAGE_HEADER, id, kind, 0)?,
         }
     }
     match (compressed, uncompressed) {
@@ -286,6 +349,40 @@ impl Compact<'_> {
         }
     }
 
+    /// Steps over field `id` of a struct laid out as `fields`, checking its wire type against
+    /// the format. The parquet crate reads a known field as the format's type whatever the wire
+    /// says, so a mismatch would make it read the rest of the header differently from here
+    /// (and one such header made its skipper spin for seconds).
+    fn field(
+        &mut self,
+        fields: &[(i16, Shape)],
+        id: i16,
+        kind: u8,
+        depth: usize,
+    ) -> Result<(), String> {
+        let Some(&(_, shape)) = fields.iter().find(|(f, _)| *f == id) else {
+            return self.skip(kind, depth);
+        };
+        if !shape.matches(kind) {
+            return Err(format!(
+                "page header field {id} has Thrift type {kind}, not the format's"
+            ));
+        }
+        match shape {
+            Shape::Struct(inner) => {
+                if depth > MAX_DEPTH {
+                    return Err(format!("page header nested deeper than {MAX_DEPTH}"));
+                }
+                let mut last_id = 0i16;
+                while let Some((id, kind)) = self.field_header(&mut last_id)? {
+                    self.field(inner, id, kind, depth + 1)?;
+                }
+                Ok(())
+            }
+            _ => self.skip(kind, depth),
+        }
+    }
+
     /// A list's or set's element count and type. Every element takes at least a byte, so a
     /// count past the bytes left is corrupt.
     fn collection_header(&mut self) -> Result<(u64, u8), String> {
@@ -375,6 +472,16 @@ mod tests {
         chunk.extend(&header(10, 10)[..]);
         let err = check_pages(&chunk).unwrap_err();
         assert!(err.contains("list or map of booleans"), "{err}");
+    }
+
+    #[test]
+    fn a_known_field_with_another_wire_type_is_refused() {
+        // Field 8 (data_page_header_v2, a struct in the format) sent as an i32.
+        let mut chunk = header(10, 10);
+        let stop = chunk.pop().unwrap();
+        chunk.extend([0x35, 0x0c, stop]);
+        let err = check_pages(&chunk).unwrap_err();
+        assert!(err.contains("field 8 has Thrift type 5"), "{err}");
     }
 
     #[test]
