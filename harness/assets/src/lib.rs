@@ -585,7 +585,9 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn sha256_file(path: &Path) -> Result<String, AssetError> {
+/// The sha256 of a file, as lowercase hex, read in 1 MiB pieces: how the cache verifies a
+/// download and how results identify the model file they measured.
+pub fn sha256_file(path: &Path) -> Result<String, AssetError> {
     let mut file = File::open(path).map_err(io_err(path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
-use effbench_core::model::{log_softmax, logits_rows};
+use effbench_core::model::{argmax, log_softmax, logits_rows};
 use effbench_core::source::{sniff, GgufSource, ModelFormat, SafetensorsSource, WeightSource};
 use effbench_core::{ContiguousKvCache, KvShape, LoadedModel, LogitsFor, SeqChunk};
 use effbench_distill::data::{self, GenerateOptions};
@@ -654,16 +654,6 @@ fn eval(args: EvalArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 fn short_name(path: &str) -> String {

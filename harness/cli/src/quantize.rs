@@ -206,7 +206,7 @@ pub fn calibration_corpus(calib: &CalibArgs) -> Result<Vec<String>> {
 /// cache key is the checkpoint's sha256, the recipe and the calibration settings; files are
 /// written under temporary names and renamed, so an interrupted run leaves no partial entry.
 pub fn cached(path: &Path, recipe: Recipe, calib: &CalibArgs) -> Result<PathBuf> {
-    let sha = crate::run::sha256_file(path)?;
+    let sha = effbench_assets::sha256_file(path)?;
     let dir = effbench_assets::cache_dir().join("quantized");
     let file = dir.join(format!(
         "{}-{}-{}-c{}x{}s{}.gguf",

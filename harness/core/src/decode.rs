@@ -19,7 +19,7 @@ pub struct Greedy;
 
 impl Sampler for Greedy {
     fn sample(&mut self, logits: &[f32]) -> u32 {
-        crate::model::last_dim_argmax(logits)
+        crate::model::argmax(logits) as u32
     }
 }
 

@@ -673,14 +673,17 @@ pub fn logits_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?)
 }
 
-pub(crate) fn last_dim_argmax(row: &[f32]) -> u32 {
+/// The first index of the largest value, as numpy's `argmax` (and lm-eval, which uses it):
+/// ties go to the earliest. Every greedy choice in effbench goes through this one function, so
+/// plain and speculative decoding break ties alike. 0 for an empty row.
+pub fn argmax<T: PartialOrd>(row: &[T]) -> usize {
     let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
             best = i;
         }
     }
-    best as u32
+    best
 }
 
 // ---- Self-drafting: a cheaper model made of the target's own weights. ----

@@ -85,20 +85,33 @@ fn plot_points(report: &RunReport, view: &ReportView) -> Vec<plot::Point> {
         .collect()
 }
 
-/// Readers see the old file or the new one, never half of one.
+/// Readers see the old file or the new one, never half of one: the bytes go to a uniquely
+/// named temporary in the same directory, are synced, and the temporary is renamed over
+/// `path`. On any error the temporary is deleted (a full disk leaves the old file and no stray),
+/// and the error names `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let io = |source| ReportError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension("tmp");
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        // A full disk fails the write part-way: leave the old file and no torn temporary.
-        let _ = std::fs::remove_file(&tmp);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    tmp.as_file_mut()
+        .write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_data())
+        .map_err(io)?;
+    // Temporary files are created private; results are meant to be read and shared.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io)?;
     }
-    written.map_err(io)
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
 }

@@ -112,7 +112,7 @@ pub fn kl_divergence_top_k<T: Copy + Into<f64>>(
 
 /// Index of the largest entry, the first one on ties (as llama.cpp's argmax in its KL pass);
 /// NaNs are skipped. `None` for an empty or all-NaN row.
-pub fn argmax<T: Copy + Into<f64>>(row: &[T]) -> Option<usize> {
+pub(crate) fn argmax<T: Copy + Into<f64>>(row: &[T]) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
     for (i, &x) in row.iter().enumerate() {
         let x: f64 = x.into();

@@ -56,7 +56,7 @@ mod special;
 pub use accuracy::{normal_interval, wilson_interval, Accuracy, Interval};
 pub use descriptive::{mean, mean_stderr, median_sorted, percentile_sorted, sample_std_dev};
 pub use distribution::{
-    argmax, kl_divergence, kl_divergence_from_logits, kl_divergence_top_k, log_softmax, KlSummary,
+    kl_divergence, kl_divergence_from_logits, kl_divergence_top_k, log_softmax, KlSummary,
     Perplexity, PerplexityComparison, TokenDivergence, TokenDivergenceReport, TopAgreement,
 };
 pub use paired::{

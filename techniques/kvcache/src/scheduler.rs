@@ -214,7 +214,7 @@ pub fn serve(
         let mut still = Vec::with_capacity(running.len());
         for (r, logits) in running.into_iter().zip(out.per_chunk) {
             let row = logits_rows(&logits.expect("asked for the last logits"))?;
-            let token = argmax(&row[0]);
+            let token = effbench_core::model::argmax(&row[0]) as u32;
             let o = &mut outcomes[r.req];
             o.tokens.push(token);
             o.token_times_s.push(end);
@@ -279,14 +279,4 @@ fn refusal(r: &Request, max_len: usize, per_seq_limit: Option<usize>) -> Option<
         }
     }
     None
-}
-
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
 }

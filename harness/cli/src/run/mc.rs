@@ -6,7 +6,7 @@
 //! contiguous one copies its whole reservation per fork.
 
 use anyhow::{Context, Result};
-use effbench_core::model::{log_softmax, logits_rows};
+use effbench_core::model::{argmax, log_softmax, logits_rows};
 use std::sync::Arc;
 
 use effbench_core::{KvCacheBuilder, KvShape, KvUsage, LoadedModel, LogitsFor, SeqChunk};
@@ -240,15 +240,4 @@ fn score_sharing(
         on_batch(records)?;
     }
     Ok(())
-}
-
-/// First maximum, as lm-eval's `np.argmax`.
-fn argmax(xs: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
-        }
-    }
-    best
 }

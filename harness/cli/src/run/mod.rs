@@ -301,14 +301,6 @@ fn load_suite(args: &RunArgs) -> Result<Suite> {
     })
 }
 
-pub(crate) fn sha256_file(path: &std::path::Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
-}
-
 fn find_resumable(out: &std::path::Path, settings: &RunSettings) -> Option<String> {
     newest_run_where(out, "run.json", |m: &RunManifest, _| {
         (m.settings == *settings).then(|| m.run_id.clone())
@@ -489,7 +481,7 @@ fn open_run(
                 hardware: effbench_hw::detect(),
                 threads,
                 model_path: model_path.display().to_string(),
-                model_sha256: sha256_file(model_path)?,
+                model_sha256: effbench_assets::sha256_file(model_path)?,
                 fewshot_source: fewshot_label.to_string(),
                 skipped_rows: skipped,
                 device: device.clone(),

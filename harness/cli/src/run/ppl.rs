@@ -167,7 +167,7 @@ pub fn score_technique(
             let same_top = base
                 .iter()
                 .zip(&rows)
-                .map(|(b, o)| effbench_stats::argmax(b) == effbench_stats::argmax(o))
+                .map(|(b, o)| effbench_core::model::argmax(b) == effbench_core::model::argmax(o))
                 .collect();
             WindowRecord {
                 window: w,

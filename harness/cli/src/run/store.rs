@@ -178,30 +178,14 @@ pub fn with_path<T>(op: std::io::Result<T>, what: impl FnOnce() -> String) -> Re
     op.map_err(|e| io_error(e, &what()))
 }
 
+/// [`effbench_report::write_atomic`], with the run's wording for a full disk.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = with_path(tempfile::NamedTempFile::new_in(dir), || {
-        format!("creating a temporary file in {}", dir.display())
-    })?;
-    // On error `tmp` is dropped, which deletes it: a failed write leaves the old file, no stray.
-    with_path(
-        // Through the inner file: NamedTempFile's own errors name the temporary, not `path`.
-        tmp.as_file_mut()
-            .write_all(bytes)
-            .and_then(|_| tmp.as_file().sync_data()),
-        || format!("writing {}", path.display()),
-    )?;
-    // Temporary files are created private; results are meant to be read and shared.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    with_path(tmp.persist(path).map_err(|e| e.error), || {
-        format!("writing {}", path.display())
-    })?;
-    Ok(())
+    effbench_report::write_atomic(path, bytes).map_err(|e| match e {
+        effbench_report::ReportError::Io { path, source } => {
+            io_error(source, &format!("writing {}", path.display()))
+        }
+        other => other.into(),
+    })
 }
 
 /// The lock file in a run directory. It is never deleted: a writer that unlinked it could race
