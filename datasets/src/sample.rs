@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+pub use effbench_stats::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 use crate::item::{canonical_cmp, natural_cmp, McItem};
@@ -20,38 +21,6 @@ pub const DEFAULT_SEED: u64 = 0;
 /// Streams for different purposes must not pick the same items for the same seed.
 const SUBSET_STREAM: u64 = 0x6D6D_6C75_2D6C_6974; // "mmlu-lit"
 const FEWSHOT_STREAM: u64 = 0x6665_7773_686F_7473; // "fewshots"
-
-/// splitmix64 (Steele, Lea, Flood 2014): tiny, fast, and fully specified by its constants.
-#[derive(Clone, Debug)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64 { state: seed }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n`. Rejects the top partial bucket, so no value is favoured.
-    pub fn below(&mut self, n: u64) -> u64 {
-        assert!(n > 0, "below(0) has no values");
-        let limit = u64::MAX - u64::MAX % n;
-        loop {
-            let x = self.next_u64();
-            if x < limit {
-                return x % n;
-            }
-        }
-    }
-}
 
 /// FNV-1a, 64-bit: a hash whose value is fixed by its definition, unlike `std`'s hashers.
 fn fnv1a64(bytes: &[u8]) -> u64 {
@@ -72,7 +41,7 @@ fn pick<'a>(mut items: Vec<&'a McItem>, k: usize, rng: &mut SplitMix64) -> Vec<&
     items.sort_by(|a, b| natural_cmp(&a.id, &b.id));
     let k = k.min(items.len());
     for i in 0..k {
-        let j = i + rng.below((items.len() - i) as u64) as usize;
+        let j = i + rng.below_rejecting_top((items.len() - i) as u64) as usize;
         items.swap(i, j);
     }
     items.truncate(k);
@@ -175,7 +144,7 @@ mod tests {
         let mut rng = SplitMix64::new(7);
         let mut seen = [0usize; 5];
         for _ in 0..5000 {
-            seen[rng.below(5) as usize] += 1;
+            seen[rng.below_rejecting_top(5) as usize] += 1;
         }
         assert!(seen.iter().all(|&c| c > 800), "{seen:?}");
     }

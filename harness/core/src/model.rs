@@ -638,7 +638,9 @@ fn add_bias(x: Tensor, bias: &Option<Tensor>) -> Result<Tensor> {
     })
 }
 
-fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+/// RoPE's cos and sin tables, (positions, head_dim / 2) f32, for positions up to the config's
+/// context (capped at 32k). The inference model and the distillation student share them.
+pub fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {
     // Long-context models advertise up to 128k positions; tables past what a benchmark uses
     // would only cost memory.
     let positions = cfg.max_position_embeddings.clamp(1, 32_768);

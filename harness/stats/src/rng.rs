@@ -23,6 +23,20 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// Uniform in `0..n` by rejecting the top partial bucket of `u64` and taking the rest
+    /// modulo `n`: the rule the mmlu-lite subset sampler was published with, kept as it is so
+    /// that a suite's item choice (and its manifest hash) never changes. Panics if n is 0.
+    pub fn below_rejecting_top(&mut self, n: u64) -> u64 {
+        assert!(n > 0, "SplitMix64::below_rejecting_top(0)");
+        let limit = u64::MAX - u64::MAX % n;
+        loop {
+            let x = self.next_u64();
+            if x < limit {
+                return x % n;
+            }
+        }
+    }
+
     /// Uniform integer in [0, n), without modulo bias (Lemire 2019, "Fast random integer
     /// generation in an interval"). Panics if n is 0.
     pub fn below(&mut self, n: u64) -> u64 {

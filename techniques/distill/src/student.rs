@@ -351,7 +351,7 @@ impl Student {
         } else {
             Some(get("lm_head.weight", &[config.vocab_size, h])?)
         };
-        let (rope_cos, rope_sin) = rope_tables(&config, device)?;
+        let (rope_cos, rope_sin) = effbench_core::model::rope_tables(&config, device)?;
         Ok(Self {
             embed: Embedding::new(embed_w, h),
             final_norm: get("model.norm.weight", &[h])?,
@@ -478,26 +478,4 @@ fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
         .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
     Ok(Tensor::from_vec(mask, (t, t), device)?)
-}
-
-/// The same tables as effbench-core's decoder builds, so student and runtime agree exactly.
-fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {
-    let positions = cfg.max_position_embeddings.clamp(1, 32_768);
-    let half = cfg.head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0 / (cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64)) as f32)
-        .collect();
-    let mut cos = Vec::with_capacity(positions * half);
-    let mut sin = Vec::with_capacity(positions * half);
-    for p in 0..positions {
-        for f in &inv_freq {
-            let angle = p as f32 * f;
-            cos.push(angle.cos());
-            sin.push(angle.sin());
-        }
-    }
-    Ok((
-        Tensor::from_vec(cos, (positions, half), device)?,
-        Tensor::from_vec(sin, (positions, half), device)?,
-    ))
 }
