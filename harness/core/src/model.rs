@@ -663,13 +663,9 @@ pub fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor
     ))
 }
 
-/// Log-softmax of one row of logits, in f64 so long sums stay exact enough to compare engines.
-pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-    let log_z = max + sum.ln();
-    logits.iter().map(|&l| l as f64 - log_z).collect()
-}
+/// Log-probabilities of a row of logits, in f64: one implementation for the runtime and the
+/// statistics alike.
+pub use effbench_stats::log_softmax;
 
 pub fn logits_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?)
