@@ -10,6 +10,17 @@ use effbench_core::{LoadedModel, WeightPolicy};
 
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
 
+/// The commit this binary was built from, as results record it.
+pub const GIT_COMMIT: &str = match option_env!("EFFBENCH_GIT_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+/// Whether the tree this binary was built from differed from [`GIT_COMMIT`]; None if unknown.
+pub fn git_dirty() -> Option<bool> {
+    option_env!("EFFBENCH_GIT_DIRTY").and_then(|d| d.parse().ok())
+}
+
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
     /// A known model name (see `effbench fetch --list`; fetched on first use) or a path to a

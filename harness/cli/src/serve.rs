@@ -91,6 +91,8 @@ struct CacheResult {
 #[derive(Serialize)]
 struct ServeBenchReport {
     command: Vec<String>,
+    git_commit: String,
+    git_dirty: Option<bool>,
     model: String,
     model_label: String,
     threads: usize,
@@ -209,6 +211,8 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
     });
     let report = ServeBenchReport {
         command: std::env::args().collect(),
+        git_commit: crate::common::GIT_COMMIT.into(),
+        git_dirty: crate::common::git_dirty(),
         model: args.model.model.clone(),
         model_label: loaded.model.label().to_string(),
         threads: session.threads,

@@ -126,6 +126,8 @@ struct Report {
     temperature: f32,
     top_p: f32,
     command: Vec<String>,
+    git_commit: String,
+    git_dirty: Option<bool>,
     hardware_cpu: String,
     rows: Vec<Row>,
     /// Median time of one target forward pass over m new tokens (all logits), after the first
@@ -353,6 +355,8 @@ pub fn run(args: SpecBenchArgs) -> Result<()> {
         temperature: args.temperature,
         top_p: args.top_p,
         command: std::env::args().collect(),
+        git_commit: crate::common::GIT_COMMIT.into(),
+        git_dirty: crate::common::git_dirty(),
         hardware_cpu: effbench_hw::detect().cpu.brand,
         rows,
         verify_cost_ms,

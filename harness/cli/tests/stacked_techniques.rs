@@ -139,6 +139,8 @@ fn stacked_rows_share_quality_keep_greedy_output_and_page_like_contiguous() {
     assert_eq!(row["speed"]["decode_tok_per_s"], d["spec_tok_per_s"]);
     let md = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(md.contains("### Decoding"), "{md}");
+    // Provenance says whether the binary's tree matched its commit.
+    assert!(report["provenance"]["git_dirty"].is_boolean(), "{report}");
 
     // Every row served the same trace in 48 MiB of KV: SmolLM2's f32 K/V for one 2048-token
     // reservation is 90 MiB, so the contiguous cache admits nothing and the paged one serves

@@ -63,6 +63,10 @@ pub struct ModelInfo {
 pub struct Provenance {
     pub effbench_version: String,
     pub git_commit: String,
+    /// Whether the tree the binary was built from differed from `git_commit` (tracked files);
+    /// absent in results written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_dirty: Option<bool>,
     pub command: Vec<String>,
     pub hardware: effbench_hw::HardwareInfo,
     pub threads: usize,

@@ -435,7 +435,13 @@ pub fn markdown(report: &RunReport, v: &ReportView) -> String {
         short_hash(&report.suite.manifest_hash),
         v.hardware,
         report.provenance.effbench_version,
-        short_hash(&report.provenance.git_commit),
+        match report.provenance.git_dirty {
+            Some(true) => format!(
+                "{}, built from a dirty tree",
+                short_hash(&report.provenance.git_commit)
+            ),
+            _ => short_hash(&report.provenance.git_commit).to_string(),
+        },
         report.provenance.started,
         report
             .provenance

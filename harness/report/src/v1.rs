@@ -40,6 +40,8 @@ struct SuiteJson {
 struct ProvenanceJson {
     effbench_version: String,
     git_commit: String,
+    #[serde(default)]
+    git_dirty: Option<bool>,
     started: String,
     command: Vec<String>,
     hardware: effbench_hw::HardwareInfo,
@@ -268,6 +270,7 @@ pub fn from_slices(dir: &Path, run_json: &[u8], summary_json: &[u8]) -> Result<R
         provenance: Provenance {
             effbench_version: run.provenance.effbench_version,
             git_commit: run.provenance.git_commit,
+            git_dirty: run.provenance.git_dirty,
             command: run.provenance.command,
             hardware: run.provenance.hardware,
             threads: run.provenance.threads,

@@ -155,6 +155,10 @@ pub struct RunSettings {
 pub struct Provenance {
     pub effbench_version: String,
     pub git_commit: String,
+    /// Whether the binary was built from a tree that differed from `git_commit` (absent in
+    /// runs recorded before it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_dirty: Option<bool>,
     pub started: String,
     pub command: Vec<String>,
     pub hardware: effbench_hw::HardwareInfo,
@@ -472,9 +476,8 @@ fn open_run(
             suite: suite_manifest.clone(),
             provenance: Provenance {
                 effbench_version: env!("CARGO_PKG_VERSION").into(),
-                git_commit: option_env!("EFFBENCH_GIT_COMMIT")
-                    .unwrap_or("unknown")
-                    .into(),
+                git_commit: crate::common::GIT_COMMIT.into(),
+                git_dirty: crate::common::git_dirty(),
                 started: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                     .to_string(),
                 command: std::env::args().collect(),

@@ -337,6 +337,7 @@ fn provenance(
     effbench_report::schema::Provenance {
         effbench_version: p.effbench_version.clone(),
         git_commit: p.git_commit.clone(),
+        git_dirty: p.git_dirty,
         command: p.command.clone(),
         hardware: p.hardware.clone(),
         threads: p.threads,
