@@ -642,7 +642,8 @@ fn suite_dir_name(suite: &str) -> String {
 }
 
 /// `--suite A,B`: each suite runs as its own run (own records, resumable) under one parent
-/// directory, the speed test only in the first (it measures the weights, not the suite), and
+/// directory, the speed test and serving only in the first (they measure the row, not the
+/// suite), and
 /// `table.md` / `table.json` join them: a row per technique with memory, speed and every
 /// suite's quality figures.
 fn run_suites(args: RunArgs, suites: Vec<String>) -> Result<()> {
@@ -723,6 +724,8 @@ fn run_suites(args: RunArgs, suites: Vec<String>) -> Result<()> {
             one.run_id = Some(name.clone());
             one.resume = started.then(|| name.clone());
             one.speed.no_speed |= i > 0;
+            // Serving, like speed, measures the row, not the suite: once is enough.
+            one.serve.serve &= i == 0;
             run(one)?;
         }
     }
