@@ -10,14 +10,15 @@ fn main() {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    // Tracked files only: results written while a run is under way must not make it "dirty".
+    // Tracked files of the whole repository (a build script runs in its package's directory,
+    // hence `:/`), leaving out results/, which a run under way writes.
     let dirty = match git(&[
         "status",
         "--porcelain",
         "--untracked-files=no",
         "--",
-        ".",
-        ":!results",
+        ":/",
+        ":(top,exclude)results",
     ]) {
         Some(s) => (!s.is_empty()).to_string(),
         None => "unknown".into(),
