@@ -62,6 +62,9 @@ pub trait KvCacheBuilder: std::fmt::Debug + Send + Sync {
     }
 }
 
+/// The cache a row runs in when its technique names none.
+pub const CONTIGUOUS_F32: ContiguousBuilder = ContiguousBuilder { dtype: DType::F32 };
+
 /// The runtime's own cache: one contiguous buffer per sequence, at `dtype`.
 #[derive(Debug, Clone, Copy)]
 pub struct ContiguousBuilder {

@@ -33,6 +33,7 @@ pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use error::{CoreError, Result};
 pub use kv::{
     ContiguousBuilder, ContiguousKvCache, KvCache, KvCacheBuilder, KvShape, KvUsage, SeqId,
+    CONTIGUOUS_F32,
 };
 pub use linear::{AsStored, Dequantize, LinearWeight, SourceTensor, WeightPolicy, WeightRole};
 pub use loader::{load, LoadedModel, Vocabulary};

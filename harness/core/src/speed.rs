@@ -8,9 +8,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use candle_core::DType;
-
-use crate::kv::{ContiguousBuilder, KvCacheBuilder, KvShape};
+use crate::kv::{KvCacheBuilder, KvShape, CONTIGUOUS_F32};
 use crate::model::{LogitsFor, Model, SeqChunk};
 
 /// One test's repetitions, in tokens per second.
@@ -68,8 +66,6 @@ pub fn bench_tokens(n: usize, vocab: usize) -> Vec<u32> {
         })
         .collect()
 }
-
-const CONTIGUOUS_F32: ContiguousBuilder = ContiguousBuilder { dtype: DType::F32 };
 
 /// Prefill of `n` tokens in one forward pass, `repetitions` times after one warm-up.
 pub fn prefill(model: &Model, n: usize, repetitions: usize) -> Result<SpeedSamples> {

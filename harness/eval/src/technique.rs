@@ -283,6 +283,14 @@ impl Stack {
         })
     }
 
+    /// The KV cache the row runs in: its own, else the runtime's contiguous f32 cache.
+    pub fn kv_or_contiguous(&self) -> &dyn KvCacheBuilder {
+        match &self.kv {
+            Some(kv) => kv.as_ref(),
+            None => &effbench_core::CONTIGUOUS_F32,
+        }
+    }
+
     /// Whether the weights are another model rather than the checkpoint's own.
     pub fn student(&self) -> Option<&str> {
         match &self.weights {

@@ -6,9 +6,7 @@ use anyhow::Result;
 use effbench_core::decode::{
     DecodingStrategy, GenerateOutput, GenerateRequest, Greedy, PlainDecoding,
 };
-use std::sync::Arc;
-
-use effbench_core::{ContiguousKvCache, KvCache, KvCacheBuilder, KvShape, LoadedModel};
+use effbench_core::{KvCacheBuilder, KvShape, LoadedModel};
 use effbench_report::schema::DecodingReport;
 use effbench_speculative::{
     prompts, KSchedule, Picker, SpecStats, SpecTechnique, SpeculativeDecoding,
@@ -28,28 +26,12 @@ pub struct Measured {
     pub spec_tokens: usize,
 }
 
-fn new_cache(
-    target: &LoadedModel,
-    kv: Option<&Arc<dyn KvCacheBuilder>>,
-    capacity: usize,
-) -> Result<Box<dyn KvCache>> {
-    let shape = KvShape::of(target.model.config());
-    Ok(match kv {
-        Some(builder) => builder.build(shape, capacity, 1, target.model.device())?,
-        None => Box::new(ContiguousKvCache::new(
-            shape,
-            capacity,
-            target.model.device(),
-        )),
-    })
-}
-
 /// Times `technique` against plain greedy decoding of the same weights and KV cache on the
 /// built-in prompts, `max_tokens` new tokens each. A draft model loads as stored.
 pub fn measure(
     target: &LoadedModel,
     technique: &SpecTechnique,
-    kv: Option<&Arc<dyn KvCacheBuilder>>,
+    kv: &dyn KvCacheBuilder,
     max_tokens: usize,
 ) -> Result<Measured> {
     let all = prompts::parse(prompts::BUILTIN)?;
@@ -76,7 +58,12 @@ pub fn measure(
         prefill_chunk: 0,
     };
     let plain = |ids: &[u32]| -> Result<GenerateOutput> {
-        let mut cache = new_cache(target, kv, capacity)?;
+        let mut cache = kv.build(
+            KvShape::of(target.model.config()),
+            capacity,
+            1,
+            target.model.device(),
+        )?;
         Ok(PlainDecoding::new(Greedy).generate(
             &target.model,
             cache.as_mut(),
@@ -92,13 +79,17 @@ pub fn measure(
     let (mut spec_tokens, mut spec_seconds) = (0usize, 0.0f64);
     let mut spec_samples = Vec::new();
     let mut mismatched = Vec::new();
-    let mut k_requested = 0usize;
     for (p, ids) in &encoded {
         // Plain decoding before and after, averaged, so drift in machine load hits both sides.
         let before = plain(ids)?;
         let mut strategy =
             SpeculativeDecoding::new((draft.make)(), Picker::sampling(0.0, 1.0, 0), technique.k);
-        let mut cache = new_cache(target, kv, capacity)?;
+        let mut cache = kv.build(
+            KvShape::of(target.model.config()),
+            capacity,
+            1,
+            target.model.device(),
+        )?;
         let out = strategy.generate(&target.model, cache.as_mut(), &request(ids), &mut |_| {})?;
         let after = plain(ids)?;
         if out.tokens != before.tokens {
@@ -123,7 +114,6 @@ pub fn measure(
         plain_tokens += before.tokens.len().saturating_sub(1);
         plain_seconds += (decode_seconds(&before) + decode_seconds(&after)) / 2.0;
         stats.add(strategy.stats());
-        k_requested += strategy.stats().k_requested;
     }
     let plain_tok_per_s = plain_tokens as f64 / plain_seconds.max(1e-9);
     let spec_tok_per_s = spec_tokens as f64 / spec_seconds.max(1e-9);
@@ -131,7 +121,7 @@ pub fn measure(
         KSchedule::Fixed(k) => k.to_string(),
         KSchedule::Adaptive { max } => format!(
             "adaptive<={max} (mean {:.1})",
-            k_requested as f64 / stats.target_steps.max(1) as f64
+            stats.k_requested as f64 / stats.target_steps.max(1) as f64
         ),
     };
     Ok(Measured {

@@ -136,24 +136,18 @@ pub fn measure(
         return run_dir.read_json(&name);
     }
     let model = &session.loaded.model;
+    // The single-stream tests, decoding and serving run in the row's own KV cache.
+    let kv = stack.kv_or_contiguous();
     let bytes = model.weight_bytes();
     let memory = Memory {
         weight_bytes: bytes.total,
         bits_per_weight: Some(bytes.block_bits_per_weight),
-        kv_bytes_per_token: Some(match &stack.kv {
-            Some(kv) => kv.bytes_per_token(KvShape::of(model.config())),
-            None => KvShape::of(model.config()).bytes_per_token(),
-        }),
+        kv_bytes_per_token: Some(kv.bytes_per_token(KvShape::of(model.config()))),
     };
     let gpu_index = match model.device().location() {
         candle_core::DeviceLocation::Cuda { gpu_id } => Some(gpu_id as u32),
         _ => None,
     };
-    // The single-stream tests run in the row's own KV cache.
-    let contiguous = effbench_core::ContiguousBuilder {
-        dtype: candle_core::DType::F32,
-    };
-    let kv: &dyn effbench_core::KvCacheBuilder = stack.kv.as_deref().unwrap_or(&contiguous);
     let mut decoding = None;
     let (speed, energy, gpu) = if args.no_speed {
         let reason = "speed test skipped (--no-speed)".to_string();
@@ -172,12 +166,7 @@ pub fn measure(
             args.speed_prompt, args.speed_reps, args.speed_gen
         );
         let pp = speed::prefill_in(model, args.speed_prompt.max(1), args.speed_reps.max(1), kv)?;
-        let m = super::decoding::measure(
-            &session.loaded,
-            spec,
-            stack.kv.as_ref(),
-            args.speed_gen.max(2),
-        )?;
+        let m = super::decoding::measure(&session.loaded, spec, kv, args.speed_gen.max(2))?;
         let reason = "energy is read over the tg test, which a decoding technique replaces with real prompts".to_string();
         let speed = Speed {
             prefill_tok_per_s: pp.median(),
@@ -273,11 +262,7 @@ pub fn measure(
         params.insert("model_sha256".into(), effbench_assets::sha256_file(path)?);
     }
     let serving = if serve.serve {
-        Some(super::serving::measure(
-            &session.loaded,
-            stack.kv.as_ref(),
-            serve,
-        )?)
+        Some(super::serving::measure(&session.loaded, kv, serve)?)
     } else {
         None
     };

@@ -1,10 +1,8 @@
 //! A row serving a request trace in a run: serve-bench's continuous-batching scheduler over the
 //! row's weights and KV cache at a KV budget, on a seeded chat-like trace every row shares.
 
-use std::sync::Arc;
-
 use anyhow::Result;
-use effbench_core::{ContiguousBuilder, KvCacheBuilder, KvShape, LoadedModel};
+use effbench_core::{KvCacheBuilder, KvShape, LoadedModel};
 use effbench_kvcache::{serve, summarize, SchedulerConfig, TraceSpec};
 use effbench_report::schema::ServingReport;
 
@@ -15,7 +13,7 @@ const FILLER_TEXT: &str = "wikitext-2";
 
 pub fn measure(
     loaded: &LoadedModel,
-    kv: Option<&Arc<dyn KvCacheBuilder>>,
+    builder: &dyn KvCacheBuilder,
     args: &ServeArgs,
 ) -> Result<ServingReport> {
     anyhow::ensure!(
@@ -27,10 +25,6 @@ pub fn measure(
     let requests = crate::serve::build_requests(loaded, &entries, FILLER_TEXT, args.serve_seed)?;
     let config = SchedulerConfig::default();
     let budget = args.kv_budget_mib * 1024 * 1024;
-    let plain = ContiguousBuilder {
-        dtype: candle_core::DType::F32,
-    };
-    let builder: &dyn KvCacheBuilder = kv.map_or(&plain, |k| k.as_ref());
     let mut cache = builder.build_for_budget(
         KvShape::of(loaded.model.config()),
         config.max_model_len,
