@@ -166,12 +166,16 @@ pub struct Cost {
     pub usd_per_request: f64,
 }
 
-/// Seconds of machine time per token, priced: one machine-hour costs `usd_per_hour` whatever it
+/// Dollars per token at a throughput: one machine-hour costs `usd_per_hour` whatever it
 /// processes, so $/token = price per second / tokens per second.
+pub fn usd_per_token(tok_per_s: f64, price: &Price) -> f64 {
+    price.usd_per_hour / 3600.0 / tok_per_s
+}
+
+/// Seconds of machine time per token, priced (see [`usd_per_token`]).
 pub fn cost(speed: &Speed, price: &Price) -> Cost {
-    let per_second = price.usd_per_hour / 3600.0;
-    let input = per_second / speed.prefill_tok_per_s;
-    let output = per_second / speed.decode_tok_per_s;
+    let input = usd_per_token(speed.prefill_tok_per_s, price);
+    let output = usd_per_token(speed.decode_tok_per_s, price);
     Cost {
         usd_per_million_input: input * 1e6,
         usd_per_million_output: output * 1e6,

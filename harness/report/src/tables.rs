@@ -154,7 +154,7 @@ fn row(t: &TechniqueReport, base: &TechniqueReport, is_baseline: bool, price: &P
             .serving
             .as_ref()
             .filter(|s| s.output_tok_per_s > 0.0)
-            .map(|s| price.usd_per_hour / 3600.0 / s.output_tok_per_s * 1e6),
+            .map(|s| crate::cost::usd_per_token(s.output_tok_per_s, price) * 1e6),
     }
 }
 
