@@ -40,10 +40,9 @@ fn load(path: &Path, input: bytes::Bytes, strict: bool) -> Result<LoadReport> {
         path: path.to_path_buf(),
         reason: shorten(reason),
     };
-    let file_len = input.len() as u64;
     check_footer(&input).map_err(|e| pq(format!("footer: {e}")))?;
     let reader = SerializedFileReader::new(input.clone()).map_err(|e| pq(e.to_string()))?;
-    check_column_chunks(reader.metadata(), &input, file_len).map_err(pq)?;
+    check_column_chunks(reader.metadata(), &input).map_err(pq)?;
     let mut rows = reader.get_row_iter(None).map_err(|e| pq(e.to_string()))?;
     let mut sink = Sink::new(Layout::HfParquet, strict);
     for line in 1.. {
@@ -85,8 +84,11 @@ fn load(path: &Path, input: bytes::Bytes, strict: bool) -> Result<LoadReport> {
 fn check_column_chunks(
     meta: &ParquetMetaData,
     input: &bytes::Bytes,
-    file_len: u64,
 ) -> std::result::Result<(), String> {
+    let file_len = input.len() as u64;
+    // Every chunk's range first, so a chunk outside the file is reported as such even when an
+    // earlier chunk's pages are also bad.
+    let mut chunks = Vec::new();
     for (g, group) in meta.row_groups().iter().enumerate() {
         for column in group.columns() {
             let start = column
@@ -104,17 +106,12 @@ fn check_column_chunks(
                     column.column_path()
                 ));
             }
+            chunks.push((g, column, start as usize..(start + len) as usize));
         }
     }
-    for (g, group) in meta.row_groups().iter().enumerate() {
-        for column in group.columns() {
-            let start = column
-                .dictionary_page_offset()
-                .unwrap_or_else(|| column.data_page_offset()) as usize;
-            let chunk = &input[start..start + column.compressed_size() as usize];
-            check_pages(chunk)
-                .map_err(|e| format!("row group {g}, column `{}`: {e}", column.column_path()))?;
-        }
+    for (g, column, range) in chunks {
+        check_pages(&input[range])
+            .map_err(|e| format!("row group {g}, column `{}`: {e}", column.column_path()))?;
     }
     Ok(())
 }
