@@ -6,21 +6,6 @@
 use std::path::Path;
 use std::process::Command;
 
-fn assets_ready() -> bool {
-    let ready = ["smollm2-135m-instruct", "wikitext-2", "mmlu"]
-        .iter()
-        .all(|a| effbench_assets::cached_path(a).is_some());
-    if !ready {
-        assert_ne!(
-            std::env::var("EFFBENCH_REQUIRE_ASSETS").as_deref(),
-            Ok("1"),
-            "SmolLM2, WikiText-2 or MMLU not cached (run scripts/fetch-test-assets.sh)"
-        );
-        eprintln!("skipping: SmolLM2, WikiText-2 or MMLU not cached");
-    }
-    ready
-}
-
 fn effbench(out: &Path, techniques: &str, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_effbench"))
         .args([
@@ -59,7 +44,7 @@ fn modified(path: &Path) -> std::time::SystemTime {
 
 #[test]
 fn suites_join_into_one_table_and_resume() {
-    if !assets_ready() {
+    if !effbench_assets::cached_or_skip(&["smollm2-135m-instruct", "wikitext-2", "mmlu"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -8,21 +8,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-fn assets_ready() -> bool {
-    let ready = ["smollm2-135m-instruct", "mmlu"]
-        .iter()
-        .all(|a| effbench_assets::cached_path(a).is_some());
-    if !ready {
-        assert_ne!(
-            std::env::var("EFFBENCH_REQUIRE_ASSETS").as_deref(),
-            Ok("1"),
-            "SmolLM2 or MMLU not cached (run scripts/fetch-test-assets.sh)"
-        );
-        eprintln!("skipping: SmolLM2 or MMLU not cached");
-    }
-    ready
-}
-
 fn effbench(out: &Path, techniques: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_effbench"))
         .args([
@@ -82,7 +67,7 @@ fn records(run: &Path, prefix: &str) -> BTreeMap<String, serde_json::Value> {
 
 #[test]
 fn stacked_rows_share_quality_keep_greedy_output_and_page_like_contiguous() {
-    if !assets_ready() {
+    if !effbench_assets::cached_or_skip(&["smollm2-135m-instruct", "mmlu"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
