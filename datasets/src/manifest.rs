@@ -74,7 +74,9 @@ impl fmt::Display for SuiteManifest {
 /// order they are given in. The bytes hashed are `effbench-mc-v1\n`, then for each item: `id`,
 /// `subject`, `question`, the number of choices as u64 little-endian, each choice, and `answer`
 /// as u64 little-endian, where every string is its UTF-8 length as u64 little-endian followed
-/// by its bytes. Length prefixes make the encoding unambiguous without escaping.
+/// by its bytes. Length prefixes make the encoding unambiguous without escaping. An item with a
+/// rendered prompt then adds `rendered`, its metric name, and its contexts and continuations,
+/// each list as its count followed by its strings.
 pub fn content_hash(items: &[McItem]) -> String {
     hash_sorted(&canonical(items))
 }
@@ -102,6 +104,20 @@ fn hash_sorted(items: &[&McItem]) -> String {
             text(&mut h, c);
         }
         num(&mut h, item.answer);
+        // Appended only when present, so every suite hashed before rendered prompts existed
+        // keeps its hash (and its runs stay resumable).
+        if let Some(r) = &item.rendered {
+            text(&mut h, "rendered");
+            text(&mut h, r.norm.metric());
+            num(&mut h, r.contexts.len());
+            for c in &r.contexts {
+                text(&mut h, c);
+            }
+            num(&mut h, r.continuations.len());
+            for c in &r.continuations {
+                text(&mut h, c);
+            }
+        }
     }
     hex::encode(h.finalize())
 }

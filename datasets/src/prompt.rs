@@ -1,6 +1,6 @@
 //! The MMLU prompt, character for character as lm-evaluation-harness builds it (tasks/mmlu/default).
 
-use crate::item::{choice_letter, subject_display, McItem};
+use crate::item::{choice_letter, subject_display, McItem, ScoreNorm};
 
 /// One item ready to score: the model's log-likelihood of each continuation after
 /// `shared_prefix + question` decides the answer.
@@ -11,16 +11,33 @@ pub struct McPrompt {
     pub shared_prefix: String,
     /// The item itself, ending in `Answer:` with no trailing space.
     pub question: String,
+    /// Per choice, what stands in place of `question` when the choices differ before their
+    /// continuation (WinoGrande's partial scoring); `None` when every choice follows `question`.
+    pub choice_questions: Option<Vec<String>>,
     /// `" A"`, `" B"`, ...: the space belongs to the continuation, as in lm-eval.
     pub continuations: Vec<String>,
     /// Index of the right continuation.
     pub answer: usize,
+    /// How the answer is picked from the continuations' log-likelihoods.
+    pub norm: ScoreNorm,
+    /// Characters of each choice without the target delimiter, for lm-eval's `acc_norm`.
+    pub choice_chars: Vec<usize>,
 }
 
 impl McPrompt {
-    /// The whole context, for callers that do not reuse the prefix.
+    /// The whole context of the first choice (of every choice, unless they differ), for
+    /// callers that do not reuse the prefix.
     pub fn context(&self) -> String {
-        format!("{}{}", self.shared_prefix, self.question)
+        self.context_for(0)
+    }
+
+    /// The whole context choice `c` is scored after.
+    pub fn context_for(&self, c: usize) -> String {
+        let question = match &self.choice_questions {
+            Some(q) => &q[c],
+            None => &self.question,
+        };
+        format!("{}{question}", self.shared_prefix)
     }
 }
 
@@ -67,13 +84,33 @@ pub fn continuations(n: usize) -> Vec<String> {
 }
 
 /// The prompt for `item` after `exemplars` (empty for 0-shot). Exemplars are expected to share
-/// the item's subject; the description line is the item's.
+/// the item's subject; the description line is the item's. An item whose file rendered its own
+/// prompt is scored as rendered, and takes no exemplars (the file's variant fixes the shots).
 pub fn build_prompt(item: &McItem, exemplars: &[McItem]) -> McPrompt {
+    if let Some(r) = &item.rendered {
+        let per_choice = r.contexts.len() > 1;
+        return McPrompt {
+            shared_prefix: String::new(),
+            question: if per_choice {
+                String::new()
+            } else {
+                r.contexts[0].clone()
+            },
+            choice_questions: per_choice.then(|| r.contexts.clone()),
+            continuations: r.continuations.clone(),
+            answer: item.answer,
+            norm: r.norm,
+            choice_chars: item.choices.iter().map(|c| c.chars().count()).collect(),
+        };
+    }
     McPrompt {
         shared_prefix: shared_prefix(&item.subject, exemplars),
         question: question_block(item),
+        choice_questions: None,
         continuations: continuations(item.choices.len()),
         answer: item.answer,
+        norm: ScoreNorm::Raw,
+        choice_chars: vec![1; item.choices.len()],
     }
 }
 

@@ -20,6 +20,7 @@ fn item(id: &str, subject: &str, question: &str, choices: &[&str], answer: usize
         question: question.into(),
         choices: choices.iter().map(|c| c.to_string()).collect(),
         answer,
+        rendered: None,
     }
 }
 

@@ -159,6 +159,7 @@ fn five_shot_prompt_from_the_shared_dev_split() {
                 .into(),
         choices: ["0", "4", "2", "6"].map(String::from).to_vec(),
         answer: 1,
+        rendered: None,
     };
     let p = build_prompt(&item, exemplars);
     assert!(p.shared_prefix.starts_with(

@@ -176,6 +176,7 @@ fn read_body(
                     question,
                     choices,
                     answer,
+                    rendered: None,
                 };
                 sink.push(path, line, item)?;
             }

