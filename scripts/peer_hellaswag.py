@@ -154,14 +154,27 @@ def main():
     llama_correct = {i: llama_pred[i] == gold[i] for i in ids}
 
     def pred_per_token(r):
-        scores = [lp / n for lp, n in zip(r["logprobs"], r["continuation_tokens"])]
+        # llama.cpp's mean leaves out the leading tokens all endings share (its common prefix).
+        lead, lead_lp = r.get("shared_lead_tokens", 0), r.get("shared_lead_logprob", 0.0)
+        scores = [
+            (lp - lead_lp) / (n - lead) if n > lead else lp
+            for lp, n in zip(r["logprobs"], r["continuation_tokens"])
+        ]
         return max(range(len(scores)), key=lambda i: (scores[i], -i))
 
     our_pred = {i: pred_per_token(records[i]) for i in ids}
     ours = {i: our_pred[i] == records[i]["answer"] for i in ids}
     agree = sum(our_pred[i] == llama_pred[i] for i in ids)
     n = len(ids)
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
+
+    run_json = json.load(open(os.path.join(a.run_dir, "run.json")))
     result = {
+        "command": " ".join(sys.argv),
+        "commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--", ".", ":(exclude)results")),
+        "effbench_run_provenance": run_json.get("provenance"),
         "items": n,
         "effbench_technique": a.technique,
         "effbench_acc_per_token": sum(ours.values()) / n,

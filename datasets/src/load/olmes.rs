@@ -303,13 +303,15 @@ pub(crate) fn load_bytes(
                 line_no,
                 format!("choice index {} is not below {MAX_CHOICES}", parsed.idx),
             ));
-        } else if doc.choices.contains_key(&parsed.idx) {
-            doc.bad = Some((line_no, format!("choice {} appears twice", parsed.idx)));
         } else {
-            doc.choices.insert(
-                parsed.idx,
-                (parsed.request.context, parsed.request.continuation, line_no),
-            );
+            match doc.choices.entry(parsed.idx) {
+                std::collections::btree_map::Entry::Occupied(_) => {
+                    doc.bad = Some((line_no, format!("choice {} appears twice", parsed.idx)));
+                }
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert((parsed.request.context, parsed.request.continuation, line_no));
+                }
+            }
         }
     }
     let mut ordered: Vec<(u64, Doc)> = docs.into_iter().collect();

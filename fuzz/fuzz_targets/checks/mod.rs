@@ -43,5 +43,14 @@ fn check_items(report: &LoadReport) {
         assert!(item.answer < item.choices.len(), "answer out of range");
         assert!(!item.subject.is_empty(), "empty subject");
         assert!(ids.insert(&item.id), "duplicate id {}", item.id);
+        if let Some(r) = &item.rendered {
+            let n = item.choices.len();
+            assert!(n >= 2, "a rendered item with {n} choices");
+            assert_eq!(r.continuations.len(), n, "a continuation per choice");
+            assert!(
+                r.contexts.len() == 1 || r.contexts.len() == n,
+                "one context, or one per choice"
+            );
+        }
     }
 }

@@ -189,8 +189,8 @@ fn an_olmes_request_file_is_scored_on_the_metric_its_config_names() {
     assert_eq!(summary["tasks"]["tasks"][0]["metric"], "acc_per_char");
     for r in &recs {
         assert_eq!(numbers(&r["choice_chars"]).len(), 2, "{r}");
-        // " a green vegetable soup" is several tokens: scored on a fork of the context.
-        assert!(numbers(&r["continuation_tokens"])[1] >= 3.0, "{r}");
+        // The second choice of each is several tokens: scored on a fork of the context.
+        assert!(numbers(&r["continuation_tokens"])[1] >= 2.0, "{r}");
     }
 }
 

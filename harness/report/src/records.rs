@@ -33,6 +33,20 @@ pub struct ItemRecord {
     pub continuation_chars: Vec<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub choice_chars: Vec<usize>,
+    /// Leading tokens every continuation shares (after one shared context), and their summed
+    /// log-probability: llama.cpp's per-token mean leaves them out, as its common prefix.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shared_lead_tokens: usize,
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub shared_lead_logprob: f64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Keyed for ItemRecord {

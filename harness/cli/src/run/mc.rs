@@ -267,19 +267,32 @@ fn score_sharing(
                     .expect("asked for last logits");
                 first_lps.push(log_softmax(&logits_rows(last)?[0]));
             }
-            let mut logprobs = Vec::with_capacity(p.continuations.len());
+            // Each continuation's per-token log-probabilities, in order.
+            let mut token_lps: Vec<Vec<f64>> = Vec::with_capacity(p.continuations.len());
             for (variant, cont) in &p.continuations {
-                let mut lp = first_lps[*variant][cont[0] as usize];
+                let mut lps = vec![first_lps[*variant][cont[0] as usize]];
                 if cont.len() > 1 {
                     let out = fork_out.as_ref().expect("forks ran");
                     let rows = logits_rows(out.per_chunk[next_fork].as_ref().expect("all logits"))?;
                     for (row, &next) in rows.iter().zip(&cont[1..]) {
-                        lp += log_softmax(row)[next as usize];
+                        lps.push(log_softmax(row)[next as usize]);
                     }
                     next_fork += 1;
                 }
-                logprobs.push(lp);
+                token_lps.push(lps);
             }
+            let logprobs: Vec<f64> = token_lps
+                .iter()
+                .map(|lps| lps[1..].iter().fold(lps[0], |sum, lp| sum + lp))
+                .collect();
+            // llama.cpp's per-token mean leaves out the tokens every choice starts with (they
+            // sit in its common prefix); only meaningful when the choices share one context.
+            let shared_lead = if p.rests.len() == 1 {
+                shared_lead_tokens(p.continuations.iter().map(|(_, ids)| ids.as_slice()))
+            } else {
+                0
+            };
+            let shared_lead_logprob = token_lps[0][..shared_lead].iter().sum::<f64>();
             let mut record = ItemRecord {
                 item: p.item.id.clone(),
                 subject: p.item.subject.clone(),
@@ -296,6 +309,8 @@ fn score_sharing(
                     .map(|c| c.chars().count())
                     .collect(),
                 choice_chars: p.prompt.choice_chars.clone(),
+                shared_lead_tokens: shared_lead,
+                shared_lead_logprob,
             };
             record.pred = pred_by(&record, p.prompt.norm).expect("lengths recorded");
             record.correct = record.pred == record.answer;
@@ -313,6 +328,19 @@ fn score_sharing(
         on_batch(records)?;
     }
     Ok(())
+}
+
+/// How many leading tokens every continuation shares, leaving each at least one of its own.
+fn shared_lead_tokens<'a>(mut continuations: impl Iterator<Item = &'a [u32]>) -> usize {
+    let Some(first) = continuations.next() else {
+        return 0;
+    };
+    let mut shared = first.len().saturating_sub(1);
+    for other in continuations {
+        let common = first.iter().zip(other).take_while(|(a, b)| a == b).count();
+        shared = shared.min(common).min(other.len().saturating_sub(1));
+    }
+    shared
 }
 
 /// The continuation `norm` picks from a record's log-likelihoods and lengths; `None` where the
@@ -333,10 +361,16 @@ pub fn pred_by(record: &ItemRecord, norm: ScoreNorm) -> Option<usize> {
     }
     let scores: Vec<f64> = (0..n)
         .map(|i| {
-            let ll = record.logprobs[i];
-            match divisors.map(|d| d[i]) {
-                Some(len) if len > 0 => ll / len as f64,
-                _ => ll,
+            let mut ll = record.logprobs[i];
+            let mut len = divisors.map_or(0, |d| d[i]);
+            if norm == ScoreNorm::PerToken && record.shared_lead_tokens < len {
+                ll -= record.shared_lead_logprob;
+                len -= record.shared_lead_tokens;
+            }
+            if len > 0 {
+                ll / len as f64
+            } else {
+                ll
             }
         })
         .collect();
@@ -359,6 +393,8 @@ mod tests {
             continuation_tokens: tokens.to_vec(),
             continuation_chars: chars.to_vec(),
             choice_chars: choice.to_vec(),
+            shared_lead_tokens: 0,
+            shared_lead_logprob: 0.0,
         }
     }
 
@@ -379,6 +415,29 @@ mod tests {
         assert_eq!(pred_by(&r, ScoreNorm::PerToken), Some(1));
         assert_eq!(pred_by(&r, ScoreNorm::PerChar), Some(0));
         assert_eq!(pred_by(&r, ScoreNorm::PerChoiceChar), Some(0));
+    }
+
+    #[test]
+    fn per_token_leaves_out_the_tokens_every_choice_starts_with() {
+        // Both continuations start with the same token, at -2.0. Over all their tokens,
+        // -2.9/2 = -1.45 against -4.4/4 = -1.1 picks 1, with or without the shared token left
+        // out ((-2.9+2.0)/1 = -0.9 against (-4.4+2.0)/3 = -0.8).
+        let mut r = record(&[-2.9, -4.4], &[2, 4], &[5, 9], &[4, 8]);
+        assert_eq!(pred_by(&r, ScoreNorm::PerToken), Some(1));
+        r.shared_lead_tokens = 1;
+        r.shared_lead_logprob = -2.0;
+        // (-2.9 + 2.0) / 1 = -0.9 against (-4.4 + 2.0) / 3 = -0.8.
+        assert_eq!(pred_by(&r, ScoreNorm::PerToken), Some(1));
+        r.logprobs = vec![-2.7, -4.4];
+        // (-2.7 + 2.0) / 1 = -0.7 against -0.8: now 0, though over all tokens -1.35 < -1.1.
+        assert_eq!(pred_by(&r, ScoreNorm::PerToken), Some(0));
+        // Other metrics ignore the shared lead.
+        assert_eq!(pred_by(&r, ScoreNorm::Raw), Some(0));
+        assert_eq!(
+            shared_lead_tokens([&[5u32, 6, 7][..], &[5, 6, 9], &[5, 8]].into_iter()),
+            1
+        );
+        assert_eq!(shared_lead_tokens([&[5u32][..], &[5, 6]].into_iter()), 0);
     }
 
     #[test]
