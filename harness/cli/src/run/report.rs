@@ -367,15 +367,20 @@ fn battery_markdown(b: &Battery) -> String {
         let mdd = task
             .rows
             .iter()
-            .filter_map(|r| r.vs_baseline.as_ref()?.power.as_ref()?.mdd)
-            .map(|m| format!("{:.1} pt", 100.0 * m))
+            .filter_map(|r| {
+                let power = r.vs_baseline.as_ref()?.power.as_ref()?;
+                Some(match power.mdd {
+                    Some(m) => format!("{} {:.1} pt", r.technique, 100.0 * m),
+                    None => format!("{} none", r.technique),
+                })
+            })
             .collect::<Vec<_>>();
         md.push_str(&format!(
             " {} |\n",
             if mdd.is_empty() {
                 "-".to_string()
             } else {
-                mdd.join(", ")
+                mdd.join("; ")
             }
         ));
     }
