@@ -39,6 +39,26 @@ pub struct Comparison {
     pub power_note: String,
 }
 
+impl Comparison {
+    /// `outcomes` against the baseline's on the same items (McNemar, and the change those
+    /// items detect at the measured discordance), with the difference's paired standard error.
+    fn paired(base: &[bool], outcomes: &[bool]) -> Result<(Self, f64)> {
+        let cmp = compare_binary(base, outcomes, &CompareOptions::default())?;
+        let power = SuitePower::measured(base, outcomes, PowerSpec::default()).ok();
+        Ok((
+            Comparison {
+                delta: cmp.delta,
+                p_value: cmp.p_value,
+                significant: cmp.significant(0.05),
+                verdict: cmp.verdict(),
+                power_note: power.map_or_else(|| "-".into(), |p| p.note()),
+                power,
+            },
+            cmp.stderr,
+        ))
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Summary {
     pub schema_version: u32,
@@ -130,16 +150,7 @@ pub fn summarize(
         let vs_baseline = if t == baseline {
             None
         } else {
-            let cmp = compare_binary(&base, &o, &CompareOptions::default())?;
-            let power = SuitePower::measured(&base, &o, PowerSpec::default()).ok();
-            Some(Comparison {
-                delta: cmp.delta,
-                p_value: cmp.p_value,
-                significant: cmp.significant(0.05),
-                verdict: cmp.verdict(),
-                power_note: power.map_or_else(|| "-".into(), |p| p.note()),
-                power,
-            })
+            Some(Comparison::paired(&base, &o)?.0)
         };
         out.push(TechniqueSummary {
             technique: t.clone(),
@@ -223,17 +234,12 @@ fn battery(
             let vs_baseline = if t == baseline {
                 None
             } else {
-                let cmp = compare_binary(&base, &outcomes, &CompareOptions::default())?;
-                deltas.entry(t).or_default().push((cmp.delta, cmp.stderr));
-                let power = SuitePower::measured(&base, &outcomes, PowerSpec::default()).ok();
-                Some(Comparison {
-                    delta: cmp.delta,
-                    p_value: cmp.p_value,
-                    significant: cmp.significant(0.05),
-                    verdict: cmp.verdict(),
-                    power_note: power.map_or_else(|| "-".into(), |p| p.note()),
-                    power,
-                })
+                let (comparison, stderr) = Comparison::paired(&base, &outcomes)?;
+                deltas
+                    .entry(t)
+                    .or_default()
+                    .push((comparison.delta, stderr));
+                Some(comparison)
             };
             rows.push(TaskRow {
                 technique: t.clone(),
