@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::json::text;
 use crate::item::{Rendered, ScoreNorm};
 
 /// Which task's row layout a file holds.
@@ -99,11 +100,16 @@ impl HfTask {
         match self {
             HfTask::Arc | HfTask::CommonsenseQa => {
                 let question = text(obj, "question")?;
-                lettered(obj, format!("Question: {question}\nAnswer:"), question)
+                lettered(
+                    obj,
+                    format!("Question: {question}\nAnswer:"),
+                    question,
+                    self.norm(),
+                )
             }
             HfTask::OpenbookQa => {
                 let stem = text(obj, "question_stem")?;
-                lettered(obj, stem.clone(), stem)
+                lettered(obj, stem.clone(), stem, self.norm())
             }
             HfTask::Hellaswag => {
                 let ctx_b = text(obj, "ctx_b").unwrap_or_default();
@@ -116,7 +122,7 @@ impl HfTask {
                 let endings = texts(obj.get("endings"), "endings")?;
                 let choices: Vec<String> = endings.iter().map(|e| preprocess(e)).collect();
                 let answer = index(obj.get("label"), "label", choices.len(), 0)?;
-                Ok(cloze(query, choices, answer, id(obj, "ind")))
+                Ok(cloze(query, choices, answer, id(obj, "ind"), self.norm()))
             }
             HfTask::Piqa => {
                 let goal = text(obj, "goal")?;
@@ -127,6 +133,7 @@ impl HfTask {
                     choices,
                     answer,
                     None,
+                    self.norm(),
                 ))
             }
             HfTask::Winogrande => {
@@ -148,7 +155,7 @@ impl HfTask {
                     rendered: Rendered {
                         contexts,
                         continuations: vec![rest.clone(), rest],
-                        norm: HfTask::Winogrande.norm(),
+                        norm: self.norm(),
                     },
                     choices: options,
                 })
@@ -167,6 +174,7 @@ impl HfTask {
                     vec!["no".into(), "yes".into()],
                     answer,
                     id(obj, "idx"),
+                    self.norm(),
                 ))
             }
             HfTask::SocialIqa => {
@@ -180,7 +188,7 @@ impl HfTask {
                     .map(|k| text(obj, k))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 let answer = index(obj.get("label"), "label", 3, 1)?;
-                Ok(cloze(query, choices, answer, None))
+                Ok(cloze(query, choices, answer, None, self.norm()))
             }
             HfTask::Sciq => {
                 let support = text(obj, "support").unwrap_or_default();
@@ -199,17 +207,17 @@ impl HfTask {
                     choices,
                     3,
                     None,
+                    self.norm(),
                 ))
             }
         }
-        .and_then(|mut row| {
+        .and_then(|row| {
             if !(2..=MAX_CHOICES).contains(&row.choices.len()) {
                 return Err(format!(
                     "expected 2 to {MAX_CHOICES} choices, found {}",
                     row.choices.len()
                 ));
             }
-            row.rendered.norm = self.norm();
             Ok(row)
         })
     }
@@ -217,7 +225,7 @@ impl HfTask {
 
 /// `Question: ...` with the choices as `{"text": [...], "label": [...]}` and the gold as
 /// `answerKey` (a label, `A` or `1`), as ARC, OpenBookQA and CommonsenseQA publish them.
-fn lettered(obj: &Map<String, Value>, context: String, question: String) -> Row {
+fn lettered(obj: &Map<String, Value>, context: String, question: String, norm: ScoreNorm) -> Row {
     let choices_obj = obj
         .get("choices")
         .and_then(Value::as_object)
@@ -236,12 +244,18 @@ fn lettered(obj: &Map<String, Value>, context: String, question: String) -> Row 
         .iter()
         .position(|l| l.trim() == key.trim())
         .ok_or_else(|| format!("answerKey `{key}` is not one of the labels {labels:?}"))?;
-    let mut row = cloze(context, choices, answer, id(obj, "id"));
+    let mut row = cloze(context, choices, answer, id(obj, "id"), norm);
     row.question = question;
     Ok(row)
 }
 
-fn cloze(context: String, choices: Vec<String>, answer: usize, id: Option<String>) -> RenderedRow {
+fn cloze(
+    context: String,
+    choices: Vec<String>,
+    answer: usize,
+    id: Option<String>,
+    norm: ScoreNorm,
+) -> RenderedRow {
     RenderedRow {
         question: context.clone(),
         answer,
@@ -249,18 +263,9 @@ fn cloze(context: String, choices: Vec<String>, answer: usize, id: Option<String
         rendered: Rendered {
             contexts: vec![context],
             continuations: choices.iter().map(|c| format!(" {c}")).collect(),
-            norm: ScoreNorm::Raw,
+            norm,
         },
         choices,
-    }
-}
-
-fn text(obj: &Map<String, Value>, key: &str) -> std::result::Result<String, String> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Err(format!("missing field `{key}`")),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Number(n)) => Ok(n.to_string()),
-        Some(_) => Err(format!("field `{key}` is not text")),
     }
 }
 

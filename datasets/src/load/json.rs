@@ -233,7 +233,7 @@ pub(crate) fn fields(schema: Schema, value: &Value) -> std::result::Result<Field
 
 /// A string field. Numbers are accepted as their JSON text, since a choice like `0` or a
 /// numeric id is still meaningful text.
-fn text(obj: &Map<String, Value>, key: &str) -> std::result::Result<String, String> {
+pub(crate) fn text(obj: &Map<String, Value>, key: &str) -> std::result::Result<String, String> {
     match obj.get(key) {
         None | Some(Value::Null) => Err(format!("missing field `{key}`")),
         Some(Value::String(s)) => Ok(s.clone()),

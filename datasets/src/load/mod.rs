@@ -44,7 +44,8 @@ pub fn load_layout(path: impl AsRef<Path>, layout: Layout, strict: bool) -> Resu
             json::load_bytes(path, &read_bytes(path)?, json::Schema::Task(task), strict)
         }
         Layout::OlmesRequests => {
-            let bytes = olmes::gunzip_if_gzipped(path, &read_bytes(path)?)?;
+            let raw = read_bytes(path)?;
+            let bytes = olmes::gunzip_if_gzipped(path, &raw)?;
             let (task, norm) = olmes::task_and_norm(path, &bytes);
             olmes::load_bytes(path, &bytes, &task, norm, strict)
         }
@@ -118,7 +119,8 @@ pub fn sniff_layout(path: impl AsRef<Path>) -> Result<Layout> {
         Some("csv") => Ok(Layout::MmluCsv(csv::split_of(path).0)),
         Some("parquet") => Ok(Layout::HfParquet),
         _ => {
-            let bytes = olmes::gunzip_if_gzipped(path, &read_bytes(path)?)?;
+            let raw = read_bytes(path)?;
+            let bytes = olmes::gunzip_if_gzipped(path, &raw)?;
             if olmes::is_requests_file(&bytes) {
                 return Ok(Layout::OlmesRequests);
             }

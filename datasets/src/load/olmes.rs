@@ -8,6 +8,7 @@
 //! unconditional duplicates OLMES uses for its `acc_uncond` metric; effbench does not report
 //! that metric and skips them without counting them as bad.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -150,13 +151,13 @@ fn primary_metric(path: &Path, config: &[u8]) -> Result<String> {
 }
 
 /// The bytes as stored, or expanded if they are gzip (by magic number, not by name).
-pub(crate) fn gunzip_if_gzipped(path: &Path, raw: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn gunzip_if_gzipped<'a>(path: &Path, raw: &'a [u8]) -> Result<Cow<'a, [u8]>> {
     gunzip_within(path, raw, MAX_EXPANDED_BYTES)
 }
 
-fn gunzip_within(path: &Path, raw: &[u8], cap: u64) -> Result<Vec<u8>> {
+fn gunzip_within<'a>(path: &Path, raw: &'a [u8], cap: u64) -> Result<Cow<'a, [u8]>> {
     if !raw.starts_with(&[0x1f, 0x8b]) {
-        return Ok(raw.to_vec());
+        return Ok(Cow::Borrowed(raw));
     }
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(raw)
@@ -169,7 +170,7 @@ fn gunzip_within(path: &Path, raw: &[u8], cap: u64) -> Result<Vec<u8>> {
     if out.len() as u64 > cap {
         return Err(too_big(path, cap));
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// Whether the first non-blank line is an OLMES request: an object with `doc`, `doc_id` and a
@@ -238,8 +239,8 @@ struct Doc {
     first_line: usize,
     label: serde_json::Value,
     doc: serde_json::Map<String, serde_json::Value>,
-    /// By choice index: (context, continuation, line).
-    choices: BTreeMap<usize, (String, String, usize)>,
+    /// By choice index: (context, continuation).
+    choices: BTreeMap<usize, (String, String)>,
     bad: Option<(usize, String)>,
 }
 
@@ -309,7 +310,7 @@ pub(crate) fn load_bytes(
                     doc.bad = Some((line_no, format!("choice {} appears twice", parsed.idx)));
                 }
                 std::collections::btree_map::Entry::Vacant(v) => {
-                    v.insert((parsed.request.context, parsed.request.continuation, line_no));
+                    v.insert((parsed.request.context, parsed.request.continuation));
                 }
             }
         }
