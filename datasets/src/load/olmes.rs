@@ -182,7 +182,11 @@ pub fn load_generation_bytes(
         let parsed: GenLine = match serde_json::from_str(text) {
             Ok(l) => l,
             Err(e) => {
-                bad(line_no, format!("not an OLMES generation request: {e}"), &mut skipped)?;
+                bad(
+                    line_no,
+                    format!("not an OLMES generation request: {e}"),
+                    &mut skipped,
+                )?;
                 continue;
             }
         };
@@ -209,7 +213,11 @@ pub fn load_generation_bytes(
             serde_json::Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
             serde_json::Value::Number(n) => n.to_string(),
             other => {
-                bad(line_no, format!("label {other} is not an answer"), &mut skipped)?;
+                bad(
+                    line_no,
+                    format!("label {other} is not an answer"),
+                    &mut skipped,
+                )?;
                 continue;
             }
         };
@@ -592,14 +600,17 @@ mod tests {
             "{not json".to_string(),
         ]
         .join("\n");
-        let r = load_generation_bytes(Path::new("g.jsonl"), text.as_bytes(), "GSM8K", false)
-            .unwrap();
+        let r =
+            load_generation_bytes(Path::new("g.jsonl"), text.as_bytes(), "GSM8K", false).unwrap();
         assert_eq!(r.items.len(), 2);
         let first = &r.items[0];
         assert_eq!(first.id, "gsm8k/0");
         assert_eq!(first.subject, "gsm8k");
         assert_eq!(first.prompt, "Question: q0\nAnswer:");
-        assert_eq!(first.until, vec!["Question:".to_string(), "\n\n".to_string()]);
+        assert_eq!(
+            first.until,
+            vec!["Question:".to_string(), "\n\n".to_string()]
+        );
         assert_eq!(first.max_new_tokens, 512);
         assert_eq!(first.gold, "18");
         // No limit given: lm-eval's default; a numeric label is an answer too.

@@ -13,7 +13,9 @@ pub mod trace;
 
 pub use metrics::{summarize, Percentiles, Summary};
 pub use paged::{PagedKvCache, DEFAULT_BLOCK_SIZE};
-pub use scheduler::{serve, Outcome, Request, SchedulerConfig, ServeRun};
+pub use scheduler::{
+    serve, serve_watched, Outcome, Request, SchedulerConfig, ServeRun, Watcher, WatcherError,
+};
 pub use technique::{KvDtype, KvTechnique};
 pub use trace::{TraceEntry, TraceSpec};
 
@@ -36,4 +38,6 @@ pub enum Error {
     },
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Watcher(WatcherError),
 }

@@ -9,8 +9,11 @@
 //! a jump to the next arrival instead of sleeping until it. Latencies are therefore what a
 //! server doing nothing else would show, without idle waiting in the benchmark's wall time.
 //!
-//! Generation is greedy and ignores end-of-sequence tokens, so each request produces exactly the
-//! output length its trace asks for (as serving benchmarks do with `ignore_eos`).
+//! Generation is greedy. By default it ignores end-of-sequence tokens, so each request produces
+//! exactly the output length its trace asks for (as serving benchmarks do with `ignore_eos`); a
+//! [`Watcher`] can stop a request early instead (at a stop sequence or end of sequence, as a
+//! generative task does) and is told as each request finishes, so results can be kept as they
+//! are produced.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -105,6 +108,29 @@ pub struct ServeRun {
     pub preemptions: usize,
 }
 
+/// What a caller decides, and learns, while requests are served.
+pub trait Watcher {
+    /// Whether request `id` is done after producing `tokens`, its whole output so far. The
+    /// default never stops a request before its token limit.
+    fn stop(&mut self, _id: u64, _tokens: &[u32]) -> bool {
+        false
+    }
+
+    /// Called once for each request as it finishes (stopped, or at its token limit); an error
+    /// ends the run.
+    fn finished(&mut self, _outcome: &Outcome) -> Result<(), WatcherError> {
+        Ok(())
+    }
+}
+
+/// Whatever a [`Watcher`] could not do with a finished request.
+pub type WatcherError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serving benchmarks' watcher: every request runs to its token limit.
+struct IgnoreEos;
+
+impl Watcher for IgnoreEos {}
+
 struct Running {
     req: usize,
     /// Tokens to feed next step: the whole prompt (plus any recomputed output) on admission,
@@ -112,12 +138,24 @@ struct Running {
     feed: Vec<u32>,
 }
 
-/// Serves `requests` (in arrival order) with `model` and `cache` until all are done or refused.
+/// Serves `requests` (in arrival order) with `model` and `cache` until all are done or refused,
+/// each to its token limit.
 pub fn serve(
     model: &Model,
     cache: &mut dyn KvCache,
     requests: Vec<Request>,
     config: &SchedulerConfig,
+) -> Result<ServeRun, Error> {
+    serve_watched(model, cache, requests, config, &mut IgnoreEos)
+}
+
+/// [`serve`], with `watcher` deciding when each request stops and told when it finishes.
+pub fn serve_watched(
+    model: &Model,
+    cache: &mut dyn KvCache,
+    requests: Vec<Request>,
+    config: &SchedulerConfig,
+    watcher: &mut dyn Watcher,
 ) -> Result<ServeRun, Error> {
     let per_seq_limit = cache.max_tokens_per_seq();
     let context = model.config().max_position_embeddings;
@@ -218,8 +256,8 @@ pub fn serve(
             let o = &mut outcomes[r.req];
             o.tokens.push(token);
             o.token_times_s.push(end);
-            if o.tokens.len() >= requests[r.req].max_new_tokens {
-                let id = requests[r.req].id;
+            let id = requests[r.req].id;
+            if o.tokens.len() >= requests[r.req].max_new_tokens || watcher.stop(id, &o.tokens) {
                 let before = cache.usage();
                 cache.remove(id);
                 let after = cache.usage();
@@ -227,6 +265,7 @@ pub fn serve(
                     bytes_reserved: before.bytes_reserved - after.bytes_reserved,
                     bytes_used: before.bytes_used - after.bytes_used,
                 });
+                watcher.finished(o).map_err(Error::Watcher)?;
             } else {
                 still.push(Running {
                     req: r.req,

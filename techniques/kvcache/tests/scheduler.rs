@@ -157,3 +157,61 @@ fn bad_requests_are_refused_and_the_rest_completes() {
     assert_eq!((s.completed, s.refused), (3, 3));
     assert!(s.ttft_ms.unwrap().p50 > 0.0 && s.tpot_ms.unwrap().p99 > 0.0);
 }
+
+/// Stops each request after a token it names, and keeps what it is told as requests finish.
+struct StopAfter {
+    stop_token: std::collections::HashMap<u64, u32>,
+    finished: Vec<(u64, Vec<u32>)>,
+}
+
+impl effbench_kvcache::Watcher for StopAfter {
+    fn stop(&mut self, id: u64, tokens: &[u32]) -> bool {
+        tokens.last() == self.stop_token.get(&id)
+    }
+
+    fn finished(
+        &mut self,
+        outcome: &effbench_kvcache::Outcome,
+    ) -> Result<(), effbench_kvcache::WatcherError> {
+        self.finished.push((outcome.id, outcome.tokens.clone()));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_watcher_stops_requests_early_and_hears_each_finish_once() {
+    let model = tiny_model();
+    let shape = KvShape::of(model.config());
+    let reqs = requests();
+    let alone: Vec<Vec<u32>> = reqs.iter().map(|r| alone(&model, r)).collect();
+    // Each request stops at the first occurrence of its own fourth token.
+    let mut watcher = StopAfter {
+        stop_token: reqs.iter().zip(&alone).map(|(r, t)| (r.id, t[3])).collect(),
+        finished: Vec::new(),
+    };
+    let config = SchedulerConfig {
+        max_running: 3,
+        max_batched_tokens: 64,
+        max_model_len: 128,
+    };
+    let mut paged = PagedKvCache::new(shape, 4, 64, &Device::Cpu).unwrap();
+    let run =
+        effbench_kvcache::serve_watched(&model, &mut paged, reqs.clone(), &config, &mut watcher)
+            .unwrap();
+    for (o, full) in run.outcomes.iter().zip(&alone) {
+        let cut = full.iter().position(|&t| t == full[3]).unwrap() + 1;
+        assert_eq!(o.tokens, full[..cut], "request {}", o.id);
+    }
+    let mut heard: Vec<u64> = watcher.finished.iter().map(|f| f.0).collect();
+    heard.sort();
+    assert_eq!(heard, reqs.iter().map(|r| r.id).collect::<Vec<_>>());
+    for (id, tokens) in &watcher.finished {
+        let o = run.outcomes.iter().find(|o| o.id == *id).unwrap();
+        assert_eq!(&o.tokens, tokens);
+    }
+    assert_eq!(
+        paged.free_blocks(),
+        64,
+        "stopped requests give their blocks back"
+    );
+}
