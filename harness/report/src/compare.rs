@@ -110,6 +110,7 @@ pub fn compare_markdown(runs: &[RunReport], prices: &[Price]) -> Result<String> 
         first.suite.size,
         match first.suite.kind {
             crate::schema::SuiteKind::MultipleChoice => "items",
+            crate::schema::SuiteKind::Generation => "problems",
             crate::schema::SuiteKind::Perplexity => "scored tokens",
         },
         short(&first.suite.manifest_hash),

@@ -55,6 +55,37 @@ impl Keyed for ItemRecord {
     }
 }
 
+/// One generative problem as one technique answered it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GenRecord {
+    pub item: String,
+    pub subject: String,
+    pub prompt_tokens: usize,
+    /// Every token generated, the one that ended it included, so two decoding techniques'
+    /// outputs can be compared token for token.
+    pub tokens: Vec<u32>,
+    /// The text the task scores: the output cut before its first stop sequence, without a
+    /// final end-of-sequence token.
+    pub output: String,
+    /// Why generation ended: `stop` (a stop sequence), `eos` (an end-of-sequence token) or
+    /// `limit` (the token limit).
+    pub finish: String,
+    pub gold: String,
+    /// The answer by lm-eval's strict and flexible rules (`[invalid]` when there is none).
+    pub strict: String,
+    pub flexible: String,
+    pub strict_correct: bool,
+    pub flexible_correct: bool,
+    /// On the task's primary metric.
+    pub correct: bool,
+}
+
+impl Keyed for GenRecord {
+    fn key(&self) -> String {
+        self.item.clone()
+    }
+}
+
 /// One perplexity window as one technique scored it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WindowRecord {

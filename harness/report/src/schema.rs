@@ -49,6 +49,8 @@ pub struct SuiteInfo {
 pub enum SuiteKind {
     MultipleChoice,
     Perplexity,
+    /// Problems answered by greedy generation and exact match (GSM8K).
+    Generation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -430,6 +430,7 @@ pub fn markdown(report: &RunReport, v: &ReportView) -> String {
         report.suite.size,
         match report.suite.kind {
             crate::schema::SuiteKind::MultipleChoice => "items",
+            crate::schema::SuiteKind::Generation => "problems",
             crate::schema::SuiteKind::Perplexity => "scored tokens",
         },
         short_hash(&report.suite.manifest_hash),

@@ -14,7 +14,8 @@ pub mod trace;
 pub use metrics::{summarize, Percentiles, Summary};
 pub use paged::{PagedKvCache, DEFAULT_BLOCK_SIZE};
 pub use scheduler::{
-    serve, serve_watched, Outcome, Request, SchedulerConfig, ServeRun, Watcher, WatcherError,
+    serve, serve_watched, Outcome, Request, SchedulerConfig, ServeRun, SharedPrefix, Watcher,
+    WatcherError,
 };
 pub use technique::{KvDtype, KvTechnique};
 pub use trace::{TraceEntry, TraceSpec};

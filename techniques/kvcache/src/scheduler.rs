@@ -30,6 +30,17 @@ pub struct Request {
     pub arrival_s: f64,
     pub prompt: Vec<u32>,
     pub max_new_tokens: usize,
+    /// A prefix of the prompt whose KV the cache already holds, computed once for many
+    /// requests (few-shot exemplars): the request starts as a fork of it and runs only the rest.
+    pub forked_from: Option<SharedPrefix>,
+}
+
+/// A sequence the caller has put in the cache holding the first `len` tokens of a request's
+/// prompt. It stays there, owned by the caller, for as long as requests fork from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedPrefix {
+    pub seq: u64,
+    pub len: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -227,14 +238,22 @@ pub fn serve_watched(
         let mut batched: usize = running.iter().map(|r| r.feed.len()).sum();
         while !preempted_this_step && running.len() < config.max_running {
             let Some(&next) = waiting.front() else { break };
-            let mut feed = requests[next].prompt.clone();
+            let request = &requests[next];
+            let skip = request.forked_from.map_or(0, |p| p.len);
+            let mut feed = request.prompt[skip..].to_vec();
             feed.extend(&outcomes[next].tokens);
             if batched > 0 && batched + feed.len() > config.max_batched_tokens {
                 break;
             }
-            match cache.reserve(requests[next].id, feed.len()) {
+            if let Some(prefix) = request.forked_from {
+                cache.fork(prefix.seq, request.id)?;
+            }
+            match cache.reserve(request.id, feed.len()) {
                 Ok(()) => {}
-                Err(CoreError::KvBudgetExhausted { .. }) if !running.is_empty() => break,
+                Err(CoreError::KvBudgetExhausted { .. }) if !running.is_empty() => {
+                    cache.remove(request.id);
+                    break;
+                }
                 Err(e) => return Err(e.into()),
             }
             waiting.pop_front();
@@ -302,6 +321,9 @@ fn refusal(r: &Request, max_len: usize, per_seq_limit: Option<usize>) -> Option<
     }
     if r.max_new_tokens == 0 {
         return Some("asks for no output tokens".into());
+    }
+    if r.forked_from.is_some_and(|p| p.len >= r.prompt.len()) {
+        return Some("its shared prefix leaves no prompt token to run".into());
     }
     if len > max_len {
         return Some(format!(

@@ -22,6 +22,7 @@ fn requests() -> Vec<Request> {
                 .map(|t| (t * 13 + i as u32 * 7) % 96)
                 .collect(),
             max_new_tokens: 12 + 2 * i as usize,
+            forked_from: None,
         })
         .collect()
 }
@@ -114,18 +115,21 @@ fn bad_requests_are_refused_and_the_rest_completes() {
         arrival_s: 0.0,
         prompt: vec![1; 120],
         max_new_tokens: 20,
+        forked_from: None,
     });
     reqs.push(Request {
         id: 2,
         arrival_s: 0.0,
         prompt: vec![1; 70],
         max_new_tokens: 10,
+        forked_from: None,
     });
     reqs.push(Request {
         id: 3,
         arrival_s: 0.0,
         prompt: vec![],
         max_new_tokens: 10,
+        forked_from: None,
     });
     reqs.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
     let config = SchedulerConfig {
@@ -214,4 +218,74 @@ fn a_watcher_stops_requests_early_and_hears_each_finish_once() {
         64,
         "stopped requests give their blocks back"
     );
+}
+
+#[test]
+fn requests_forked_from_a_shared_prefix_make_the_tokens_they_make_alone() {
+    let model = tiny_model();
+    let shape = KvShape::of(model.config());
+    let prefix: Vec<u32> = (0..21u32).map(|t| (t * 29 + 3) % 96).collect();
+    let mut reqs: Vec<Request> = requests();
+    for r in &mut reqs {
+        let mut prompt = prefix.clone();
+        prompt.extend(&r.prompt);
+        r.prompt = prompt;
+        r.forked_from = Some(effbench_kvcache::SharedPrefix {
+            seq: 999,
+            len: prefix.len(),
+        });
+    }
+    let want: Vec<Vec<u32>> = reqs
+        .iter()
+        .map(|r| {
+            let mut plain = r.clone();
+            plain.forked_from = None;
+            alone(&model, &plain)
+        })
+        .collect();
+    // Blocks of 4 tokens, 40 of them: the prefix's 6 stay shared while the requests preempt
+    // each other, and every preempted request forks the prefix again on readmission.
+    let mut paged = PagedKvCache::new(shape, 4, 40, &Device::Cpu).unwrap();
+    model
+        .forward(
+            &[effbench_core::SeqChunk::new(
+                999,
+                prefix.clone(),
+                effbench_core::LogitsFor::None,
+            )],
+            &mut paged,
+        )
+        .unwrap();
+    let config = SchedulerConfig {
+        max_running: 8,
+        max_batched_tokens: 64,
+        max_model_len: 128,
+    };
+    let run = serve(&model, &mut paged, reqs.clone(), &config).unwrap();
+    assert!(run.preemptions > 0, "the budget should force preemption");
+    for (o, w) in run.outcomes.iter().zip(&want) {
+        assert!(o.refused.is_none(), "{:?}", o.refused);
+        assert_eq!(&o.tokens, w, "request {}", o.id);
+    }
+    assert_eq!(
+        paged.seq_len(999),
+        prefix.len(),
+        "the prefix is left as it was"
+    );
+    paged.remove(999);
+    assert_eq!(paged.free_blocks(), 40);
+
+    // A prefix as long as the prompt leaves nothing to run: refused, not run from a stale fork.
+    let mut whole = reqs[0].clone();
+    whole.forked_from = Some(effbench_kvcache::SharedPrefix {
+        seq: 999,
+        len: whole.prompt.len(),
+    });
+    let mut contiguous = ContiguousKvCache::new(shape, 128, &Device::Cpu);
+    let run = serve(&model, &mut contiguous, vec![whole], &config).unwrap();
+    assert!(run.outcomes[0]
+        .refused
+        .as_deref()
+        .unwrap()
+        .contains("shared prefix"));
 }

@@ -334,6 +334,7 @@ pub fn merge(args: MergeArgs) -> Result<()> {
             let summary = report::summarize(&manifest, &items, &all, &labels, &no_seconds)?;
             let md = report::markdown(&manifest, &summary);
             let full = record::mc_report(
+                effbench_report::schema::SuiteKind::MultipleChoice,
                 &manifest,
                 &summary,
                 &measures,
@@ -341,6 +342,9 @@ pub fn merge(args: MergeArgs) -> Result<()> {
                 flags,
             );
             (md, full, serde_json::to_value(&summary)?)
+        }
+        SuiteKind::Generation(_) => {
+            bail!("generative suites are not sharded, so there is nothing to merge")
         }
         SuiteKind::Perplexity(_) => {
             let windows = first.done.total_units;

@@ -2,6 +2,7 @@
 //! scored, and a comparison table with the statistics to say which differences are real.
 
 mod decoding;
+mod gen;
 mod mc;
 pub mod merge;
 mod ppl;
@@ -32,7 +33,9 @@ pub struct RunArgs {
     /// mmlu-lite (stratified MMLU subset), mmlu (all 14,042 items), core (the battery: 500
     /// items from each of arc_easy, arc_challenge, hellaswag, piqa, winogrande, boolq,
     /// openbookqa, sciq, commonsense_qa, social_iqa, as OLMES renders them 0-shot), one of
-    /// those tasks by name (every item), olmes:TASK/VARIANT (e.g. olmes:arc_easy/rc_5shot),
+    /// those tasks by name (every item), gsm8k (200 math word problems answered by greedy
+    /// generation, 8-shot chain of thought, exact match), olmes:TASK/VARIANT (e.g.
+    /// olmes:arc_easy/rc_5shot),
     /// mc:PATH (your own JSONL, MMLU CSV directory, cais/mmlu JSON/parquet file, or OLMES
     /// requests.jsonl[.gz]), wikitext-2 (perplexity, KL and
     /// top-1 agreement against the baseline), or ppl:PATH (the same on your own text). Several,
@@ -77,6 +80,13 @@ pub struct RunArgs {
     /// Items per forward pass.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
+    /// Generative suites: most problems decoded together (continuous batching).
+    #[arg(long, default_value_t = 32)]
+    pub gen_batch: usize,
+    /// Generative suites: cap every problem's generated tokens at this (the task's own limit
+    /// otherwise; GSM8K's is 512). Part of what the suite is, so it changes the manifest.
+    #[arg(long)]
+    pub max_gen_tokens: Option<usize>,
     /// Where run directories go.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -306,32 +316,8 @@ fn load_suite(args: &RunArgs) -> Result<Suite> {
             effbench_datasets::standard_task_names().join(", ")
         )
     };
-    if report.items.is_empty() {
-        let reasons: Vec<String> = report
-            .skipped
-            .iter()
-            .take(3)
-            .map(|b| b.to_string())
-            .collect();
-        bail!(
-            "suite `{}` has no usable item ({} rows skipped{}{}) (hint: check the file's layout against docs/running.md)",
-            args.suite,
-            report.skipped.len(),
-            if reasons.is_empty() { "" } else { ": " },
-            reasons.join("; ")
-        );
-    }
-    for bad in report.skipped.iter().take(5) {
-        eprintln!(
-            "skipped {}:{}: {}",
-            bad.file.display(),
-            bad.line,
-            bad.reason
-        );
-    }
-    if report.skipped.len() > 5 {
-        eprintln!("... and {} more skipped rows", report.skipped.len() - 5);
-    }
+    refuse_empty(&args.suite, &report.skipped, report.items.is_empty())?;
+    print_skipped(&report.skipped);
     let mut report = report;
     if !args.subjects.is_empty() {
         let wanted: Vec<String> = args
@@ -405,6 +391,35 @@ fn load_suite(args: &RunArgs) -> Result<Suite> {
     })
 }
 
+/// A suite with no usable item is refused before a run directory exists, with the first rows'
+/// reasons.
+fn refuse_empty(suite: &str, skipped: &[effbench_datasets::BadRow], empty: bool) -> Result<()> {
+    if !empty {
+        return Ok(());
+    }
+    let reasons: Vec<String> = skipped.iter().take(3).map(|b| b.to_string()).collect();
+    bail!(
+        "suite `{suite}` has no usable item ({} rows skipped{}{}) (hint: check the file's layout against docs/running.md)",
+        skipped.len(),
+        if reasons.is_empty() { "" } else { ": " },
+        reasons.join("; ")
+    );
+}
+
+fn print_skipped(skipped: &[effbench_datasets::BadRow]) {
+    for bad in skipped.iter().take(5) {
+        eprintln!(
+            "skipped {}:{}: {}",
+            bad.file.display(),
+            bad.line,
+            bad.reason
+        );
+    }
+    if skipped.len() > 5 {
+        eprintln!("... and {} more skipped rows", skipped.len() - 5);
+    }
+}
+
 fn find_resumable(out: &std::path::Path, settings: &RunSettings) -> Option<String> {
     newest_run_where(out, "run.json", |m: &RunManifest, _| {
         (m.settings == *settings).then(|| m.run_id.clone())
@@ -436,6 +451,7 @@ fn newest_run_where<T: serde::de::DeserializeOwned>(
 enum SuiteKind {
     MultipleChoice,
     Perplexity(String),
+    Generation(&'static effbench_datasets::GenerativeTask),
 }
 
 fn suite_kind(suite: &str) -> Result<SuiteKind> {
@@ -443,11 +459,14 @@ fn suite_kind(suite: &str) -> Result<SuiteKind> {
         "mmlu-lite" | "mmlu" | "core" => SuiteKind::MultipleChoice,
         s if s.starts_with("mc:") || s.starts_with("olmes:") => SuiteKind::MultipleChoice,
         s if effbench_datasets::standard_task(s).is_some() => SuiteKind::MultipleChoice,
+        s if effbench_datasets::generative_task(s).is_some() => {
+            SuiteKind::Generation(effbench_datasets::generative_task(s).expect("just found"))
+        }
         "wikitext-2" | "perplexity" => SuiteKind::Perplexity("wikitext-2".into()),
         s if s.starts_with("ppl:") => SuiteKind::Perplexity(s["ppl:".len()..].to_string()),
         other => {
             bail!(
-                "unknown suite `{other}` (known: mmlu-lite, mmlu, core, {}, olmes:TASK/VARIANT, mc:PATH, wikitext-2, ppl:PATH)",
+                "unknown suite `{other}` (known: mmlu-lite, mmlu, core, {}, gsm8k, olmes:TASK/VARIANT, mc:PATH, wikitext-2, ppl:PATH)",
                 effbench_datasets::standard_task_names().join(", ")
             )
         }
@@ -712,6 +731,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
     match kind {
         SuiteKind::MultipleChoice => run_mc(&args, &model_path, threads),
         SuiteKind::Perplexity(text) => run_ppl(&args, &text, &model_path, threads),
+        SuiteKind::Generation(task) => gen::run_gen(&args, task, &model_path, threads),
     }
 }
 
@@ -1047,6 +1067,7 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
         ("skipped_rows", suite.skipped.to_string()),
     ]);
     let full = record::mc_report(
+        effbench_report::schema::SuiteKind::MultipleChoice,
         &manifest,
         &summary,
         &measures,

@@ -380,8 +380,10 @@ fn measured(measures: &BTreeMap<String, TechniqueMeasure>, technique: &str) -> M
     }
 }
 
-/// A multiple-choice run as the results schema.
+/// A run scored right or wrong per item (multiple choice, or generation and exact match) as the
+/// results schema.
 pub fn mc_report(
+    kind: effbench_report::schema::SuiteKind,
     manifest: &super::RunManifest,
     summary: &super::report::Summary,
     measures: &BTreeMap<String, TechniqueMeasure>,
@@ -435,7 +437,7 @@ pub fn mc_report(
         run_id: manifest.run_id.clone(),
         suite: effbench_report::schema::SuiteInfo {
             name: manifest.suite.name.clone(),
-            kind: effbench_report::schema::SuiteKind::MultipleChoice,
+            kind,
             size: summary.items,
             shots: manifest.settings.shots,
             seed: manifest.settings.seed,

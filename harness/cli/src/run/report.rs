@@ -114,6 +114,9 @@ pub struct BatteryMean {
     pub delta_ci: Option<effbench_stats::Interval>,
 }
 
+/// Per technique, each item's outcome on the suite's primary metric, by item id.
+pub type Outcomes = BTreeMap<String, BTreeMap<String, bool>>;
+
 pub fn summarize(
     manifest: &RunManifest,
     items: &[McItem],
@@ -121,16 +124,43 @@ pub fn summarize(
     labels: &BTreeMap<String, String>,
     seconds: &BTreeMap<String, f64>,
 ) -> Result<Summary> {
+    let units: Vec<(&str, &str)> = items
+        .iter()
+        .map(|i| (i.id.as_str(), i.subject.as_str()))
+        .collect();
+    let outcomes: Outcomes = records
+        .iter()
+        .map(|(t, r)| {
+            (
+                t.clone(),
+                r.iter().map(|(k, v)| (k.clone(), v.correct)).collect(),
+            )
+        })
+        .collect();
+    let tasks = battery(items, records, &manifest.settings.techniques)?;
+    summarize_outcomes(manifest, &units, &outcomes, labels, seconds, tasks)
+}
+
+/// The summary of any suite scored right or wrong per item: `units` are the suite's (item id,
+/// subject) pairs, `tasks` its per-task view if it has one.
+pub fn summarize_outcomes(
+    manifest: &RunManifest,
+    units: &[(&str, &str)],
+    records: &Outcomes,
+    labels: &BTreeMap<String, String>,
+    seconds: &BTreeMap<String, f64>,
+    tasks: Option<Battery>,
+) -> Result<Summary> {
     let techniques = &manifest.settings.techniques;
     let baseline = &techniques[0];
     let outcomes = |t: &str| -> Result<Vec<bool>> {
         let recs = &records[t];
-        items
+        units
             .iter()
-            .map(|i| {
-                recs.get(&i.id)
-                    .map(|r| r.correct)
-                    .with_context(|| format!("technique {t} has no record for item {}", i.id))
+            .map(|(id, _)| {
+                recs.get(*id)
+                    .copied()
+                    .with_context(|| format!("technique {t} has no record for item {id}"))
             })
             .collect()
     };
@@ -140,9 +170,9 @@ pub fn summarize(
         let o = outcomes(t)?;
         let accuracy = Accuracy::from_outcomes(&o)?;
         let mut per_subject: BTreeMap<String, SubjectScore> = BTreeMap::new();
-        for (item, &c) in items.iter().zip(&o) {
+        for ((_, subject), &c) in units.iter().zip(&o) {
             let s = per_subject
-                .entry(item.subject.clone())
+                .entry(subject.to_string())
                 .or_insert(SubjectScore { correct: 0, n: 0 });
             s.n += 1;
             s.correct += usize::from(c);
@@ -162,14 +192,13 @@ pub fn summarize(
         });
     }
     let base_acc = out[0].accuracy.mean;
-    let baseline_power_note = SuitePower::assumed(items.len(), base_acc, PowerSpec::default())
+    let baseline_power_note = SuitePower::assumed(units.len(), base_acc, PowerSpec::default())
         .map_or_else(|e| e.to_string(), |p| p.note());
-    let tasks = battery(items, records, techniques)?;
     Ok(Summary {
         schema_version: super::SCHEMA_VERSION,
         run_id: manifest.run_id.clone(),
         suite: manifest.suite.name.clone(),
-        items: items.len(),
+        items: units.len(),
         manifest_hash: manifest.suite.content_hash.clone(),
         shots: manifest.settings.shots,
         baseline: baseline.clone(),
@@ -177,6 +206,14 @@ pub fn summarize(
         baseline_power_note,
         tasks,
     })
+}
+
+/// One task's outcomes for the per-task view: per technique (the baseline first), each item's
+/// outcome on the primary metric in one fixed item order, and every metric's accuracy.
+pub struct TaskOutcomes {
+    pub task: String,
+    pub metric: String,
+    pub rows: Vec<(String, Vec<bool>, BTreeMap<String, f64>)>,
 }
 
 /// The per-task view of a battery: `None` unless the items carry rendered prompts (whose
@@ -197,26 +234,18 @@ fn battery(
             .1
             .push(item);
     }
-    let baseline = &techniques[0];
     let mut tasks = Vec::new();
-    let mut deltas: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
-    let mut means: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for (task, (norm, task_items)) in &by_task {
-        let recs = |t: &str| -> Result<Vec<&ItemRecord>> {
-            task_items
+        let mut rows = Vec::new();
+        for t in techniques {
+            let rs: Vec<&ItemRecord> = task_items
                 .iter()
                 .map(|i| {
                     records[t]
                         .get(&i.id)
                         .with_context(|| format!("technique {t} has no record for item {}", i.id))
                 })
-                .collect()
-        };
-        let base: Vec<bool> = recs(baseline)?.iter().map(|r| r.correct).collect();
-        let mut rows = Vec::new();
-        for t in techniques {
-            let rs = recs(t)?;
-            let outcomes: Vec<bool> = rs.iter().map(|r| r.correct).collect();
+                .collect::<Result<_>>()?;
             let mut metrics = BTreeMap::new();
             for other in ScoreNorm::ALL {
                 let preds: Option<Vec<usize>> = rs.iter().map(|r| pred_by(r, other)).collect();
@@ -229,38 +258,66 @@ fn battery(
                     metrics.insert(other.metric().to_string(), right as f64 / rs.len() as f64);
                 }
             }
+            rows.push((t.clone(), rs.iter().map(|r| r.correct).collect(), metrics));
+        }
+        tasks.push(TaskOutcomes {
+            task: task.to_string(),
+            metric: norm.metric().to_string(),
+            rows,
+        });
+    }
+    battery_of(tasks).map(Some)
+}
+
+/// Each task compared with the baseline (its first row), and the mean over tasks.
+pub fn battery_of(inputs: Vec<TaskOutcomes>) -> Result<Battery> {
+    let mut tasks = Vec::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut deltas: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut means: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for input in inputs {
+        let Some((baseline, base, _)) = input.rows.first() else {
+            continue;
+        };
+        let (baseline, base) = (baseline.clone(), base.clone());
+        let n = base.len();
+        let mut rows = Vec::new();
+        for (t, outcomes, metrics) in input.rows {
+            if !order.contains(&t) {
+                order.push(t.clone());
+            }
             let accuracy = Accuracy::from_outcomes(&outcomes)?;
-            means.entry(t).or_default().push(accuracy.mean);
+            means.entry(t.clone()).or_default().push(accuracy.mean);
             let vs_baseline = if t == baseline {
                 None
             } else {
                 let (comparison, stderr) = Comparison::paired(&base, &outcomes)?;
                 deltas
-                    .entry(t)
+                    .entry(t.clone())
                     .or_default()
                     .push((comparison.delta, stderr));
                 Some(comparison)
             };
             rows.push(TaskRow {
-                technique: t.clone(),
+                technique: t,
                 accuracy,
                 metrics,
                 vs_baseline,
             });
         }
         tasks.push(TaskSummary {
-            task: task.to_string(),
-            n: task_items.len(),
-            metric: norm.metric().to_string(),
+            task: input.task,
+            n,
+            metric: input.metric,
             rows,
         });
     }
     let n_tasks = tasks.len() as f64;
-    let mean = techniques
+    let mean = order
         .iter()
         .map(|t| {
-            let mean = means[t.as_str()].iter().sum::<f64>() / n_tasks;
-            let (delta, delta_ci) = match deltas.get(t.as_str()) {
+            let mean = means[t].iter().sum::<f64>() / n_tasks;
+            let (delta, delta_ci) = match deltas.get(t) {
                 None => (None, None),
                 Some(d) => {
                     let delta = d.iter().map(|x| x.0).sum::<f64>() / n_tasks;
@@ -279,7 +336,7 @@ fn battery(
             }
         })
         .collect();
-    Ok(Some(Battery { tasks, mean }))
+    Ok(Battery { tasks, mean })
 }
 
 fn pct(x: f64) -> String {
@@ -410,7 +467,8 @@ divided by the continuation's characters), % and the paired difference from the 
 (McNemar's exact test on that task's items). Detectable: the smallest change the task's items detect \
 with 80% power at the measured discordance, per technique. The mean over tasks weighs every task \
 alike; its interval adds the tasks' paired variances. Every other metric (acc, acc_norm, \
-acc_per_char, acc_per_token) is in summary.json.\n",
+acc_per_char, acc_per_token; for GSM8K exact_match_strict and exact_match_flexible, the answer \
+taken by lm-eval's strict or flexible rule) is in summary.json.\n",
     );
     md
 }
