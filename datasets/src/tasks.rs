@@ -104,6 +104,32 @@ pub fn generative_task(name: &str) -> Option<&'static GenerativeTask> {
     GENERATIVE_TASKS.iter().find(|t| t.name == name)
 }
 
+/// A log-likelihood task outside `core`, read from an OLMES folder whose `config.json` names a
+/// metric effbench does not score (LAMBADA's is bits per byte), so the task fixes its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtraTask {
+    pub name: &'static str,
+    pub olmes_task: &'static str,
+    pub olmes_variant: &'static str,
+    pub norm: crate::ScoreNorm,
+    pub about: &'static str,
+}
+
+/// The log-likelihood tasks outside `core`, by lm-eval's names.
+pub const EXTRA_TASKS: &[ExtraTask] = &[ExtraTask {
+    name: "lambada",
+    olmes_task: "lambada",
+    olmes_variant: "bpb_0shot",
+    norm: crate::ScoreNorm::Greedy,
+    about:
+        "LAMBADA (OpenAI's version), a passage's last word: greedy accuracy and perplexity (test)",
+}];
+
+/// The extra task called `name`.
+pub fn extra_task(name: &str) -> Option<&'static ExtraTask> {
+    EXTRA_TASKS.iter().find(|t| t.name == name)
+}
+
 /// The task called `name` (lm-eval's spelling, or OLMES' folder name).
 pub fn standard_task(name: &str) -> Option<&'static StandardTask> {
     STANDARD_TASKS

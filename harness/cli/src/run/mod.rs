@@ -33,7 +33,8 @@ pub struct RunArgs {
     /// mmlu-lite (stratified MMLU subset), mmlu (all 14,042 items), core (the battery: 500
     /// items from each of arc_easy, arc_challenge, hellaswag, piqa, winogrande, boolq,
     /// openbookqa, sciq, commonsense_qa, social_iqa, as OLMES renders them 0-shot), one of
-    /// those tasks by name (every item), gsm8k (200 math word problems answered by greedy
+    /// those tasks by name (every item), lambada (every passage's last word: greedy accuracy and
+    /// perplexity), gsm8k (200 math word problems answered by greedy
     /// generation, 8-shot chain of thought, exact match), olmes:TASK/VARIANT (e.g.
     /// olmes:arc_easy/rc_5shot),
     /// mc:PATH (your own JSONL, MMLU CSV directory, cais/mmlu JSON/parquet file, or OLMES
@@ -226,15 +227,23 @@ struct Suite {
     skipped: usize,
 }
 
+/// One OLMES task variant of a suite: the name its items take, the wheel's task folder and
+/// variant, and the metric when the task fixes its own instead of the variant's `config.json`.
+struct OlmesPart {
+    name: String,
+    task: String,
+    variant: String,
+    norm: Option<effbench_datasets::ScoreNorm>,
+}
+
 /// The OLMES task variants a suite name stands for: `core`, a standard task's name, or
 /// `olmes:TASK/VARIANT`; `None` for suites that are not read from the OLMES wheel.
-fn olmes_suite(suite: &str) -> Result<Option<Vec<(String, String, String)>>> {
-    let one = |t: &effbench_datasets::StandardTask, variant: &str| {
-        (
-            t.name.to_string(),
-            t.olmes_task.to_string(),
-            variant.to_string(),
-        )
+fn olmes_suite(suite: &str) -> Result<Option<Vec<OlmesPart>>> {
+    let one = |t: &effbench_datasets::StandardTask, variant: &str| OlmesPart {
+        name: t.name.to_string(),
+        task: t.olmes_task.to_string(),
+        variant: variant.to_string(),
+        norm: None,
     };
     if suite == "core" {
         return Ok(Some(
@@ -247,6 +256,14 @@ fn olmes_suite(suite: &str) -> Result<Option<Vec<(String, String, String)>>> {
     if let Some(t) = effbench_datasets::standard_task(suite) {
         return Ok(Some(vec![one(t, effbench_datasets::DEFAULT_VARIANT)]));
     }
+    if let Some(t) = effbench_datasets::extra_task(suite) {
+        return Ok(Some(vec![OlmesPart {
+            name: t.name.to_string(),
+            task: t.olmes_task.to_string(),
+            variant: t.olmes_variant.to_string(),
+            norm: Some(t.norm),
+        }]));
+    }
     let Some(spec) = suite.strip_prefix("olmes:") else {
         return Ok(None);
     };
@@ -254,14 +271,15 @@ fn olmes_suite(suite: &str) -> Result<Option<Vec<(String, String, String)>>> {
         bail!("suite `{suite}` names no variant (hint: olmes:TASK/VARIANT, e.g. olmes:arc_easy/rc_5shot)");
     };
     let name = effbench_datasets::standard_task(task).map_or(task, |t| t.name);
-    Ok(Some(vec![(
-        format!("{name}_{variant}"),
-        task.to_string(),
-        variant.to_string(),
-    )]))
+    Ok(Some(vec![OlmesPart {
+        name: format!("{name}_{variant}"),
+        task: task.to_string(),
+        variant: variant.to_string(),
+        norm: None,
+    }]))
 }
 
-fn load_olmes(args: &RunArgs, tasks: &[(String, String, String)]) -> Result<LoadReport> {
+fn load_olmes(args: &RunArgs, parts: &[OlmesPart]) -> Result<LoadReport> {
     anyhow::ensure!(
         args.shots == 0,
         "suite `{}` is scored as OLMES renders it, whose variant fixes the shots (hint: drop --shots and pick a variant such as olmes:arc_easy/rc_5shot)",
@@ -274,8 +292,19 @@ fn load_olmes(args: &RunArgs, tasks: &[(String, String, String)]) -> Result<Load
         items: Vec::new(),
         skipped: Vec::new(),
     };
-    for (name, task, variant) in tasks {
-        let one = effbench_datasets::load_olmes_task(&wheel, task, variant, name, args.strict)?;
+    for part in parts {
+        let (name, task, variant) = (&part.name, &part.task, &part.variant);
+        let one = match part.norm {
+            Some(norm) => effbench_datasets::load_olmes_task_as(
+                &wheel,
+                task,
+                variant,
+                name,
+                norm,
+                args.strict,
+            )?,
+            None => effbench_datasets::load_olmes_task(&wheel, task, variant, name, args.strict)?,
+        };
         eprintln!(
             "{name}: {} items from OLMES {task}/{variant}, primary metric {} ({})",
             one.report.items.len(),
@@ -459,6 +488,7 @@ fn suite_kind(suite: &str) -> Result<SuiteKind> {
         "mmlu-lite" | "mmlu" | "core" => SuiteKind::MultipleChoice,
         s if s.starts_with("mc:") || s.starts_with("olmes:") => SuiteKind::MultipleChoice,
         s if effbench_datasets::standard_task(s).is_some() => SuiteKind::MultipleChoice,
+        s if effbench_datasets::extra_task(s).is_some() => SuiteKind::MultipleChoice,
         s if effbench_datasets::generative_task(s).is_some() => {
             SuiteKind::Generation(effbench_datasets::generative_task(s).expect("just found"))
         }
@@ -466,7 +496,7 @@ fn suite_kind(suite: &str) -> Result<SuiteKind> {
         s if s.starts_with("ppl:") => SuiteKind::Perplexity(s["ppl:".len()..].to_string()),
         other => {
             bail!(
-                "unknown suite `{other}` (known: mmlu-lite, mmlu, core, {}, gsm8k, olmes:TASK/VARIANT, mc:PATH, wikitext-2, ppl:PATH)",
+                "unknown suite `{other}` (known: mmlu-lite, mmlu, core, {}, lambada, gsm8k, olmes:TASK/VARIANT, mc:PATH, wikitext-2, ppl:PATH)",
                 effbench_datasets::standard_task_names().join(", ")
             )
         }

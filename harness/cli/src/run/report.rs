@@ -247,7 +247,19 @@ fn battery(
                 })
                 .collect::<Result<_>>()?;
             let mut metrics = BTreeMap::new();
-            for other in ScoreNorm::ALL {
+            if *norm == ScoreNorm::Greedy {
+                let n = rs.len() as f64;
+                let right = rs.iter().filter(|r| r.correct).count() as f64;
+                metrics.insert(norm.metric().to_string(), right / n);
+                // lm-eval's `perplexity` for LAMBADA: exp of minus the mean, over passages, of
+                // the target word's log-likelihood.
+                let mean_ll = rs.iter().map(|r| r.logprobs[r.answer]).sum::<f64>() / n;
+                metrics.insert("perplexity".to_string(), (-mean_ll).exp());
+            }
+            for other in ScoreNorm::ALL
+                .into_iter()
+                .filter(|_| *norm != ScoreNorm::Greedy)
+            {
                 let preds: Option<Vec<usize>> = rs.iter().map(|r| pred_by(r, other)).collect();
                 if let Some(preds) = preds {
                     let right = rs
@@ -447,6 +459,21 @@ fn battery_markdown(b: &Battery) -> String {
             }
         ));
     }
+    let perplexities: Vec<String> = b
+        .tasks
+        .iter()
+        .filter_map(|task| {
+            let per_row: Option<Vec<String>> = task
+                .rows
+                .iter()
+                .map(|r| {
+                    let ppl = r.metrics.get("perplexity")?;
+                    Some(format!("{} {ppl:.2}", r.technique))
+                })
+                .collect();
+            Some(format!("{}: {}", task.task, per_row?.join(", ")))
+        })
+        .collect();
     md.push_str("| **mean over tasks** | | |");
     for m in &b.mean {
         match (m.delta, m.delta_ci) {
@@ -461,9 +488,16 @@ fn battery_markdown(b: &Battery) -> String {
         }
     }
     md.push_str(" |\n");
+    if !perplexities.is_empty() {
+        md.push_str(&format!(
+            "\nPerplexity of the target word (lm-eval's LAMBADA `perplexity`, lower is better): {}.\n",
+            perplexities.join("; ")
+        ));
+    }
     md.push_str(
         "\nEach task on its primary metric (OLMES' choice: acc = raw log-likelihood, acc_per_char = \
-divided by the continuation's characters), % and the paired difference from the baseline in points \
+divided by the continuation's characters; acc_greedy = the target is what greedy decoding \
+gives), % and the paired difference from the baseline in points \
 (McNemar's exact test on that task's items). Detectable: the smallest change the task's items detect \
 with 80% power at the measured discordance, per technique. The mean over tasks weighs every task \
 alike; its interval adds the tasks' paired variances. Every other metric (acc, acc_norm, \
