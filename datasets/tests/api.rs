@@ -394,6 +394,198 @@ fn hf_parquet_rows_load_and_bad_rows_are_numbered_by_row() {
     assert!(matches!(err, Error::Parquet { .. }), "{err:?}");
 }
 
+/// A PIQA test export as the hub writes it: `goal`, `sol1`, `sol2` strings and an int64 `label`.
+fn write_piqa_parquet(path: &Path, rows: &[(&str, &str, &str, i64)]) {
+    use parquet::basic::Compression;
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+
+    let schema = parse_message_type(
+        "message schema {
+            OPTIONAL BYTE_ARRAY goal (UTF8);
+            OPTIONAL BYTE_ARRAY sol1 (UTF8);
+            OPTIONAL BYTE_ARRAY sol2 (UTF8);
+            OPTIONAL INT64 label;
+        }",
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let file = fs::File::create(path).unwrap();
+    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    let defined = vec![1i16; rows.len()];
+    for column in 0..3 {
+        let values: Vec<ByteArray> = rows
+            .iter()
+            .map(|r| ByteArray::from([r.0, r.1, r.2][column]))
+            .collect();
+        let mut col = group.next_column().unwrap().unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(&values, Some(&defined), None)
+            .unwrap();
+        col.close().unwrap();
+    }
+    let labels: Vec<i64> = rows.iter().map(|r| r.3).collect();
+    let mut col = group.next_column().unwrap().unwrap();
+    col.typed::<Int64Type>()
+        .write_batch(&labels, Some(&defined), None)
+        .unwrap();
+    col.close().unwrap();
+    group.close().unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn a_standard_task_in_parquet_is_rendered_as_its_json_rows_are() {
+    let dir = TempDir::new().unwrap();
+    let rows = [
+        ("Keep a door open", "Use a doorstop.", "Use a spoon.", 0),
+        (
+            "Dry wet shoes",
+            "Put them in the oven.",
+            "Stuff them with paper.",
+            1,
+        ),
+        ("Bad row", "a", "b", 5),
+    ];
+    let path = dir.path().join("validation-00000-of-00001.parquet");
+    write_piqa_parquet(&path, &rows);
+    let from_parquet = load_mc(&path, false).unwrap();
+    let jsonl: String = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{}\n",
+                serde_json::json!({"goal": r.0, "sol1": r.1, "sol2": r.2, "label": r.3})
+            )
+        })
+        .collect();
+    let json_path = write(dir.path(), "piqa.jsonl", jsonl.as_bytes());
+    let from_json = load_mc(&json_path, false).unwrap();
+    assert_eq!(from_parquet.items.len(), 2);
+    assert_eq!(from_parquet.items, from_json.items);
+    let rendered = from_parquet.items[1].rendered.as_ref().unwrap();
+    assert_eq!(rendered.contexts, ["Question: Dry wet shoes\nAnswer:"]);
+    assert_eq!(rendered.norm, ScoreNorm::PerChar);
+    assert_eq!(lines(&from_parquet), [3]);
+    assert!(reason(&from_parquet, 3).contains("label"));
+}
+
+/// id, question, choice texts, choice labels, answerKey.
+type ArcRow<'a> = (&'a str, &'a str, &'a [&'a str], &'a [&'a str], &'a str);
+
+/// ARC as the hub exports it to parquet: `choices` a struct of two string lists.
+fn write_arc_parquet(path: &Path, rows: &[ArcRow]) {
+    use parquet::basic::Compression;
+    use parquet::data_type::{ByteArray, ByteArrayType};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+
+    let schema = parse_message_type(
+        "message schema {
+            OPTIONAL BYTE_ARRAY id (UTF8);
+            OPTIONAL BYTE_ARRAY question (UTF8);
+            OPTIONAL group choices {
+                OPTIONAL group text (LIST) {
+                    REPEATED group list { OPTIONAL BYTE_ARRAY element (UTF8); }
+                }
+                OPTIONAL group label (LIST) {
+                    REPEATED group list { OPTIONAL BYTE_ARRAY element (UTF8); }
+                }
+            }
+            OPTIONAL BYTE_ARRAY answerKey (UTF8);
+        }",
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let file = fs::File::create(path).unwrap();
+    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    let defined = vec![1i16; rows.len()];
+    let mut flat = |values: Vec<ByteArray>, def: Vec<i16>, rep: Option<Vec<i16>>| {
+        let mut col = group.next_column().unwrap().unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(&values, Some(&def), rep.as_deref())
+            .unwrap();
+        col.close().unwrap();
+    };
+    flat(
+        rows.iter().map(|r| ByteArray::from(r.0)).collect(),
+        defined.clone(),
+        None,
+    );
+    flat(
+        rows.iter().map(|r| ByteArray::from(r.1)).collect(),
+        defined.clone(),
+        None,
+    );
+    for list in [2, 3] {
+        let (mut values, mut def, mut rep) = (Vec::new(), Vec::new(), Vec::new());
+        for r in rows {
+            let items = if list == 2 { r.2 } else { r.3 };
+            for (i, v) in items.iter().enumerate() {
+                values.push(ByteArray::from(*v));
+                // choices, the list, its repeated group and the element are all present.
+                def.push(4);
+                rep.push(i16::from(i > 0));
+            }
+        }
+        flat(values, def, Some(rep));
+    }
+    flat(
+        rows.iter().map(|r| ByteArray::from(r.4)).collect(),
+        defined,
+        None,
+    );
+    group.close().unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn ai2_arc_parquet_with_its_choices_struct_loads() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("test-00000-of-00001.parquet");
+    write_arc_parquet(
+        &path,
+        &[
+            (
+                "Mercury_7175875",
+                "Which is a gas at room temperature?",
+                &["iron", "oxygen", "salt", "wood"],
+                &["A", "B", "C", "D"],
+                "B",
+            ),
+            (
+                "NYSEDREGENTS_2015_4_8",
+                "Pick one.",
+                &["x", "y", "z"],
+                &["1", "2", "3"],
+                "3",
+            ),
+            ("bad", "No gold.", &["x", "y"], &["A", "B"], "E"),
+        ],
+    );
+    let report = load_mc(&path, false).unwrap();
+    assert_eq!(report.items.len(), 2, "{:?}", report.skipped);
+    assert_eq!(report.items[0].choices, ["iron", "oxygen", "salt", "wood"]);
+    assert_eq!(report.items[0].answer, 1);
+    assert_eq!(report.items[1].answer, 2);
+    let rendered = report.items[0].rendered.as_ref().unwrap();
+    assert_eq!(
+        rendered.contexts,
+        ["Question: Which is a gas at room temperature?\nAnswer:"]
+    );
+    assert_eq!(rendered.continuations[1], " oxygen");
+    assert_eq!(lines(&report), [3]);
+}
+
 // ---------------------------------------------------------------- custom JSONL
 
 #[test]

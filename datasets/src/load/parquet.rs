@@ -1,4 +1,5 @@
-//! Hugging Face `cais/mmlu` parquet, read through the parquet crate's row API.
+//! Hugging Face parquet exports (`cais/mmlu`, and the standard tasks' rows), read through the
+//! parquet crate's row API.
 
 use std::path::Path;
 
@@ -7,6 +8,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use serde_json::{Map, Number, Value};
 
+use super::hf_tasks::HfTask;
 use super::json::{fields, Schema};
 use super::parquet_pages::{check_footer, check_pages};
 use super::Sink;
@@ -16,7 +18,8 @@ use crate::item::{Layout, LoadReport};
 /// Longest decoder message kept: a UTF-8 failure quotes every byte of the value.
 const MAX_REASON: usize = 240;
 
-/// cais/mmlu rows (`question`, `subject`, `choices`, `answer`) from one parquet file.
+/// cais/mmlu rows (`question`, `subject`, `choices`, `answer`), or rows of a standard task in
+/// the layout the JSON loader reads (`ai2_arc`, `hellaswag`, `piqa`, ...), from one parquet file.
 /// Bad rows are numbered by row (from 1) in place of a line. A row the decoder itself cannot
 /// read (e.g. invalid UTF-8) fails the file, because the row reader cannot step past it.
 pub fn load_hf_parquet(path: impl AsRef<Path>, strict: bool) -> Result<LoadReport> {
@@ -45,6 +48,9 @@ fn load(path: &Path, input: bytes::Bytes, strict: bool) -> Result<LoadReport> {
     check_column_chunks(reader.metadata(), &input).map_err(pq)?;
     let mut rows = reader.get_row_iter(None).map_err(|e| pq(e.to_string()))?;
     let mut sink = Sink::new(Layout::HfParquet, strict);
+    // `cais/mmlu` rows, or a standard task's as the hub exports it, told apart by the first
+    // row's columns as the JSON loader tells them apart by its fields.
+    let mut schema: Option<Schema> = None;
     for line in 1.. {
         // The parquet crate's page decoders assert on some corrupt pages (a dictionary page
         // shorter than its header says) instead of returning an error. Only its own call is
@@ -66,7 +72,9 @@ fn load(path: &Path, input: bytes::Bytes, strict: bool) -> Result<LoadReport> {
                 }
             }
         }
-        match converted.and_then(|()| fields(Schema::Hf, &Value::Object(obj))) {
+        let schema =
+            *schema.get_or_insert_with(|| HfTask::sniff(&obj).map_or(Schema::Hf, Schema::Task));
+        match converted.and_then(|()| fields(schema, &Value::Object(obj))) {
             Ok(f) => {
                 let item = f.into_item(&mut sink, line);
                 sink.push(path, line, item)?;
@@ -143,6 +151,13 @@ fn json(field: &Field) -> std::result::Result<Value, String> {
                 .iter()
                 .map(json)
                 .collect::<std::result::Result<_, _>>()?,
+        ),
+        // A struct column, such as ai2_arc's `choices: {text, label}`. Nesting is bounded by the
+        // schema, which the footer walk has checked against the file.
+        Field::Group(row) => Value::Object(
+            row.get_column_iter()
+                .map(|(name, value)| Ok((name.clone(), json(value)?)))
+                .collect::<std::result::Result<Map<_, _>, String>>()?,
         ),
         other => return Err(format!("unsupported parquet value {other}")),
     })
