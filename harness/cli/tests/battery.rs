@@ -310,3 +310,68 @@ fn lambada_greedy_accuracy_agrees_with_greedy_generation() {
     let ppl = metrics["perplexity"].as_f64().unwrap();
     assert!((ppl - (-mean_ll).exp()).abs() < 1e-9 * ppl, "{ppl}");
 }
+
+/// A battery run in shards merges into the per-task table the whole run prints: each task's
+/// metric comes from the suite's source, since the records do not carry it.
+#[test]
+fn a_sharded_battery_merges_with_its_per_task_table() {
+    if !effbench_assets::cached_or_skip(&["smollm2-135m-instruct", "olmes-tasks"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = [
+        "--items-per-subject",
+        "3",
+        "--techniques",
+        "as-stored,int4",
+        "--no-speed",
+    ];
+    let whole = effbench(
+        dir.path(),
+        "piqa",
+        &[&base[..], &["--run-id", "whole"]].concat(),
+    );
+    assert!(
+        whole.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
+    for i in 0..2 {
+        let shard = format!("{i}/2");
+        let out = effbench(
+            dir.path(),
+            "piqa",
+            &[&base[..], &["--run-id", "sharded", "--shard", &shard]].concat(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let merged = Command::new(env!("CARGO_BIN_EXE_effbench"))
+        .arg("merge")
+        .arg(dir.path().join("sharded"))
+        .output()
+        .unwrap();
+    assert!(
+        merged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
+    let a = json(&dir.path().join("whole/summary.json"));
+    let b = json(&dir.path().join("sharded/summary.json"));
+    let task = &b["tasks"]["tasks"][0];
+    assert_eq!(task["task"], "piqa");
+    assert_eq!(task["metric"], "acc_per_char");
+    assert_eq!(a["tasks"]["tasks"][0]["metric"], task["metric"]);
+    for (x, y) in a["tasks"]["tasks"][0]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(task["rows"].as_array().unwrap())
+    {
+        assert_eq!(x["technique"], y["technique"]);
+        assert_eq!(x["accuracy"]["correct"], y["accuracy"]["correct"]);
+    }
+}

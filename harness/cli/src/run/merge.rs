@@ -316,7 +316,9 @@ pub fn merge(args: MergeArgs) -> Result<()> {
                 write_records(&out, t, &records)?;
                 all.insert(t.clone(), records);
             }
-            // The summary needs each item's id and subject, which the records carry.
+            // The summary needs each item's id and subject, which the records carry, and for a
+            // battery each task's metric, which the suite's source does.
+            let norms = super::suite_norms(&manifest.settings.suite)?;
             let any = &all[&techniques[0]];
             let items: Vec<effbench_datasets::McItem> = manifest
                 .suite
@@ -328,7 +330,13 @@ pub fn merge(args: MergeArgs) -> Result<()> {
                     question: String::new(),
                     choices: Vec::new(),
                     answer: any[id].answer,
-                    rendered: None,
+                    rendered: norms.get(&any[id].subject).map(|&norm| {
+                        effbench_datasets::Rendered {
+                            contexts: Vec::new(),
+                            continuations: Vec::new(),
+                            norm,
+                        }
+                    }),
                 })
                 .collect();
             let summary = report::summarize(&manifest, &items, &all, &labels, &no_seconds)?;

@@ -279,12 +279,7 @@ fn olmes_suite(suite: &str) -> Result<Option<Vec<OlmesPart>>> {
     }]))
 }
 
-fn load_olmes(args: &RunArgs, parts: &[OlmesPart]) -> Result<LoadReport> {
-    anyhow::ensure!(
-        args.shots == 0,
-        "suite `{}` is scored as OLMES renders it, whose variant fixes the shots (hint: drop --shots and pick a variant such as olmes:arc_easy/rc_5shot)",
-        args.suite
-    );
+fn load_olmes(parts: &[OlmesPart], strict: bool) -> Result<LoadReport> {
     let wheel = effbench_assets::fetch("olmes-tasks", &effbench_assets::FetchOptions::default())
         .context("fetching the OLMES task files")?;
     let mut all = LoadReport {
@@ -295,15 +290,10 @@ fn load_olmes(args: &RunArgs, parts: &[OlmesPart]) -> Result<LoadReport> {
     for part in parts {
         let (name, task, variant) = (&part.name, &part.task, &part.variant);
         let one = match part.norm {
-            Some(norm) => effbench_datasets::load_olmes_task_as(
-                &wheel,
-                task,
-                variant,
-                name,
-                norm,
-                args.strict,
-            )?,
-            None => effbench_datasets::load_olmes_task(&wheel, task, variant, name, args.strict)?,
+            Some(norm) => {
+                effbench_datasets::load_olmes_task_as(&wheel, task, variant, name, norm, strict)?
+            }
+            None => effbench_datasets::load_olmes_task(&wheel, task, variant, name, strict)?,
         };
         eprintln!(
             "{name}: {} items from OLMES {task}/{variant}, primary metric {} ({})",
@@ -317,10 +307,32 @@ fn load_olmes(args: &RunArgs, parts: &[OlmesPart]) -> Result<LoadReport> {
     Ok(all)
 }
 
+/// Each task's metric in a suite whose items carry rendered prompts (OLMES tasks, task rows
+/// given as `mc:PATH`), read from the suite's own source; empty for other suites. Records do
+/// not carry it, so `merge` asks here to rebuild the per-task table.
+fn suite_norms(suite: &str) -> Result<BTreeMap<String, effbench_datasets::ScoreNorm>> {
+    let items = if let Some(parts) = olmes_suite(suite)? {
+        load_olmes(&parts, false)?.items
+    } else if let Some(path) = suite.strip_prefix("mc:") {
+        effbench_datasets::load_mc(path, false)?.items
+    } else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(items
+        .iter()
+        .filter_map(|i| Some((i.subject.clone(), i.rendered.as_ref()?.norm)))
+        .collect())
+}
+
 fn load_suite(args: &RunArgs) -> Result<Suite> {
     let olmes = olmes_suite(&args.suite)?;
     let (report, name) = if let Some(tasks) = &olmes {
-        (load_olmes(args, tasks)?, args.suite.clone())
+        anyhow::ensure!(
+            args.shots == 0,
+            "suite `{}` is scored as OLMES renders it, whose variant fixes the shots (hint: drop --shots and pick a variant such as olmes:arc_easy/rc_5shot)",
+            args.suite
+        );
+        (load_olmes(tasks, args.strict)?, args.suite.clone())
     } else if args.suite == "mmlu-lite" || args.suite == "mmlu" {
         let path = effbench_assets::fetch("mmlu", &effbench_assets::FetchOptions::default())
             .context("fetching MMLU")?;
