@@ -434,3 +434,32 @@ fn hostile_yaml_is_an_error_not_a_hang() {
     );
     assert_eq!(r.skipped.len(), 1);
 }
+
+#[test]
+fn regex_replace_and_python_rendering_match_lm_eval() {
+    let yaml = BASE
+        .replace(
+            "doc_to_text: q",
+            r#"doc_to_text: '{{ q|regex_replace("(\\w+) (\\w+)", "\\2 \\1") }} {{ flag }} {{ none }} {{ c }}'"#,
+        );
+    let data = r#"{"q":"hello world","flag":true,"none":null,"c":["a","it's"],"a":0}"#;
+    let r = scored(
+        load_lm_eval_yaml_with_data("t.yaml", yaml.as_bytes(), "x.jsonl", data.as_bytes(), true)
+            .unwrap(),
+    );
+    assert_eq!(
+        r.items[0].rendered.as_ref().unwrap().contexts,
+        [r#"world hello True None ['a', "it's"]"#]
+    );
+    // A replacement that would grow without bound is a bad row.
+    let yaml = BASE.replace(
+        "doc_to_text: q",
+        r#"doc_to_text: "{{ (q ~ q ~ q ~ q)|regex_replace('', '\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx')|regex_replace('', 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx') }}""#,
+    );
+    let data = format!(r#"{{"q":"{}","c":["a","b"],"a":0}}"#, "y".repeat(2000));
+    let r = scored(
+        load_lm_eval_yaml_with_data("t.yaml", yaml.as_bytes(), "x.jsonl", data.as_bytes(), false)
+            .unwrap(),
+    );
+    assert_eq!(r.skipped.len(), 1, "{:?}", r.items);
+}

@@ -958,10 +958,35 @@ fn regex_replace(
             c => rust_repl.push(c),
         }
     }
-    Ok(match count {
-        None | Some(0) => re.replace_all(string, rust_repl.as_str()).into_owned(),
-        Some(n) => re.replacen(string, n, rust_repl.as_str()).into_owned(),
-    })
+    // Built step by step, so a replacement that would grow past the render limit stops first.
+    let refs = rust_repl.matches("${").count();
+    let limit = count.filter(|&c| c > 0).unwrap_or(usize::MAX);
+    let too_long = || {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("regex_replace: result longer than {MAX_RENDERED_BYTES} bytes"),
+        )
+    };
+    let mut out = String::new();
+    let mut last = 0;
+    for caps in re.captures_iter(string).take(limit) {
+        let Some(m) = caps.get(0) else { continue };
+        let growth = refs
+            .saturating_mul(m.len())
+            .saturating_add(rust_repl.len())
+            .saturating_add(m.start() - last);
+        if out.len().saturating_add(growth) > MAX_RENDERED_BYTES {
+            return Err(too_long());
+        }
+        out.push_str(&string[last..m.start()]);
+        caps.expand(&rust_repl, &mut out);
+        last = m.end();
+    }
+    out.push_str(&string[last..]);
+    if out.len() > MAX_RENDERED_BYTES {
+        return Err(too_long());
+    }
+    Ok(out)
 }
 
 fn compile<'e>(
