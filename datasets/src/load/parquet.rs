@@ -39,6 +39,34 @@ pub(crate) fn load_bytes(name: &Path, bytes: &[u8], strict: bool) -> Result<Load
 }
 
 fn load(path: &Path, input: bytes::Bytes, strict: bool) -> Result<LoadReport> {
+    let mut sink = Sink::new(Layout::HfParquet, strict);
+    // `cais/mmlu` rows, or a standard task's as the hub exports it, told apart by the first
+    // row's columns as the JSON loader tells them apart by its fields.
+    let mut schema: Option<Schema> = None;
+    for_each_row(path, input, |line, row| {
+        let row = row.and_then(|obj| {
+            let schema =
+                *schema.get_or_insert_with(|| HfTask::sniff(&obj).map_or(Schema::Hf, Schema::Task));
+            fields(schema, &Value::Object(obj))
+        });
+        match row {
+            Ok(f) => {
+                let item = f.into_item(&mut sink, line);
+                sink.push(path, line, item)
+            }
+            Err(reason) => sink.bad(path, line, reason),
+        }
+    })?;
+    Ok(sink.finish())
+}
+
+/// Hands every row of a parquet file to `each` as a JSON object, numbered from 1, or the reason
+/// it could not be converted. A row the decoder itself cannot read fails the file.
+pub(crate) fn for_each_row(
+    path: &Path,
+    input: bytes::Bytes,
+    mut each: impl FnMut(usize, std::result::Result<Map<String, Value>, String>) -> Result<()>,
+) -> Result<()> {
     let pq = |reason: String| Error::Parquet {
         path: path.to_path_buf(),
         reason: shorten(reason),
@@ -47,10 +75,6 @@ fn load(path: &Path, input: bytes::Bytes, strict: bool) -> Result<LoadReport> {
     let reader = SerializedFileReader::new(input.clone()).map_err(|e| pq(e.to_string()))?;
     check_column_chunks(reader.metadata(), &input).map_err(pq)?;
     let mut rows = reader.get_row_iter(None).map_err(|e| pq(e.to_string()))?;
-    let mut sink = Sink::new(Layout::HfParquet, strict);
-    // `cais/mmlu` rows, or a standard task's as the hub exports it, told apart by the first
-    // row's columns as the JSON loader tells them apart by its fields.
-    let mut schema: Option<Schema> = None;
     for line in 1.. {
         // The parquet crate's page decoders assert on some corrupt pages (a dictionary page
         // shorter than its header says) instead of returning an error. Only its own call is
@@ -72,17 +96,9 @@ fn load(path: &Path, input: bytes::Bytes, strict: bool) -> Result<LoadReport> {
                 }
             }
         }
-        let schema =
-            *schema.get_or_insert_with(|| HfTask::sniff(&obj).map_or(Schema::Hf, Schema::Task));
-        match converted.and_then(|()| fields(schema, &Value::Object(obj))) {
-            Ok(f) => {
-                let item = f.into_item(&mut sink, line);
-                sink.push(path, line, item)?;
-            }
-            Err(reason) => sink.bad(path, line, reason)?,
-        }
+        each(line, converted.map(|()| obj))?;
     }
-    Ok(sink.finish())
+    Ok(())
 }
 
 /// Refuses column chunks that lie outside the file, and pages whose headers claim more than
