@@ -117,3 +117,65 @@ fn gsm8k_generates_stops_scores_and_resumes() {
     assert!(String::from_utf8_lossy(&shard.stderr).contains("do not shard"));
     assert!(!dir.path().join("s").exists());
 }
+
+/// A user's own lm-eval `generate_until` task file, given as `mc:PATH`, is answered by
+/// generation and scored by the same rules as GSM8K.
+#[test]
+fn an_lm_eval_generate_until_yaml_runs_as_a_generative_suite() {
+    if !effbench_assets::cached_or_skip(&["smollm2-135m-instruct"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("arith.jsonl"),
+        concat!(
+            "{\"question\": \"What is 2 + 2?\", \"answer\": \"2 + 2 = 4\\n#### 4\"}\n",
+            "{\"question\": \"What is 10 - 3?\", \"answer\": \"10 - 3 = 7\\n#### 7\"}\n",
+            "{\"question\": \"What is 3 x 3?\"}\n",
+        ),
+    )
+    .unwrap();
+    let yaml = dir.path().join("arith.yaml");
+    std::fs::write(
+        &yaml,
+        concat!(
+            "task: arith\n",
+            "dataset_path: json\n",
+            "dataset_kwargs:\n  data_files:\n    test: arith.jsonl\n",
+            "test_split: test\n",
+            "output_type: generate_until\n",
+            "doc_to_text: \"Question: {{question}}\\nAnswer:\"\n",
+            "doc_to_target: \"{{answer.split('####')[-1].strip()}}\"\n",
+            "generation_kwargs:\n  until: [\"\\n\"]\n  max_gen_toks: 12\n",
+        ),
+    )
+    .unwrap();
+    let suite = format!("mc:{}", yaml.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_effbench"))
+        .args(["run", "--suite", &suite, "--threads", "2", "--no-speed"])
+        .args(["--techniques", "as-stored", "--run-id", "y", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The row without an answer is reported with its line, not scored.
+    assert!(stderr.contains("arith.jsonl:3"), "{stderr}");
+    let run = dir.path().join("y");
+    assert_eq!(
+        json(&run.join("report.json"))["suite"]["kind"],
+        "generation"
+    );
+    let records = std::fs::read_to_string(run.join("items-as-stored.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = records
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let golds: Vec<&str> = lines.iter().map(|r| r["gold"].as_str().unwrap()).collect();
+    assert_eq!(golds, ["4", "7"]);
+    for r in &lines {
+        assert!(r["tokens"].as_array().unwrap().len() <= 12, "{r}");
+        assert!(!r["output"].as_str().unwrap().contains('\n'), "{r}");
+    }
+}

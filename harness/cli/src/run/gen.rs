@@ -29,33 +29,72 @@ const PREFIX_SEQ: u64 = u64::MAX;
 /// the tasks' stop strings, few enough that the check stays cheap at every step.
 const STOP_CHECK_TOKENS: usize = 16;
 
+/// Where a generative suite's problems come from.
+pub enum GenSource {
+    /// A task shipped in OLMES' wheel (`--suite gsm8k`).
+    Olmes(&'static GenerativeTask),
+    /// A user's lm-eval `generate_until` task file (`--suite mc:task.yaml`).
+    TaskYaml(std::path::PathBuf),
+}
+
+impl GenSource {
+    /// Worked examples in every prompt.
+    fn shots(&self) -> usize {
+        match self {
+            GenSource::Olmes(task) => task.shots,
+            // The loader refuses any `num_fewshot` but 0.
+            GenSource::TaskYaml(_) => 0,
+        }
+    }
+}
+
 /// The problems a generative suite scores: the task's seeded subset (or all of it), each token
 /// limit capped by `--max-gen-tokens`.
 fn load_problems(
     args: &RunArgs,
-    task: &GenerativeTask,
+    source: &GenSource,
 ) -> Result<(Vec<GenItem>, Option<usize>, usize)> {
-    anyhow::ensure!(
-        args.shots == 0,
-        "suite `{}` is scored as OLMES renders it, {} (hint: drop --shots)",
-        args.suite,
-        task.about
-    );
-    let wheel = effbench_assets::fetch("olmes-tasks", &effbench_assets::FetchOptions::default())
-        .context("fetching the OLMES task files")?;
-    let load = effbench_datasets::load_olmes_generation(
-        &wheel,
-        task.olmes_task,
-        task.olmes_variant,
-        task.name,
-        args.strict,
-    )?;
+    let (load, default_items, origin) = match source {
+        GenSource::Olmes(task) => {
+            anyhow::ensure!(
+                args.shots == 0,
+                "suite `{}` is scored as OLMES renders it, {} (hint: drop --shots)",
+                args.suite,
+                task.about
+            );
+            let wheel =
+                effbench_assets::fetch("olmes-tasks", &effbench_assets::FetchOptions::default())
+                    .context("fetching the OLMES task files")?;
+            let load = effbench_datasets::load_olmes_generation(
+                &wheel,
+                task.olmes_task,
+                task.olmes_variant,
+                task.name,
+                args.strict,
+            )?;
+            let origin = format!("OLMES {}/{}", task.olmes_task, task.olmes_variant);
+            (load, Some(task.default_items), origin)
+        }
+        GenSource::TaskYaml(path) => {
+            anyhow::ensure!(
+                args.shots == 0,
+                "suite `{}` renders its prompts as its task file says (hint: drop --shots)",
+                args.suite
+            );
+            let effbench_datasets::LmEvalTask::Generation(load) =
+                effbench_datasets::load_lm_eval_yaml(path, args.strict)?
+            else {
+                bail!("{} is not a generate_until task", path.display());
+            };
+            (load, None, path.display().to_string())
+        }
+    };
     super::refuse_empty(&args.suite, &load.skipped, load.items.is_empty())?;
     super::print_skipped(&load.skipped);
     let per_task = if args.full {
         None
     } else {
-        Some(args.items_per_subject.unwrap_or(task.default_items))
+        args.items_per_subject.or(default_items)
     };
     let mut items = match per_task {
         Some(k) => effbench_datasets::stratified_subset(&load.items, k, args.seed),
@@ -68,11 +107,9 @@ fn load_problems(
         }
     }
     eprintln!(
-        "{}: {} problems from OLMES {}/{} ({} in the file), primary metric {PRIMARY_METRIC}",
-        task.name,
+        "{}: {} problems from {origin} ({} in the file), primary metric {PRIMARY_METRIC}",
+        args.suite,
         items.len(),
-        task.olmes_task,
-        task.olmes_variant,
         load.items.len()
     );
     Ok((items, per_task, load.skipped.len()))
@@ -80,7 +117,7 @@ fn load_problems(
 
 pub fn run_gen(
     args: &RunArgs,
-    task: &GenerativeTask,
+    source: &GenSource,
     model_path: &std::path::Path,
     threads: usize,
 ) -> Result<()> {
@@ -90,7 +127,7 @@ pub fn run_gen(
             args.suite
         );
     }
-    let (items, per_task, skipped) = load_problems(args, task)?;
+    let (items, per_task, skipped) = load_problems(args, source)?;
     let manifest = SuiteManifest::for_generation(args.suite.clone(), args.seed, per_task, &items);
     let settings = RunSettings {
         suite: args.suite.clone(),
@@ -98,7 +135,7 @@ pub fn run_gen(
         techniques: args.techniques.clone(),
         items_per_subject: per_task,
         // The task's own exemplars, in every prompt.
-        shots: task.shots,
+        shots: source.shots(),
         seed: args.seed,
         subjects: Vec::new(),
         manifest_hash: manifest.content_hash.clone(),
@@ -114,7 +151,7 @@ pub fn run_gen(
         &manifest,
         model_path,
         threads,
-        "as the OLMES variant renders them",
+        "as the task renders them",
         skipped,
     )?;
 

@@ -492,18 +492,21 @@ fn newest_run_where<T: serde::de::DeserializeOwned>(
 enum SuiteKind {
     MultipleChoice,
     Perplexity(String),
-    Generation(&'static effbench_datasets::GenerativeTask),
+    Generation(gen::GenSource),
 }
 
 fn suite_kind(suite: &str) -> Result<SuiteKind> {
     Ok(match suite {
         "mmlu-lite" | "mmlu" | "core" => SuiteKind::MultipleChoice,
+        s if s.starts_with("mc:") && is_generation_yaml(&s["mc:".len()..])? => {
+            SuiteKind::Generation(gen::GenSource::TaskYaml(PathBuf::from(&s["mc:".len()..])))
+        }
         s if s.starts_with("mc:") || s.starts_with("olmes:") => SuiteKind::MultipleChoice,
         s if effbench_datasets::standard_task(s).is_some() => SuiteKind::MultipleChoice,
         s if effbench_datasets::extra_task(s).is_some() => SuiteKind::MultipleChoice,
-        s if effbench_datasets::generative_task(s).is_some() => {
-            SuiteKind::Generation(effbench_datasets::generative_task(s).expect("just found"))
-        }
+        s if effbench_datasets::generative_task(s).is_some() => SuiteKind::Generation(
+            gen::GenSource::Olmes(effbench_datasets::generative_task(s).expect("just found")),
+        ),
         "wikitext-2" | "perplexity" => SuiteKind::Perplexity("wikitext-2".into()),
         s if s.starts_with("ppl:") => SuiteKind::Perplexity(s["ppl:".len()..].to_string()),
         other => {
@@ -513,6 +516,19 @@ fn suite_kind(suite: &str) -> Result<SuiteKind> {
             )
         }
     })
+}
+
+/// Whether `path` is an lm-eval task file whose output type is `generate_until` (answered by
+/// generation, not scored by log-likelihood).
+fn is_generation_yaml(path: &str) -> Result<bool> {
+    let yaml = std::path::Path::new(path)
+        .extension()
+        .is_some_and(|e| e == "yaml" || e == "yml");
+    Ok(yaml
+        && matches!(
+            effbench_datasets::load_lm_eval_yaml(path, false)?,
+            effbench_datasets::LmEvalTask::Generation(_)
+        ))
 }
 
 /// A run id from the suite, model and shots, plus the time; or, for a shard, plus a hash of the
@@ -773,7 +789,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
     match kind {
         SuiteKind::MultipleChoice => run_mc(&args, &model_path, threads),
         SuiteKind::Perplexity(text) => run_ppl(&args, &text, &model_path, threads),
-        SuiteKind::Generation(task) => gen::run_gen(&args, task, &model_path, threads),
+        SuiteKind::Generation(source) => gen::run_gen(&args, &source, &model_path, threads),
     }
 }
 
