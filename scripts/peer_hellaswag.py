@@ -2,7 +2,7 @@
 """HellaSwag scored by llama.cpp's own scorer on the items an effbench run scored, item by item.
 
     scripts/peer_hellaswag.py RUN_DIR --model M.gguf --llama-bin DIR [--technique as-stored]
-                              [--threads 2] [--out results/peer-hellaswag]
+                              [--threads 2] [--out results/peer-hellaswag] [--llama-args ARGS]
 
 RUN_DIR is an effbench run of a suite holding HellaSwag (`--suite hellaswag` or `core`). The
 script takes the run's HellaSwag item ids, renders them from the same OLMES request file
@@ -23,6 +23,7 @@ import gzip
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -74,6 +75,18 @@ def load_docs(variant):
     return docs
 
 
+def pred_per_token(r):
+    """effbench's record under llama.cpp's normalisation: the ending with the highest mean
+    log-probability per token, leaving out the leading tokens all endings share (llama.cpp's
+    common prefix)."""
+    lead, lead_lp = r.get("shared_lead_tokens", 0), r.get("shared_lead_logprob", 0.0)
+    scores = [
+        (lp - lead_lp) / (n - lead) if n > lead else lp
+        for lp, n in zip(r["logprobs"], r["continuation_tokens"])
+    ]
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
 def replay_order(n, workdir):
     src = os.path.join(workdir, "order.cpp")
     exe = os.path.join(workdir, "order")
@@ -92,6 +105,7 @@ def main():
     ap.add_argument("--technique", default="as-stored")
     ap.add_argument("--variant", default="rc_0shot")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--llama-args", default="", help="more llama-perplexity arguments, e.g. '-ctk f32 -ctv f32'")
     ap.add_argument("--out", default="results/peer-hellaswag")
     a = ap.parse_args()
 
@@ -130,7 +144,7 @@ def main():
             cmd = [
                 os.path.join(a.llama_bin, "llama-perplexity"), "-m", a.model, "-f", data,
                 "--hellaswag", "--hellaswag-tasks", str(len(tasks)), "-t", str(a.threads),
-                "-c", "2048", "-b", "2048",
+                "-c", "2048", "-b", "2048", *shlex.split(a.llama_args),
             ]
             run = subprocess.run(cmd, capture_output=True, text=True)
             if run.returncode != 0:
@@ -152,15 +166,6 @@ def main():
         sys.exit(f"recovered {len(llama_pred)} llama.cpp choices for {len(tasks)} tasks")
     gold = {t[0]: t[2] for t in tasks}
     llama_correct = {i: llama_pred[i] == gold[i] for i in ids}
-
-    def pred_per_token(r):
-        # llama.cpp's mean leaves out the leading tokens all endings share (its common prefix).
-        lead, lead_lp = r.get("shared_lead_tokens", 0), r.get("shared_lead_logprob", 0.0)
-        scores = [
-            (lp - lead_lp) / (n - lead) if n > lead else lp
-            for lp, n in zip(r["logprobs"], r["continuation_tokens"])
-        ]
-        return max(range(len(scores)), key=lambda i: (scores[i], -i))
 
     our_pred = {i: pred_per_token(records[i]) for i in ids}
     ours = {i: our_pred[i] == records[i]["answer"] for i in ids}
