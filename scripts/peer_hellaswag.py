@@ -2,7 +2,7 @@
 """HellaSwag scored by llama.cpp's own scorer on the items an effbench run scored, item by item.
 
     scripts/peer_hellaswag.py RUN_DIR --model M.gguf --llama-bin DIR [--technique as-stored]
-                              [--threads 2] [--out results/peer-hellaswag]
+                              [--threads 2] [--out results/peer-hellaswag] [--llama-args ARGS]
 
 RUN_DIR is an effbench run of a suite holding HellaSwag (`--suite hellaswag` or `core`). The
 script takes the run's HellaSwag item ids, renders them from the same OLMES request file
@@ -23,6 +23,7 @@ import gzip
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -74,6 +75,18 @@ def load_docs(variant):
     return docs
 
 
+def pred_per_token(r):
+    """effbench's record under llama.cpp's normalisation: the ending with the highest mean
+    log-probability per token, leaving out the leading tokens all endings share (llama.cpp's
+    common prefix)."""
+    lead, lead_lp = r.get("shared_lead_tokens", 0), r.get("shared_lead_logprob", 0.0)
+    scores = [
+        (lp - lead_lp) / (n - lead) if n > lead else lp
+        for lp, n in zip(r["logprobs"], r["continuation_tokens"])
+    ]
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
 def replay_order(n, workdir):
     src = os.path.join(workdir, "order.cpp")
     exe = os.path.join(workdir, "order")
@@ -84,6 +97,66 @@ def replay_order(n, workdir):
     return [int(x) for x in out.split()]
 
 
+def llama_cmd(a, data, n):
+    return [
+        os.path.join(a.llama_bin, "llama-perplexity"), "-m", a.model, "-f", data,
+        "--hellaswag", "--hellaswag-tasks", str(n), "-t", str(a.threads),
+        "-c", "2048", "-b", "2048", *shlex.split(a.llama_args),
+    ]
+
+
+def gold_only(a, tasks, ids, records):
+    """One pass with the true gold index: llama.cpp's right/wrong on every item (not its
+    choice), set beside effbench's right/wrong under acc_per_token."""
+    right = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        order = replay_order(len(tasks), tmp)
+        data = os.path.join(tmp, "hellaswag.txt")
+        with open(data, "w") as f:
+            for _, ctx, label, endings in tasks:
+                f.write("\n".join([ctx, str(label)] + endings) + "\n")
+        cmd = llama_cmd(a, data, len(tasks))
+        run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        sys.exit(f"llama-perplexity failed ({run.returncode}):\n{run.stderr[-2000:]}")
+    running = [float(m.group(2)) for m in re.finditer(r"^(\d+)\t([\d.]+)%\t\[", run.stdout + run.stderr, re.M)]
+    if len(running) != len(tasks):
+        sys.exit(f"parsed {len(running)} llama.cpp verdicts for {len(tasks)} tasks")
+    before = 0
+    for k, pct in enumerate(running, start=1):
+        now = round(pct * k / 100.0)
+        right[tasks[order[k - 1]][0]] = now > before
+        before = now
+    ours = {i: pred_per_token(records[i]) == records[i]["answer"] for i in ids}
+    n = len(ids)
+    git = lambda *args: subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
+    result = {
+        "command": " ".join(sys.argv),
+        "commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--", ".", ":(exclude)results")),
+        "items": n,
+        "effbench_technique": a.technique,
+        "effbench_acc_per_token": sum(ours.values()) / n,
+        "llama_cpp_acc": sum(right.values()) / n,
+        "note": "one pass with the true labels: llama.cpp's right/wrong per item, not its choices; "
+                "a differing verdict is a different choice, an equal one need not be the same choice",
+        "llama_cpp_command": " ".join(cmd[:4] + ["HELLASWAG_6LINE_FILE"] + cmd[5:]),
+        "llama_cpp_right": sorted((i for i in ids if right[i]), key=lambda i: int(i.split("/")[1])),
+        "verdict_differs": [i for i in ids if right[i] != ours[i]],
+    }
+    with open(os.path.join(a.out, "comparison.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    md = (
+        "| scorer | items | accuracy % |\n|---|---|---|\n"
+        f"| effbench `{a.technique}`, acc_per_token | {n} | {100 * result['effbench_acc_per_token']:.1f} |\n"
+        f"| llama-perplexity --hellaswag (one pass, true labels) | {n} | {100 * result['llama_cpp_acc']:.1f} |\n\n"
+        f"Right/wrong verdict differs on {len(result['verdict_differs'])}/{n} items: {', '.join(result['verdict_differs'])}\n"
+    )
+    with open(os.path.join(a.out, "comparison.md"), "w") as f:
+        f.write(md)
+    print(md)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir")
@@ -92,6 +165,9 @@ def main():
     ap.add_argument("--technique", default="as-stored")
     ap.add_argument("--variant", default="rc_0shot")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--gold-only", action="store_true",
+                    help="one pass with the true labels: llama.cpp's right/wrong per item instead of its choices")
+    ap.add_argument("--llama-args", default="", help="more llama-perplexity arguments, e.g. '-ctk f32 -ctv f32'")
     ap.add_argument("--out", default="results/peer-hellaswag")
     a = ap.parse_args()
 
@@ -116,6 +192,8 @@ def main():
         tasks.append((item, d["ctx"], int(d["label"]), [e[1:] for e in endings]))
 
     os.makedirs(a.out, exist_ok=True)
+    if a.gold_only:
+        return gold_only(a, tasks, ids, records)
     # llama.cpp prints a running accuracy, not its choices. Scoring the same tasks four times,
     # with the "gold" index set to 0, 1, 2 and 3 in turn, reveals each choice exactly: the task
     # counts as right in exactly the run whose index llama.cpp picked.
@@ -130,7 +208,7 @@ def main():
             cmd = [
                 os.path.join(a.llama_bin, "llama-perplexity"), "-m", a.model, "-f", data,
                 "--hellaswag", "--hellaswag-tasks", str(len(tasks)), "-t", str(a.threads),
-                "-c", "2048", "-b", "2048",
+                "-c", "2048", "-b", "2048", *shlex.split(a.llama_args),
             ]
             run = subprocess.run(cmd, capture_output=True, text=True)
             if run.returncode != 0:
@@ -152,15 +230,6 @@ def main():
         sys.exit(f"recovered {len(llama_pred)} llama.cpp choices for {len(tasks)} tasks")
     gold = {t[0]: t[2] for t in tasks}
     llama_correct = {i: llama_pred[i] == gold[i] for i in ids}
-
-    def pred_per_token(r):
-        # llama.cpp's mean leaves out the leading tokens all endings share (its common prefix).
-        lead, lead_lp = r.get("shared_lead_tokens", 0), r.get("shared_lead_logprob", 0.0)
-        scores = [
-            (lp - lead_lp) / (n - lead) if n > lead else lp
-            for lp, n in zip(r["logprobs"], r["continuation_tokens"])
-        ]
-        return max(range(len(scores)), key=lambda i: (scores[i], -i))
 
     our_pred = {i: pred_per_token(records[i]) for i in ids}
     ours = {i: our_pred[i] == records[i]["answer"] for i in ids}
