@@ -561,7 +561,8 @@ fn derived_run_id(
         "{}-{}-{}shot-{}",
         args.suite.replace([':', '/'], "_"),
         stem,
-        args.shots,
+        // The suite's own shots: a GSM8K prompt carries eight whatever --shots says.
+        settings.shots,
         tail
     ))
 }
