@@ -17,8 +17,9 @@ pub struct StandardTask {
 pub const DEFAULT_VARIANT: &str = "rc_0shot";
 
 /// Items per task in `core`: sized so a baseline and one technique on SmolLM2-135M finish in
-/// about 20 minutes on 2 cores, and each task still resolves a difference of several points.
-pub const CORE_PER_TASK: usize = 500;
+/// about 20 minutes on 2 cores (500 per task took about 26), and each task still resolves a
+/// difference of several points.
+pub const CORE_PER_TASK: usize = 350;
 
 /// The cloze multiple-choice tasks of the `core` battery, in the order tables list them.
 pub const STANDARD_TASKS: &[StandardTask] = &[

@@ -30,7 +30,7 @@ use store::{RunDir, RunLock};
 
 #[derive(Args, Clone)]
 pub struct RunArgs {
-    /// mmlu-lite (stratified MMLU subset), mmlu (all 14,042 items), core (the battery: 500
+    /// mmlu-lite (stratified MMLU subset), mmlu (all 14,042 items), core (the battery: 350
     /// items from each of arc_easy, arc_challenge, hellaswag, piqa, winogrande, boolq,
     /// openbookqa, sciq, commonsense_qa, social_iqa, as OLMES renders them 0-shot), one of
     /// those tasks by name (every item), lambada (every passage's last word: greedy accuracy and
@@ -56,7 +56,7 @@ pub struct RunArgs {
     /// A student to evaluate beside the teacher (--model): adds the technique student:MODEL.
     #[arg(long)]
     pub student: Option<String>,
-    /// Items per subject for mmlu-lite (default 10), per task for core (default 500).
+    /// Items per subject for mmlu-lite (default 10), per task for core (default 350).
     #[arg(long)]
     pub items_per_subject: Option<usize>,
     /// Every item of the suite instead of the stratified subset.
