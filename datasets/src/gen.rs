@@ -7,10 +7,9 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::item::{natural_cmp, BadRow};
-use crate::manifest::SuiteManifest;
+use crate::manifest::{ContentHasher, SuiteManifest};
 use crate::sample::Stratified;
 
 /// One generative problem.
@@ -76,30 +75,21 @@ impl SuiteManifest {
         items: &[GenItem],
     ) -> Self {
         let sorted = sorted_gen_items(items);
-        let mut h = Sha256::new();
-        h.update(GEN_HASH_DOMAIN);
-        let num = |h: &mut Sha256, n: usize| h.update((n as u64).to_le_bytes());
-        let text = |h: &mut Sha256, s: &str| {
-            h.update((s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
-        };
+        let mut h = ContentHasher::new(GEN_HASH_DOMAIN);
         for item in &sorted {
-            text(&mut h, &item.id);
-            text(&mut h, &item.subject);
-            text(&mut h, &item.prompt);
-            num(&mut h, item.until.len());
-            for s in &item.until {
-                text(&mut h, s);
-            }
-            num(&mut h, item.max_new_tokens);
-            text(&mut h, &item.gold);
+            h.text(&item.id);
+            h.text(&item.subject);
+            h.text(&item.prompt);
+            h.texts(&item.until);
+            h.num(item.max_new_tokens);
+            h.text(&item.gold);
         }
         SuiteManifest {
             name: name.into(),
             seed,
             per_subject,
             item_ids: sorted.iter().map(|i| i.id.clone()).collect(),
-            content_hash: hex::encode(h.finalize()),
+            content_hash: h.finish(),
             subjects: items
                 .iter()
                 .map(|i| i.subject.as_str())

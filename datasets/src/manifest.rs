@@ -87,37 +87,56 @@ fn canonical(items: &[McItem]) -> Vec<&McItem> {
     sorted
 }
 
-fn hash_sorted(items: &[&McItem]) -> String {
-    let mut h = Sha256::new();
-    h.update(HASH_DOMAIN);
-    let num = |h: &mut Sha256, n: usize| h.update((n as u64).to_le_bytes());
-    let text = |h: &mut Sha256, s: &str| {
-        h.update((s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
-    };
-    for item in items {
-        text(&mut h, &item.id);
-        text(&mut h, &item.subject);
-        text(&mut h, &item.question);
-        num(&mut h, item.choices.len());
-        for c in &item.choices {
-            text(&mut h, c);
+/// The hash encoding both kinds of suite use: after a domain line, every count as u64
+/// little-endian and every string as its UTF-8 length (u64 little-endian) and bytes, so the
+/// encoding is unambiguous without escaping.
+pub(crate) struct ContentHasher(Sha256);
+
+impl ContentHasher {
+    pub(crate) fn new(domain: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update(domain);
+        ContentHasher(h)
+    }
+
+    pub(crate) fn num(&mut self, n: usize) {
+        self.0.update((n as u64).to_le_bytes());
+    }
+
+    pub(crate) fn text(&mut self, s: &str) {
+        self.num(s.len());
+        self.0.update(s.as_bytes());
+    }
+
+    /// A count, then each string.
+    pub(crate) fn texts(&mut self, all: &[String]) {
+        self.num(all.len());
+        for s in all {
+            self.text(s);
         }
-        num(&mut h, item.answer);
+    }
+
+    pub(crate) fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
+}
+
+fn hash_sorted(items: &[&McItem]) -> String {
+    let mut h = ContentHasher::new(HASH_DOMAIN);
+    for item in items {
+        h.text(&item.id);
+        h.text(&item.subject);
+        h.text(&item.question);
+        h.texts(&item.choices);
+        h.num(item.answer);
         // Appended only when present, so every suite hashed before rendered prompts existed
         // keeps its hash (and its runs stay resumable).
         if let Some(r) = &item.rendered {
-            text(&mut h, "rendered");
-            text(&mut h, r.norm.metric());
-            num(&mut h, r.contexts.len());
-            for c in &r.contexts {
-                text(&mut h, c);
-            }
-            num(&mut h, r.continuations.len());
-            for c in &r.continuations {
-                text(&mut h, c);
-            }
+            h.text("rendered");
+            h.text(r.norm.metric());
+            h.texts(&r.contexts);
+            h.texts(&r.continuations);
         }
     }
-    hex::encode(h.finalize())
+    h.finish()
 }
