@@ -12,7 +12,7 @@ use effbench_datasets::{GenItem, GenerativeTask, SuiteManifest};
 use effbench_kvcache::{Outcome, Request, SchedulerConfig, SharedPrefix, Watcher, WatcherError};
 use effbench_report::records::GenRecord;
 
-use super::report::{self, Outcomes, TaskOutcomes};
+use super::report::{self, TaskOutcomes};
 use super::{
     measure_if_owned, open_run, progress, record, shared_quality_row, technique_label,
     technique_session, technique_stack, OpenedRun, RunArgs, RunSettings,
@@ -282,21 +282,16 @@ fn summarize(
             rows,
         });
     }
-    let units: Vec<(&str, &str)> = items
-        .iter()
-        .map(|i| (i.id.as_str(), i.subject.as_str()))
-        .collect();
-    let outcomes: Outcomes = records
-        .iter()
-        .map(|(t, r)| {
-            (
-                t.clone(),
-                r.iter().map(|(k, v)| (k.clone(), v.correct)).collect(),
-            )
-        })
-        .collect();
     let battery = report::battery_of(tasks)?;
-    report::summarize_outcomes(manifest, &units, &outcomes, labels, seconds, Some(battery))
+    report::summarize_outcomes(
+        manifest,
+        items,
+        records,
+        |r| r.correct,
+        labels,
+        seconds,
+        Some(battery),
+    )
 }
 
 /// The tokens every prompt of the suite starts with (the few-shot exemplars), less one so each

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use effbench_datasets::{McItem, ScoreNorm};
+use effbench_datasets::{McItem, ScoreNorm, Stratified};
 use effbench_stats::{compare_binary, Accuracy, CompareOptions, PowerSpec, SuitePower};
 use serde::{Deserialize, Serialize};
 
@@ -114,9 +114,6 @@ pub struct BatteryMean {
     pub delta_ci: Option<effbench_stats::Interval>,
 }
 
-/// Per technique, each item's outcome on the suite's primary metric, by item id.
-pub type Outcomes = BTreeMap<String, BTreeMap<String, bool>>;
-
 pub fn summarize(
     manifest: &RunManifest,
     items: &[McItem],
@@ -124,29 +121,25 @@ pub fn summarize(
     labels: &BTreeMap<String, String>,
     seconds: &BTreeMap<String, f64>,
 ) -> Result<Summary> {
-    let units: Vec<(&str, &str)> = items
-        .iter()
-        .map(|i| (i.id.as_str(), i.subject.as_str()))
-        .collect();
-    let outcomes: Outcomes = records
-        .iter()
-        .map(|(t, r)| {
-            (
-                t.clone(),
-                r.iter().map(|(k, v)| (k.clone(), v.correct)).collect(),
-            )
-        })
-        .collect();
     let tasks = battery(items, records, &manifest.settings.techniques)?;
-    summarize_outcomes(manifest, &units, &outcomes, labels, seconds, tasks)
+    summarize_outcomes(
+        manifest,
+        items,
+        records,
+        |r| r.correct,
+        labels,
+        seconds,
+        tasks,
+    )
 }
 
-/// The summary of any suite scored right or wrong per item: `units` are the suite's (item id,
-/// subject) pairs, `tasks` its per-task view if it has one.
-pub fn summarize_outcomes(
+/// The summary of any suite scored right or wrong per item: `records` per technique by item id,
+/// `correct` the verdict on the suite's primary metric, `tasks` its per-task view if it has one.
+pub fn summarize_outcomes<T: Stratified, R>(
     manifest: &RunManifest,
-    units: &[(&str, &str)],
-    records: &Outcomes,
+    items: &[T],
+    records: &BTreeMap<String, BTreeMap<String, R>>,
+    correct: impl Fn(&R) -> bool,
     labels: &BTreeMap<String, String>,
     seconds: &BTreeMap<String, f64>,
     tasks: Option<Battery>,
@@ -155,12 +148,12 @@ pub fn summarize_outcomes(
     let baseline = &techniques[0];
     let outcomes = |t: &str| -> Result<Vec<bool>> {
         let recs = &records[t];
-        units
+        items
             .iter()
-            .map(|(id, _)| {
-                recs.get(*id)
-                    .copied()
-                    .with_context(|| format!("technique {t} has no record for item {id}"))
+            .map(|i| {
+                recs.get(i.id())
+                    .map(&correct)
+                    .with_context(|| format!("technique {t} has no record for item {}", i.id()))
             })
             .collect()
     };
@@ -170,9 +163,9 @@ pub fn summarize_outcomes(
         let o = outcomes(t)?;
         let accuracy = Accuracy::from_outcomes(&o)?;
         let mut per_subject: BTreeMap<String, SubjectScore> = BTreeMap::new();
-        for ((_, subject), &c) in units.iter().zip(&o) {
+        for (item, &c) in items.iter().zip(&o) {
             let s = per_subject
-                .entry(subject.to_string())
+                .entry(item.subject().to_string())
                 .or_insert(SubjectScore { correct: 0, n: 0 });
             s.n += 1;
             s.correct += usize::from(c);
@@ -192,13 +185,13 @@ pub fn summarize_outcomes(
         });
     }
     let base_acc = out[0].accuracy.mean;
-    let baseline_power_note = SuitePower::assumed(units.len(), base_acc, PowerSpec::default())
+    let baseline_power_note = SuitePower::assumed(items.len(), base_acc, PowerSpec::default())
         .map_or_else(|e| e.to_string(), |p| p.note());
     Ok(Summary {
         schema_version: super::SCHEMA_VERSION,
         run_id: manifest.run_id.clone(),
         suite: manifest.suite.name.clone(),
-        items: units.len(),
+        items: items.len(),
         manifest_hash: manifest.suite.content_hash.clone(),
         shots: manifest.settings.shots,
         baseline: baseline.clone(),
