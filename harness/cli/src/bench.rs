@@ -1,6 +1,7 @@
 //! llama-bench's two tests on our engine: `pp N` (prefill N tokens in one pass) and `tg N`
 //! (decode N tokens one at a time), each repeated after a warm-up and reported as mean ± sd
-//! tok/s, tokenization excluded.
+//! tok/s, tokenization excluded. `--depth D` starts both after D tokens already in the KV
+//! cache, as llama-bench's `-d D` (`pp512 @ d512`).
 
 use anyhow::Result;
 use clap::Args;
@@ -26,6 +27,11 @@ pub struct BenchArgs {
     /// Measured repetitions of each test, after one warm-up run.
     #[arg(long, short = 'r', default_value_t = 5)]
     repetitions: usize,
+    /// Tokens already in the KV cache when each test starts, as llama-bench's `-d`: they are
+    /// prefilled before the clock starts, and the tests run after them (`pp512 @ d512`,
+    /// `tg128 @ d512`). Depth plus a test's tokens must fit the model's context.
+    #[arg(long, short = 'd', default_value_t = 0)]
+    depth: usize,
     /// Time a published shape with random f16 weights made on the device instead of a
     /// checkpoint (llama-3.1-8b, qwen2.5-1.5b, qwen2.5-0.5b, smollm2-135m): speed at sizes no
     /// file on hand has. Labelled synthetic in every output; --model and --weights are unused.
@@ -55,13 +61,16 @@ struct BenchReport {
     block_bits_per_weight: f64,
     /// Memory one decode step of the tg test reads on average: every block weight, the output
     /// head (the embedding table when tied), one embedding row, and the K/V of the context so
-    /// far. The machine's bandwidth divided by this is the decode roofline.
+    /// far (the depth's included). The machine's bandwidth divided by this is the decode
+    /// roofline.
     decode_bytes_per_token: f64,
     /// Multiply-adds times two per prefilled token in the linear layers and head: the GEMM
     /// peak divided by this bounds prefill from above (attention's share is left out).
     prefill_flops_per_token: f64,
     threads: usize,
     repetitions: usize,
+    /// Tokens in the KV cache before each test (llama-bench's `n_depth`).
+    depth: usize,
     results: Vec<TestResult>,
 }
 
@@ -106,11 +115,24 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let model = &subject.model;
     let mut results = Vec::new();
     let mut measured = Vec::new();
+    let kv = &effbench_core::CONTIGUOUS_F32;
     if args.n_prompt > 0 {
-        measured.push(speed::prefill(model, args.n_prompt, args.repetitions)?);
+        measured.push(speed::prefill_at(
+            model,
+            args.n_prompt,
+            args.depth,
+            args.repetitions,
+            kv,
+        )?);
     }
     if args.n_gen > 0 {
-        measured.push(speed::decode(model, args.n_gen, args.repetitions)?);
+        measured.push(speed::decode_at(
+            model,
+            args.n_gen,
+            args.depth,
+            args.repetitions,
+            kv,
+        )?);
     }
     for m in measured {
         results.push(TestResult {
@@ -127,10 +149,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         device: device_label(model.device()),
         weight_bytes: model.weight_bytes().total,
         block_bits_per_weight: model.weight_bytes().block_bits_per_weight,
-        decode_bytes_per_token: decode_bytes_per_token(model, args.n_gen),
+        decode_bytes_per_token: decode_bytes_per_token(model, args.n_gen, args.depth),
         prefill_flops_per_token: prefill_flops_per_token(model),
         threads: subject.threads,
         repetitions: args.repetitions,
+        depth: args.depth,
         results,
     };
     if args.json {
@@ -156,7 +179,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn decode_bytes_per_token(model: &effbench_core::Model, n_gen: usize) -> f64 {
+fn decode_bytes_per_token(model: &effbench_core::Model, n_gen: usize, depth: usize) -> f64 {
     let w = model.weight_bytes();
     let vocab = model.config().vocab_size.max(1);
     // A tied head that shares the GGML table reports no bytes of its own but reads all of them.
@@ -166,9 +189,9 @@ fn decode_bytes_per_token(model: &effbench_core::Model, n_gen: usize) -> f64 {
         w.output_head
     };
     let embedding_row = w.embeddings as f64 / vocab as f64;
-    // The tg test starts from an empty cache, so a step attends to (n_gen - 1) / 2 earlier
-    // tokens on average, plus its own.
-    let mean_context = (n_gen.max(1) - 1) as f64 / 2.0 + 1.0;
+    // The tg test starts from a cache holding `depth` tokens, so a step attends to those,
+    // (n_gen - 1) / 2 earlier tokens of its own on average, and itself.
+    let mean_context = depth as f64 + (n_gen.max(1) - 1) as f64 / 2.0 + 1.0;
     let kv = effbench_core::KvShape::of(model.config()).bytes_per_token() as f64 * mean_context;
     (w.linear + w.norms_and_biases + head) as f64 + embedding_row + kv
 }

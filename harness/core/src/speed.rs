@@ -2,13 +2,17 @@
 //! `tg N` (decode N tokens one at a time), repeated after a warm-up, tokenization excluded.
 //! `effbench bench` prints them and `effbench run` records them per technique, so both quote
 //! the same measurement.
+//!
+//! Like llama-bench's `-d D`, a test can start at a depth: the KV cache already holds `D`
+//! tokens, prefilled before the clock starts, and the test's tokens come after them
+//! (`pp512 @ d512`, `tg128 @ d512`). That measures attention over a longer context.
 
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::kv::{KvCacheBuilder, KvShape, CONTIGUOUS_F32};
+use crate::error::{CoreError, Result};
+use crate::kv::{KvCache, KvCacheBuilder, KvShape, CONTIGUOUS_F32};
 use crate::model::{LogitsFor, Model, SeqChunk};
 
 /// One test's repetitions, in tokens per second.
@@ -79,13 +83,25 @@ pub fn prefill_in(
     repetitions: usize,
     kv: &dyn KvCacheBuilder,
 ) -> Result<SpeedSamples> {
-    let tokens = bench_tokens(n, model.config().vocab_size);
+    prefill_at(model, n, 0, repetitions, kv)
+}
+
+/// [`prefill_in`] after `depth` tokens already in the cache (llama-bench's `pp N @ dD`).
+pub fn prefill_at(
+    model: &Model,
+    n: usize,
+    depth: usize,
+    repetitions: usize,
+    kv: &dyn KvCacheBuilder,
+) -> Result<SpeedSamples> {
+    let test = test_name("pp", n, depth);
+    let mut start = Start::new(model, kv, &test, n, depth, n.max(1))?;
     let mut samples = Vec::with_capacity(repetitions);
     for rep in 0..=repetitions {
-        let mut cache = kv.build(KvShape::of(model.config()), n.max(1), 1, model.device())?;
+        let mut cache = start.cache()?;
         let t = Instant::now();
         model.forward(
-            &[SeqChunk::new(0, tokens.clone(), LogitsFor::Last)],
+            &[SeqChunk::new(SEQ, start.tokens.clone(), LogitsFor::Last)],
             cache.as_mut(),
         )?;
         // A GPU runs the pass asynchronously: the clock stops when it has finished.
@@ -93,9 +109,10 @@ pub fn prefill_in(
         if rep > 0 {
             samples.push(n as f64 / t.elapsed().as_secs_f64());
         }
+        start.keep(cache);
     }
     Ok(SpeedSamples {
-        test: format!("pp{n}"),
+        test,
         tokens: n,
         samples_tok_per_s: samples,
     })
@@ -113,14 +130,27 @@ pub fn decode_in(
     repetitions: usize,
     kv: &dyn KvCacheBuilder,
 ) -> Result<SpeedSamples> {
-    let tokens = bench_tokens(n, model.config().vocab_size);
+    decode_at(model, n, 0, repetitions, kv)
+}
+
+/// [`decode_in`] after `depth` tokens already in the cache (llama-bench's `tg N @ dD`).
+pub fn decode_at(
+    model: &Model,
+    n: usize,
+    depth: usize,
+    repetitions: usize,
+    kv: &dyn KvCacheBuilder,
+) -> Result<SpeedSamples> {
+    let test = test_name("tg", n, depth);
+    // One token of slack, as this test always reserved.
+    let mut start = Start::new(model, kv, &test, n, depth, n + 1)?;
     let mut samples = Vec::with_capacity(repetitions);
     for rep in 0..=repetitions {
-        let mut cache = kv.build(KvShape::of(model.config()), n + 1, 1, model.device())?;
+        let mut cache = start.cache()?;
         let t = Instant::now();
-        for &tok in &tokens {
+        for &tok in &start.tokens {
             model.forward(
-                &[SeqChunk::new(0, vec![tok], LogitsFor::Last)],
+                &[SeqChunk::new(SEQ, vec![tok], LogitsFor::Last)],
                 cache.as_mut(),
             )?;
         }
@@ -128,12 +158,109 @@ pub fn decode_in(
         if rep > 0 {
             samples.push(n as f64 / t.elapsed().as_secs_f64());
         }
+        start.keep(cache);
     }
     Ok(SpeedSamples {
-        test: format!("tg{n}"),
+        test,
         tokens: n,
         samples_tok_per_s: samples,
     })
+}
+
+/// llama-bench's name for a test: `pp512`, `tg128`, and at a depth `pp512 @ d512`.
+pub fn test_name(kind: &str, n: usize, depth: usize) -> String {
+    if depth == 0 {
+        format!("{kind}{n}")
+    } else {
+        format!("{kind}{n} @ d{depth}")
+    }
+}
+
+/// The one sequence a speed test runs.
+const SEQ: u64 = 0;
+
+/// Tokens of the untimed prefill that brings a cache to its depth, per forward pass: the size
+/// of llama.cpp's default micro-batch, so a deep context does not need one huge attention pass.
+const DEPTH_CHUNK: usize = 512;
+
+/// Where each repetition of a test starts, and the tokens it times.
+///
+/// At depth 0 every repetition gets a fresh, empty cache, as these tests always did. At a
+/// depth, the cache is built and prefilled with the context once (untimed), and each
+/// repetition truncates it back to the context before its clock starts: llama-bench restores
+/// a saved state instead, to the same effect.
+struct Start<'a> {
+    model: &'a Model,
+    kv: &'a dyn KvCacheBuilder,
+    depth: usize,
+    /// Tokens the cache is built for: the context, then the test's `room`.
+    capacity: usize,
+    /// The test's tokens, after the context's.
+    tokens: Vec<u32>,
+    /// The context, before it is prefilled.
+    context: Vec<u32>,
+    /// The prefilled cache between repetitions (depth > 0 only).
+    kept: Option<Box<dyn KvCache>>,
+}
+
+impl<'a> Start<'a> {
+    fn new(
+        model: &'a Model,
+        kv: &'a dyn KvCacheBuilder,
+        test: &str,
+        n: usize,
+        depth: usize,
+        room: usize,
+    ) -> Result<Self> {
+        let context_len = model.config().max_position_embeddings;
+        if depth + n > context_len {
+            return Err(CoreError::Invalid(format!(
+                "{test} needs {} positions, beyond the model's context of {context_len} (hint: lower --depth or the test's token count)",
+                depth + n
+            )));
+        }
+        // One stream from a fixed seed: at depth 0 the test's tokens are what they always were.
+        let mut tokens = bench_tokens(depth + n, model.config().vocab_size);
+        let test_tokens = tokens.split_off(depth);
+        Ok(Self {
+            model,
+            kv,
+            depth,
+            capacity: depth + room,
+            tokens: test_tokens,
+            context: tokens,
+            kept: None,
+        })
+    }
+
+    /// The cache the next repetition starts from, holding exactly the context.
+    fn cache(&mut self) -> Result<Box<dyn KvCache>> {
+        if let Some(mut cache) = self.kept.take() {
+            cache.truncate(SEQ, self.depth)?;
+            return Ok(cache);
+        }
+        let mut cache = self.kv.build(
+            KvShape::of(self.model.config()),
+            self.capacity,
+            1,
+            self.model.device(),
+        )?;
+        for chunk in self.context.chunks(DEPTH_CHUNK) {
+            self.model.forward(
+                &[SeqChunk::new(SEQ, chunk.to_vec(), LogitsFor::None)],
+                cache.as_mut(),
+            )?;
+        }
+        self.model.device().synchronize()?;
+        Ok(cache)
+    }
+
+    /// Hands a used cache back for the next repetition to reuse (at a depth only).
+    fn keep(&mut self, cache: Box<dyn KvCache>) {
+        if self.depth > 0 {
+            self.kept = Some(cache);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +283,97 @@ mod tests {
         };
         assert_eq!(s(&[3.0, 1.0, 2.0]).median(), 2.0);
         assert_eq!(s(&[4.0, 1.0, 2.0, 3.0]).median(), 2.5);
+    }
+
+    /// The tiny test model with a context of `positions`.
+    fn tiny_model(positions: usize) -> Model {
+        use crate::testing::{tiny_config, tiny_source};
+        let mut cfg = tiny_config(crate::Architecture::Llama);
+        cfg.max_position_embeddings = positions;
+        Model::load(
+            &mut tiny_source(&cfg, 42),
+            &crate::AsStored,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn test_names_follow_llama_bench() {
+        assert_eq!(test_name("pp", 512, 0), "pp512");
+        assert_eq!(test_name("tg", 128, 0), "tg128");
+        assert_eq!(test_name("pp", 512, 512), "pp512 @ d512");
+        assert_eq!(test_name("tg", 128, 4096), "tg128 @ d4096");
+    }
+
+    #[test]
+    fn tests_run_at_a_depth() {
+        let model = tiny_model(1024);
+        let pp = prefill_at(&model, 8, 20, 2, &CONTIGUOUS_F32).unwrap();
+        assert_eq!(pp.test, "pp8 @ d20");
+        assert_eq!(pp.tokens, 8);
+        assert_eq!(pp.samples_tok_per_s.len(), 2);
+        // A context longer than one prefill chunk.
+        let tg = decode_at(&model, 4, DEPTH_CHUNK + 3, 2, &CONTIGUOUS_F32).unwrap();
+        assert_eq!(tg.test, "tg4 @ d515");
+        assert_eq!(tg.samples_tok_per_s.len(), 2);
+        assert!(tg
+            .samples_tok_per_s
+            .iter()
+            .all(|x| x.is_finite() && *x > 0.0));
+        // Depth 0 is the plain test.
+        assert_eq!(
+            decode_in(&model, 3, 1, &CONTIGUOUS_F32).unwrap().test,
+            "tg3"
+        );
+        assert_eq!(
+            prefill_in(&model, 3, 1, &CONTIGUOUS_F32).unwrap().test,
+            "pp3"
+        );
+    }
+
+    #[test]
+    fn a_depth_beyond_the_context_is_an_error() {
+        let model = tiny_model(512);
+        let err = decode_at(&model, 8, 510, 1, &CONTIGUOUS_F32)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tg8 @ d510 needs 518 positions, beyond the model's context of 512"),
+            "{err}"
+        );
+        let err = prefill_at(&model, 512, 1, 1, &CONTIGUOUS_F32)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pp512 @ d1 needs 513 positions"), "{err}");
+        // Exactly the context fits.
+        decode_at(&model, 2, 510, 1, &CONTIGUOUS_F32).unwrap();
+    }
+
+    #[test]
+    fn a_repetition_starts_from_exactly_the_context() {
+        let model = tiny_model(1024);
+        let n = 5;
+        let depth = DEPTH_CHUNK + 10;
+        let mut start = Start::new(&model, &CONTIGUOUS_F32, "tg5 @ d522", n, depth, n + 1).unwrap();
+        for _ in 0..3 {
+            let mut cache = start.cache().unwrap();
+            assert_eq!(cache.seq_len(SEQ), depth);
+            for &tok in &start.tokens {
+                model
+                    .forward(
+                        &[SeqChunk::new(SEQ, vec![tok], LogitsFor::None)],
+                        cache.as_mut(),
+                    )
+                    .unwrap();
+            }
+            assert_eq!(cache.seq_len(SEQ), depth + n);
+            start.keep(cache);
+        }
+        // The context and the test's tokens are one stream, as at depth 0.
+        let mut all = start.context.clone();
+        all.extend(&start.tokens);
+        assert_eq!(all, bench_tokens(depth + n, model.config().vocab_size));
     }
 
     #[test]
