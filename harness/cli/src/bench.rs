@@ -71,6 +71,10 @@ struct BenchReport {
     repetitions: usize,
     /// Tokens in the KV cache before each test (llama-bench's `n_depth`).
     depth: usize,
+    /// The commit this binary was built from, and whether its tree differed from it, as
+    /// spec-bench and serve-bench record them.
+    git_commit: String,
+    git_dirty: Option<bool>,
     results: Vec<TestResult>,
 }
 
@@ -154,6 +158,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         threads: subject.threads,
         repetitions: args.repetitions,
         depth: args.depth,
+        git_commit: crate::common::GIT_COMMIT.into(),
+        git_dirty: crate::common::git_dirty(),
         results,
     };
     if args.json {

@@ -67,6 +67,9 @@ fn depth_names_the_tests_and_counts_its_context() {
     let plain = bench_json(model, &[]);
     assert_eq!(tests_of(&plain), ["pp4", "tg3"]);
     assert_eq!(plain["depth"], 0);
+    // The binary's commit, for a comparison script to record.
+    assert!(plain["git_commit"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(plain.get("git_dirty").is_some());
 
     let deep = bench_json(model, &["--depth", "300"]);
     assert_eq!(tests_of(&deep), ["pp4 @ d300", "tg3 @ d300"]);
