@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's own command-line tools (llama-perplexity, llama-bench) from the source the
-# llama-cpp-python sdist vendors, into effbench's cache, for the peer checks (never through a
-# binding). Idempotent. Prints the directory holding the binaries. ~10 min on 2 cores.
+# Builds llama.cpp's own command-line tools (llama-perplexity, llama-bench, llama-quantize) from
+# the source the llama-cpp-python sdist vendors, into effbench's cache, for the peer checks
+# (never through a binding): scripts/compare_llamacpp.py times llama-bench and derives GGUFs
+# with llama-quantize; the peer_*.py scripts run llama-perplexity. Idempotent: builds only the
+# tools missing. Prints the directory holding the binaries. ~10 min on 2 cores from scratch.
 #
 # AMX is turned off: on these virtual machines the CPU reports AMX, so -march=native compiles
 # llama.cpp's AMX matmul in, and that kernel segfaults on its first call here. Explicit -mno-amx-*
@@ -12,7 +14,12 @@ VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 ROOT="$CACHE/llama.cpp-$VERSION"
 SRC="$ROOT/llama_cpp_python-$VERSION/vendor/llama.cpp"
 BIN="$SRC/build/bin"
-if [ ! -x "$BIN/llama-perplexity" ] || [ ! -x "$BIN/llama-bench" ]; then
+TOOLS=(llama-perplexity llama-bench llama-quantize)
+missing=()
+for tool in "${TOOLS[@]}"; do
+  [ -x "$BIN/$tool" ] || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
   mkdir -p "$ROOT"
   if [ ! -d "$SRC" ]; then
     pip download --no-deps --no-binary llama-cpp-python "llama-cpp-python==$VERSION" -d "$ROOT" >&2
@@ -24,6 +31,6 @@ if [ ! -x "$BIN/llama-perplexity" ] || [ ! -x "$BIN/llama-bench" ]; then
     -DCMAKE_CXX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" \
     -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
     -DLLAMA_OPENSSL=OFF >&2
-  cmake --build "$SRC/build" -j"$(nproc)" --target llama-perplexity llama-bench >&2
+  cmake --build "$SRC/build" -j"$(nproc)" --target "${missing[@]}" >&2
 fi
 echo "$BIN"
