@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds llama.cpp through the llama-cpp-python package into a venv in effbench's cache, for
-# side-by-side comparisons (speed, perplexity, token ids). Idempotent; the build takes ~10 min
-# on 2 cores. Prints the venv's python path.
+# scripts/llamacpp_perplexity.py (llama.cpp's perplexity figures that the real-model tests
+# compare with). Idempotent; the build takes ~10 min on 2 cores. Prints the venv's python path.
+# Never time llama.cpp through this binding: its per-call overhead understates llama.cpp's speed;
+# scripts/compare_llamacpp.py runs llama.cpp's own llama-bench (scripts/build-llamacpp-tools.sh).
 set -euo pipefail
 CACHE="${EFFBENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/effbench}"
 VENV="$CACHE/llama-venv"
