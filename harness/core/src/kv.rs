@@ -170,12 +170,19 @@ pub fn contiguous_attention(
     v_all: &Tensor,
     start: usize,
 ) -> Result<Tensor> {
-    let (nh, n, hd) = q.dims3()?;
-    if n == 1 {
-        if let Some(out) = single_query_attention(q, k_all, v_all)? {
+    let (_, n, _) = q.dims3()?;
+    if n <= ROWWISE_MAX_ROWS {
+        if let Some(out) = rowwise_attention(q, k_all, v_all, start)? {
             return Ok(out);
         }
     }
+    matmul_attention(q, k_all, v_all, start)
+}
+
+/// [`contiguous_attention`] through candle's batched matmuls and a causal mask: the route of
+/// prefill chunks, and of any device.
+fn matmul_attention(q: &Tensor, k_all: &Tensor, v_all: &Tensor, start: usize) -> Result<Tensor> {
+    let (nh, n, hd) = q.dims3()?;
     let nkv = k_all.dims()[0];
     let total = start + n;
     // Grouped-query attention without repeating K/V: the query heads that share a KV head are
@@ -197,21 +204,38 @@ pub fn contiguous_attention(
     Ok(probs.matmul(&v_all.contiguous()?)?.reshape((nh, n, hd))?)
 }
 
-/// Attention of one new token (decode): per head, a dot product with each cached key, a
-/// softmax and a weighted sum of the values, read in place from the cache's buffers. Through
-/// candle the same step is two batched matmuls whose packing, the copy of the strided V view
-/// into a contiguous tensor and the intermediate tensors cost more than the arithmetic at
-/// decode sizes. No mask is needed: the one query is the last position. None when the tensors
-/// are not f32 on the CPU with unit stride along the head dimension.
-fn single_query_attention(q: &Tensor, k_all: &Tensor, v_all: &Tensor) -> Result<Option<Tensor>> {
+/// Chunks of up to this many queries (decode, speculative verification, small batches) attend
+/// row by row; longer ones (prefill) go through candle's batched matmuls.
+pub const ROWWISE_MAX_ROWS: usize = 16;
+
+/// Attention of a few new tokens, one query row at a time: per head and row, a dot product
+/// with each visible cached key, a softmax and a weighted sum of the values, read in place from
+/// the cache's buffers. Each row's arithmetic is the same however many rows share the call, so
+/// scoring k draft tokens in one pass gives each exactly the output of a pass of its own, and
+/// greedy speculative decoding reproduces plain greedy decoding bit for bit. At these sizes it
+/// is also faster than candle's route: two batched matmuls whose packing, the copy of the
+/// strided V view and the intermediate tensors cost more than the arithmetic. Row `i` sits at
+/// position `start + i` and sees keys `0..=start + i`, so no mask is built. None when the
+/// tensors are not f32 on the CPU with unit stride along the head dimension.
+fn rowwise_attention(
+    q: &Tensor,
+    k_all: &Tensor,
+    v_all: &Tensor,
+    start: usize,
+) -> Result<Option<Tensor>> {
     use candle_core::Storage;
     let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
     if !(f32_cpu(q) && f32_cpu(k_all) && f32_cpu(v_all)) {
         return Ok(None);
     }
-    let (nh, _, hd) = q.dims3()?;
+    let (nh, n, hd) = q.dims3()?;
     let (nkv, total, kv_hd) = k_all.dims3()?;
-    if kv_hd != hd || v_all.dims3()? != (nkv, total, hd) || nkv == 0 || nh % nkv != 0 {
+    if kv_hd != hd
+        || v_all.dims3()? != (nkv, total, hd)
+        || nkv == 0
+        || nh % nkv != 0
+        || total != start + n
+    {
         return Ok(None);
     }
     let q = q.contiguous()?;
@@ -227,15 +251,18 @@ fn single_query_attention(q: &Tensor, k_all: &Tensor, v_all: &Tensor) -> Result<
     if ks[2] != 1 || vs[2] != 1 {
         return Ok(None);
     }
-    let qd = &qc.as_slice::<f32>()?[q_layout.start_offset()..][..nh * hd];
+    let qd = &qc.as_slice::<f32>()?[q_layout.start_offset()..][..nh * n * hd];
     let kd = &kc.as_slice::<f32>()?[k_layout.start_offset()..];
     let vd = &vc.as_slice::<f32>()?[v_layout.start_offset()..];
     let group = nh / nkv;
     let scale = 1.0 / (hd as f32).sqrt();
-    let head = |h: usize, out: &mut [f32]| {
+    // Output row `row` is head `row / n`, query `row % n`, as q is laid out.
+    let attend_row = |row: usize, out: &mut [f32]| {
+        let (h, i) = (row / n, row % n);
         let g = h / group;
-        let qh = &qd[h * hd..(h + 1) * hd];
-        let mut scores: Vec<f32> = (0..total)
+        let visible = start + i + 1;
+        let qh = &qd[row * hd..(row + 1) * hd];
+        let mut scores: Vec<f32> = (0..visible)
             .map(|j| dot(qh, &kd[g * ks[0] + j * ks[1]..][..hd]) * scale)
             .collect();
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -254,20 +281,20 @@ fn single_query_attention(q: &Tensor, k_all: &Tensor, v_all: &Tensor) -> Result<
             }
         }
     };
-    let mut out = vec![0f32; nh * hd];
-    // Long contexts split the heads across the pool; at decode lengths a task costs more than
-    // a head.
-    if nh * total * hd >= 1 << 18 {
+    let mut out = vec![0f32; nh * n * hd];
+    // Long contexts split the rows across the pool; at decode lengths a task costs more than
+    // a row.
+    if nh * n * total * hd >= 1 << 18 {
         use rayon::prelude::*;
         out.par_chunks_mut(hd)
             .enumerate()
-            .for_each(|(h, o)| head(h, o));
+            .for_each(|(row, o)| attend_row(row, o));
     } else {
-        for (h, o) in out.chunks_mut(hd).enumerate() {
-            head(h, o);
+        for (row, o) in out.chunks_mut(hd).enumerate() {
+            attend_row(row, o);
         }
     }
-    Ok(Some(Tensor::from_vec(out, (nh, 1, hd), q.device())?))
+    Ok(Some(Tensor::from_vec(out, (nh, n, hd), q.device())?))
 }
 
 /// Eight independent partial sums, so the compiler can keep them in one vector register.
@@ -574,38 +601,23 @@ mod tests {
         }
     }
 
-    /// The one-query path against candle's masked matmuls on the same last position, with
-    /// grouped-query heads and K/V as strided views into a larger reservation, as the cache
-    /// hands them over.
+    /// The row-by-row path against candle's masked matmuls, with grouped-query heads and K/V
+    /// as strided views into a larger reservation, as the cache hands them over.
     #[test]
-    fn single_query_attention_matches_the_matmul_path() {
+    fn rowwise_attention_matches_the_matmul_path() {
         let (nh, nkv, hd) = (6, 2, 20);
-        for total in [1, 2, 7, 33] {
+        for (start, n) in [(0, 1), (1, 1), (6, 1), (32, 1), (0, 2), (5, 3), (20, 16)] {
+            let total = start + n;
             let k_buf = seeded((nkv, 40, hd), 1);
             let v_buf = seeded((nkv, 40, hd), 2);
             let k_all = k_buf.narrow(1, 0, total).unwrap();
             let v_all = v_buf.narrow(1, 0, total).unwrap();
-            let q_last = seeded((nh, 1, hd), 3 + total as u64);
-            let one = contiguous_attention(&q_last, &k_all, &v_all, total - 1).unwrap();
-            let want = if total >= 2 {
-                // Two query rows take the general path; its second row is the last position.
-                let q_prev = seeded((nh, 1, hd), 100);
-                let q2 = Tensor::cat(&[&q_prev, &q_last], 1).unwrap();
-                contiguous_attention(&q2, &k_all, &v_all, total - 2)
-                    .unwrap()
-                    .narrow(1, 1, 1)
-                    .unwrap()
-            } else {
-                // One key: attention returns its value for every head.
-                v_all
-                    .unsqueeze(1)
-                    .unwrap()
-                    .repeat((1, nh / nkv, 1, 1))
-                    .unwrap()
-                    .reshape((nh, 1, hd))
-                    .unwrap()
-            };
-            let diff = (one - want)
+            let q = seeded((nh, n, hd), 3 + total as u64);
+            let rowwise = rowwise_attention(&q, &k_all, &v_all, start)
+                .unwrap()
+                .expect("f32 CPU tensors take the row-wise path");
+            let want = matmul_attention(&q, &k_all, &v_all, start).unwrap();
+            let diff = (rowwise - want)
                 .unwrap()
                 .abs()
                 .unwrap()
@@ -613,7 +625,42 @@ mod tests {
                 .unwrap()
                 .to_scalar::<f32>()
                 .unwrap();
-            assert!(diff < 1e-5, "total {total}: max abs diff {diff}");
+            assert!(diff < 1e-5, "start {start}, n {n}: max abs diff {diff}");
+        }
+    }
+
+    /// A query row's output does not depend on how many rows share the call: row `i` of an
+    /// `n`-row chunk equals, bit for bit, one query alone at its position over the keys it
+    /// sees. This is what lets a speculative verification pass reproduce plain decoding.
+    #[test]
+    fn rowwise_attention_rows_do_not_depend_on_the_chunk() {
+        let (nh, nkv, hd) = (4, 2, 64);
+        let (start, n) = (9, 7);
+        let k_buf = seeded((nkv, 32, hd), 11);
+        let v_buf = seeded((nkv, 32, hd), 12);
+        let q = seeded((nh, n, hd), 13);
+        let chunk = contiguous_attention(
+            &q,
+            &k_buf.narrow(1, 0, start + n).unwrap(),
+            &v_buf.narrow(1, 0, start + n).unwrap(),
+            start,
+        )
+        .unwrap();
+        for i in 0..n {
+            let visible = start + i + 1;
+            let alone = contiguous_attention(
+                &q.narrow(1, i, 1).unwrap(),
+                &k_buf.narrow(1, 0, visible).unwrap(),
+                &v_buf.narrow(1, 0, visible).unwrap(),
+                start + i,
+            )
+            .unwrap();
+            let row = chunk.narrow(1, i, 1).unwrap();
+            assert_eq!(
+                row.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                alone.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                "row {i}"
+            );
         }
     }
 }
