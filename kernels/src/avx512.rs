@@ -15,6 +15,8 @@ use crate::x86::Args;
 /// A weight format, decoded two blocks at a time.
 pub(crate) trait Format2 {
     const BLOCK_BYTES: usize;
+    /// Weight rows a decode step (one activation row) reads side by side. See [`rows`].
+    const DECODE_ROWS: usize;
     /// Blocks `b` (at `p`) and `b + 1` (at `p + second`) as 64 u8 lanes, and
     /// `[d_b, m_b, d_b+1, m_b+1]` with `w = d * q + m`.
     unsafe fn load2(p: *const u8, second: usize) -> (__m512i, __m128);
@@ -45,6 +47,7 @@ unsafe fn two_f16(p0: *const u8, p1: *const u8) -> __m128 {
 
 pub(crate) struct Q4_1;
 impl Format2 for Q4_1 {
+    const DECODE_ROWS: usize = 4;
     const BLOCK_BYTES: usize = 20;
     #[inline(always)]
     unsafe fn load2(p: *const u8, second: usize) -> (__m512i, __m128) {
@@ -60,6 +63,7 @@ impl Format2 for Q4_1 {
 
 pub(crate) struct Q4_0;
 impl Format2 for Q4_0 {
+    const DECODE_ROWS: usize = 4;
     const BLOCK_BYTES: usize = 18;
     #[inline(always)]
     unsafe fn load2(p: *const u8, second: usize) -> (__m512i, __m128) {
@@ -72,6 +76,7 @@ impl Format2 for Q4_0 {
 
 pub(crate) struct Q8_0;
 impl Format2 for Q8_0 {
+    const DECODE_ROWS: usize = 1;
     const BLOCK_BYTES: usize = 34;
     #[inline(always)]
     unsafe fn load2(p: *const u8, second: usize) -> (__m512i, __m128) {
@@ -151,12 +156,14 @@ unsafe fn tile_c<F: Format2, const R: usize>(a: &Args, n0: usize, c0: usize, c: 
 /// Output columns `n0..n1` for every activation row, in 4 x 4 tiles.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn rows<F: Format2>(a: &Args, n0: usize, n1: usize) {
-    // Decode (one activation row) takes one weight row at a time, so the weights are read as
-    // one sequential stream. Four rows side by side, the tile that lets prefill reuse each
-    // unpacked block, are four interleaved streams that DRAM served at half the rate: SmolLM2
-    // decode went from 40 to 88 tok/s on one (contended) Zen 5 core. Each output's arithmetic
-    // is the same either way.
-    let r_max = if a.m == 1 { 1 } else { 4 };
+    // How many weight rows decode (one activation row) reads side by side depends on the
+    // format and the machine. On a Zen 5 core four interleaved rows streamed from DRAM at half
+    // the rate of one (SmolLM2 Q4_1 decode went from 40 to 88 tok/s with one). On this Xeon,
+    // whose 480 MB L3 holds a small model, the m-curve bench (benches/m_curve.rs, weights
+    // cycled through 1 GB) measured the 4-bit blocks 27-31% faster in tiles of four rows,
+    // whose activation loads serve four rows, and the 34-byte Q8_0 blocks 23% slower. Each
+    // output's arithmetic is the same either way, so results do not depend on the choice.
+    let r_max = if a.m == 1 { F::DECODE_ROWS } else { 4 };
     let mut r = n0;
     while r < n1 {
         let rr = r_max.min(n1 - r);

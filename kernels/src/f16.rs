@@ -8,9 +8,9 @@
 //!
 //! - **few rows** (`m <= GEMV_MAX_M`: decode, short verification chunks): a matrix-vector
 //!   product that converts 16 weights per instruction (F16C `vcvtph2ps`, AVX-512 or AVX2) and
-//!   feeds them straight into FMAs against the activation row, one weight row at a time so the
-//!   weights stream sequentially; for `m > 1` the other activation rows re-read the weight row
-//!   from L1. This runs at memory bandwidth, which is the decode limit.
+//!   feeds each converted vector to FMAs against up to four activation rows, one weight row at
+//!   a time so the weights stream sequentially. Each output is summed in the same order for any
+//!   `m` on this path. This runs at memory bandwidth, which is the decode limit.
 //! - **many rows** (prefill): panels of weight rows are widened to f32 into a per-thread buffer
 //!   small enough to stay in L2, and multiplied by the `gemm` crate's f32 kernel (packed,
 //!   blocked, FMA). The widening costs one instruction per 16 weights against `m` FMAs per
@@ -26,7 +26,7 @@ use half::f16;
 use crate::KernelError;
 
 /// Activation rows up to which the matrix-vector kernel beats widening a panel for `gemm`.
-pub const GEMV_MAX_M: usize = 4;
+pub const GEMV_MAX_M: usize = 16;
 
 /// Bytes of f32 weights per widened panel: well inside a 1-2 MiB L2 next to `gemm`'s own
 /// packing buffers.
@@ -276,63 +276,107 @@ mod simd {
 
     /// One weight row at a time, so the weights are read as one sequential stream: four rows
     /// read side by side (sharing each activation load) streamed a third slower from DRAM on
-    /// this machine's Zen 5, with or without software prefetch, and the activation reloads hit
-    /// L1 anyway. Rows past the first activation row are re-read from L1.
+    /// this machine's Zen 5, with or without software prefetch. Each widened weight vector
+    /// feeds up to four activation rows, so a short chunk (speculative verification) costs
+    /// little more than one row. Every output is summed in the same order whatever the number
+    /// of rows, so a row's result does not depend on the chunk it came in.
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
     pub(super) unsafe fn gemv_avx512(a: &F16Args, n0: usize, n1: usize) {
-        let k = a.k;
         for r in n0..n1 {
-            for c in 0..a.m {
-                *a.out.add(c * a.n + r) = dot_avx512(a.w.add(r * k), a.x.add(c * k), k);
+            let mut c = 0;
+            while c < a.m {
+                let cc = 4.min(a.m - c);
+                match cc {
+                    4 => dot_avx512::<4>(a, r, c),
+                    3 => dot_avx512::<3>(a, r, c),
+                    2 => dot_avx512::<2>(a, r, c),
+                    _ => dot_avx512::<1>(a, r, c),
+                }
+                c += cc;
             }
         }
     }
 
-    /// Four accumulators: independent FMA chains to cover the FMA latency.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-    unsafe fn dot_avx512(w: *const f16, x: *const f32, k: usize) -> f32 {
-        let mut acc = [_mm512_setzero_ps(); 4];
+    /// Weight row `r` against activation rows `c0..c0 + C`, four accumulators per row:
+    /// independent FMA chains to cover the FMA latency.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn dot_avx512<const C: usize>(a: &F16Args, r: usize, c0: usize) {
+        let k = a.k;
+        let w = a.w.add(r * k);
+        let x = |c: usize| a.x.add((c0 + c) * k);
+        let mut acc = [[_mm512_setzero_ps(); 4]; C];
         let mut i = 0;
         while i + 64 <= k {
-            for (j, acc) in acc.iter_mut().enumerate() {
+            for j in 0..4 {
                 let w0 = _mm512_cvtph_ps(_mm256_loadu_si256(w.add(i + 16 * j).cast()));
-                *acc = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x.add(i + 16 * j)), *acc);
+                for c in 0..C {
+                    acc[c][j] =
+                        _mm512_fmadd_ps(w0, _mm512_loadu_ps(x(c).add(i + 16 * j)), acc[c][j]);
+                }
             }
             i += 64;
         }
         while i + 16 <= k {
             let w0 = _mm512_cvtph_ps(_mm256_loadu_si256(w.add(i).cast()));
-            acc[0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x.add(i)), acc[0]);
+            for c in 0..C {
+                acc[c][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x(c).add(i)), acc[c][0]);
+            }
             i += 16;
         }
-        let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        _mm512_reduce_add_ps(s) + tail(w, x, i, k)
+        for c in 0..C {
+            let acc = &acc[c];
+            let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+            *a.out.add((c0 + c) * a.n + r) = _mm512_reduce_add_ps(s) + tail(w, x(c), i, k);
+        }
     }
 
-    /// [`gemv_avx512`] with 256-bit vectors.
+    /// [`gemv_avx512`] with 256-bit vectors; two activation rows per widened weight vector
+    /// keep the accumulators within AVX2's 16 registers.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn gemv_avx2(a: &F16Args, n0: usize, n1: usize) {
-        let k = a.k;
         for r in n0..n1 {
-            for c in 0..a.m {
-                let (w, x) = (a.w.add(r * k), a.x.add(c * k));
-                let mut acc = [_mm256_setzero_ps(); 4];
-                let mut i = 0;
-                while i + 32 <= k {
-                    for (j, acc) in acc.iter_mut().enumerate() {
-                        let w0 = _mm256_cvtph_ps(_mm_loadu_si128(w.add(i + 8 * j).cast()));
-                        *acc = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.add(i + 8 * j)), *acc);
-                    }
-                    i += 32;
+            let mut c = 0;
+            while c < a.m {
+                let cc = 2.min(a.m - c);
+                match cc {
+                    2 => dot_avx2::<2>(a, r, c),
+                    _ => dot_avx2::<1>(a, r, c),
                 }
-                while i + 8 <= k {
-                    let w0 = _mm256_cvtph_ps(_mm_loadu_si128(w.add(i).cast()));
-                    acc[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.add(i)), acc[0]);
-                    i += 8;
-                }
-                let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-                *a.out.add(c * a.n + r) = hsum256(s) + tail(w, x, i, k);
+                c += cc;
             }
+        }
+    }
+
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn dot_avx2<const C: usize>(a: &F16Args, r: usize, c0: usize) {
+        let k = a.k;
+        let w = a.w.add(r * k);
+        let x = |c: usize| a.x.add((c0 + c) * k);
+        let mut acc = [[_mm256_setzero_ps(); 4]; C];
+        let mut i = 0;
+        while i + 32 <= k {
+            for j in 0..4 {
+                let w0 = _mm256_cvtph_ps(_mm_loadu_si128(w.add(i + 8 * j).cast()));
+                for c in 0..C {
+                    acc[c][j] =
+                        _mm256_fmadd_ps(w0, _mm256_loadu_ps(x(c).add(i + 8 * j)), acc[c][j]);
+                }
+            }
+            i += 32;
+        }
+        while i + 8 <= k {
+            let w0 = _mm256_cvtph_ps(_mm_loadu_si128(w.add(i).cast()));
+            for c in 0..C {
+                acc[c][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x(c).add(i)), acc[c][0]);
+            }
+            i += 8;
+        }
+        for c in 0..C {
+            let acc = &acc[c];
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            *a.out.add((c0 + c) * a.n + r) = hsum256(s) + tail(w, x(c), i, k);
         }
     }
 

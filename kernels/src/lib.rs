@@ -381,6 +381,13 @@ pub(crate) fn check_activations(
     Ok(())
 }
 
+/// Activation rows up to which the K-quant kernels take one weight row at a time against
+/// every activation row, instead of 2 x 4 tiles: on the m-curve bench (`benches/m_curve.rs`)
+/// this made 5 to 9 rows 10-15% cheaper. The 4-bit and 8-bit GGML blocks and the packed
+/// formats measured the other way (their 4-row tiles won from m = 2) and keep `m == 1` as
+/// their only one-row case.
+pub(crate) const STREAM_MAX_M: usize = 16;
+
 /// Multiply-accumulates below which a rayon task costs more in dispatch than it saves.
 const MIN_TASK_WORK: usize = 1 << 18;
 

@@ -107,3 +107,28 @@ fn wrong_sizes_are_refused_and_nothing_is_written() {
     matmul_f16(&w, 3, 4, &x, 2, &mut out).unwrap();
     assert_eq!(out, vec![4.0; 6]);
 }
+
+/// On the matrix-vector path (decode, speculative verification) a row's outputs must not
+/// change with how many rows share the call: the rows share each widened weight vector but
+/// each is summed in its own fixed order.
+#[test]
+fn gemv_rows_do_not_depend_on_how_many_rows_share_the_call() {
+    let mut rng = StdRng::seed_from_u64(10);
+    for (n, k) in [(37, 47), (64, 1536)] {
+        for m in [2, 3, 4, 5, 9, GEMV_MAX_M] {
+            let (w, x) = random(n, k, m, &mut rng);
+            let mut batch = vec![0f32; m * n];
+            matmul_f16_with(F16Path::Gemv, &w, n, k, &x, m, &mut batch).unwrap();
+            for c in 0..m {
+                let mut single = vec![0f32; n];
+                let xr = &x[c * k..(c + 1) * k];
+                matmul_f16_with(F16Path::Gemv, &w, n, k, xr, 1, &mut single).unwrap();
+                assert_eq!(
+                    single,
+                    batch[c * n..(c + 1) * n],
+                    "({n}, {k}) m {m} row {c}"
+                );
+            }
+        }
+    }
+}

@@ -148,3 +148,32 @@ fn bad_sizes_and_formats_are_errors() {
         .pack(&[4u8; 32], &[f16::ONE], &[f16::ZERO], 1, 32)
         .is_err());
 }
+
+/// A row's outputs must not change with how many rows share the call, on either side of the
+/// switch from one-weight-row streaming to multi-row tiles.
+#[test]
+fn a_rows_outputs_do_not_depend_on_how_many_rows_share_the_call() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let (n, k) = (37, 100);
+    for f in formats() {
+        let w = random_matrix(f, n, k, &mut rng);
+        for m in [2, 5, 16, 17] {
+            let x = random_x(m, k, &mut rng);
+            for isa in Isa::available() {
+                let mut scratch = Scratch::new();
+                let mut batch = vec![0f32; m * n];
+                matmul_packed_with(isa, f, &w, n, k, &x, m, &mut batch, &mut scratch).unwrap();
+                for c in 0..m {
+                    let mut single = vec![0f32; n];
+                    let xr = &x[c * k..(c + 1) * k];
+                    matmul_packed_with(isa, f, &w, n, k, xr, 1, &mut single, &mut scratch).unwrap();
+                    assert_eq!(
+                        single,
+                        batch[c * n..(c + 1) * n],
+                        "{isa:?} {f:?} m {m} row {c}"
+                    );
+                }
+            }
+        }
+    }
+}
