@@ -95,26 +95,13 @@ pub fn prefill_at(
     kv: &dyn KvCacheBuilder,
 ) -> Result<SpeedSamples> {
     let test = test_name("pp", n, depth);
-    let mut start = Start::new(model, kv, &test, n, depth, n.max(1))?;
-    let mut samples = Vec::with_capacity(repetitions);
-    for rep in 0..=repetitions {
-        let mut cache = start.cache()?;
-        let t = Instant::now();
+    let start = Start::new(model, kv, &test, n, depth, n.max(1))?;
+    start.time(test, repetitions, |tokens, cache| {
         model.forward(
-            &[SeqChunk::new(SEQ, start.tokens.clone(), LogitsFor::Last)],
-            cache.as_mut(),
+            &[SeqChunk::new(SEQ, tokens.to_vec(), LogitsFor::Last)],
+            cache,
         )?;
-        // A GPU runs the pass asynchronously: the clock stops when it has finished.
-        model.device().synchronize()?;
-        if rep > 0 {
-            samples.push(n as f64 / t.elapsed().as_secs_f64());
-        }
-        start.keep(cache);
-    }
-    Ok(SpeedSamples {
-        test,
-        tokens: n,
-        samples_tok_per_s: samples,
+        Ok(())
     })
 }
 
@@ -143,27 +130,12 @@ pub fn decode_at(
 ) -> Result<SpeedSamples> {
     let test = test_name("tg", n, depth);
     // One token of slack, as this test always reserved.
-    let mut start = Start::new(model, kv, &test, n, depth, n + 1)?;
-    let mut samples = Vec::with_capacity(repetitions);
-    for rep in 0..=repetitions {
-        let mut cache = start.cache()?;
-        let t = Instant::now();
-        for &tok in &start.tokens {
-            model.forward(
-                &[SeqChunk::new(SEQ, vec![tok], LogitsFor::Last)],
-                cache.as_mut(),
-            )?;
+    let start = Start::new(model, kv, &test, n, depth, n + 1)?;
+    start.time(test, repetitions, |tokens, cache| {
+        for &tok in tokens {
+            model.forward(&[SeqChunk::new(SEQ, vec![tok], LogitsFor::Last)], cache)?;
         }
-        model.device().synchronize()?;
-        if rep > 0 {
-            samples.push(n as f64 / t.elapsed().as_secs_f64());
-        }
-        start.keep(cache);
-    }
-    Ok(SpeedSamples {
-        test,
-        tokens: n,
-        samples_tok_per_s: samples,
+        Ok(())
     })
 }
 
@@ -260,6 +232,34 @@ impl<'a> Start<'a> {
         if self.depth > 0 {
             self.kept = Some(cache);
         }
+    }
+
+    /// `test`'s samples: `pass` runs the test's tokens into a cache at the start, once to warm
+    /// up and then `repetitions` times on the clock.
+    fn time(
+        mut self,
+        test: String,
+        repetitions: usize,
+        pass: impl Fn(&[u32], &mut dyn KvCache) -> Result<()>,
+    ) -> Result<SpeedSamples> {
+        let n = self.tokens.len();
+        let mut samples = Vec::with_capacity(repetitions);
+        for rep in 0..=repetitions {
+            let mut cache = self.cache()?;
+            let t = Instant::now();
+            pass(&self.tokens, cache.as_mut())?;
+            // A GPU runs passes asynchronously: the clock stops when they have finished.
+            self.model.device().synchronize()?;
+            if rep > 0 {
+                samples.push(n as f64 / t.elapsed().as_secs_f64());
+            }
+            self.keep(cache);
+        }
+        Ok(SpeedSamples {
+            test,
+            tokens: n,
+            samples_tok_per_s: samples,
+        })
     }
 }
 
