@@ -2,6 +2,9 @@
 //! remainder the kernels handle: k not a multiple of 16 or 32, n not a multiple of 4, m between
 //! the matrix-vector and GEMM paths.
 
+mod common;
+
+use common::assert_rows_independent;
 use effbench_kernels::{
     matmul_f16, matmul_f16_reference, matmul_f16_with, F16Path, KernelError, GEMV_MAX_M,
 };
@@ -117,18 +120,9 @@ fn gemv_rows_do_not_depend_on_how_many_rows_share_the_call() {
     for (n, k) in [(37, 47), (64, 1536)] {
         for m in [2, 3, 4, 5, 9, GEMV_MAX_M] {
             let (w, x) = random(n, k, m, &mut rng);
-            let mut batch = vec![0f32; m * n];
-            matmul_f16_with(F16Path::Gemv, &w, n, k, &x, m, &mut batch).unwrap();
-            for c in 0..m {
-                let mut single = vec![0f32; n];
-                let xr = &x[c * k..(c + 1) * k];
-                matmul_f16_with(F16Path::Gemv, &w, n, k, xr, 1, &mut single).unwrap();
-                assert_eq!(
-                    single,
-                    batch[c * n..(c + 1) * n],
-                    "({n}, {k}) m {m} row {c}"
-                );
-            }
+            assert_rows_independent(&x, m, (n, k), &format!("({n}, {k})"), |x, m, out| {
+                matmul_f16_with(F16Path::Gemv, &w, n, k, x, m, out).unwrap()
+            });
         }
     }
 }

@@ -2,8 +2,11 @@
 //! (within the error that 8-bit activations imply), against each other, and on real weights of
 //! Qwen2.5-Coder-1.5B-Instruct.
 
+mod common;
+
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
+use common::assert_rows_independent;
 use effbench_kernels::{
     dequantize, matmul, matmul_with, reference, Isa, KernelError, Scratch, WeightFormat,
 };
@@ -340,19 +343,11 @@ fn results_do_not_depend_on_batch_size_or_thread_count() {
         let w = random_weights(format, n, k, &mut rng);
         let x = random_x(m, k, &mut rng);
         for isa in Isa::available() {
-            let mut batch = vec![0f32; m * n];
             let mut scratch = Scratch::new();
-            matmul_with(isa, format, &w, n, k, &x, m, &mut batch, &mut scratch).unwrap();
-            for c in 0..m {
-                let mut single = vec![0f32; n];
-                let xr = &x[c * k..(c + 1) * k];
-                matmul_with(isa, format, &w, n, k, xr, 1, &mut single, &mut scratch).unwrap();
-                assert_eq!(
-                    single,
-                    batch[c * n..(c + 1) * n],
-                    "{isa:?} {format:?} row {c}"
-                );
-            }
+            let what = format!("{isa:?} {format:?}");
+            assert_rows_independent(&x, m, (n, k), &what, |x, m, out| {
+                matmul_with(isa, format, &w, n, k, x, m, out, &mut scratch).unwrap()
+            });
         }
         let (n, k, m) = (1000, 1536, 7);
         let w = random_weights(format, n, k, &mut rng);

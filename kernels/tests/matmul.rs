@@ -1,8 +1,11 @@
 //! The SIMD kernels against the scalar reference, against exact f32 arithmetic (within the
 //! error that 8-bit activations imply), and against candle's own quantized matmul.
 
+mod common;
+
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
+use common::assert_rows_independent;
 use effbench_kernels::{
     dequantize, matmul, matmul_q4_1, matmul_with, reference, Isa, KernelError, Scratch,
     WeightFormat,
@@ -352,18 +355,10 @@ fn a_rows_outputs_do_not_depend_on_how_many_rows_share_the_call() {
             let x = random_x(m, k, &mut rng);
             for isa in Isa::available() {
                 let mut scratch = Scratch::new();
-                let mut batch = vec![0f32; m * n];
-                matmul_with(isa, format, &w, n, k, &x, m, &mut batch, &mut scratch).unwrap();
-                for c in 0..m {
-                    let mut single = vec![0f32; n];
-                    let xr = &x[c * k..(c + 1) * k];
-                    matmul_with(isa, format, &w, n, k, xr, 1, &mut single, &mut scratch).unwrap();
-                    assert_eq!(
-                        single,
-                        batch[c * n..(c + 1) * n],
-                        "{isa:?} {format:?} m {m} row {c}"
-                    );
-                }
+                let what = format!("{isa:?} {format:?}");
+                assert_rows_independent(&x, m, (n, k), &what, |x, m, out| {
+                    matmul_with(isa, format, &w, n, k, x, m, out, &mut scratch).unwrap()
+                });
             }
         }
     }

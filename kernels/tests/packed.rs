@@ -2,6 +2,9 @@
 //! scalar reference, and both against the exact f32 product of the dequantized weights, on odd
 //! shapes (k not a multiple of 32 or of the group, partial row tiles, 1 and many tokens).
 
+mod common;
+
+use common::assert_rows_independent;
 use effbench_kernels::{
     dequantize_packed, matmul_packed, matmul_packed_reference, matmul_packed_with, Isa,
     KernelError, PackedFormat, Scratch,
@@ -161,18 +164,10 @@ fn a_rows_outputs_do_not_depend_on_how_many_rows_share_the_call() {
             let x = random_x(m, k, &mut rng);
             for isa in Isa::available() {
                 let mut scratch = Scratch::new();
-                let mut batch = vec![0f32; m * n];
-                matmul_packed_with(isa, f, &w, n, k, &x, m, &mut batch, &mut scratch).unwrap();
-                for c in 0..m {
-                    let mut single = vec![0f32; n];
-                    let xr = &x[c * k..(c + 1) * k];
-                    matmul_packed_with(isa, f, &w, n, k, xr, 1, &mut single, &mut scratch).unwrap();
-                    assert_eq!(
-                        single,
-                        batch[c * n..(c + 1) * n],
-                        "{isa:?} {f:?} m {m} row {c}"
-                    );
-                }
+                let what = format!("{isa:?} {f:?}");
+                assert_rows_independent(&x, m, (n, k), &what, |x, m, out| {
+                    matmul_packed_with(isa, f, &w, n, k, x, m, out, &mut scratch).unwrap()
+                });
             }
         }
     }
