@@ -1,12 +1,9 @@
 //! Bad input gets a one-line error naming the cause and a non-zero exit, never a panic.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use candle_core::Tensor;
-use effbench_core::testing::{tiny_config, tiny_weights, write_tiny_gguf};
-use effbench_core::Architecture;
+use effbench_core::testing::write_tiny_gguf;
 
 fn effbench(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_effbench"))
@@ -80,13 +77,7 @@ fn gguf_without_tokenizer_metadata() {
 }
 
 fn write_safetensors_dir(dir: &Path) {
-    let cfg = tiny_config(Architecture::Llama);
-    std::fs::write(dir.join("config.json"), cfg.to_hf_config_json().to_string()).unwrap();
-    let tensors: HashMap<String, Tensor> = tiny_weights(&cfg, 7)
-        .into_iter()
-        .map(|(k, v)| (effbench_core::source::hf_name(&k).unwrap(), v))
-        .collect();
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    effbench_core::testing::write_tiny_safetensors(dir, 7);
 }
 
 #[test]

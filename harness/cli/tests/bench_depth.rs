@@ -2,13 +2,8 @@
 //! KV cache, say so in their names, count that context in the decode roofline's bytes, and a
 //! depth the model's context cannot hold is one clear error, not a panic.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-
-use candle_core::Tensor;
-use effbench_core::testing::{tiny_config, tiny_weights};
-use effbench_core::Architecture;
 
 fn effbench(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_effbench"))
@@ -25,13 +20,7 @@ fn effbench(args: &[&str]) -> std::process::Output {
 /// The tiny Llama model (512 positions) as a safetensors directory with a minimal tokenizer:
 /// `bench` loads a tokenizer with every model, though it times token ids only.
 fn write_tiny_model(dir: &Path) {
-    let cfg = tiny_config(Architecture::Llama);
-    std::fs::write(dir.join("config.json"), cfg.to_hf_config_json().to_string()).unwrap();
-    let tensors: HashMap<String, Tensor> = tiny_weights(&cfg, 7)
-        .into_iter()
-        .map(|(k, v)| (effbench_core::source::hf_name(&k).unwrap(), v))
-        .collect();
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    effbench_core::testing::write_tiny_safetensors(dir, 7);
     std::fs::write(
         dir.join("tokenizer.json"),
         r#"{"version":"1.0","model":{"type":"WordLevel","vocab":{"a":0,"[UNK]":1},"unk_token":"[UNK]"}}"#,

@@ -130,6 +130,18 @@ pub fn permute_for_interleaved_rope(w: &Tensor, heads: usize) -> Tensor {
         .expect("permute")
 }
 
+/// The tiny Llama model as a Hugging Face directory: `config.json` and `model.safetensors`
+/// holding [`tiny_weights`] of `seed` under their Hugging Face names (no tokenizer).
+pub fn write_tiny_safetensors(dir: &Path, seed: u64) {
+    let cfg = tiny_config(Architecture::Llama);
+    std::fs::write(dir.join("config.json"), cfg.to_hf_config_json().to_string()).unwrap();
+    let tensors: HashMap<String, Tensor> = tiny_weights(&cfg, seed)
+        .into_iter()
+        .map(|(k, v)| (crate::source::hf_name(&k).unwrap(), v))
+        .collect();
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+}
+
 /// Writes the tiny Llama model as an f32 GGUF with its shape metadata and no tokenizer, leaving
 /// out the tensor named `skip`: for tests of how commands meet damaged or incomplete files.
 pub fn write_tiny_gguf(path: &Path, skip: Option<&str>) {

@@ -227,13 +227,7 @@ fn write_tiny_gguf(path: &std::path::Path, dtype: GgmlDType) {
 }
 
 fn write_tiny_safetensors(dir: &std::path::Path) {
-    let cfg = tiny_config(Architecture::Llama);
-    std::fs::write(dir.join("config.json"), cfg.to_hf_config_json().to_string()).unwrap();
-    let tensors: HashMap<String, Tensor> = tiny_weights(&cfg, 42)
-        .into_iter()
-        .map(|(k, v)| (effbench_core::source::hf_name(&k).unwrap(), v))
-        .collect();
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    effbench_core::testing::write_tiny_safetensors(dir, 42);
 }
 
 #[test]
