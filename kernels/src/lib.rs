@@ -23,7 +23,7 @@
 //! Decode-sized calls take ~10 microseconds, about what it costs to wake the pool from a thread
 //! outside it. So from outside the pool, problems under 2M multiply-accumulates run on the
 //! calling thread; from inside it (`ThreadPool::install`, the better place for a forward pass)
-//! they split across the pool down to 256K multiply-accumulates per task.
+//! they split across the pool down to 64K multiply-accumulates per task.
 //!
 //! The SIMD path is chosen at run time (`is_x86_feature_detected!`), so a binary built for any
 //! x86-64 CPU is correct everywhere; [`reference::matmul`] is the portable scalar path and the
@@ -388,8 +388,12 @@ pub(crate) fn check_activations(
 /// their only one-row case.
 pub(crate) const STREAM_MAX_M: usize = 16;
 
-/// Multiply-accumulates below which a rayon task costs more in dispatch than it saves.
-const MIN_TASK_WORK: usize = 1 << 18;
+/// Multiply-accumulates below which a rayon task costs more in dispatch than it saves. Inside
+/// the pool a task starts in a few microseconds, so decode-sized matmuls split too: at 1 << 18
+/// SmolLM2's 576 x 576 attention projections ran on one thread, and 2-thread decode was 1.1x
+/// the 1-thread figure (69 against 63 tok/s on Q4_1 here); at 1 << 16 it is 1.5-1.9x, with
+/// Qwen2.5-1.5B's larger matmuls unchanged and 1 << 15 no better.
+const MIN_TASK_WORK: usize = 1 << 16;
 
 /// Multiply-accumulates below which a call from outside the pool runs on the calling thread:
 /// handing work to sleeping pool threads costs ~10 us, as much as a 576 x 1536 decode matmul.
