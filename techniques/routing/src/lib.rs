@@ -1,0 +1,17 @@
+//! effbench-routing: the analysis of a routing row, a cascade from a cheap model to the base one.
+//!
+//! The claim it measures: "for 80% of user queries a distilled model can match GPT-4 quality at
+//! 1/50th the cost". On each item a cheap model (a quantization or a student) answers first; when
+//! its confidence is below a threshold the item goes to the base model. effbench already records,
+//! per item and technique, whether the answer was right and every choice's log-likelihood, so
+//! routing is pure analysis of those records: no I/O and no model code here.
+//!
+//! - [`technique`]: the name grammar, `route:CHEAP@[SIGNAL:]THRESHOLD | route:CHEAP@sweep`.
+//! - [`signal`]: the confidence signals (choice margin, top probability, mean token
+//!   probability), each in [0, 1].
+
+pub mod signal;
+pub mod technique;
+
+pub use signal::{answer_confidence, choice_confidence, Signal};
+pub use technique::{RouteSpec, Threshold, GRAMMAR};
