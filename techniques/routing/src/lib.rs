@@ -9,9 +9,19 @@
 //! - [`technique`]: the name grammar, `route:CHEAP@[SIGNAL:]THRESHOLD | route:CHEAP@sweep`.
 //! - [`signal`]: the confidence signals (choice margin, top probability, mean token
 //!   probability), each in [0, 1].
+//! - [`cascade`]: the cascade at one threshold ([`cascade()`]) and over every threshold
+//!   ([`sweep()`]), with its Pareto frontier, the oracle bound, and the share routable at no
+//!   significant loss by fixed-sequence non-inferiority testing.
+//!
+//! Cost counts the cheap model on every item plus the base model on the escalated ones: the
+//! cheap model's confidence is what decides, so it always runs.
 
+pub mod cascade;
 pub mod signal;
 pub mod technique;
 
+pub use cascade::{
+    cascade, keeps, sweep, Oracle, Outcome, Point, Routable, RoutingError, Sweep, SweepOptions,
+};
 pub use signal::{answer_confidence, choice_confidence, Signal};
 pub use technique::{RouteSpec, Threshold, GRAMMAR};
