@@ -187,7 +187,7 @@ pub fn cascade(outcomes: &[Outcome], threshold: f64) -> Result<Point, RoutingErr
 /// of items kept), its Pareto frontier, the oracle bound, and the routable share.
 ///
 /// One sort and one pass with running counts: O(n log n), plus a McNemar tail per point, which
-/// [`mcnemar_p`] keeps to O(√n) however many pairs are discordant.
+/// the tail summation of `mcnemar_p` keeps to O(√n) however many pairs are discordant.
 ///
 /// The routable share is found by fixed-sequence non-inferiority testing. The points are tested
 /// in order of increasing cheap share, each for H0: delta ≤ −margin against H1: delta > −margin

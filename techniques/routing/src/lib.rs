@@ -9,19 +9,22 @@
 //! - [`technique`]: the name grammar, `route:CHEAP@[SIGNAL:]THRESHOLD | route:CHEAP@sweep`.
 //! - [`signal`]: the confidence signals (choice margin, top probability, mean token
 //!   probability), each in [0, 1].
-//! - [`cascade`]: the cascade at one threshold ([`cascade()`]) and over every threshold
+//! - [`mod@cascade`]: the cascade at one threshold ([`cascade()`]) and over every threshold
 //!   ([`sweep()`]), with its Pareto frontier, the oracle bound, and the share routable at no
 //!   significant loss by fixed-sequence non-inferiority testing.
+//! - [`plot`]: the sweep as an SVG and as a markdown section.
 //!
 //! Cost counts the cheap model on every item plus the base model on the escalated ones: the
-//! cheap model's confidence is what decides, so it always runs.
+//! cheap model's confidence is what decides, so it always runs. See docs/routing.md.
 
 pub mod cascade;
+pub mod plot;
 pub mod signal;
 pub mod technique;
 
 pub use cascade::{
     cascade, keeps, sweep, Oracle, Outcome, Point, Routable, RoutingError, Sweep, SweepOptions,
 };
+pub use plot::{markdown, svg};
 pub use signal::{answer_confidence, choice_confidence, Signal};
 pub use technique::{RouteSpec, Threshold, GRAMMAR};
