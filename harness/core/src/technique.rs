@@ -11,6 +11,8 @@ pub enum TechniqueKind {
     Decoding,
     /// How the KV cache stores keys and values.
     KvCache,
+    /// Which model answers each query: a cascade from a cheap model to the base one.
+    Routing,
 }
 
 impl TechniqueKind {
@@ -19,6 +21,7 @@ impl TechniqueKind {
             Self::Weights => "weights",
             Self::Decoding => "decoding",
             Self::KvCache => "KV cache",
+            Self::Routing => "routing",
         }
     }
 }
