@@ -1,7 +1,7 @@
 //! Techniques as registered values. Each technique crate declares its names' grammar and a
 //! parser; [`REGISTRY`] lists them, one line each, and is the only place a name is parsed.
 //! A [`Stack`] joins up to one technique of each kind with `+`:
-//! `int4-gptq+spec:ngram+kv:paged`.
+//! `int4-gptq+spec:ngram+kv:paged`, or `f16+route:int2-gptq@0.5`.
 
 use candle_core::{DType, Device};
 use effbench_core::technique::{TechniqueGrammar, TechniqueKind};
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use effbench_core::{AsStored, Dequantize, KvCacheBuilder, WeightPolicy};
 use effbench_kvcache::technique as kv_cache;
 use effbench_quant::{Method, QuantPolicy, Recipe};
+use effbench_routing::RouteSpec;
 use effbench_speculative::{technique as speculative, SpecTechnique};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -29,6 +30,14 @@ pub enum TechniqueError {
     EmptyPart { name: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("`{name}` routes to `{cheap}`, which is not a weights technique ({reason}); the cheap model of a cascade is a format of the weights or a student, e.g. route:int2-gptq@0.5")]
+    CheapNotWeights {
+        name: String,
+        cheap: String,
+        reason: String,
+    },
+    #[error("`{name}` stacks routing with a {kind} technique; a routing row is built from the records of its two weights rows, so it takes only a weights part (e.g. f16+route:int2-gptq@0.5)")]
+    RoutingStacked { name: String, kind: &'static str },
 }
 
 /// The weights a technique runs the model with.
@@ -73,6 +82,7 @@ pub enum Part {
     Weights(Weights),
     Decoding(SpecTechnique),
     Kv(Arc<dyn KvCacheBuilder>),
+    Routing(RouteSpec),
 }
 
 impl Part {
@@ -81,6 +91,7 @@ impl Part {
             Self::Weights(_) => TechniqueKind::Weights,
             Self::Decoding(_) => TechniqueKind::Decoding,
             Self::Kv(_) => TechniqueKind::KvCache,
+            Self::Routing(_) => TechniqueKind::Routing,
         }
     }
 }
@@ -94,6 +105,7 @@ pub enum Parser {
     Weights(ParseFn<Weights>),
     Decoding(ParseFn<SpecTechnique>),
     Kv(ParseFn<Arc<dyn KvCacheBuilder>>),
+    Routing(ParseFn<RouteSpec>),
 }
 
 /// A family of names: its grammar and its parser.
@@ -124,11 +136,19 @@ impl Registered {
         }
     }
 
+    pub const fn routing(grammar: TechniqueGrammar, parse: ParseFn<RouteSpec>) -> Self {
+        Self {
+            grammar,
+            parse: Parser::Routing(parse),
+        }
+    }
+
     fn parse(&self, name: &str) -> Option<Result<Part, String>> {
         Some(match self.parse {
             Parser::Weights(p) => p(name)?.map(Part::Weights),
             Parser::Decoding(p) => p(name)?.map(Part::Decoding),
             Parser::Kv(p) => p(name)?.map(Part::Kv),
+            Parser::Routing(p) => p(name)?.map(Part::Routing),
         })
     }
 }
@@ -170,6 +190,7 @@ pub const REGISTRY: &[Registered] = &[
     Registered::decoding(speculative::GRAMMAR, SpecTechnique::parse),
     Registered::kv(kv_cache::GRAMMAR, kv_cache::parse),
     Registered::kv(effbench_kvcache::f16::GRAMMAR, effbench_kvcache::f16::parse),
+    Registered::routing(effbench_routing::GRAMMAR, RouteSpec::parse),
 ];
 
 /// Every family's syntax, for error messages: `f16 | f32 | as-stored; int4|int2[...]; ...`.
@@ -186,12 +207,14 @@ pub fn help() -> String {
     let mut out = String::from(
         "Stack techniques of different kinds with `+`, at most one of each kind (weights, \
          decoding, KV cache), e.g. int4-gptq+spec:ngram+kv:paged. Without a weights part a \
-         stack runs the checkpoint as stored.\n",
+         stack runs the checkpoint as stored. A routing part stacks only with weights: \
+         f16+route:int2-gptq@0.5 is a cascade from int2-gptq to f16.\n",
     );
     for kind in [
         TechniqueKind::Weights,
         TechniqueKind::Decoding,
         TechniqueKind::KvCache,
+        TechniqueKind::Routing,
     ] {
         out.push_str(&format!("\n{}:\n", kind.describe()));
         for r in REGISTRY.iter().filter(|r| r.grammar.kind == kind) {
@@ -227,6 +250,8 @@ pub struct Stack {
     pub kv: Option<Arc<dyn KvCacheBuilder>>,
     /// The KV part's name as given, if any.
     pub kv_name: Option<String>,
+    /// A cascade whose base model is this stack's weights.
+    pub routing: Option<RouteSpec>,
 }
 
 impl Stack {
@@ -235,6 +260,7 @@ impl Stack {
         let mut weights = None;
         let mut decoding = None;
         let mut kv = None;
+        let mut routing = None;
         for piece in name.split('+') {
             let piece = piece.trim();
             if piece.is_empty() {
@@ -254,6 +280,30 @@ impl Stack {
                 Part::Weights(w) => weights = Some((w, piece.to_string())),
                 Part::Decoding(d) => decoding = Some(d),
                 Part::Kv(k) => kv = Some((k, piece.to_string())),
+                Part::Routing(r) => routing = Some(r),
+            }
+        }
+        if let Some(route) = &routing {
+            if let Some((kind, _)) = seen
+                .iter()
+                .find(|(k, _)| !matches!(k, TechniqueKind::Weights | TechniqueKind::Routing))
+            {
+                return Err(TechniqueError::RoutingStacked {
+                    name: name.into(),
+                    kind: kind.describe(),
+                });
+            }
+            let cheap_is_weights = match parse_part(&route.cheap) {
+                Ok(Part::Weights(_)) => Ok(()),
+                Ok(other) => Err(format!("it is a {} technique", other.kind().describe())),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(reason) = cheap_is_weights {
+                return Err(TechniqueError::CheapNotWeights {
+                    name: name.into(),
+                    cheap: route.cheap.clone(),
+                    reason,
+                });
             }
         }
         let (weights, weights_name) =
@@ -269,7 +319,15 @@ impl Stack {
             decoding,
             kv,
             kv_name,
+            routing,
         })
+    }
+
+    /// The two rows a routing row is built from, by name: the cheap model's and the base
+    /// model's (this stack's weights).
+    pub fn route_rows(&self) -> Option<(String, String)> {
+        let route = self.routing.as_ref()?;
+        Some((route.cheap.clone(), self.weights_name.clone()))
     }
 
     /// The same stack without its decoding technique, by name (`as-stored+kv:paged` for
@@ -388,11 +446,58 @@ mod tests {
     }
 
     #[test]
+    fn a_routing_row_names_its_cheap_and_base_rows() {
+        let s = Stack::parse("f16+route:int2-gptq@0.5").unwrap();
+        assert_eq!(
+            s.route_rows(),
+            Some(("int2-gptq".to_string(), "f16".to_string()))
+        );
+        let s = Stack::parse("route:student:m@sweep").unwrap();
+        assert_eq!(
+            s.route_rows(),
+            Some(("student:m".to_string(), "as-stored".to_string()))
+        );
+        assert_eq!(Stack::parse("f16").unwrap().route_rows(), None);
+    }
+
+    #[test]
+    fn a_cascade_takes_only_weights_in_one_line() {
+        for (name, want_stacked) in [
+            ("f16+route:int2@0.5+spec:ngram", true),
+            ("kv:paged+route:int2@0.5", true),
+            ("f16+route:spec:ngram@0.5", false),
+            ("f16+route:awq@0.5", false),
+        ] {
+            let err = Stack::parse(name).unwrap_err();
+            let msg = err.to_string();
+            assert!(!msg.contains('\n'), "{msg}");
+            match want_stacked {
+                true => assert!(
+                    matches!(err, TechniqueError::RoutingStacked { .. }),
+                    "{msg}"
+                ),
+                false => assert!(
+                    matches!(err, TechniqueError::CheapNotWeights { .. }),
+                    "{msg}"
+                ),
+            }
+        }
+        assert!(matches!(
+            Stack::parse("route:int2@0.5+route:int4@0.5").unwrap_err(),
+            TechniqueError::Conflict {
+                kind: "routing",
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn help_lists_every_family_under_its_kind() {
         let h = help();
         for r in REGISTRY {
             assert!(h.contains(r.grammar.syntax));
         }
         assert!(h.find("weights:").unwrap() < h.find("decoding:").unwrap());
+        assert!(h.contains("routing:"));
     }
 }

@@ -80,18 +80,23 @@ fn figures(suite: &str, q: &Quality) -> SuiteFigures {
 }
 
 /// The rows, in the first run's technique order. Every run must be of the same model file
-/// and compare the same techniques against the same baseline.
+/// and compare the same techniques against the same baseline; routing rows exist only in the
+/// suites that score items one by one, so they are left out of that check and the rows come
+/// from the first run that has the most.
 pub fn rows(runs: &[RunReport]) -> Result<Vec<JoinedRow>> {
     let Some(first) = runs.first() else {
         return Err(ReportError::Incomparable("no runs given".into()));
     };
-    let names: Vec<&str> = first
-        .techniques
-        .iter()
-        .map(|t| t.technique.as_str())
-        .collect();
+    let models = |r: &'_ RunReport| -> Vec<String> {
+        r.techniques
+            .iter()
+            .filter(|t| t.routing.is_none())
+            .map(|t| t.technique.clone())
+            .collect()
+    };
+    let names = models(first);
     for r in &runs[1..] {
-        let other: Vec<&str> = r.techniques.iter().map(|t| t.technique.as_str()).collect();
+        let other = models(r);
         if r.model.sha256 != first.model.sha256 || other != names || r.baseline != first.baseline {
             return Err(ReportError::Incomparable(format!(
                 "run `{}` ({}; {}) and run `{}` ({}; {}) are not the same model and techniques (hint: join the suites of one `effbench run --suite A,B`)",
@@ -110,7 +115,12 @@ pub fn rows(runs: &[RunReport]) -> Result<Vec<JoinedRow>> {
             .find_map(|r| r.technique(technique).and_then(|t| t.speed.as_ref()))
     };
     let base_speed = speed_of(&first.baseline);
-    Ok(first
+    let widest = runs
+        .iter()
+        .rev()
+        .max_by_key(|r| r.techniques.len())
+        .unwrap_or(first);
+    Ok(widest
         .techniques
         .iter()
         .map(|t| {

@@ -107,6 +107,36 @@ pub struct TechniqueReport {
     /// (absent unless the run served).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<ServingReport>,
+    /// A cascade's own figures: which model served how many items, and what they cost (absent
+    /// for rows that are one model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingReport>,
+}
+
+/// A routing row: a cheap model answers every item first and hands the ones it is unsure of to
+/// the base model. Its quality is the cascade's answers; its cost is the cheap model's on every
+/// item plus the base model's on the escalated ones, from both rows' measured speeds and the
+/// tokens each item ran.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RoutingReport {
+    /// The rows it is built from, by technique name.
+    pub cheap: String,
+    pub base: String,
+    /// The confidence signal, e.g. `margin`, and the threshold the cheap model's confidence must
+    /// reach to keep an item.
+    pub signal: String,
+    pub threshold: f64,
+    /// `given`, or how the sweep chose it.
+    pub threshold_source: String,
+    pub items: usize,
+    /// Items the cheap model answered alone.
+    pub cheap_served: usize,
+    /// Machine time of the cascade on the suite's items (each at its own tokens) against the
+    /// base model's alone.
+    pub cost_ratio_vs_base: f64,
+    /// What the main table prices: the cheap row's cost per request of the baseline's measured
+    /// shape plus the escalated share of the base row's, against the baseline's.
+    pub cost_ratio_vs_baseline: Option<f64>,
 }
 
 /// One row serving a request trace: the scheduler admits requests while the row's KV cache

@@ -53,6 +53,9 @@ pub struct Row {
     /// $/1M output tokens at the served throughput.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub served_usd_per_million_output: Option<f64>,
+    /// A cascade's routing in words: which model answered how many items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
 }
 
 /// The first 12 characters of a hash or commit, as git abbreviates. Characters, not bytes: the
@@ -123,6 +126,17 @@ fn row(t: &TechniqueReport, base: &TechniqueReport, is_baseline: bool, price: &P
         None => cost(s, price),
     });
     let base_cost = base.speed.as_ref().map(|s| cost(s, price));
+    // A cascade runs no speed test of its own: it costs its measured share of the baseline's
+    // machine time on the suite's items.
+    let routed = t.routing.as_ref().and_then(|r| r.cost_ratio_vs_baseline);
+    let c = match (routed, base_cost) {
+        (Some(ratio), Some(b)) => Some(Cost {
+            usd_per_million_input: b.usd_per_million_input * ratio,
+            usd_per_million_output: b.usd_per_million_output * ratio,
+            usd_per_request: b.usd_per_request * ratio,
+        }),
+        _ => c,
+    };
     let (cost_reduction, output_cost_ratio) = match (c, base_cost) {
         (Some(c), Some(b)) => (
             Some(1.0 - c.usd_per_request / b.usd_per_request),
@@ -155,7 +169,19 @@ fn row(t: &TechniqueReport, base: &TechniqueReport, is_baseline: bool, price: &P
             .as_ref()
             .filter(|s| s.output_tok_per_s > 0.0)
             .map(|s| crate::cost::usd_per_token(s.output_tok_per_s, price) * 1e6),
+        routing: t.routing.as_ref().map(routing_text),
     }
+}
+
+fn routing_text(r: &crate::schema::RoutingReport) -> String {
+    format!(
+        "cascade: {} alone on {:.0}% of items ({} >= {:.2}), {} on the rest",
+        r.cheap,
+        100.0 * r.cheap_served as f64 / r.items.max(1) as f64,
+        r.signal,
+        r.threshold,
+        r.base
+    )
 }
 
 fn served_text(s: &crate::schema::ServingReport) -> String {
@@ -343,10 +369,11 @@ pub fn technique_table(v: &ReportView) -> String {
                 (_, Some(b)) => format!("{}, {b:.2} bpw", mib(r.weight_bytes)),
                 (_, None) => mib(r.weight_bytes),
             };
-            let latency = match (r.decode_tok_per_s, r.prefill_tok_per_s) {
-                (Some(tg), Some(pp)) => {
+            let latency = match (r.decode_tok_per_s, r.prefill_tok_per_s, &r.routing) {
+                (Some(tg), Some(pp), _) => {
                     format!("{:.1} ms/token decode, {pp:.0} tok/s prefill", 1000.0 / tg)
                 }
+                (_, _, Some(routing)) => routing.clone(),
                 _ => "not measured".to_string(),
             };
             let mut row = vec![
@@ -656,6 +683,7 @@ mod tests {
             served_tok_per_s: None,
             served: None,
             served_usd_per_million_output: None,
+            routing: None,
         }
     }
 

@@ -186,6 +186,7 @@ pub fn from_slices(dir: &Path, run_json: &[u8], summary_json: &[u8]) -> Result<R
             .map(|r| TechniqueReport {
                 decoding: None,
                 serving: None,
+                routing: None,
                 technique: r.technique,
                 label: r.label,
                 params: BTreeMap::new(),
@@ -216,6 +217,7 @@ pub fn from_slices(dir: &Path, run_json: &[u8], summary_json: &[u8]) -> Result<R
             .map(|t| TechniqueReport {
                 decoding: None,
                 serving: None,
+                routing: None,
                 technique: t.technique,
                 label: t.label,
                 params: BTreeMap::new(),

@@ -369,6 +369,12 @@ fn shared_lead_tokens<'a>(continuations: impl Iterator<Item = &'a [u32]>) -> usi
 /// The continuation `norm` picks from a record's log-likelihoods and lengths; `None` where the
 /// metric needs lengths the record lacks (written before they were recorded).
 pub fn pred_by(record: &ItemRecord, norm: ScoreNorm) -> Option<usize> {
+    scores_by(record, norm).map(|scores| argmax(&scores))
+}
+
+/// What `norm` takes the argmax of: each continuation's log-likelihood, divided by its length
+/// for the length-normalised metrics; `None` as for [`pred_by`].
+pub fn scores_by(record: &ItemRecord, norm: ScoreNorm) -> Option<Vec<f64>> {
     let n = record.logprobs.len();
     let divisors: Option<&[usize]> = match norm {
         // Not a choice among continuations: the record's `correct` says whether its one
@@ -400,7 +406,7 @@ pub fn pred_by(record: &ItemRecord, norm: ScoreNorm) -> Option<usize> {
             }
         })
         .collect();
-    Some(argmax(&scores))
+    Some(scores)
 }
 
 #[cfg(test)]

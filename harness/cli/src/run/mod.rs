@@ -7,6 +7,7 @@ mod mc;
 pub mod merge;
 mod ppl;
 mod record;
+mod routing;
 mod serving;
 mod shard;
 pub use record::PriceArgs;
@@ -130,6 +131,11 @@ pub struct RunArgs {
     /// few-shot prefix once and sharing its KV (to measure what sharing saves).
     #[arg(long)]
     pub no_prefix_sharing: bool,
+    /// Routing rows (route:CHEAP@...): the accuracy loss, in points, within which a cascade
+    /// counts as no worse than its base model when the sweep picks the largest share of items
+    /// the cheap model may keep.
+    #[arg(long, default_value_t = 1.0)]
+    pub route_margin: f64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -773,6 +779,12 @@ pub fn run(mut args: RunArgs) -> Result<()> {
             bail!("technique `{t}` is listed twice");
         }
     }
+    args.techniques = routing::with_route_rows(&args.techniques)?;
+    anyhow::ensure!(
+        args.route_margin >= 0.0 && args.route_margin < 100.0,
+        "--route-margin is in accuracy points, from 0 up to 100, got {}",
+        args.route_margin
+    );
     let suites: Vec<String> = args
         .suite
         .split(',')
@@ -784,6 +796,34 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         return run_suites(args, suites);
     }
     let kind = suite_kind(&args.suite)?;
+    let routes: Vec<String> = args
+        .techniques
+        .iter()
+        .filter(|t| routing::is_route(t))
+        .cloned()
+        .collect();
+    if !routes.is_empty() {
+        if !matches!(kind, SuiteKind::MultipleChoice) {
+            // A cascade decides item by item; perplexity windows and generated answers are not
+            // routed yet, so the row is left out of this suite rather than filled in.
+            eprintln!(
+                "suite {}: routing rows ({}) are built on multiple-choice suites only; left out here",
+                args.suite,
+                routes.join(", ")
+            );
+            args.techniques.retain(|t| !routes.contains(t));
+        } else if args.speed.no_speed && !is_suites_run(&args.out) {
+            bail!(
+                "routing rows ({}) price each item from their two rows' measured speeds (hint: drop --no-speed)",
+                routes.join(", ")
+            );
+        } else if args.shard.is_some() {
+            bail!(
+                "routing rows ({}) are built from whole rows' records, which shards split (hint: run the shards without them, merge, then add them in one unsharded --resume)",
+                routes.join(", ")
+            );
+        }
+    }
     select_device(&args.device)?;
     let threads = effbench_core::threads::set_threads(args.threads);
     let model_path = crate::common::resolve_model_path(&args.model)?;
@@ -1003,7 +1043,33 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
     let mut measures = BTreeMap::new();
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    let mut routing_md = String::new();
+    let route_options = effbench_routing::SweepOptions {
+        margin: args.route_margin / 100.0,
+        ..Default::default()
+    };
     for technique in &args.techniques {
+        let stack = technique_stack(technique)?;
+        if let Some(route) = &stack.routing {
+            let row = routing::build(&routing::RouteInputs {
+                run_dir: &run_dir,
+                technique,
+                route,
+                base: &stack.weights_name,
+                baseline: &args.techniques[0],
+                items: &suite.items,
+                records: &all_records,
+                measures: &measures,
+                options: &route_options,
+            })?;
+            eprintln!("{technique}: {}", row.label);
+            routing::write_records(&run_dir, technique, &row.records)?;
+            labels.insert(technique.clone(), row.label);
+            all_records.insert(technique.clone(), row.records);
+            measures.insert(technique.clone(), row.measure);
+            routing_md.push_str(&row.markdown);
+            continue;
+        }
         let mut done: BTreeMap<String, ItemRecord> = run_dir.load_records(technique)?;
         let owned = |i: &&McItem| args.shard.is_none_or(|s| s.owns_item(technique, &i.id));
         let owned_count = suite.items.iter().filter(owned).count();
@@ -1119,7 +1185,7 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
     }
 
     let summary = report::summarize(&manifest, &suite.items, &all_records, &labels, &seconds)?;
-    let md = report::markdown(&manifest, &summary);
+    let md = report::markdown(&manifest, &summary) + &routing_md;
     let flags = record::flags(&[
         ("fewshot_source", suite.fewshot_label.clone()),
         ("batch", args.batch.to_string()),

@@ -10,7 +10,9 @@ use anyhow::Result;
 use clap::Args;
 use effbench_core::{speed, KvShape};
 use effbench_hw::gpu_sampler::{GpuMeasurement, GpuSampler};
-use effbench_report::schema::{DecodingReport, Energy, Memory, ServingReport, Speed};
+use effbench_report::schema::{
+    DecodingReport, Energy, Memory, RoutingReport, ServingReport, Speed,
+};
 use effbench_report::{Price, PriceTable};
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +115,9 @@ pub struct TechniqueMeasure {
     /// The row serving the request trace, when the run serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<ServingReport>,
+    /// A routing row's cascade figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingReport>,
 }
 
 /// How often the NVML sampler reads power, clock and memory during the speed test.
@@ -274,6 +279,7 @@ pub fn measure(
         gpu: Some(gpu),
         decoding,
         serving,
+        routing: None,
     };
     run_dir.write_json(&name, &m)?;
     Ok(m)
@@ -349,6 +355,7 @@ type Measured = (
     Option<GpuMeasurement>,
     Option<DecodingReport>,
     Option<ServingReport>,
+    Option<RoutingReport>,
 );
 
 fn measured(measures: &BTreeMap<String, TechniqueMeasure>, technique: &str) -> Measured {
@@ -361,6 +368,7 @@ fn measured(measures: &BTreeMap<String, TechniqueMeasure>, technique: &str) -> M
             m.gpu.clone(),
             m.decoding.clone(),
             m.serving.clone(),
+            m.routing.clone(),
         ),
         None => (
             BTreeMap::new(),
@@ -373,6 +381,7 @@ fn measured(measures: &BTreeMap<String, TechniqueMeasure>, technique: &str) -> M
             Energy::NotMeasured {
                 reason: "not measured in this run".into(),
             },
+            None,
             None,
             None,
             None,
@@ -395,7 +404,7 @@ pub fn mc_report(
         .techniques
         .iter()
         .map(|t| {
-            let (params, speed, memory, energy, gpu, decoding, serving) =
+            let (params, speed, memory, energy, gpu, decoding, serving, routing) =
                 measured(measures, &t.technique);
             let ci = t.accuracy.table_interval();
             TechniqueReport {
@@ -429,6 +438,7 @@ pub fn mc_report(
                 gpu,
                 decoding,
                 serving,
+                routing,
             }
         })
         .collect();
@@ -462,7 +472,7 @@ pub fn ppl_report(
     let techniques = rows
         .iter()
         .map(|r| {
-            let (params, speed, memory, energy, gpu, decoding, serving) =
+            let (params, speed, memory, energy, gpu, decoding, serving, routing) =
                 measured(measures, &r.technique);
             TechniqueReport {
                 technique: r.technique.clone(),
@@ -486,6 +496,7 @@ pub fn ppl_report(
                 gpu,
                 decoding,
                 serving,
+                routing,
             }
         })
         .collect();
