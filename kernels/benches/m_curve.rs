@@ -7,7 +7,9 @@
 //! A forward pass streams its weights from memory, so the bench cycles through copies of the
 //! matrix totalling `M_CURVE_POOL_MB` (default 1024 MB, past this machine's last-level cache)
 //! instead of re-reading one matrix from cache. Throughput is the weight bytes of one call.
-//! Threads: RAYON_NUM_THREADS. `cargo bench -p effbench-kernels --bench m_curve`.
+//! Threads: RAYON_NUM_THREADS. `M_CURVE_FORMATS=q5_0,q5_1` limits the run to those labels (a
+//! criterion filter would still quantize and copy every format's pool first).
+//! `cargo bench -p effbench-kernels --bench m_curve`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -38,6 +40,13 @@ fn pool_bytes() -> usize {
         << 20
 }
 
+/// The labels `M_CURVE_FORMATS` (comma-separated) asks for; every format when unset.
+fn wanted(label: &str) -> bool {
+    std::env::var("M_CURVE_FORMATS")
+        .map(|v| v.split(',').any(|f| f.trim() == label))
+        .unwrap_or(true)
+}
+
 fn bench(c: &mut Criterion) {
     let dev = Device::Cpu;
     let mut rng = StdRng::seed_from_u64(0);
@@ -48,6 +57,8 @@ fn bench(c: &mut Criterion) {
         ("q4_0", Weights::Ggml(WeightFormat::Q4_0, GgmlDType::Q4_0)),
         ("q4_1", Weights::Ggml(WeightFormat::Q4_1, GgmlDType::Q4_1)),
         ("q8_0", Weights::Ggml(WeightFormat::Q8_0, GgmlDType::Q8_0)),
+        ("q5_0", Weights::Ggml(WeightFormat::Q5_0, GgmlDType::Q5_0)),
+        ("q5_1", Weights::Ggml(WeightFormat::Q5_1, GgmlDType::Q5_1)),
         ("q4_k", Weights::Ggml(WeightFormat::Q4_K, GgmlDType::Q4K)),
         ("q6_k", Weights::Ggml(WeightFormat::Q6_K, GgmlDType::Q6K)),
         (
@@ -61,6 +72,9 @@ fn bench(c: &mut Criterion) {
         ("f16", Weights::F16),
     ];
     for (label, weights) in formats {
+        if !wanted(label) {
+            continue;
+        }
         let one: Vec<u8> = match &weights {
             Weights::Ggml(_, dtype) => QTensor::quantize(&w32, *dtype)
                 .unwrap()

@@ -14,6 +14,11 @@ pub enum WeightFormat {
     Q4_1,
     /// `block_q8_0`: f16 `d`, 32 signed bytes; `value = d * q`.
     Q8_0,
+    /// `block_q5_0`: f16 `d`, a little-endian u32 `qh` whose bit `j` is bit 4 of element `j`,
+    /// 16 bytes of nibbles (bits 0..4) laid out as in Q4_0; `value = d * (q - 16)`.
+    Q5_0,
+    /// `block_q5_1`: f16 `d`, f16 `m`, then `qh` and nibbles as in Q5_0; `value = d * q + m`.
+    Q5_1,
     // ggml's spelling, like the variants above.
     #[allow(non_camel_case_types)]
     /// `block_q4_K`: super-blocks of 256 in 144 bytes: f16 `d`, f16 `dmin`, 12 bytes packing
@@ -34,6 +39,8 @@ impl WeightFormat {
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
             Self::Q8_0 => 34,
+            Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
             Self::Q4_K => 144,
             Self::Q6_K => 210,
         }
@@ -42,7 +49,7 @@ impl WeightFormat {
     /// Weights per block: 32, or 256 for the K-quants' super-blocks. `k` must be a multiple.
     pub const fn block_elems(self) -> usize {
         match self {
-            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => QK,
+            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 | Self::Q5_0 | Self::Q5_1 => QK,
             Self::Q4_K | Self::Q6_K => crate::kquants::QK_K,
         }
     }
@@ -51,6 +58,16 @@ impl WeightFormat {
     /// blocks rather than the 32-element ones of the other formats.
     pub const fn is_k_quant(self) -> bool {
         matches!(self, Self::Q4_K | Self::Q6_K)
+    }
+
+    /// The `z` of formats stored as `value = d * (q - z)` (Q4_0: 8, Q5_0: 16), which ggml and
+    /// candle dequantize with one rounding; `None` for the others.
+    pub(crate) const fn zero_point(self) -> Option<i32> {
+        match self {
+            Self::Q4_0 => Some(8),
+            Self::Q5_0 => Some(16),
+            _ => None,
+        }
     }
 
     /// Bytes of an `(n, k)` matrix in this format.
@@ -86,6 +103,23 @@ impl WeightFormat {
                     *qi = byte as i8 as i32;
                 }
                 (d, 0.0, q)
+            }
+            Self::Q5_0 | Self::Q5_1 => {
+                let (m, rest) = if self == Self::Q5_1 {
+                    (
+                        f16::from_le_bytes([block[2], block[3]]).to_f32(),
+                        &block[4..24],
+                    )
+                } else {
+                    (-16.0 * d, &block[2..22])
+                };
+                let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                for (j, &byte) in rest[4..20].iter().enumerate() {
+                    let hi = |e: usize| (((qh >> e) & 1) << 4) as i32;
+                    q[j] = (byte & 0x0f) as i32 | hi(j);
+                    q[j + QK / 2] = (byte >> 4) as i32 | hi(j + QK / 2);
+                }
+                (d, m, q)
             }
             Self::Q4_K | Self::Q6_K => unreachable!("K-quants are decoded by kquants"),
         }

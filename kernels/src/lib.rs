@@ -1,5 +1,5 @@
-//! Fast CPU matrix multiplication for GGML-quantized weights (Q4_1, Q4_0, Q8_0, and the
-//! K-quants Q4_K and Q6_K, whose 256-element super-blocks have kernels of their own in
+//! Fast CPU matrix multiplication for GGML-quantized weights (Q4_1, Q4_0, Q5_0, Q5_1, Q8_0,
+//! and the K-quants Q4_K and Q6_K, whose 256-element super-blocks have kernels of their own in
 //! `kquants.rs`).
 //!
 //! candle 0.9's CPU path for Q4_1 has no SIMD dot product and multiplies one activation row at
@@ -424,6 +424,8 @@ fn simd_matmul(
         WeightFormat::Q4_0 => pick::<x86::Q4_0, avx512::Q4_0>(isa),
         WeightFormat::Q4_1 => pick::<x86::Q4_1, avx512::Q4_1>(isa),
         WeightFormat::Q8_0 => pick::<x86::Q8_0, avx512::Q8_0>(isa),
+        WeightFormat::Q5_0 => pick::<x86::Q5_0, avx512::Q5_0>(isa),
+        WeightFormat::Q5_1 => pick::<x86::Q5_1, avx512::Q5_1>(isa),
         WeightFormat::Q4_K | WeightFormat::Q6_K => unreachable!("K-quants go to matmul_k"),
     };
     let m = acts.m;

@@ -64,9 +64,9 @@ pub(crate) fn dequantize(format: WeightFormat, weights: &[u8], n: usize, k: usiz
     let mut out = Vec::with_capacity(n * k);
     for block in weights[..format.matrix_bytes(n, k)].chunks_exact(bb) {
         let (d, m, q) = format.decode_block(block);
-        if format == WeightFormat::Q4_0 {
-            // ggml and candle round d * (q - 8) once; the affine form would round twice.
-            out.extend(q.iter().map(|&q| d * (q - 8) as f32));
+        if let Some(z) = format.zero_point() {
+            // ggml and candle round d * (q - z) once; the affine form would round twice.
+            out.extend(q.iter().map(|&q| d * (q - z) as f32));
         } else {
             out.extend(q.iter().map(|&q| d * q as f32 + m));
         }

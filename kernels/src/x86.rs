@@ -138,6 +138,68 @@ impl SimdFormat for Q4_0 {
     }
 }
 
+/// A Q5 block's 16 nibble bytes and its `qh` word to 32 u8 lanes of 5-bit values, in the lane
+/// order of [`unpack_nibbles`]: bit `j` of `qh` is bit 4 of lane `j`.
+#[inline(always)]
+unsafe fn unpack_q5(qh: *const u8, nibbles: *const u8) -> __m256i {
+    let bits = _mm256_set1_epi32(qh.cast::<i32>().read_unaligned());
+    // Lane j takes byte j / 8 of qh (each 128-bit half holds all four bytes, so the in-lane
+    // shuffle reaches them), then keeps its own bit j % 8 of it.
+    let bytes = _mm256_shuffle_epi8(
+        bits,
+        _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+    _mm256_or_si256(
+        unpack_nibbles(nibbles),
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10)),
+    )
+}
+
+pub(crate) struct Q5_1;
+impl SimdFormat for Q5_1 {
+    const BLOCK_BYTES: usize = 24;
+    const HAS_MIN: bool = true;
+    type W = __m256i;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> (__m256i, __m128) {
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
+        (unpack_q5(p.add(4), p.add(8)), dm)
+    }
+    #[inline(always)]
+    unsafe fn dot<D: Dot>(w: __m256i, a: __m256i) -> __m256i {
+        D::dot(w, a)
+    }
+}
+
+pub(crate) struct Q5_0;
+impl SimdFormat for Q5_0 {
+    const BLOCK_BYTES: usize = 22;
+    const HAS_MIN: bool = true;
+    type W = __m256i;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> (__m256i, __m128) {
+        // d * (q - 16) = d * q + (-16 d), as Q4_0 folds its 8: the weights stay unsigned for
+        // the u8 x i8 dot product.
+        let d = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<u16>().read_unaligned() as i32));
+        let d = _mm_permute_ps::<0>(d);
+        (
+            unpack_q5(p.add(2), p.add(6)),
+            _mm_mul_ps(d, _mm_setr_ps(1.0, -16.0, 0.0, 0.0)),
+        )
+    }
+    #[inline(always)]
+    unsafe fn dot<D: Dot>(w: __m256i, a: __m256i) -> __m256i {
+        D::dot(w, a)
+    }
+}
+
 pub(crate) struct Q8_0;
 impl SimdFormat for Q8_0 {
     const BLOCK_BYTES: usize = 34;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 use common::assert_rows_independent;
 use effbench_kernels::{
@@ -14,7 +14,22 @@ use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const FORMATS: [WeightFormat; 3] = [WeightFormat::Q4_1, WeightFormat::Q4_0, WeightFormat::Q8_0];
+const FORMATS: [WeightFormat; 5] = [
+    WeightFormat::Q4_1,
+    WeightFormat::Q4_0,
+    WeightFormat::Q8_0,
+    WeightFormat::Q5_0,
+    WeightFormat::Q5_1,
+];
+
+/// The same formats as candle names them.
+const CANDLE_FORMATS: [(WeightFormat, GgmlDType); 5] = [
+    (WeightFormat::Q4_1, GgmlDType::Q4_1),
+    (WeightFormat::Q4_0, GgmlDType::Q4_0),
+    (WeightFormat::Q8_0, GgmlDType::Q8_0),
+    (WeightFormat::Q5_0, GgmlDType::Q5_0),
+    (WeightFormat::Q5_1, GgmlDType::Q5_1),
+];
 
 /// (n, k): SmolLM2's projection shapes, single blocks, and `n` that leave partial 4-row tiles
 /// and partial rayon tasks.
@@ -29,7 +44,8 @@ const SHAPES: [(usize, usize); 7] = [
 ];
 
 /// Random but well-formed blocks: positive scales of a realistic size, offsets of either sign,
-/// every quant value (including -128 for Q8_0, the edge of the sign trick).
+/// every quant value (including -128 for Q8_0, the edge of the sign trick, and every Q5 `qh`
+/// bit pattern).
 fn random_weights(format: WeightFormat, n: usize, k: usize, rng: &mut StdRng) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(format.matrix_bytes(n, k));
     for _ in 0..n * k / 32 {
@@ -43,6 +59,12 @@ fn random_weights(format: WeightFormat, n: usize, k: usize, rng: &mut StdRng) ->
             }
             WeightFormat::Q4_0 => bytes.extend((0..16).map(|_| rng.random::<u8>())),
             WeightFormat::Q8_0 => bytes.extend((0..32).map(|_| rng.random::<u8>())),
+            WeightFormat::Q5_0 => bytes.extend((0..20).map(|_| rng.random::<u8>())),
+            WeightFormat::Q5_1 => {
+                let m = f16::from_f32(rng.random_range(-0.8f32..0.2));
+                bytes.extend_from_slice(&m.to_le_bytes());
+                bytes.extend((0..20).map(|_| rng.random::<u8>()));
+            }
             _ => unreachable!("K-quants are tested in tests/kquants.rs"),
         }
     }
@@ -189,12 +211,7 @@ fn error_is_within_the_q8_activation_bound() {
 fn matches_candle_qmatmul() {
     let mut rng = StdRng::seed_from_u64(3);
     let dev = Device::Cpu;
-    let formats = [
-        (WeightFormat::Q4_1, GgmlDType::Q4_1),
-        (WeightFormat::Q4_0, GgmlDType::Q4_0),
-        (WeightFormat::Q8_0, GgmlDType::Q8_0),
-    ];
-    for (format, dtype) in formats {
+    for (format, dtype) in CANDLE_FORMATS {
         for (n, k, m) in [(1536, 576, 1), (576, 1536, 3), (96, 576, 64), (37, 64, 5)] {
             let wf: Vec<f32> = (0..n * k).map(|_| rng.random_range(-0.2f32..0.3)).collect();
             let wt = Tensor::from_vec(wf, (n, k), &dev).unwrap();
@@ -237,25 +254,110 @@ fn matches_candle_qmatmul() {
     }
 }
 
+/// Q5_0 matrices of the real Qwen2.5-Coder-0.5B Q4_K_M checkpoint (attention q and k, MLP
+/// gate): candle decodes the bytes as we do, and every kernel variant is within the 8-bit
+/// activation bound of the exact product and the reference's summation noise.
+#[test]
+fn real_qwen05_q5_0_weights_match_candle_and_the_reference() {
+    let Some(path) = effbench_assets::cached_path_or_skip("qwen2.5-coder-0.5b-instruct") else {
+        return;
+    };
+    let dev = Device::Cpu;
+    let mut file = std::fs::File::open(&path).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    for name in [
+        "blk.0.attn_q.weight",
+        "blk.0.attn_k.weight",
+        "blk.5.ffn_gate.weight",
+    ] {
+        let qt = content.tensor(&mut file, name, &dev).unwrap();
+        assert_eq!(qt.dtype(), GgmlDType::Q5_0, "{name}");
+        let format = WeightFormat::Q5_0;
+        let (n, k) = qt.shape().dims2().unwrap();
+        let bytes = qt.data().unwrap().into_owned();
+        // Rows of at most 256 outputs keep the f64 oracle quick.
+        let n = n.min(256);
+        let bytes = &bytes[..format.matrix_bytes(n, k)];
+        let theirs = qt.dequantize(&dev).unwrap().flatten_all().unwrap();
+        let theirs = theirs.to_vec1::<f32>().unwrap();
+        assert_eq!(
+            dequantize(format, bytes, n, k).unwrap(),
+            theirs[..n * k],
+            "{name}"
+        );
+
+        for m in [1, 3, 6] {
+            let x = random_x(m, k, &mut rng);
+            let e = exact(format, bytes, n, k, &x, m);
+            let mut want = vec![0f32; m * n];
+            reference::matmul(format, bytes, n, k, &x, m, &mut want).unwrap();
+            let mut worst = 0f64;
+            for isa in Isa::available() {
+                let mut got = vec![f32::NAN; m * n];
+                matmul_with(
+                    isa,
+                    format,
+                    bytes,
+                    n,
+                    k,
+                    &x,
+                    m,
+                    &mut got,
+                    &mut Scratch::new(),
+                )
+                .unwrap();
+                for i in 0..m * n {
+                    let f32_tol = F32_REL * e.magnitude[i] + 1e-6;
+                    let tol = e.q8_bound[i] + f32_tol;
+                    let diff = (got[i] as f64 - e.value[i]).abs();
+                    assert!(
+                        diff <= tol,
+                        "{isa:?} {name} m={m} out[{i}]: {} vs exact {} (diff {diff:e} > {tol:e})",
+                        got[i],
+                        e.value[i]
+                    );
+                    worst = worst.max(diff / tol);
+                    let diff = (got[i] as f64 - want[i] as f64).abs();
+                    assert!(
+                        diff <= f32_tol,
+                        "{isa:?} {name} m={m} out[{i}]: {} vs reference {} (diff {diff:e})",
+                        got[i],
+                        want[i]
+                    );
+                }
+            }
+            eprintln!("{name} (n={n}, k={k}, m={m}): worst error / bound {worst:.3}");
+        }
+    }
+}
+
 #[test]
 fn results_do_not_depend_on_thread_count_or_scratch_reuse() {
     let mut rng = StdRng::seed_from_u64(4);
     let (n, k, m) = (1000, 576, 7);
-    let w = random_weights(WeightFormat::Q4_1, n, k, &mut rng);
     let x = random_x(m, k, &mut rng);
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        let mut out = vec![0f32; m * n];
-        pool.install(|| matmul_q4_1(&w, n, k, &x, m, &mut out))
-            .unwrap();
-        out
-    };
-    let one = run(1);
-    assert_eq!(one, run(2));
-    assert_eq!(one, run(5));
+    let mut q4_1 = None;
+    for format in FORMATS {
+        let w = random_weights(format, n, k, &mut rng);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut out = vec![0f32; m * n];
+            pool.install(|| matmul(format, &w, n, k, &x, m, &mut out))
+                .unwrap();
+            out
+        };
+        let one = run(1);
+        assert_eq!(one, run(2), "{format:?}");
+        assert_eq!(one, run(5), "{format:?}");
+        if format == WeightFormat::Q4_1 {
+            q4_1 = Some((w, one));
+        }
+    }
+    let (w, one) = q4_1.unwrap();
 
     // A scratch that first held a larger problem must not leak stale values.
     let mut scratch = Scratch::new();
@@ -279,6 +381,136 @@ fn results_do_not_depend_on_thread_count_or_scratch_reuse() {
     let mut out = vec![0f32; m * n];
     matmul_with(isa, f, &w, n, k, &x, m, &mut out, &mut scratch).unwrap();
     assert_eq!(one, out);
+}
+
+/// Every tile shape the kernels have: n = 1..7 and 13 leave every partial row group (and
+/// decode's `DECODE_ROWS` groups), m = 1..9 every partial activation group, and k of 1, 3 and 5
+/// blocks an odd last block, which the 512-bit kernels pair with the activations' zero padding.
+#[test]
+fn every_tile_and_block_tail_matches_the_reference() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let isas = simd_isas();
+    for format in FORMATS {
+        for n in [1, 2, 3, 4, 5, 6, 7, 13] {
+            for k in [32, 96, 160] {
+                let w = random_weights(format, n, k, &mut rng);
+                for m in 1..=9 {
+                    let x = random_x(m, k, &mut rng);
+                    let mut want = vec![0f32; m * n];
+                    reference::matmul(format, &w, n, k, &x, m, &mut want).unwrap();
+                    let e = exact(format, &w, n, k, &x, m);
+                    for &isa in &isas {
+                        let mut got = vec![f32::NAN; m * n];
+                        let mut scratch = Scratch::new();
+                        matmul_with(isa, format, &w, n, k, &x, m, &mut got, &mut scratch).unwrap();
+                        for i in 0..m * n {
+                            let tol = F32_REL * e.magnitude[i] + 1e-6;
+                            let diff = (got[i] as f64 - want[i] as f64).abs();
+                            assert!(
+                                diff <= tol,
+                                "{isa:?} {format:?} n={n} k={k} m={m} out[{i}]: {} vs \
+                                 reference {} (diff {diff:e} > tol {tol:e})",
+                                got[i],
+                                want[i],
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Our decoding of the block bytes against candle's, on blocks from candle's own quantizer and
+/// on arbitrary bytes (every nibble, `qh` bit and sign pattern).
+#[test]
+fn dequantize_matches_candle_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let dev = Device::Cpu;
+    let (n, k) = (9, 320);
+    for (format, dtype) in CANDLE_FORMATS {
+        let wf: Vec<f32> = (0..n * k)
+            .map(|i| rng.random_range(-0.2f32..0.3) * [1.0, 0.1, 3.0][(i / 32) % 3])
+            .collect();
+        let qt = QTensor::quantize(&Tensor::from_vec(wf, (n, k), &dev).unwrap(), dtype).unwrap();
+        let bytes = qt.data().unwrap().into_owned();
+        let theirs = qt.dequantize(&dev).unwrap().flatten_all().unwrap();
+        let ours = dequantize(format, &bytes, n, k).unwrap();
+        assert_eq!(ours, theirs.to_vec1::<f32>().unwrap(), "{format:?}");
+
+        let bytes = random_weights(format, n, k, &mut rng);
+        let storage = QStorage::from_data(std::borrow::Cow::Borrowed(&bytes), &dev, dtype).unwrap();
+        let qt = QTensor::new(storage, (n, k)).unwrap();
+        let theirs = qt.dequantize(&dev).unwrap().flatten_all().unwrap();
+        let ours = dequantize(format, &bytes, n, k).unwrap();
+        assert_eq!(
+            ours,
+            theirs.to_vec1::<f32>().unwrap(),
+            "{format:?} random bytes"
+        );
+    }
+}
+
+/// The Q5 layout written out from ggml's `dequantize_row_q5_0/1` by hand, independently of
+/// candle: bit `j` of the little-endian `qh` is bit 4 of element `j`, and element `j + 16` sits
+/// in the high nibble of byte `j`.
+#[test]
+fn q5_blocks_decode_as_ggml_lays_them_out() {
+    let qh: u32 = 0x8001_7f02;
+    let qs: Vec<u8> = (0..16u8).map(|j| j | ((15 - j) << 4)).collect();
+    let want_q: Vec<i32> = (0..32)
+        .map(|e: usize| {
+            let nibble = if e < 16 { e as i32 } else { 31 - e as i32 };
+            nibble | (((qh >> e) & 1) << 4) as i32
+        })
+        .collect();
+    let d = f16::from_f32(0.5);
+    let m = f16::from_f32(-3.0);
+
+    let mut q5_0 = d.to_le_bytes().to_vec();
+    q5_0.extend_from_slice(&qh.to_le_bytes());
+    q5_0.extend_from_slice(&qs);
+    let got = dequantize(WeightFormat::Q5_0, &q5_0, 1, 32).unwrap();
+    let want: Vec<f32> = want_q.iter().map(|&q| 0.5 * (q - 16) as f32).collect();
+    assert_eq!(got, want, "Q5_0");
+
+    let mut q5_1 = d.to_le_bytes().to_vec();
+    q5_1.extend_from_slice(&m.to_le_bytes());
+    q5_1.extend_from_slice(&qh.to_le_bytes());
+    q5_1.extend_from_slice(&qs);
+    let got = dequantize(WeightFormat::Q5_1, &q5_1, 1, 32).unwrap();
+    let want: Vec<f32> = want_q.iter().map(|&q| 0.5 * q as f32 - 3.0).collect();
+    assert_eq!(got, want, "Q5_1");
+
+    // Every kernel reads the same layout: row c of x is 127 at c and 0 elsewhere, which
+    // quantizes exactly (scale 1) and picks out 127 * w_c, a small multiple of 1/2 that no
+    // summation order rounds.
+    let x: Vec<f32> = (0..32 * 32)
+        .map(|i| if i / 32 == i % 32 { 127.0 } else { 0.0 })
+        .collect();
+    for (format, block) in [(WeightFormat::Q5_0, &q5_0), (WeightFormat::Q5_1, &q5_1)] {
+        let want: Vec<f32> = dequantize(format, block, 1, 32)
+            .unwrap()
+            .iter()
+            .map(|w| w * 127.0)
+            .collect();
+        for isa in Isa::available() {
+            let mut out = vec![f32::NAN; 32];
+            matmul_with(
+                isa,
+                format,
+                block,
+                1,
+                32,
+                &x,
+                32,
+                &mut out,
+                &mut Scratch::new(),
+            )
+            .unwrap();
+            assert_eq!(out, want, "{isa:?} {format:?}");
+        }
+    }
 }
 
 #[test]

@@ -280,8 +280,8 @@ impl LinearWeight for DenseLinear {
     }
 }
 
-/// A GGML block-quantized matrix. Q4_0, Q4_1, Q8_0, Q4_K and Q6_K on the CPU go through our own
-/// SIMD kernels (`effbench-kernels`), faster than candle's for these types (see
+/// A GGML block-quantized matrix. Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K on the CPU go
+/// through our own SIMD kernels (`effbench-kernels`), faster than candle's for these types (see
 /// `kernels/benches`); every other type and device through candle's.
 #[derive(Debug, Clone)]
 pub struct GgmlLinear {
@@ -298,6 +298,8 @@ impl GgmlLinear {
             match qtensor.dtype() {
                 GgmlDType::Q4_0 => Some(WeightFormat::Q4_0),
                 GgmlDType::Q4_1 => Some(WeightFormat::Q4_1),
+                GgmlDType::Q5_0 => Some(WeightFormat::Q5_0),
+                GgmlDType::Q5_1 => Some(WeightFormat::Q5_1),
                 GgmlDType::Q8_0 => Some(WeightFormat::Q8_0),
                 GgmlDType::Q4K => Some(WeightFormat::Q4_K),
                 GgmlDType::Q6K => Some(WeightFormat::Q6_K),
@@ -413,6 +415,35 @@ mod tests {
         assert_eq!(ggml.format(), "Q8_0");
         assert!((ggml.bits_per_weight() - 8.5).abs() < 1e-9);
         assert_eq!(dense.bits_per_weight(), 32.0);
+    }
+
+    #[test]
+    fn q5_matrices_run_on_our_kernels() {
+        if std::env::var_os(CANDLE_ONLY_ENV).is_some() {
+            eprintln!("skipping: {CANDLE_ONLY_ENV} asks for candle's kernels");
+            return;
+        }
+        let w = seeded(40, 256, 4);
+        let x = seeded(5, 256, 5);
+        for (dtype, name) in [(GgmlDType::Q5_0, "Q5_0"), (GgmlDType::Q5_1, "Q5_1")] {
+            let q = Arc::new(QTensor::quantize(&w, dtype).unwrap());
+            let ggml = GgmlLinear::new(q.clone()).unwrap();
+            assert!(ggml.uses_own_kernel(), "{name}");
+            assert_eq!(ggml.format(), name);
+            let dense = DenseLinear::new(q.dequantize(&Device::Cpu).unwrap()).unwrap();
+            let diff = (ggml.forward(&x).unwrap() - dense.forward(&x).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            // |x| < 0.5 in blocks of 32 rounds each activation by at most 0.5 / 254; with
+            // |w| < 0.5 over k = 256 that bounds an output's error by 256 * 0.5 * 0.002 = 0.25,
+            // and independent roundings land far inside it.
+            assert!(diff < 0.05, "{name}: max abs diff {diff}");
+        }
     }
 
     #[test]
