@@ -201,7 +201,8 @@ fn a_cascade_takes_each_item_from_the_row_its_threshold_picks_and_costs_both() {
     assert!(svg.contains("<svg"));
     let summary = std::fs::read_to_string(run.join("summary.md")).unwrap();
     assert!(
-        summary.contains("### Routing: f16+route:as-stored@sweep"),
+        summary.contains("### Routing: `as-stored` first, then `f16`")
+            && summary.contains("Row `f16+route:as-stored@sweep`."),
         "{summary}"
     );
     let table = std::fs::read_to_string(run.join("report.md")).unwrap();

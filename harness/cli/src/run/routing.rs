@@ -237,8 +237,9 @@ pub fn build(inp: &RouteInputs) -> Result<RouteRow> {
     let title = format!("{technique}: accuracy against machine time");
     let svg_name = format!("routing-{key}.svg");
     run_dir.write_atomic(&svg_name, effbench_routing::svg(&sweep, &title)?.as_bytes())?;
+    // The section's own heading names the cheap and base rows; the row's name goes under it.
     let markdown = format!(
-        "\n### Routing: {technique}\n\n{}\nCurve: [{svg_name}]({svg_name}); every threshold: `routing-{key}.json`.\n",
+        "\n{}\nRow `{technique}`. Curve: [{svg_name}]({svg_name}); every threshold: `routing-{key}.json`.\n",
         effbench_routing::markdown(&sweep, cheap, base)
     );
     Ok(RouteRow {
