@@ -9,6 +9,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod support;
+
 fn effbench(out: &Path, techniques: &str, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_effbench"))
         .args([
@@ -39,6 +41,7 @@ fn effbench(out: &Path, techniques: &str, extra: &[&str]) -> std::process::Outpu
         .expect("run effbench")
 }
 
+/// A technique's records keyed by item; the file is named by the technique's file-safe form.
 fn records(run: &Path, technique: &str) -> BTreeMap<String, Value> {
     let key: String = technique
         .chars()
@@ -50,24 +53,7 @@ fn records(run: &Path, technique: &str) -> BTreeMap<String, Value> {
             }
         })
         .collect();
-    let file = std::fs::read_dir(run)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("items-{key}")) && n.ends_with(".jsonl"))
-        })
-        .unwrap_or_else(|| panic!("no records for {technique} in {}", run.display()));
-    std::fs::read_to_string(file)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["item"].as_str().unwrap().to_string(), v)
-        })
-        .collect()
+    support::technique_records(run, &key)
 }
 
 /// The softmax margin between the top two choices' log-likelihoods (MMLU's metric is the raw
@@ -178,19 +164,7 @@ fn a_cascade_takes_each_item_from_the_row_its_threshold_picks_and_costs_both() {
     assert_eq!(row("f16+route:as-stored@0")["routing"]["cheap_served"], 12);
     assert_eq!(row("f16+route:as-stored@1")["routing"]["cheap_served"], 0);
 
-    // Names with `+`, `:` or `@` get a hash after their file-safe form.
-    let beside = |ext: &str| {
-        std::fs::read_dir(&run)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                    n.starts_with("routing-f16_route_as-stored_sweep") && n.ends_with(ext)
-                })
-            })
-            .unwrap_or_else(|| panic!("no routing-*{ext} for the sweep row"))
-    };
+    let beside = |ext: &str| support::file_named(&run, "routing-f16_route_as-stored_sweep", ext);
     let sweep: Value =
         serde_json::from_str(&std::fs::read_to_string(beside(".json")).unwrap()).unwrap();
     let points = sweep["points"].as_array().unwrap();

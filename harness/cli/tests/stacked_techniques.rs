@@ -4,9 +4,11 @@
 //! where the contiguous one cannot; a conflicting stack is refused in one line before anything
 //! starts.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+
+mod support;
+use support::technique_records as records;
 
 fn effbench(out: &Path, techniques: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_effbench"))
@@ -40,29 +42,6 @@ fn effbench(out: &Path, techniques: &str) -> std::process::Output {
         .arg(out)
         .output()
         .expect("run effbench")
-}
-
-/// A technique's records keyed by item, from the `items-*.jsonl` file whose name starts with
-/// the technique's file key.
-fn records(run: &Path, prefix: &str) -> BTreeMap<String, serde_json::Value> {
-    let file = std::fs::read_dir(run)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("items-{prefix}")) && n.ends_with(".jsonl"))
-        })
-        .unwrap_or_else(|| panic!("no records for {prefix} in {}", run.display()));
-    std::fs::read_to_string(file)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["item"].as_str().unwrap().to_string(), v)
-        })
-        .collect()
 }
 
 #[test]

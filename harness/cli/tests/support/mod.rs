@@ -156,6 +156,34 @@ pub fn records(out: &Path) -> BTreeMap<String, String> {
     map
 }
 
+/// The file directly in `dir` whose name starts with `prefix` and ends with `suffix`: technique
+/// names with `+`, `:` or `@` get a hash after their file-safe form, so tests find them by it.
+pub fn file_named(dir: &Path, prefix: &str, suffix: &str) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix))
+        })
+        .unwrap_or_else(|| panic!("no {prefix}*{suffix} in {}", dir.display()))
+}
+
+/// One technique's item records in a run directory, parsed and keyed by item, from the
+/// `items-<key>*.jsonl` file its file-safe name `key` starts.
+pub fn technique_records(run: &Path, key: &str) -> BTreeMap<String, serde_json::Value> {
+    std::fs::read_to_string(file_named(run, &format!("items-{key}"), ".jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["item"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
 /// Every file below `dir`, sorted.
 pub fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
