@@ -1122,9 +1122,7 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
         }
         let mut correct = done.values().filter(|r| r.correct).count();
         let kv_plan = mc::KvPlan {
-            cache: technique_stack(technique)?
-                .kv
-                .unwrap_or_else(|| args.kv.builder()),
+            cache: stack.kv.clone().unwrap_or_else(|| args.kv.builder()),
             share_prefix: !args.no_prefix_sharing,
         };
         let mut kv_stats = mc::KvStats::default();
