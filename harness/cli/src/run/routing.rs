@@ -260,12 +260,10 @@ pub fn write_records(
     technique: &str,
     records: &BTreeMap<String, ItemRecord>,
 ) -> Result<()> {
-    let mut bytes = Vec::new();
-    for r in records.values() {
-        serde_json::to_writer(&mut bytes, r)?;
-        bytes.push(b'\n');
-    }
-    store::write_atomic(&run_dir.records_path(technique), &bytes)
+    store::write_atomic(
+        &run_dir.records_path(technique),
+        &store::record_lines(records.values())?,
+    )
 }
 
 #[cfg(test)]

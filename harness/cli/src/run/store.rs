@@ -121,6 +121,18 @@ impl RunDir {
 
 pub use effbench_report::records::Keyed;
 
+/// Records as a records file holds them: one JSON object per line.
+pub fn record_lines<'a, R: Serialize + 'a>(
+    records: impl IntoIterator<Item = &'a R>,
+) -> Result<Vec<u8>> {
+    let mut lines = Vec::new();
+    for record in records {
+        serde_json::to_writer(&mut lines, record)?;
+        lines.push(b'\n');
+    }
+    Ok(lines)
+}
+
 pub struct RecordWriter {
     file: File,
     path: PathBuf,
@@ -136,11 +148,7 @@ impl RecordWriter {
     /// Several records in one `write`, then fsync: a kill leaves all of them, none, or a cut
     /// tail that loading drops (a cut can only end the file, so the records before it stand).
     pub fn append_all<R: Serialize>(&mut self, records: &[R]) -> Result<()> {
-        let mut lines = Vec::new();
-        for record in records {
-            serde_json::to_writer(&mut lines, record)?;
-            lines.push(b'\n');
-        }
+        let lines = record_lines(records)?;
         let before = self.file.metadata().map(|m| m.len());
         let written = self
             .file
