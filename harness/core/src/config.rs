@@ -19,22 +19,25 @@ const MAX_HEAD_DIM: usize = 1024;
 const MAX_VOCAB: usize = 1 << 22;
 const MAX_POSITIONS: usize = 1 << 24;
 
-/// The Llama-family variants one decoder covers; they differ only in the details recorded in
-/// [`ModelConfig`] (bias on q/k/v, tied head), so one code path serves all of them.
+/// The decoder-only variants one decoder covers; they differ only in the details recorded in
+/// [`ModelConfig`] (bias on q/k/v, tied head, Gemma's [`BlockDetails`]), so one code path
+/// serves all of them and every technique works on each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
     Llama,
     Qwen2,
+    Gemma3,
 }
 
 impl Architecture {
-    pub const SUPPORTED: &'static str = "llama, qwen2";
+    pub const SUPPORTED: &'static str = "llama, qwen2, gemma3";
 
     pub fn parse(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
             "llama" | "llamaforcausallm" | "mistral" => Ok(Self::Llama),
             "qwen2" | "qwen2forcausallm" => Ok(Self::Qwen2),
+            "gemma3" | "gemma3_text" | "gemma3forcausallm" => Ok(Self::Gemma3),
             _ => Err(CoreError::UnsupportedArchitecture {
                 arch: name.to_string(),
                 supported: Self::SUPPORTED.to_string(),
@@ -46,6 +49,60 @@ impl Architecture {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Gemma3 => "gemma3",
+        }
+    }
+}
+
+/// The MLP's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// SwiGLU's SiLU (Llama, Qwen).
+    #[default]
+    Silu,
+    /// GELU with the tanh approximation (Gemma's `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+/// What sets a Gemma block apart from a Llama one. The default is a Llama block, so older
+/// configs without these fields read back unchanged.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BlockDetails {
+    /// RMSNorm over each head of q and of k before RoPE.
+    pub qk_norm: bool,
+    /// Norms on the attention and MLP outputs before each residual add, besides the pre-norms.
+    pub sandwich_norms: bool,
+    /// Embeddings multiplied by sqrt(hidden_size) on lookup.
+    pub scale_embeddings: bool,
+    pub activation: Activation,
+    /// Keys a sliding-window layer sees: a query at position p attends to p - window + 1..=p.
+    pub sliding_window: Option<usize>,
+    /// Every `sliding_window_pattern`-th layer (the last of each group) attends globally and
+    /// the others slide; 0 makes every layer slide. Ignored without a window.
+    pub sliding_window_pattern: usize,
+    /// RoPE base of the sliding-window layers, when it differs from the global layers'.
+    pub rope_local_theta: Option<f64>,
+    /// Attention's query scale when it is not 1/sqrt(head_dim) (Gemma's query_pre_attn_scalar).
+    pub attention_scale: Option<f64>,
+    /// Logits become cap * tanh(logits / cap).
+    pub final_logit_softcap: Option<f64>,
+}
+
+impl BlockDetails {
+    /// Gemma 3 as its reference implementations build it.
+    fn gemma3() -> Self {
+        Self {
+            qk_norm: true,
+            sandwich_norms: true,
+            scale_embeddings: true,
+            activation: Activation::GeluTanh,
+            sliding_window: None,
+            sliding_window_pattern: 6,
+            rope_local_theta: Some(10_000.0),
+            attention_scale: None,
+            final_logit_softcap: None,
         }
     }
 }
@@ -75,6 +132,8 @@ pub struct ModelConfig {
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
     pub qkv_bias: bool,
+    #[serde(default)]
+    pub block: BlockDetails,
 }
 
 impl ModelConfig {
@@ -112,7 +171,50 @@ impl ModelConfig {
         };
         let rope_style = match architecture {
             Architecture::Llama => RopeStyle::Interleaved,
-            Architecture::Qwen2 => RopeStyle::Halves,
+            Architecture::Qwen2 | Architecture::Gemma3 => RopeStyle::Halves,
+        };
+        let bad = |detail: String| CoreError::BadMetadata {
+            detail: format!("{detail} (GGUF keys `{arch_name}.*`)"),
+        };
+        let block = match architecture {
+            Architecture::Gemma3 => {
+                let mut block = BlockDetails::gemma3();
+                block.sliding_window = get_u("attention.sliding_window").ok().filter(|&w| w > 0);
+                match md.get(&format!("{arch_name}.attention.sliding_window_pattern")) {
+                    None => {}
+                    Some(v) => {
+                        match value_as_u64(v) {
+                            Some(p) => block.sliding_window_pattern = p as usize,
+                            None => return Err(bad(
+                                "attention.sliding_window_pattern is not one number; per-layer \
+                                 patterns are not supported yet"
+                                    .into(),
+                            )),
+                        }
+                    }
+                }
+                if let Some(base) = get_f("rope.freq_base_swa") {
+                    block.rope_local_theta = Some(base);
+                }
+                block.final_logit_softcap = get_f("final_logit_softcapping").filter(|&c| c != 0.0);
+                if get_f("attn_logit_softcapping").is_some_and(|c| c != 0.0) {
+                    return Err(bad(
+                        "attention logit soft-capping (Gemma 2) is not supported yet".into(),
+                    ));
+                }
+                // gemma_pytorch's rule, which llama.cpp follows: the 62-layer 27B model scales
+                // queries by hidden/heads instead of its head_dim.
+                let layers = get_u("block_count")?;
+                if layers == 62 && num_heads > 0 {
+                    block.attention_scale = Some(1.0 / ((hidden_size / num_heads) as f64).sqrt());
+                }
+                block
+            }
+            Architecture::Llama | Architecture::Qwen2 => BlockDetails::default(),
+        };
+        let default_eps = match architecture {
+            Architecture::Gemma3 => 1e-6,
+            _ => 1e-5,
         };
         let config = Self {
             architecture,
@@ -123,19 +225,16 @@ impl ModelConfig {
             num_kv_heads,
             head_dim,
             vocab_size,
-            rms_norm_eps: get_f("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            rms_norm_eps: get_f("attention.layer_norm_rms_epsilon").unwrap_or(default_eps),
             rope_theta: get_f("rope.freq_base").unwrap_or(10_000.0),
             rope_style,
             max_position_embeddings: get_u("context_length").unwrap_or(4096),
             // Decided by the loader from whether `output.weight` exists.
             tie_word_embeddings: false,
             qkv_bias: architecture == Architecture::Qwen2,
+            block,
         };
-        config
-            .check_sane()
-            .map_err(|detail| CoreError::BadMetadata {
-                detail: format!("{detail} (GGUF keys `{arch_name}.*`)"),
-            })?;
+        config.check_sane().map_err(bad)?;
         Ok(config)
     }
 
@@ -168,6 +267,15 @@ impl ModelConfig {
                 raw.hidden_size, raw.num_attention_heads
             )));
         }
+        let block = match architecture {
+            Architecture::Gemma3 => raw.gemma3_block().map_err(bad)?,
+            Architecture::Llama | Architecture::Qwen2 => BlockDetails::default(),
+        };
+        if let Some(scaling) = raw.rope_scaling.as_ref().filter(|v| !v.is_null()) {
+            return Err(bad(format!(
+                "rope_scaling {scaling} is not supported yet (only plain RoPE)"
+            )));
+        }
         let config = Self {
             architecture,
             hidden_size: raw.hidden_size,
@@ -183,10 +291,14 @@ impl ModelConfig {
             rope_theta: raw.rope_theta.unwrap_or(10_000.0),
             rope_style: RopeStyle::Halves,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            // Gemma's configs leave the (tied) default unsaid.
+            tie_word_embeddings: raw
+                .tie_word_embeddings
+                .unwrap_or(architecture == Architecture::Gemma3),
             qkv_bias: raw
                 .attention_bias
                 .unwrap_or(architecture == Architecture::Qwen2),
+            block,
         };
         config.check_sane().map_err(bad)?;
         Ok(config)
@@ -235,6 +347,19 @@ impl ModelConfig {
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return Err(format!("rope_theta is {}", self.rope_theta));
         }
+        let b = &self.block;
+        if b.sliding_window == Some(0) {
+            return Err("sliding_window is 0".into());
+        }
+        for (name, value) in [
+            ("rope_local_theta", b.rope_local_theta),
+            ("attention_scale", b.attention_scale),
+            ("final_logit_softcap", b.final_logit_softcap),
+        ] {
+            if let Some(v) = value.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(format!("{name} is {v}"));
+            }
+        }
         Ok(())
     }
 
@@ -243,8 +368,9 @@ impl ModelConfig {
         let (model_type, class) = match self.architecture {
             Architecture::Llama => ("llama", "LlamaForCausalLM"),
             Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+            Architecture::Gemma3 => ("gemma3_text", "Gemma3ForCausalLM"),
         };
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "model_type": model_type,
             "architectures": [class],
             "hidden_size": self.hidden_size,
@@ -260,7 +386,31 @@ impl ModelConfig {
             "tie_word_embeddings": self.tie_word_embeddings,
             "attention_bias": self.qkv_bias,
             "torch_dtype": "float32",
-        })
+        });
+        if self.architecture == Architecture::Gemma3 {
+            let b = &self.block;
+            let extra = serde_json::json!({
+                "hidden_activation": "gelu_pytorch_tanh",
+                "sliding_window": b.sliding_window,
+                "sliding_window_pattern": b.sliding_window_pattern,
+                "rope_local_base_freq": b.rope_local_theta,
+                "query_pre_attn_scalar": b
+                    .attention_scale
+                    .map_or(self.head_dim as f64, |s| 1.0 / (s * s)),
+                "final_logit_softcapping": b.final_logit_softcap,
+            });
+            for (k, v) in extra.as_object().expect("an object") {
+                json[k] = v.clone();
+            }
+        }
+        json
+    }
+
+    /// Whether `layer` attends through a sliding window (and which, when it does).
+    pub fn sliding_window_of(&self, layer: usize) -> Option<usize> {
+        let window = self.block.sliding_window?;
+        let p = self.block.sliding_window_pattern;
+        (p == 0 || layer % p < p - 1).then_some(window)
     }
 
     pub fn kv_dim(&self) -> usize {
@@ -307,6 +457,73 @@ struct HfConfig {
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
+    rope_scaling: Option<serde_json::Value>,
+    // Gemma 3.
+    sliding_window: Option<usize>,
+    sliding_window_pattern: Option<usize>,
+    #[serde(rename = "_sliding_window_pattern")]
+    sliding_window_pattern_private: Option<usize>,
+    layer_types: Option<Vec<String>>,
+    rope_local_base_freq: Option<f64>,
+    query_pre_attn_scalar: Option<f64>,
+    final_logit_softcapping: Option<f64>,
+    attn_logit_softcapping: Option<f64>,
+    hidden_activation: Option<String>,
+}
+
+impl HfConfig {
+    fn gemma3_block(&self) -> std::result::Result<BlockDetails, String> {
+        let mut block = BlockDetails::gemma3();
+        if self.attn_logit_softcapping.is_some() {
+            return Err("attn_logit_softcapping (Gemma 2) is not supported yet".into());
+        }
+        if let Some(act) = self
+            .hidden_activation
+            .as_deref()
+            .filter(|a| !matches!(*a, "gelu_pytorch_tanh" | "gelu_tanh"))
+        {
+            return Err(format!(
+                "hidden_activation `{act}` is not supported (gelu_pytorch_tanh is)"
+            ));
+        }
+        block.sliding_window = self.sliding_window.filter(|&w| w > 0);
+        if let Some(p) = self
+            .sliding_window_pattern
+            .or(self.sliding_window_pattern_private)
+        {
+            block.sliding_window_pattern = p;
+        }
+        // Newer configs spell the pattern out layer by layer; the decoder takes it as a period.
+        if let Some(types) = &self.layer_types {
+            let period = types
+                .iter()
+                .position(|t| t == "full_attention")
+                .map_or(0, |i| i + 1);
+            let expected = |i: usize| {
+                if period == 0 || i % period < period - 1 {
+                    "sliding_attention"
+                } else {
+                    "full_attention"
+                }
+            };
+            if types.iter().enumerate().any(|(i, t)| t != expected(i)) {
+                return Err("layer_types is not a repeating sliding/full pattern".into());
+            }
+            block.sliding_window_pattern = period;
+        }
+        if let Some(base) = self.rope_local_base_freq {
+            block.rope_local_theta = Some(base);
+        }
+        let head_dim = self
+            .head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1));
+        block.attention_scale = self
+            .query_pre_attn_scalar
+            .filter(|&s| s != head_dim as f64)
+            .map(|s| 1.0 / s.sqrt());
+        block.final_logit_softcap = self.final_logit_softcapping;
+        Ok(block)
+    }
 }
 
 #[cfg(test)]
@@ -336,6 +553,7 @@ mod tests {
             max_position_embeddings: 256,
             tie_word_embeddings: true,
             qkv_bias: true,
+            block: BlockDetails::default(),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");

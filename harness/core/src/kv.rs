@@ -137,7 +137,8 @@ pub trait KvCache: Send {
     fn usage(&self) -> KvUsage;
 
     /// Stores the chunk's K and V, each (kv_heads, n, head_dim), and returns causal grouped-query
-    /// attention of `q`, (heads, n, head_dim) f32 after RoPE, over the whole sequence, as
+    /// attention of `q`, (heads, n, head_dim) f32 after RoPE, over the whole sequence (or, with
+    /// a `window`, over each query's last `window` positions, itself included), as
     /// (heads, n, head_dim) f32. The default asks [`KvCache::append`] for the sequence's K/V as
     /// contiguous tensors; a cache that stores K/V elsewhere (in blocks) overrides this to
     /// attend where the K/V lie instead of gathering them.
@@ -148,10 +149,11 @@ pub trait KvCache: Send {
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
+        window: Option<usize>,
     ) -> Result<Tensor> {
         let start = self.seq_len(seq);
         let (k_all, v_all) = self.append(layer, seq, k, v)?;
-        contiguous_attention(q, &k_all, &v_all, start)
+        contiguous_attention(q, &k_all, &v_all, start, window)
     }
 
     /// Most tokens one sequence could ever hold here, alone in an empty cache; None when only
@@ -163,25 +165,41 @@ pub trait KvCache: Send {
 }
 
 /// Causal grouped-query attention over contiguous K/V: `q` (heads, n, head_dim) at positions
-/// `start..start+n`, `k_all`/`v_all` (kv_heads, start+n, head_dim). Returns (heads, n, head_dim).
+/// `start..start+n`, `k_all`/`v_all` (kv_heads, start+n, head_dim), each query seeing its last
+/// `window` positions when there is a window. Returns (heads, n, head_dim).
 pub fn contiguous_attention(
     q: &Tensor,
     k_all: &Tensor,
     v_all: &Tensor,
     start: usize,
+    window: Option<usize>,
 ) -> Result<Tensor> {
     let (_, n, _) = q.dims3()?;
+    if window == Some(0) {
+        return Err(CoreError::Invalid("an attention window of 0 keys".into()));
+    }
     if n <= ROWWISE_MAX_ROWS {
-        if let Some(out) = rowwise_attention(q, k_all, v_all, start)? {
+        if let Some(out) = rowwise_attention(q, k_all, v_all, start, window)? {
             return Ok(out);
         }
     }
-    matmul_attention(q, k_all, v_all, start)
+    matmul_attention(q, k_all, v_all, start, window)
+}
+
+/// The first key position a query at `pos` sees.
+pub fn first_visible(pos: usize, window: Option<usize>) -> usize {
+    window.map_or(0, |w| (pos + 1).saturating_sub(w))
 }
 
 /// [`contiguous_attention`] through candle's batched matmuls and a causal mask: the route of
 /// prefill chunks, and of any device.
-fn matmul_attention(q: &Tensor, k_all: &Tensor, v_all: &Tensor, start: usize) -> Result<Tensor> {
+fn matmul_attention(
+    q: &Tensor,
+    k_all: &Tensor,
+    v_all: &Tensor,
+    start: usize,
+    window: Option<usize>,
+) -> Result<Tensor> {
     let (nh, n, hd) = q.dims3()?;
     let nkv = k_all.dims()[0];
     let total = start + n;
@@ -191,8 +209,10 @@ fn matmul_attention(q: &Tensor, k_all: &Tensor, v_all: &Tensor, start: usize) ->
     let q = q.reshape((nkv, group * n, hd))?;
     let scale = 1.0 / (hd as f64).sqrt();
     let scores = (q.matmul(&k_all.t()?)? * scale)?;
-    let scores = if n > 1 {
-        let mask = causal_mask(n, start, q.device())?;
+    // A single query sees every key unless a window hides the oldest.
+    let hides_any = n > 1 || first_visible(start, window) > 0;
+    let scores = if hides_any {
+        let mask = causal_mask(n, start, window, q.device())?;
         scores
             .reshape((nkv, group, n, total))?
             .broadcast_add(&mask)?
@@ -222,6 +242,7 @@ fn rowwise_attention(
     k_all: &Tensor,
     v_all: &Tensor,
     start: usize,
+    window: Option<usize>,
 ) -> Result<Option<Tensor>> {
     use candle_core::Storage;
     let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
@@ -261,8 +282,9 @@ fn rowwise_attention(
         let (h, i) = (row / n, row % n);
         let g = h / group;
         let visible = start + i + 1;
+        let first = first_visible(start + i, window);
         let qh = &qd[row * hd..(row + 1) * hd];
-        let mut scores: Vec<f32> = (0..visible)
+        let mut scores: Vec<f32> = (first..visible)
             .map(|j| dot(qh, &kd[g * ks[0] + j * ks[1]..][..hd]) * scale)
             .collect();
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -273,7 +295,7 @@ fn rowwise_attention(
         }
         let inv = 1.0 / sum;
         out.fill(0.0);
-        for (j, &p) in scores.iter().enumerate() {
+        for (j, &p) in (first..).zip(&scores) {
             let p = p * inv;
             let vr = &vd[g * vs[0] + j * vs[1]..][..hd];
             for (o, v) in out.iter_mut().zip(vr) {
@@ -315,21 +337,28 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Row i (absolute position start+i) may attend to keys 0..=start+i.
-fn causal_mask(n: usize, start: usize, device: &Device) -> Result<Tensor> {
+/// Row i (absolute position start+i) may attend to keys 0..=start+i, or to the last `window`
+/// of them.
+fn causal_mask(n: usize, start: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
     if device.is_cpu() {
-        causal_mask_from_host(n, start, device)
+        causal_mask_from_host(n, start, window, device)
     } else {
-        causal_mask_on_device(n, start, device)
+        causal_mask_on_device(n, start, window, device)
     }
 }
 
-fn causal_mask_from_host(n: usize, start: usize, device: &Device) -> Result<Tensor> {
+fn causal_mask_from_host(
+    n: usize,
+    start: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
     let total = start + n;
     let mask: Vec<f32> = (0..n)
         .flat_map(|i| {
+            let first = first_visible(start + i, window);
             (0..total).map(move |j| {
-                if j > start + i {
+                if j > start + i || j < first {
                     f32::NEG_INFINITY
                 } else {
                     0.0
@@ -342,13 +371,26 @@ fn causal_mask_from_host(n: usize, start: usize, device: &Device) -> Result<Tens
 
 /// The mask made on the device from two position ranges: an accelerator receives n + total
 /// indices instead of the n x total mask, once per layer of every prefill chunk.
-fn causal_mask_on_device(n: usize, start: usize, device: &Device) -> Result<Tensor> {
+fn causal_mask_on_device(
+    n: usize,
+    start: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
     let total = start + n;
     let rows = Tensor::arange(start as u32, total as u32, device)?.reshape((n, 1))?;
     let cols = Tensor::arange(0u32, total as u32, device)?.reshape((1, total))?;
     let future = cols.broadcast_gt(&rows)?;
     let blocked = Tensor::new(f32::NEG_INFINITY, device)?.broadcast_as((n, total))?;
-    let open = Tensor::zeros((n, total), DType::F32, device)?;
+    let mut open = Tensor::zeros((n, total), DType::F32, device)?;
+    if let Some(w) = window {
+        // Key j is too old for the row at position p when j + w <= p.
+        let cols_plus_w =
+            Tensor::arange(w as u32, (total + w) as u32, device)?.reshape((1, total))?;
+        open = cols_plus_w
+            .broadcast_le(&rows)?
+            .where_cond(&blocked, &open)?;
+    }
     Ok(future.where_cond(&blocked, &open)?)
 }
 
@@ -581,22 +623,61 @@ mod tests {
     }
 
     #[test]
-    fn both_causal_masks_block_exactly_the_future() {
-        for (n, start) in [(1, 0), (3, 0), (4, 5), (7, 2)] {
-            let host = causal_mask_from_host(n, start, &Device::Cpu).unwrap();
-            let device = causal_mask_on_device(n, start, &Device::Cpu).unwrap();
-            assert_eq!(host.dims(), &[n, start + n]);
-            let rows = host.to_vec2::<f32>().unwrap();
-            assert_eq!(rows, device.to_vec2::<f32>().unwrap());
-            for (i, row) in rows.iter().enumerate() {
-                for (j, &m) in row.iter().enumerate() {
-                    let want = if j > start + i {
-                        f32::NEG_INFINITY
-                    } else {
-                        0.0
-                    };
-                    assert_eq!(m, want, "n {n} start {start} row {i} col {j}");
+    fn both_causal_masks_block_exactly_the_future_and_the_too_old() {
+        for window in [None, Some(1), Some(3), Some(100)] {
+            for (n, start) in [(1, 0), (3, 0), (4, 5), (7, 2)] {
+                let host = causal_mask_from_host(n, start, window, &Device::Cpu).unwrap();
+                let device = causal_mask_on_device(n, start, window, &Device::Cpu).unwrap();
+                assert_eq!(host.dims(), &[n, start + n]);
+                let rows = host.to_vec2::<f32>().unwrap();
+                assert_eq!(rows, device.to_vec2::<f32>().unwrap());
+                for (i, row) in rows.iter().enumerate() {
+                    let p = start + i;
+                    for (j, &m) in row.iter().enumerate() {
+                        let seen = j <= p && window.is_none_or(|w| p - j < w);
+                        let want = if seen { 0.0 } else { f32::NEG_INFINITY };
+                        assert_eq!(m, want, "{window:?} n {n} start {start} row {i} col {j}");
+                    }
                 }
+            }
+        }
+    }
+
+    /// A windowed query equals an unwindowed one given only the keys inside its window: the
+    /// window is a slice of the sequence, whichever path computes it.
+    #[test]
+    fn a_window_is_attention_over_the_last_keys_only() {
+        let (nh, nkv, hd) = (4, 2, 16);
+        let k_buf = seeded((nkv, 40, hd), 21);
+        let v_buf = seeded((nkv, 40, hd), 22);
+        for (start, n, w) in [(10, 1, 4), (0, 1, 3), (3, 5, 2), (12, 20, 7), (5, 30, 8)] {
+            let total = start + n;
+            let q = seeded((nh, n, hd), 23 + total as u64);
+            let (k_all, v_all) = (
+                k_buf.narrow(1, 0, total).unwrap(),
+                v_buf.narrow(1, 0, total).unwrap(),
+            );
+            let got = contiguous_attention(&q, &k_all, &v_all, start, Some(w)).unwrap();
+            for i in 0..n {
+                let p = start + i;
+                let first = first_visible(p, Some(w));
+                let alone = matmul_attention(
+                    &q.narrow(1, i, 1).unwrap(),
+                    &k_buf.narrow(1, first, p + 1 - first).unwrap(),
+                    &v_buf.narrow(1, first, p + 1 - first).unwrap(),
+                    p - first,
+                    None,
+                )
+                .unwrap();
+                let diff = (got.narrow(1, i, 1).unwrap() - alone)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff < 1e-5, "start {start} n {n} w {w} row {i}: {diff}");
             }
         }
     }
@@ -606,17 +687,27 @@ mod tests {
     #[test]
     fn rowwise_attention_matches_the_matmul_path() {
         let (nh, nkv, hd) = (6, 2, 20);
-        for (start, n) in [(0, 1), (1, 1), (6, 1), (32, 1), (0, 2), (5, 3), (20, 16)] {
+        for (start, n, window) in [
+            (0, 1, None),
+            (1, 1, None),
+            (6, 1, None),
+            (32, 1, None),
+            (0, 2, None),
+            (5, 3, None),
+            (20, 16, None),
+            (32, 1, Some(5)),
+            (20, 16, Some(9)),
+        ] {
             let total = start + n;
             let k_buf = seeded((nkv, 40, hd), 1);
             let v_buf = seeded((nkv, 40, hd), 2);
             let k_all = k_buf.narrow(1, 0, total).unwrap();
             let v_all = v_buf.narrow(1, 0, total).unwrap();
             let q = seeded((nh, n, hd), 3 + total as u64);
-            let rowwise = rowwise_attention(&q, &k_all, &v_all, start)
+            let rowwise = rowwise_attention(&q, &k_all, &v_all, start, window)
                 .unwrap()
                 .expect("f32 CPU tensors take the row-wise path");
-            let want = matmul_attention(&q, &k_all, &v_all, start).unwrap();
+            let want = matmul_attention(&q, &k_all, &v_all, start, window).unwrap();
             let diff = (rowwise - want)
                 .unwrap()
                 .abs()
@@ -644,6 +735,7 @@ mod tests {
             &k_buf.narrow(1, 0, start + n).unwrap(),
             &v_buf.narrow(1, 0, start + n).unwrap(),
             start,
+            None,
         )
         .unwrap();
         for i in 0..n {
@@ -653,6 +745,7 @@ mod tests {
                 &k_buf.narrow(1, 0, visible).unwrap(),
                 &v_buf.narrow(1, 0, visible).unwrap(),
                 start + i,
+                None,
             )
             .unwrap();
             let row = chunk.narrow(1, i, 1).unwrap();

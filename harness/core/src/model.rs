@@ -1,6 +1,9 @@
-//! One decoder for the Llama family (llama, qwen2): pre-norm RMSNorm, RoPE, grouped-query
-//! attention, SwiGLU. Its forward pass takes a batch of sequence chunks of any lengths, so
-//! prefill, single-token decode, speculative verification and continuous batching share it.
+//! One decoder for the Llama family (llama, qwen2) and Gemma 3: pre-norm RMSNorm, RoPE,
+//! grouped-query attention, a gated MLP, and Gemma's extras where the config asks for them
+//! (q/k norms, sandwich norms, scaled embeddings, GELU, sliding-window layers with their own
+//! RoPE base, soft-capped logits). Its forward pass takes a batch of sequence chunks of any
+//! lengths, so prefill, single-token decode, speculative verification and continuous batching
+//! share it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -8,7 +11,7 @@ use std::sync::Arc;
 use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{DType, Device, DeviceLocation, Tensor};
 
-use crate::config::{ModelConfig, RopeStyle};
+use crate::config::{Activation, ModelConfig, RopeStyle};
 use crate::error::{CoreError, Result};
 use crate::kv::{ContiguousKvCache, KvCache, KvShape, SeqId};
 use crate::linear::{LinearWeight, SourceTensor, WeightPolicy, WeightRole};
@@ -171,6 +174,20 @@ struct Layer {
     gate: Arc<dyn LinearWeight>,
     up: Arc<dyn LinearWeight>,
     down: Arc<dyn LinearWeight>,
+    /// Gemma: RMSNorm weights over each head of q and k, and on the attention and MLP outputs.
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    post_attn_norm: Option<Tensor>,
+    post_ffn_norm: Option<Tensor>,
+    /// Keys this layer sees when it slides, which also selects the local RoPE tables.
+    window: Option<usize>,
+}
+
+/// RoPE's cos and sin tables for one base.
+#[derive(Debug, Clone)]
+struct RopeTables {
+    cos: Tensor,
+    sin: Tensor,
 }
 
 /// Where every byte of the weights went, for the memory column of reports.
@@ -194,8 +211,9 @@ pub struct Model {
     /// None when tied to the (GGML) embedding table and built from it.
     output_head: Arc<dyn LinearWeight>,
     output_head_tied: bool,
-    rope_cos: Tensor,
-    rope_sin: Tensor,
+    rope: RopeTables,
+    /// The sliding-window layers' tables, where their base differs.
+    rope_local: Option<RopeTables>,
     device: Device,
     label: String,
 }
@@ -281,6 +299,21 @@ impl Model {
             let gate = linear("ffn_gate.weight", WeightRole::Mlp, ffn, hidden)?;
             let up = linear("ffn_up.weight", WeightRole::Mlp, ffn, hidden)?;
             let down = linear("ffn_down.weight", WeightRole::Mlp, hidden, ffn)?;
+            let mut optional_norm = |present: bool, suffix: &str, len: usize| -> Result<_> {
+                if !present {
+                    return Ok(None);
+                }
+                let name = format!("blk.{i}.{suffix}");
+                let t = source.tensor(&name)?;
+                expect(&name, &t, &[len])?;
+                Ok(Some(t.to_f32()?.to_device(device)?))
+            };
+            let b = &config.block;
+            let q_norm = optional_norm(b.qk_norm, "attn_q_norm.weight", config.head_dim)?;
+            let k_norm = optional_norm(b.qk_norm, "attn_k_norm.weight", config.head_dim)?;
+            let post_attn_norm =
+                optional_norm(b.sandwich_norms, "post_attention_norm.weight", hidden)?;
+            let post_ffn_norm = optional_norm(b.sandwich_norms, "post_ffw_norm.weight", hidden)?;
             let (q_bias, k_bias, v_bias) = if config.qkv_bias {
                 (
                     Some(dense(source, &format!("blk.{i}.attn_q.bias"))?),
@@ -303,6 +336,11 @@ impl Model {
                 gate,
                 up,
                 down,
+                q_norm,
+                k_norm,
+                post_attn_norm,
+                post_ffn_norm,
+                window: config.sliding_window_of(i),
             });
         }
         let final_norm = dense(source, "output_norm.weight")?;
@@ -325,7 +363,18 @@ impl Model {
             device,
             embedding_placement,
         )?;
-        let (rope_cos, rope_sin) = rope_tables(&config, device)?;
+        let (cos, sin) = rope_tables(&config, device)?;
+        let rope_local = match config.block.rope_local_theta {
+            Some(theta) if config.block.sliding_window.is_some() && theta != config.rope_theta => {
+                let local = ModelConfig {
+                    rope_theta: theta,
+                    ..config.clone()
+                };
+                let (cos, sin) = rope_tables(&local, device)?;
+                Some(RopeTables { cos, sin })
+            }
+            _ => None,
+        };
         Ok(Self {
             config,
             embeddings,
@@ -333,8 +382,8 @@ impl Model {
             final_norm,
             output_head,
             output_head_tied,
-            rope_cos,
-            rope_sin,
+            rope: RopeTables { cos, sin },
+            rope_local,
             device: device.clone(),
             label,
         })
@@ -363,7 +412,16 @@ impl Model {
                 weights += w.in_features() * w.out_features();
             }
             small += (l.attn_norm.elem_count() + l.ffn_norm.elem_count()) * 4;
-            for b in [&l.q_bias, &l.k_bias, &l.v_bias].into_iter().flatten() {
+            let optional = [
+                &l.q_bias,
+                &l.k_bias,
+                &l.v_bias,
+                &l.q_norm,
+                &l.k_norm,
+                &l.post_attn_norm,
+                &l.post_ffn_norm,
+            ];
+            for b in optional.into_iter().flatten() {
                 small += b.elem_count() * 4;
             }
         }
@@ -428,11 +486,11 @@ impl Model {
                 )));
             }
             let start = cache.seq_len(chunk.seq);
-            if start + chunk.tokens.len() > self.rope_cos.dims()[0] {
+            if start + chunk.tokens.len() > self.rope.cos.dims()[0] {
                 return Err(CoreError::CacheFull {
                     seq: chunk.seq,
                     needed: start + chunk.tokens.len(),
-                    capacity: self.rope_cos.dims()[0],
+                    capacity: self.rope.cos.dims()[0],
                 });
             }
             cache.reserve(chunk.seq, chunk.tokens.len())?;
@@ -440,7 +498,7 @@ impl Model {
             tokens.extend_from_slice(&chunk.tokens);
         }
 
-        let mut x = self.embeddings.lookup(&tokens, &self.device)?;
+        let mut x = self.embed(&tokens)?;
         for layer_idx in 0..self.layers.len() {
             x = self.block(layer_idx, x, batch, &starts, cache)?;
         }
@@ -473,7 +531,7 @@ impl Model {
             1 => Some(wanted.pop().expect("one")),
             _ => Some(Tensor::cat(&wanted, 0)?),
         }
-        .map(|rows| -> Result<Tensor> { self.output_head.forward(&self.head_input(&rows)?) })
+        .map(|rows| self.logits_of(&rows))
         .transpose()?;
         let per_chunk = spans
             .into_iter()
@@ -483,6 +541,17 @@ impl Model {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(BatchLogits { per_chunk })
+    }
+
+    /// The embeddings of `tokens`, scaled where the architecture scales them.
+    fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
+        let x = self.embeddings.lookup(tokens, &self.device)?;
+        if self.config.block.scale_embeddings {
+            // In f32, as llama.cpp scales; Hugging Face rounds the factor to the weights' dtype.
+            let scale = (self.config.hidden_size as f32).sqrt();
+            return Ok((x * scale as f64)?);
+        }
+        Ok(x)
     }
 
     /// A chunk has tokens, and each is in the vocabulary.
@@ -537,11 +606,23 @@ impl Model {
         } else {
             Tensor::cat(&outputs, 0)?
         };
-        let x = (x + layer.o.forward(&attn)?)?;
+        let post_norm = |t: Tensor, norm: &Option<Tensor>| -> Result<Tensor> {
+            Ok(match norm {
+                Some(w) => candle_nn::ops::rms_norm(&t, w, eps)?,
+                None => t,
+            })
+        };
+        let attn_out = post_norm(layer.o.forward(&attn)?, &layer.post_attn_norm)?;
+        let x = (x + attn_out)?;
         let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-        let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
+        let gate = layer.gate.forward(&h)?;
+        let gate = match self.config.block.activation {
+            Activation::Silu => candle_nn::ops::silu(&gate)?,
+            Activation::GeluTanh => gate.gelu()?,
+        };
         let up = layer.up.forward(&h)?;
-        Ok((&x + layer.down.forward(&(gate * up)?)?)?)
+        let mlp_out = post_norm(layer.down.forward(&(gate * up)?)?, &layer.post_ffn_norm)?;
+        Ok((&x + mlp_out)?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -558,14 +639,34 @@ impl Model {
         let cfg = &self.config;
         let n = q.dims()[0];
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let l = &self.layers[layer];
+        let eps = cfg.rms_norm_eps as f32;
+        // Per-head RMSNorm: each head's head_dim values are one row.
+        let head_norm = |t: &Tensor, heads: usize, norm: &Option<Tensor>| -> Result<Tensor> {
+            Ok(match norm {
+                Some(w) => candle_nn::ops::rms_norm(&t.reshape((n * heads, hd))?, w, eps)?
+                    .reshape((n, heads * hd))?,
+                None => t.clone(),
+            })
+        };
+        let mut q = head_norm(q, nh, &l.q_norm)?;
+        let k = head_norm(k, nkv, &l.k_norm)?;
+        // Caches scale scores by 1/sqrt(head_dim); another scale is folded into q.
+        if let Some(scale) = cfg.block.attention_scale {
+            q = (q * (scale * (hd as f64).sqrt()))?;
+        }
         let heads_first = |t: &Tensor, heads: usize| -> Result<Tensor> {
             Ok(t.reshape((n, heads, hd))?
                 .transpose(0, 1)?
                 .contiguous()?
                 .unsqueeze(0)?)
         };
-        let cos = self.rope_cos.narrow(0, start, n)?;
-        let sin = self.rope_sin.narrow(0, start, n)?;
+        let tables = match (l.window, &self.rope_local) {
+            (Some(_), Some(local)) => local,
+            _ => &self.rope,
+        };
+        let cos = tables.cos.narrow(0, start, n)?;
+        let sin = tables.sin.narrow(0, start, n)?;
         let rope = |t: Tensor| -> Result<Tensor> {
             Ok(match cfg.rope_style {
                 RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&t, &cos, &sin)?,
@@ -573,10 +674,10 @@ impl Model {
             }
             .squeeze(0)?)
         };
-        let q = rope(heads_first(q, nh)?)?;
-        let k = rope(heads_first(k, nkv)?)?;
+        let q = rope(heads_first(&q, nh)?)?;
+        let k = rope(heads_first(&k, nkv)?)?;
         let v = heads_first(v, nkv)?.squeeze(0)?;
-        let out = cache.attend(layer, seq, &q, &k, &v)?;
+        let out = cache.attend(layer, seq, &q, &k, &v, l.window)?;
         Ok(out.transpose(0, 1)?.contiguous()?.reshape((n, nh * hd))?)
     }
 }
@@ -595,7 +696,7 @@ impl Model {
             self.check_tokens(chunk)?;
             tokens.extend_from_slice(&chunk.tokens);
         }
-        self.embeddings.lookup(&tokens, &self.device)
+        self.embed(&tokens)
     }
 
     /// Block `layer` over the hidden states `x` of the whole sequences `batch` (from
@@ -618,6 +719,16 @@ impl Model {
             result = Some(self.block(layer, x.clone(), batch, &starts, &mut cache));
         });
         result.expect("rayon::scope runs its body")
+    }
+
+    /// Logits of hidden states after the last block: final norm, output head, and the soft cap
+    /// where the architecture has one.
+    pub fn logits_of(&self, x: &Tensor) -> Result<Tensor> {
+        let logits = self.output_head.forward(&self.head_input(x)?)?;
+        Ok(match self.config.block.final_logit_softcap {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        })
     }
 
     /// What the output head multiplies for hidden states after the last block: their final
@@ -715,6 +826,11 @@ impl Layer {
             gate: self.gate.clone(),
             up: self.up.clone(),
             down: self.down.clone(),
+            q_norm: self.q_norm.clone(),
+            k_norm: self.k_norm.clone(),
+            post_attn_norm: self.post_attn_norm.clone(),
+            post_ffn_norm: self.post_ffn_norm.clone(),
+            window: self.window,
         }
     }
 }
@@ -739,8 +855,8 @@ impl Model {
             final_norm: self.final_norm.clone(),
             output_head: self.output_head.clone(),
             output_head_tied: self.output_head_tied,
-            rope_cos: self.rope_cos.clone(),
-            rope_sin: self.rope_sin.clone(),
+            rope: self.rope.clone(),
+            rope_local: self.rope_local.clone(),
             device: self.device.clone(),
             label: format!("{} (first {layers} layers)", self.label),
         })

@@ -37,6 +37,7 @@ fn base(architecture: Architecture) -> ModelConfig {
         max_position_embeddings: 32_768,
         tie_word_embeddings: false,
         qkv_bias: architecture == Architecture::Qwen2,
+        block: Default::default(),
     }
 }
 

@@ -7,12 +7,28 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
-use crate::config::{Architecture, ModelConfig, RopeStyle};
+use crate::config::{Activation, Architecture, BlockDetails, ModelConfig, RopeStyle};
 use crate::linear::SourceTensor;
 use crate::source::TensorMapSource;
 
-/// A small but complete shape: GQA (4 query heads over 2 KV heads), several layers.
+/// A small but complete shape: GQA (4 query heads over 2 KV heads), several layers. Gemma 3's
+/// has every Gemma detail switched on, with a window of 4 keys on every other layer, so short
+/// sequences already slide, and a query scale and a logit cap that differ from the defaults.
 pub fn tiny_config(architecture: Architecture) -> ModelConfig {
+    let block = match architecture {
+        Architecture::Gemma3 => BlockDetails {
+            qk_norm: true,
+            sandwich_norms: true,
+            scale_embeddings: true,
+            activation: Activation::GeluTanh,
+            sliding_window: Some(4),
+            sliding_window_pattern: 2,
+            rope_local_theta: Some(100.0),
+            attention_scale: Some(0.2),
+            final_logit_softcap: Some(5.0),
+        },
+        Architecture::Llama | Architecture::Qwen2 => BlockDetails::default(),
+    };
     ModelConfig {
         architecture,
         hidden_size: 64,
@@ -26,8 +42,9 @@ pub fn tiny_config(architecture: Architecture) -> ModelConfig {
         rope_theta: 10_000.0,
         rope_style: RopeStyle::Halves,
         max_position_embeddings: 512,
-        tie_word_embeddings: architecture == Architecture::Qwen2,
+        tie_word_embeddings: architecture != Architecture::Llama,
         qkv_bias: architecture == Architecture::Qwen2,
+        block,
     }
 }
 
@@ -91,6 +108,18 @@ pub fn tiny_weights(config: &ModelConfig, seed: u64) -> HashMap<String, Tensor> 
         };
         w.insert(format!("{p}.attn_norm.weight"), ones(h, &mut next));
         w.insert(format!("{p}.ffn_norm.weight"), ones(h, &mut next));
+        if config.block.qk_norm {
+            let hd = config.head_dim;
+            w.insert(format!("{p}.attn_q_norm.weight"), ones(hd, &mut next));
+            w.insert(format!("{p}.attn_k_norm.weight"), ones(hd, &mut next));
+        }
+        if config.block.sandwich_norms {
+            w.insert(
+                format!("{p}.post_attention_norm.weight"),
+                ones(h, &mut next),
+            );
+            w.insert(format!("{p}.post_ffw_norm.weight"), ones(h, &mut next));
+        }
         if config.qkv_bias {
             w.insert(format!("{p}.attn_q.bias"), next(&[config.q_dim()], 0.1));
             w.insert(format!("{p}.attn_k.bias"), next(&[config.kv_dim()], 0.1));

@@ -305,6 +305,15 @@ impl Student {
     }
 
     fn build(config: ModelConfig, varmap: VarMap, device: &Device) -> Result<Self> {
+        // The trainable student is a Llama-style block; training Gemma's would need its norms,
+        // GELU and windows in this graph too.
+        if config.block != effbench_core::BlockDetails::default() {
+            return Err(DistillError::Invalid(format!(
+                "a {} student is not supported yet: distillation students are llama or qwen2 \
+                 blocks",
+                config.architecture.name()
+            )));
+        }
         let vars = varmap.data().lock().expect("varmap lock").clone();
         let get = |name: &str, shape: &[usize]| -> Result<Tensor> {
             let var = vars.get(name).ok_or_else(|| {

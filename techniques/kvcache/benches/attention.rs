@@ -37,10 +37,10 @@ fn bench(c: &mut Criterion) {
         let v1 = seeded_tensor(&[3, 1, 64], 1.0, 5);
         // Without a commit each call rewrites the same slot, so the context stays `ctx`.
         group.bench_with_input(BenchmarkId::new("contiguous", ctx), &ctx, |b, _| {
-            b.iter(|| black_box(contiguous.attend(0, 0, &q, &k1, &v1).unwrap()))
+            b.iter(|| black_box(contiguous.attend(0, 0, &q, &k1, &v1, None).unwrap()))
         });
         group.bench_with_input(BenchmarkId::new("paged", ctx), &ctx, |b, _| {
-            b.iter(|| black_box(paged.attend(0, 0, &q, &k1, &v1).unwrap()))
+            b.iter(|| black_box(paged.attend(0, 0, &q, &k1, &v1, None).unwrap()))
         });
     }
     group.finish();

@@ -163,6 +163,7 @@ impl<E: KvElem> Pool<E> {
         heads: usize,
         n: usize,
         start: usize,
+        window: Option<usize>,
     ) -> Vec<f32> {
         let hd = g.head_dim;
         let group = heads / g.num_kv_heads;
@@ -173,15 +174,19 @@ impl<E: KvElem> Pool<E> {
             let (qh, i) = (row / n, row % n);
             let h = qh / group;
             let visible = start + i + 1;
+            // Positions before `oldest` fell out of a sliding window; whole blocks of them are
+            // skipped.
+            let oldest = effbench_core::kv::first_visible(start + i, window);
             let qrow = &q[row * hd..(row + 1) * hd];
-            let mut scores = Vec::with_capacity(visible);
+            let mut scores = Vec::with_capacity(visible - oldest);
             for (b, &block) in blocks.iter().enumerate() {
                 let first = b * g.block_size;
                 if first >= visible {
                     break;
                 }
                 let base = g.offset(block, h, 0);
-                for s in 0..g.block_size.min(visible - first) {
+                let from = oldest.saturating_sub(first).min(g.block_size);
+                for s in from..g.block_size.min(visible - first) {
                     scores.push(E::dot(qrow, &kp[base + s * hd..base + (s + 1) * hd]) * scale);
                 }
             }
@@ -197,8 +202,9 @@ impl<E: KvElem> Pool<E> {
                     break;
                 }
                 let base = g.offset(block, h, 0);
-                for s in 0..g.block_size.min(visible - first) {
-                    let p = scores[first + s] / sum;
+                let from = oldest.saturating_sub(first).min(g.block_size);
+                for s in from..g.block_size.min(visible - first) {
+                    let p = scores[first + s - oldest] / sum;
                     E::axpy(o, p, &vp[base + s * hd..base + (s + 1) * hd]);
                 }
             }
@@ -460,6 +466,7 @@ impl KvCache for PagedKvCache {
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
+        window: Option<usize>,
     ) -> Result<Tensor> {
         let (heads, n, hd) = q.dims3()?;
         let new = k.dims()[1];
@@ -483,7 +490,7 @@ impl KvCache for PagedKvCache {
         let blocks = &self.seqs[&seq].blocks;
         let out = with_pool!(&mut self.storage, pool => {
             pool.write(&g, layer, blocks, start, n, &kd, &vd);
-            pool.attend(&g, layer, blocks, &qd, heads, n, start)
+            pool.attend(&g, layer, blocks, &qd, heads, n, start, window)
         });
         Ok(Tensor::from_vec(out, (heads, n, hd), &self.device)?)
     }
