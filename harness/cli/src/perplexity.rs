@@ -62,6 +62,7 @@ pub fn run_on_session(session: &Session, file: &str, s: &PplSettings) -> Result<
     let mut opts = PerplexityOptions::llama_cpp(s.ctx);
     opts.max_chunks = s.chunks;
     opts.kv_dtype = s.kv_dtype.dtype();
+    opts.bos = loaded.window_bos();
     if let Some(f) = s.first_scored {
         opts.first_scored = f;
     }

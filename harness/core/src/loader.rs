@@ -28,6 +28,12 @@ impl LoadedModel {
         self.special.eog.clone()
     }
 
+    /// The token a perplexity window starts with when the checkpoint starts its inputs with
+    /// BOS, as llama.cpp's perplexity tool does; None otherwise.
+    pub fn window_bos(&self) -> Option<u32> {
+        self.special.bos.filter(|_| self.special.add_bos)
+    }
+
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .tokenizer

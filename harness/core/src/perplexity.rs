@@ -21,6 +21,9 @@ pub struct PerplexityOptions {
     pub batch: usize,
     /// K/V storage type. llama.cpp defaults to f16; f32 is exact and the default here.
     pub kv_dtype: DType,
+    /// The token that replaces each window's first, as llama.cpp's tool does for a model that
+    /// starts its inputs with BOS (Gemma's predictions fall apart without one).
+    pub bos: Option<u32>,
 }
 
 impl PerplexityOptions {
@@ -31,6 +34,7 @@ impl PerplexityOptions {
             first_scored: ctx / 2,
             batch: ctx,
             kv_dtype: DType::F32,
+            bos: None,
         }
     }
 }
@@ -81,7 +85,10 @@ pub fn perplexity(
         model.device(),
     );
     for c in 0..chunks {
-        let window = &tokens[c * opts.ctx..(c + 1) * opts.ctx];
+        let mut window = tokens[c * opts.ctx..(c + 1) * opts.ctx].to_vec();
+        if let Some(bos) = opts.bos {
+            window[0] = bos;
+        }
         cache.remove(0);
         let batch = opts.batch.max(1);
         let mut pos = 0;

@@ -169,6 +169,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let m = load_quantized(&path, recipe, &matrices, &device)?;
         let mut opts = PerplexityOptions::llama_cpp(512);
         opts.max_chunks = Some(chunks);
+        opts.bos = m.window_bos();
         let ppl = perplexity(&m.model, &tokens, &opts, |_, _, _| {}, |_, _| {})?;
         println!(
             "{spec} {variant:<28} ppl {:>12.2} ± {:<10.2} quantize {qtime:>6.1} s  rel layer err (f16 inputs; {probe}) {}",

@@ -132,6 +132,7 @@ pub fn score_technique(
         let opts = PerplexityOptions {
             max_chunks: Some(1),
             first_scored: plan.first_scored,
+            bos: loaded.window_bos(),
             ..PerplexityOptions::llama_cpp(plan.ctx)
         };
         let mut rows: Vec<Vec<f64>> = Vec::with_capacity(plan.scored_per_window());
