@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p effbench --quiet
-"${CARGO_TARGET_DIR:-target}/release/effbench" fetch smollm2-135m-instruct wikitext-2 mmlu qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct olmes-tasks "$@"
+"${CARGO_TARGET_DIR:-target}/release/effbench" fetch smollm2-135m-instruct wikitext-2 mmlu qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct olmes-tasks gemma-3-270m "$@"

