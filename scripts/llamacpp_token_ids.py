@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Reference token ids from llama.cpp, for effbench-tokenizer's GGUF tokenizer test.
 
-Tokenizes a fixed set of texts with llama.cpp (through llama-cpp-python, vocabulary only) for each
-GGUF model the tests use, both with parse_special=True (control tokens such as <|im_start|> in the
-text become their id) and parse_special=False, never adding BOS, and writes the ids as JSON:
+Tokenizes a fixed set of texts with llama.cpp's own `llama-tokenize` tool (vocabulary only; built
+by scripts/build-llamacpp-tools.sh) for each GGUF model the tests use, both parsing special tokens
+(control tokens such as <|im_start|> in the text become their id) and not, never adding BOS,
+and writes the ids as JSON:
 
-    python3 -m venv venv && venv/bin/pip install llama-cpp-python
-    venv/bin/python scripts/llamacpp_token_ids.py \
-        --wikitext ../shared/data/wikitext-2-raw/wiki.test.raw \
+    scripts/build-llamacpp-tools.sh
+    python3 scripts/llamacpp_token_ids.py \
+        --wikitext ~/.cache/effbench/wikitext-2/wiki.test.raw \
         --out harness/tokenizer/tests/fixtures/llamacpp_token_ids.json
 
 Models are read from $EFFBENCH_CACHE (default ~/.cache/effbench) at <cache>/<asset>/<file>, the
@@ -18,15 +19,16 @@ import argparse
 import json
 import os
 import random
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
-
-import llama_cpp
 
 MODELS = [
     ("smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-0.5b-instruct.Q4_K_M.gguf"),
     ("qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-1.5b-instruct.Q4_K_M.gguf"),
+    ("gemma-3-270m", "gemma-3-270m-q4_k_m.gguf"),
 ]
 
 TEXTS = [
@@ -65,6 +67,19 @@ def soup_texts(n: int) -> list:
     return [(f"soup_{i}", "".join(rng.choice(SOUP) for _ in range(rng.randint(5, 30)))) for i in range(n)]
 
 
+def tokenize(tool: Path, model: Path, text: str, parse_special: bool) -> list:
+    """llama-tokenize on `text` read verbatim from a file: no escapes, no BOS."""
+    with tempfile.NamedTemporaryFile(suffix=".txt") as f:
+        f.write(text.encode("utf-8"))
+        f.flush()
+        cmd = [str(tool), "-m", str(model), "-f", f.name, "--ids", "--no-bos", "--no-escape",
+               "--log-disable"]
+        if not parse_special:
+            cmd.append("--no-parse-special")
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wikitext", type=Path, required=True,
@@ -72,6 +87,8 @@ def main() -> int:
     parser.add_argument("--wiki-chars", type=int, default=2000)
     parser.add_argument("--soup", type=int, default=40, help="random mixes of tricky pieces to add")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tool", type=Path, help="llama-tokenize (default: the one "
+                        "scripts/build-llamacpp-tools.sh builds)")
     parser.add_argument("--cache", type=Path,
                         default=Path(os.environ.get("EFFBENCH_CACHE") or Path.home() / ".cache" / "effbench"))
     args = parser.parse_args()
@@ -80,25 +97,26 @@ def main() -> int:
     wiki = args.wikitext.read_bytes().decode("utf-8")[: args.wiki_chars]
     texts = TEXTS + [("wikitext_head", wiki)] + soup_texts(args.soup)
 
+    tool = args.tool or Path(subprocess.run(
+        [str(Path(__file__).parent / "build-llamacpp-tools.sh")], check=True, capture_output=True,
+        text=True).stdout.strip()) / "llama-tokenize"
     models = []
     for asset, file in MODELS:
         path = args.cache / asset / file
         if not path.is_file():
             print(f"missing model {path} (run scripts/fetch-test-assets.sh)", file=sys.stderr)
             return 1
-        llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-        pre = llm.metadata.get("tokenizer.ggml.pre")
         models.append({
             "asset": asset,
             "file": file,
-            "pre": pre,
-            "parse_special": [llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) for _, t in texts],
-            "no_parse_special": [llm.tokenize(t.encode("utf-8"), add_bos=False, special=False) for _, t in texts],
+            "parse_special": [tokenize(tool, path, t, True) for _, t in texts],
+            "no_parse_special": [tokenize(tool, path, t, False) for _, t in texts],
         })
+        print(f"{asset}: {len(texts)} texts", file=sys.stderr)
 
     fixture = {
         "generator": "scripts/llamacpp_token_ids.py",
-        "llama_cpp_python": llama_cpp.__version__,
+        "llama_cpp": "llama-tokenize from the llama-cpp-python 0.3.36 sdist's vendored tree",
         "texts": [{"name": n, "text": t} for n, t in texts],
         "models": models,
     }

@@ -53,9 +53,17 @@ fn check_model(model: &Value, texts: &[(String, String)]) -> Vec<String> {
         tokenizer.set_encode_special_tokens(!parse_special);
         for ((name, text), want) in texts.iter().zip(model[mode].as_array().unwrap()) {
             let want = ids(want);
-            // add_special_tokens=true must not change anything: neither file asks for BOS.
+            // With special tokens added, a file that asks for BOS gets it first and nothing else.
+            let bos = effbench_tokenizer::special_tokens_from_gguf_file(&path)
+                .ok()
+                .filter(|s| s.add_bos)
+                .and_then(|s| s.bos);
             for add_special in [false, true] {
                 let got = tokenizer.encode(text.as_str(), add_special).unwrap();
+                let want: Vec<u32> = match bos {
+                    Some(b) if add_special => std::iter::once(b).chain(want.clone()).collect(),
+                    _ => want.clone(),
+                };
                 if got.get_ids() != want {
                     failures.push(format!(
                         "{file} {mode} add_special={add_special} {name:?}: {}",
@@ -116,4 +124,10 @@ fn qwen2_5_coder_0_5b_matches_llama_cpp() {
 #[test]
 fn qwen2_5_coder_1_5b_matches_llama_cpp() {
     check("qwen2.5-coder-1.5b-instruct");
+}
+
+/// Gemma 3: a SentencePiece vocabulary of 262k pieces with no space prefix, and BOS added.
+#[test]
+fn gemma_3_270m_matches_llama_cpp() {
+    check("gemma-3-270m");
 }
