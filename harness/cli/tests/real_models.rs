@@ -68,6 +68,7 @@ fn wikitext_512_ppl(m: &effbench_core::LoadedModel) -> Option<f64> {
         first_scored: 0,
         batch: 512,
         kv_dtype: DType::F32,
+        bos: m.window_bos(),
     };
     let r = perplexity(&m.model, &tokens[..512], &opts, |_, _, _| {}, |_, _| {}).unwrap();
     assert_eq!(r.scored_tokens, 511);
@@ -104,6 +105,67 @@ fn q4_k_m_perplexity_matches_llama_cpp() {
         return;
     };
     assert_within(ppl, 13.2931, 0.01);
+}
+
+/// Gemma 3 (q/k norms, sandwich norms, scaled embeddings, GELU, sliding-window layers with
+/// their own RoPE base, BOS at the start of each window). llama.cpp's figure: `llama-perplexity
+/// -m gemma-3-270m-q4_k_m.gguf -f wiki.test.raw (LF endings) -c 512 --chunks 8 -b 512 -t 2
+/// -ctk f32 -ctv f32 -fa off` prints 11.1311 after the first window (17.1039 after eight,
+/// where effbench gives 17.0877; results/peer-perplexity-gemma3).
+#[test]
+fn gemma3_perplexity_matches_llama_cpp() {
+    let Some(path) = asset("gemma-3-270m") else {
+        return;
+    };
+    let m = effbench_core::load(&path, &AsStored, &Device::Cpu).expect("load Gemma-3-270M");
+    assert_eq!(
+        m.model.config().architecture,
+        effbench_core::Architecture::Gemma3
+    );
+    let wiki = asset("wikitext-2").unwrap();
+    let text = std::fs::read_to_string(wiki).unwrap().replace("\r\n", "\n");
+    let tokens = m.encode(&text[..8192]).unwrap();
+    assert_eq!(tokens[0], m.window_bos().expect("Gemma asks for BOS"));
+    let opts = PerplexityOptions {
+        max_chunks: Some(1),
+        bos: m.window_bos(),
+        ..PerplexityOptions::llama_cpp(512)
+    };
+    let r = perplexity(&m.model, &tokens, &opts, |_, _, _| {}, |_, _| {}).unwrap();
+    assert_eq!(r.scored_tokens, 255);
+    assert_within(r.perplexity, 11.1311, 0.005);
+}
+
+/// Gemma 3 continues a prompt as llama.cpp does: `llama-completion -m gemma-3-270m-q4_k_m.gguf
+/// -p "The capital of France is" -n 24 --temp 0` writes " the capital of the country of France.
+/// It is the largest city in France. ..." (the two part at the 13th token, a near tie).
+#[test]
+fn gemma3_continues_a_prompt_as_llama_cpp_does() {
+    let Some(path) = asset("gemma-3-270m") else {
+        return;
+    };
+    let m = effbench_core::load(&path, &AsStored, &Device::Cpu).expect("load Gemma-3-270M");
+    let prompt = m.encode("The capital of France is").unwrap();
+    let mut cache = ContiguousKvCache::new(KvShape::of(m.model.config()), 64, &Device::Cpu);
+    let out = PlainDecoding::new(Greedy)
+        .generate(
+            &m.model,
+            &mut cache,
+            &GenerateRequest {
+                seq: 0,
+                prompt,
+                max_new_tokens: 8,
+                stop_tokens: m.stop_tokens(),
+                prefill_chunk: 0,
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    let text = m.decode(&out.tokens).unwrap();
+    assert!(
+        text.starts_with(" the capital of the country of France"),
+        "continuation was {text:?}"
+    );
 }
 
 #[test]
