@@ -413,6 +413,11 @@ struct Answers<'a, F> {
 }
 
 impl<F: FnMut(GenRecord) -> Result<()>> Watcher for Answers<'_, F> {
+    // A routing row trusts a cheap row's answer by its tokens' mean log-probability.
+    fn token_logprobs(&self) -> bool {
+        true
+    }
+
     fn stop(&mut self, id: u64, tokens: &[u32]) -> bool {
         if tokens.last().is_some_and(|t| self.stop_tokens.contains(t)) {
             return true;
@@ -430,7 +435,7 @@ impl<F: FnMut(GenRecord) -> Result<()>> Watcher for Answers<'_, F> {
             self.loaded,
             item,
             self.prompt_tokens[outcome.id as usize],
-            &outcome.tokens,
+            outcome,
             &self.stop_tokens,
         )?;
         (self.on_record)(record).map_err(|e| -> WatcherError { e.into() })
@@ -441,9 +446,10 @@ fn answer_record(
     loaded: &LoadedModel,
     item: &GenItem,
     prompt_tokens: usize,
-    tokens: &[u32],
+    outcome: &Outcome,
     stop_tokens: &[u32],
 ) -> Result<GenRecord> {
+    let tokens: &[u32] = &outcome.tokens;
     let ended_by_eos = tokens.last().is_some_and(|t| stop_tokens.contains(t));
     let text_tokens = if ended_by_eos {
         &tokens[..tokens.len() - 1]
@@ -476,5 +482,6 @@ fn answer_record(
         strict_correct,
         flexible_correct,
         correct: flexible_correct,
+        token_logprobs: outcome.token_logprobs.clone(),
     })
 }
