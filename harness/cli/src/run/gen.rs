@@ -14,7 +14,7 @@ use effbench_report::records::GenRecord;
 
 use super::report::{self, TaskOutcomes};
 use super::{
-    measure_if_owned, open_run, progress, record, shared_quality_row, technique_label,
+    measure_if_owned, open_run, progress, record, routing, shared_quality_row, technique_label,
     technique_session, technique_stack, OpenedRun, RunArgs, RunSettings,
 };
 
@@ -159,7 +159,35 @@ pub fn run_gen(
     let mut measures = BTreeMap::new();
     let mut seconds = BTreeMap::new();
     let mut labels = BTreeMap::new();
+    let mut routing_md = String::new();
+    let route_options = effbench_routing::SweepOptions {
+        margin: args.route_margin / 100.0,
+        ..Default::default()
+    };
     for technique in &args.techniques {
+        let stack = technique_stack(technique)?;
+        if let Some(route) = &stack.routing {
+            let row = routing::build_gen(
+                &routing::RouteInputs {
+                    run_dir: &run_dir,
+                    technique,
+                    route,
+                    base: &stack.weights_name,
+                    baseline: &args.techniques[0],
+                    records: &all,
+                    measures: &measures,
+                    options: &route_options,
+                },
+                &items,
+            )?;
+            eprintln!("{technique}: {}", row.label);
+            routing::write_records(&run_dir, technique, &row.records)?;
+            labels.insert(technique.clone(), row.label);
+            all.insert(technique.clone(), row.records);
+            measures.insert(technique.clone(), row.measure);
+            routing_md.push_str(&row.markdown);
+            continue;
+        }
         let mut done: BTreeMap<String, GenRecord> = run_dir.load_records(technique)?;
         let session = technique_session(model_path, technique, threads, &args.device)?;
         labels.insert(technique.clone(), technique_label(technique, &session));
@@ -189,9 +217,7 @@ pub fn run_gen(
             );
             let start = Instant::now();
             let mut writer = run_dir.appender(technique)?;
-            let builder = technique_stack(technique)?
-                .kv
-                .unwrap_or_else(|| args.kv.builder());
+            let builder = stack.kv.clone().unwrap_or_else(|| args.kv.builder());
             let mut correct = done.values().filter(|r| r.correct).count();
             let shared = shared_prompt_prefix(&session.loaded, &items)?;
             generate(
@@ -222,7 +248,7 @@ pub fn run_gen(
     }
 
     let summary = summarize(&run_manifest, &items, &all, &labels, &seconds)?;
-    let md = report::markdown(&run_manifest, &summary);
+    let md = report::markdown(&run_manifest, &summary) + &routing_md;
     let flags = record::flags(&[
         ("gen_batch", args.gen_batch.to_string()),
         ("skipped_rows", skipped.to_string()),
