@@ -221,3 +221,131 @@ fn what_a_cascade_cannot_do_is_refused_in_one_line_before_scoring() {
         );
     }
 }
+
+fn gsm8k(out: &Path, techniques: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_effbench"))
+        .args([
+            "run",
+            "--suite",
+            "gsm8k",
+            "--items-per-subject",
+            "4",
+            "--max-gen-tokens",
+            "8",
+            "--techniques",
+            techniques,
+            "--threads",
+            "2",
+            "--speed-prompt",
+            "16",
+            "--speed-gen",
+            "4",
+            "--speed-reps",
+            "1",
+            "--run-id",
+            "gen",
+            "--out",
+        ])
+        .arg(out)
+        .output()
+        .expect("run effbench")
+}
+
+/// The geometric-mean probability of a generated answer's tokens, from its recorded
+/// log-probabilities, computed here independently of effbench-routing.
+fn answer_confidence(record: &Value) -> f64 {
+    let lps: Vec<f64> = record["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        lps.len(),
+        record["tokens"].as_array().unwrap().len(),
+        "{record}"
+    );
+    assert!(lps.iter().all(|l| l.is_finite() && *l <= 0.0), "{record}");
+    (lps.iter().sum::<f64>() / lps.len() as f64).exp()
+}
+
+/// Machine seconds of one generated answer: its prompt at the row's prefill speed and every
+/// generated token at its decode speed.
+fn gen_seconds(record: &Value, speed: &Value) -> f64 {
+    record["prompt_tokens"].as_f64().unwrap() / speed["prefill_tok_per_s"].as_f64().unwrap()
+        + record["tokens"].as_array().unwrap().len() as f64
+            / speed["decode_tok_per_s"].as_f64().unwrap()
+}
+
+#[test]
+fn a_generative_cascade_keeps_the_cheap_answer_its_token_logprobs_trust() {
+    if !effbench_assets::cached_or_skip(&["smollm2-135m-instruct", "olmes-tasks"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Margin and prob compare answer choices, which a generated answer lacks.
+    let refused = gsm8k(dir.path(), "f16+route:as-stored@margin:0.5");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("@logprob:"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!dir.path().join("gen").join("run.json").exists());
+
+    let names = [
+        "f16+route:as-stored@0",
+        "f16+route:as-stored@1",
+        "f16+route:as-stored@logprob:0.5",
+        "f16+route:as-stored@sweep",
+    ];
+    let out = gsm8k(dir.path(), &names.join(","));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("gen");
+    let cheap = records(&run, "as-stored");
+    let base = records(&run, "f16");
+    assert_eq!(cheap.len(), 4);
+    assert_eq!(records(&run, names[0]), cheap);
+    assert_eq!(records(&run, names[1]), base);
+
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["suite"]["kind"], "generation");
+    let rows = report["techniques"].as_array().unwrap();
+    let row = |name: &str| rows.iter().find(|t| t["technique"] == name).unwrap();
+    let (cheap_speed, base_speed) = (&row("as-stored")["speed"], &row("f16")["speed"]);
+    let base_total: f64 = base.values().map(|r| gen_seconds(r, base_speed)).sum();
+    for name in names {
+        let routing = &row(name)["routing"];
+        assert_eq!(routing["signal"], "logprob", "{name}");
+        let t = routing["threshold"].as_f64().unwrap();
+        let routed = records(&run, name);
+        let (mut kept, mut cost) = (0, 0.0);
+        for (item, c) in &cheap {
+            cost += gen_seconds(c, cheap_speed);
+            let keeps = answer_confidence(c) >= t && t < 1.0;
+            if keeps {
+                kept += 1;
+            } else {
+                cost += gen_seconds(&base[item], base_speed);
+            }
+            let want = if keeps { c } else { &base[item] };
+            assert_eq!(&routed[item], want, "{name}: item {item}");
+        }
+        assert_eq!(routing["cheap_served"].as_u64().unwrap(), kept, "{name}");
+        let ratio = routing["cost_ratio_vs_base"].as_f64().unwrap();
+        assert!(
+            (ratio - cost / base_total).abs() < 1e-9,
+            "{name}: cost ratio {ratio} against {} recomputed",
+            cost / base_total
+        );
+    }
+    let summary = std::fs::read_to_string(run.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("### Routing: `as-stored` first, then `f16`")
+            && summary.contains("Row `f16+route:as-stored@sweep`."),
+        "{summary}"
+    );
+}

@@ -82,6 +82,20 @@ pub struct GenRecord {
     pub flexible_correct: bool,
     /// On the task's primary metric.
     pub correct: bool,
+    /// The log-probability of each token of `tokens` under the distribution greedy decoding
+    /// chose it from: a routing row's confidence in the answer. Empty in records written before
+    /// they were kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_logprobs: Vec<f64>,
+}
+
+impl GenRecord {
+    /// Σ log-probability over the generated tokens and how many there are, when every token's
+    /// log-probability was recorded.
+    pub fn answer_logprob(&self) -> Option<(f64, usize)> {
+        (!self.tokens.is_empty() && self.token_logprobs.len() == self.tokens.len())
+            .then(|| (self.token_logprobs.iter().sum(), self.tokens.len()))
+    }
 }
 
 impl Keyed for GenRecord {
@@ -177,6 +191,24 @@ mod tests {
         assert_eq!(r.complete_len, whole);
         assert_eq!(r.records.len(), 1);
         assert_eq!(r.records["000001"].nll, vec![0.5]);
+    }
+
+    #[test]
+    fn generated_records_without_token_logprobs_still_read() {
+        let old = r#"{"item":"g/0","subject":"g","prompt_tokens":5,"tokens":[7,8],"output":"4","finish":"eos","gold":"4","strict":"4","flexible":"4","strict_correct":true,"flexible_correct":true,"correct":true}"#;
+        let r = parse_records::<GenRecord>(format!("{old}\n").as_bytes()).unwrap();
+        let r = &r.records["g/0"];
+        assert!(r.token_logprobs.is_empty());
+        assert_eq!(r.answer_logprob(), None);
+        // Written back, an old record is the line it was read from.
+        assert_eq!(serde_json::to_string(r).unwrap(), old);
+        let new = GenRecord {
+            token_logprobs: vec![-0.5, -0.25],
+            ..r.clone()
+        };
+        assert_eq!(new.answer_logprob(), Some((-0.75, 2)));
+        let back: GenRecord = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
     }
 
     #[test]

@@ -70,6 +70,10 @@ pub struct Outcome {
     pub arrival_s: f64,
     pub prompt_tokens: usize,
     pub tokens: Vec<u32>,
+    /// The log-probability of each output token under the distribution it was chosen from,
+    /// when the watcher asked for them ([`Watcher::token_logprobs`]); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub token_logprobs: Vec<f64>,
     /// When each output token was ready, on the scheduler's clock.
     pub token_times_s: Vec<f64>,
     pub preemptions: usize,
@@ -127,6 +131,13 @@ pub trait Watcher {
         false
     }
 
+    /// Whether each output token's log-probability is kept in its [`Outcome`]. Off by default:
+    /// a softmax over the vocabulary per token would add to the step times serving benchmarks
+    /// report.
+    fn token_logprobs(&self) -> bool {
+        false
+    }
+
     /// Called once for each request as it finishes (stopped, or at its token limit); an error
     /// ends the run.
     fn finished(&mut self, _outcome: &Outcome) -> Result<(), WatcherError> {
@@ -177,6 +188,7 @@ pub fn serve_watched(
             arrival_s: r.arrival_s,
             prompt_tokens: r.prompt.len(),
             tokens: Vec::new(),
+            token_logprobs: Vec::new(),
             token_times_s: Vec::new(),
             preemptions: 0,
             refused: refusal(r, config.max_model_len.min(context), per_seq_limit),
@@ -191,6 +203,7 @@ pub fn serve_watched(
     let mut departures = Vec::new();
     let mut preemptions = 0;
     let mut now = 0.0f64;
+    let keep_logprobs = watcher.token_logprobs();
 
     loop {
         while let Some(&i) = pending.front() {
@@ -274,6 +287,10 @@ pub fn serve_watched(
             let token = effbench_core::model::argmax(&row[0]) as u32;
             let o = &mut outcomes[r.req];
             o.tokens.push(token);
+            if keep_logprobs {
+                o.token_logprobs
+                    .push(effbench_core::model::log_softmax(&row[0])[token as usize]);
+            }
             o.token_times_s.push(end);
             let id = requests[r.req].id;
             if o.tokens.len() >= requests[r.req].max_new_tokens || watcher.stop(id, &o.tokens) {

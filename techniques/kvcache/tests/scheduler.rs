@@ -4,8 +4,11 @@
 
 use candle_core::Device;
 use effbench_core::decode::{DecodingStrategy, GenerateRequest, Greedy, PlainDecoding};
+use effbench_core::model::{log_softmax, logits_rows};
 use effbench_core::testing::{tiny_config, tiny_source};
-use effbench_core::{Architecture, AsStored, ContiguousKvCache, KvCache, KvShape, Model};
+use effbench_core::{
+    Architecture, AsStored, ContiguousKvCache, KvCache, KvShape, LogitsFor, Model, SeqChunk,
+};
 use effbench_kvcache::{serve, summarize, PagedKvCache, Request, SchedulerConfig};
 
 fn tiny_model() -> Model {
@@ -218,6 +221,66 @@ fn a_watcher_stops_requests_early_and_hears_each_finish_once() {
         64,
         "stopped requests give their blocks back"
     );
+}
+
+/// Asks for each output token's log-probability.
+struct KeepLogprobs;
+
+impl effbench_kvcache::Watcher for KeepLogprobs {
+    fn token_logprobs(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn kept_token_logprobs_are_the_chosen_tokens_under_one_pass_over_the_whole_sequence() {
+    let model = tiny_model();
+    let shape = KvShape::of(model.config());
+    let reqs = requests();
+    let config = SchedulerConfig {
+        max_running: 8,
+        max_batched_tokens: 64,
+        max_model_len: 128,
+    };
+    // The budget of the preemption test: recomputed sequences must keep the log-probabilities
+    // of the tokens they had already produced, and add one per new token only.
+    let mut paged = PagedKvCache::new(shape, 4, 16, &Device::Cpu).unwrap();
+    let run = effbench_kvcache::serve_watched(
+        &model,
+        &mut paged,
+        reqs.clone(),
+        &config,
+        &mut KeepLogprobs,
+    )
+    .unwrap();
+    assert!(run.preemptions > 0, "the budget should force preemption");
+    for (o, r) in run.outcomes.iter().zip(&reqs) {
+        assert_eq!(o.token_logprobs.len(), o.tokens.len(), "request {}", o.id);
+        // Every output token but the last, fed after the prompt in one pass: the row before
+        // each output token is the distribution it was chosen from.
+        let mut cache = ContiguousKvCache::new(shape, 128, &Device::Cpu);
+        let mut seq = r.prompt.clone();
+        seq.extend(&o.tokens[..o.tokens.len() - 1]);
+        let out = model
+            .forward(&[SeqChunk::new(1, seq, LogitsFor::All)], &mut cache)
+            .unwrap();
+        let rows = logits_rows(out.per_chunk[0].as_ref().unwrap()).unwrap();
+        for (i, (&token, &lp)) in o.tokens.iter().zip(&o.token_logprobs).enumerate() {
+            let row = log_softmax(&rows[r.prompt.len() - 1 + i]);
+            assert!(
+                (lp - row[token as usize]).abs() < 1e-4,
+                "request {} token {i}: {lp} against {}",
+                o.id,
+                row[token as usize]
+            );
+            // Greedy: the chosen token is the most likely one.
+            assert!(row.iter().all(|&x| x <= row[token as usize] + 1e-4));
+        }
+    }
+    // Serving benchmarks do not ask, and pay nothing for them.
+    let mut paged = PagedKvCache::new(shape, 4, 64, &Device::Cpu).unwrap();
+    let plain = serve(&model, &mut paged, reqs, &config).unwrap();
+    assert!(plain.outcomes.iter().all(|o| o.token_logprobs.is_empty()));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use effbench_report::records::GenRecord;
 
 use super::report::{self, TaskOutcomes};
 use super::{
-    measure_if_owned, open_run, progress, record, shared_quality_row, technique_label,
+    measure_if_owned, open_run, progress, record, routing, shared_quality_row, technique_label,
     technique_session, technique_stack, OpenedRun, RunArgs, RunSettings,
 };
 
@@ -159,7 +159,35 @@ pub fn run_gen(
     let mut measures = BTreeMap::new();
     let mut seconds = BTreeMap::new();
     let mut labels = BTreeMap::new();
+    let mut routing_md = String::new();
+    let route_options = effbench_routing::SweepOptions {
+        margin: args.route_margin / 100.0,
+        ..Default::default()
+    };
     for technique in &args.techniques {
+        let stack = technique_stack(technique)?;
+        if let Some(route) = &stack.routing {
+            let row = routing::build_gen(
+                &routing::RouteInputs {
+                    run_dir: &run_dir,
+                    technique,
+                    route,
+                    base: &stack.weights_name,
+                    baseline: &args.techniques[0],
+                    records: &all,
+                    measures: &measures,
+                    options: &route_options,
+                },
+                &items,
+            )?;
+            eprintln!("{technique}: {}", row.label);
+            routing::write_records(&run_dir, technique, &row.records)?;
+            labels.insert(technique.clone(), row.label);
+            all.insert(technique.clone(), row.records);
+            measures.insert(technique.clone(), row.measure);
+            routing_md.push_str(&row.markdown);
+            continue;
+        }
         let mut done: BTreeMap<String, GenRecord> = run_dir.load_records(technique)?;
         let session = technique_session(model_path, technique, threads, &args.device)?;
         labels.insert(technique.clone(), technique_label(technique, &session));
@@ -189,9 +217,7 @@ pub fn run_gen(
             );
             let start = Instant::now();
             let mut writer = run_dir.appender(technique)?;
-            let builder = technique_stack(technique)?
-                .kv
-                .unwrap_or_else(|| args.kv.builder());
+            let builder = stack.kv.clone().unwrap_or_else(|| args.kv.builder());
             let mut correct = done.values().filter(|r| r.correct).count();
             let shared = shared_prompt_prefix(&session.loaded, &items)?;
             generate(
@@ -222,7 +248,7 @@ pub fn run_gen(
     }
 
     let summary = summarize(&run_manifest, &items, &all, &labels, &seconds)?;
-    let md = report::markdown(&run_manifest, &summary);
+    let md = report::markdown(&run_manifest, &summary) + &routing_md;
     let flags = record::flags(&[
         ("gen_batch", args.gen_batch.to_string()),
         ("skipped_rows", skipped.to_string()),
@@ -413,6 +439,11 @@ struct Answers<'a, F> {
 }
 
 impl<F: FnMut(GenRecord) -> Result<()>> Watcher for Answers<'_, F> {
+    // A routing row trusts a cheap row's answer by its tokens' mean log-probability.
+    fn token_logprobs(&self) -> bool {
+        true
+    }
+
     fn stop(&mut self, id: u64, tokens: &[u32]) -> bool {
         if tokens.last().is_some_and(|t| self.stop_tokens.contains(t)) {
             return true;
@@ -430,7 +461,7 @@ impl<F: FnMut(GenRecord) -> Result<()>> Watcher for Answers<'_, F> {
             self.loaded,
             item,
             self.prompt_tokens[outcome.id as usize],
-            &outcome.tokens,
+            outcome,
             &self.stop_tokens,
         )?;
         (self.on_record)(record).map_err(|e| -> WatcherError { e.into() })
@@ -441,9 +472,10 @@ fn answer_record(
     loaded: &LoadedModel,
     item: &GenItem,
     prompt_tokens: usize,
-    tokens: &[u32],
+    outcome: &Outcome,
     stop_tokens: &[u32],
 ) -> Result<GenRecord> {
+    let tokens: &[u32] = &outcome.tokens;
     let ended_by_eos = tokens.last().is_some_and(|t| stop_tokens.contains(t));
     let text_tokens = if ended_by_eos {
         &tokens[..tokens.len() - 1]
@@ -476,5 +508,6 @@ fn answer_record(
         strict_correct,
         flexible_correct,
         correct: flexible_correct,
+        token_logprobs: outcome.token_logprobs.clone(),
     })
 }

@@ -796,6 +796,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         return run_suites(args, suites);
     }
     let kind = suite_kind(&args.suite)?;
+    refuse_routes_for(&kind, &args.techniques)?;
     let routes: Vec<String> = args
         .techniques
         .iter()
@@ -803,11 +804,12 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         .cloned()
         .collect();
     if !routes.is_empty() {
-        if !matches!(kind, SuiteKind::MultipleChoice) {
-            // A cascade decides item by item; perplexity windows and generated answers are not
-            // routed yet, so the row is left out of this suite rather than filled in.
+        if matches!(kind, SuiteKind::Perplexity(_)) {
+            // A cascade decides item by item on the cheap row's confidence in its answer; a
+            // perplexity window has no answer, so the row is left out of this suite rather
+            // than filled in.
             eprintln!(
-                "suite {}: routing rows ({}) are built on multiple-choice suites only; left out here",
+                "suite {}: routing rows ({}) are built on multiple-choice and generative suites only; left out here",
                 args.suite,
                 routes.join(", ")
             );
@@ -832,6 +834,17 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         SuiteKind::Perplexity(text) => run_ppl(&args, &text, &model_path, threads),
         SuiteKind::Generation(source) => gen::run_gen(&args, &source, &model_path, threads),
     }
+}
+
+/// Routing rows a suite of this kind cannot build: in generative suites, those whose signal
+/// compares answer choices.
+fn refuse_routes_for(kind: &SuiteKind, techniques: &[String]) -> Result<()> {
+    if matches!(kind, SuiteKind::Generation(_)) {
+        for t in techniques {
+            routing::check_generative(t)?;
+        }
+    }
+    Ok(())
 }
 
 /// A draft model must share the target's tokenizer; refuse it before any scoring starts.
@@ -878,7 +891,8 @@ fn run_suites(args: RunArgs, suites: Vec<String>) -> Result<()> {
     }
     let mut seen = std::collections::BTreeSet::new();
     for s in &suites {
-        suite_kind(s)?;
+        // Before any suite runs, not when its turn comes.
+        refuse_routes_for(&suite_kind(s)?, &args.techniques)?;
         if !seen.insert(suite_dir_name(s)) {
             bail!("suite `{s}` is listed twice");
         }
@@ -1051,17 +1065,19 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
     for technique in &args.techniques {
         let stack = technique_stack(technique)?;
         if let Some(route) = &stack.routing {
-            let row = routing::build(&routing::RouteInputs {
-                run_dir: &run_dir,
-                technique,
-                route,
-                base: &stack.weights_name,
-                baseline: &args.techniques[0],
-                items: &suite.items,
-                records: &all_records,
-                measures: &measures,
-                options: &route_options,
-            })?;
+            let row = routing::build_mc(
+                &routing::RouteInputs {
+                    run_dir: &run_dir,
+                    technique,
+                    route,
+                    base: &stack.weights_name,
+                    baseline: &args.techniques[0],
+                    records: &all_records,
+                    measures: &measures,
+                    options: &route_options,
+                },
+                &suite.items,
+            )?;
             eprintln!("{technique}: {}", row.label);
             routing::write_records(&run_dir, technique, &row.records)?;
             labels.insert(technique.clone(), row.label);
