@@ -176,6 +176,15 @@ impl ModelConfig {
         let bad = |detail: String| CoreError::BadMetadata {
             detail: format!("{detail} (GGUF keys `{arch_name}.*`)"),
         };
+        // Gemma 3's 4B and larger scale RoPE linearly; plain RoPE there would be wrong at every
+        // position, so a scaling this decoder does not apply is refused.
+        if let Some(kind) = md
+            .get(&format!("{arch_name}.rope.scaling.type"))
+            .and_then(|v| v.to_string().ok())
+            .filter(|k| k.as_str() != "none")
+        {
+            return Err(bad(format!("RoPE scaling `{kind}` is not supported yet")));
+        }
         let block = match architecture {
             Architecture::Gemma3 => {
                 let mut block = BlockDetails::gemma3();
@@ -638,6 +647,89 @@ mod tests {
         assert!(err.contains("num_layers is"), "{err}");
         md.insert("llama.block_count".into(), Value::U32(2));
         ModelConfig::from_gguf_metadata(&md, 96).unwrap();
+        md.insert(
+            "llama.rope.scaling.type".into(),
+            Value::String("linear".into()),
+        );
+        let err = ModelConfig::from_gguf_metadata(&md, 96)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RoPE scaling `linear`"), "{err}");
+    }
+
+    /// Gemma 3's keys as llama.cpp's converter writes them (Gemma-3-270M's values), and what
+    /// the decoder makes of them: every sixth layer global with the file's RoPE base, the rest
+    /// sliding with base 10,000.
+    #[test]
+    fn gemma3_metadata_gives_its_block_details() {
+        let mut md = HashMap::new();
+        md.insert(
+            "general.architecture".to_string(),
+            Value::String("gemma3".into()),
+        );
+        for (k, v) in [
+            ("embedding_length", 640),
+            ("feed_forward_length", 2048),
+            ("block_count", 18),
+            ("attention.head_count", 4),
+            ("attention.head_count_kv", 1),
+            ("attention.key_length", 256),
+            ("attention.sliding_window", 512),
+            ("context_length", 32768),
+        ] {
+            md.insert(format!("gemma3.{k}"), Value::U32(v));
+        }
+        md.insert("gemma3.rope.freq_base".into(), Value::F32(1e6));
+        let cfg = ModelConfig::from_gguf_metadata(&md, 262_144).unwrap();
+        assert_eq!(cfg.architecture, Architecture::Gemma3);
+        assert_eq!((cfg.head_dim, cfg.rope_style), (256, RopeStyle::Halves));
+        assert!(cfg.block.qk_norm && cfg.block.sandwich_norms && cfg.block.scale_embeddings);
+        assert_eq!(cfg.block.activation, Activation::GeluTanh);
+        assert_eq!(cfg.rms_norm_eps, 1e-6);
+        let windows: Vec<Option<usize>> = (0..18).map(|l| cfg.sliding_window_of(l)).collect();
+        for (l, w) in windows.iter().enumerate() {
+            let global = l % 6 == 5;
+            assert_eq!(*w, (!global).then_some(512), "layer {l}");
+        }
+        assert_eq!(cfg.block.rope_local_theta, Some(10_000.0));
+        assert_eq!(cfg.block.attention_scale, None);
+        md.insert("gemma3.attn_logit_softcapping".into(), Value::F32(50.0));
+        let err = ModelConfig::from_gguf_metadata(&md, 262_144)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("soft-capping"), "{err}");
+    }
+
+    #[test]
+    fn gemma3_config_json_round_trips_and_reads_layer_types() {
+        let cfg = crate::testing::tiny_config(Architecture::Gemma3);
+        let json = cfg.to_hf_config_json();
+        let back =
+            ModelConfig::from_hf_config_bytes(json.to_string().as_bytes(), Path::new("c.json"))
+                .unwrap();
+        assert_eq!(back, cfg);
+        let mut json = json;
+        json["layer_types"] =
+            serde_json::json!(["sliding_attention", "full_attention", "sliding_attention"]);
+        json["sliding_window_pattern"] = serde_json::Value::Null;
+        let back =
+            ModelConfig::from_hf_config_bytes(json.to_string().as_bytes(), Path::new("c.json"))
+                .unwrap();
+        assert_eq!(back.block.sliding_window_pattern, 2);
+        json["layer_types"] =
+            serde_json::json!(["full_attention", "sliding_attention", "sliding_attention"]);
+        let err =
+            ModelConfig::from_hf_config_bytes(json.to_string().as_bytes(), Path::new("c.json"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("layer_types"), "{err}");
+        json["layer_types"] = serde_json::Value::Null;
+        json["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": 8.0});
+        let err =
+            ModelConfig::from_hf_config_bytes(json.to_string().as_bytes(), Path::new("c.json"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("rope_scaling"), "{err}");
     }
 
     #[test]
