@@ -23,6 +23,7 @@ Cases (--cases, comma-separated):
                                             weights) and cached in <cache>/derived/
   smollm2-q4_1                              SmolLM2-135M-Instruct as shipped
   qwen0.5b-q4_k_m, qwen1.5b-q4_k_m          Qwen2.5-Coder-0.5B/1.5B-Instruct as shipped
+  gemma3-270m-q4_k_m                        Gemma-3-270M as shipped
 effbench runs every file with `--weights as-stored`, so both engines read the same tensors.
 
 llama.cpp's tools come from scripts/build-llamacpp-tools.sh (built once from the pinned
@@ -72,6 +73,7 @@ CASES = {
     "smollm2-f16": ("smollm2-135m-instruct", "F16", "SmolLM2-135M-Instruct", "f16 (llama-quantize from Q4_1)"),
     "qwen0.5b-q4_k_m": ("qwen2.5-coder-0.5b-instruct", None, "Qwen2.5-Coder-0.5B-Instruct", "Q4_K_M as shipped"),
     "qwen1.5b-q4_k_m": ("qwen2.5-coder-1.5b-instruct", None, "Qwen2.5-Coder-1.5B-Instruct", "Q4_K_M as shipped"),
+    "gemma3-270m-q4_k_m": ("gemma-3-270m", None, "Gemma-3-270M", "Q4_K_M as shipped"),
 }
 
 
