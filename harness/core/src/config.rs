@@ -389,14 +389,22 @@ impl ModelConfig {
         });
         if self.architecture == Architecture::Gemma3 {
             let b = &self.block;
+            // Hugging Face writes it as an integer (256; 168 for the 27B), and readers such as
+            // candle-transformers' take it as one.
+            let scalar = b
+                .attention_scale
+                .map_or(self.head_dim as f64, |s| 1.0 / (s * s));
+            let query_pre_attn_scalar = if scalar.fract() == 0.0 && scalar < 1e15 {
+                serde_json::json!(scalar as u64)
+            } else {
+                serde_json::json!(scalar)
+            };
             let extra = serde_json::json!({
                 "hidden_activation": "gelu_pytorch_tanh",
                 "sliding_window": b.sliding_window,
                 "sliding_window_pattern": b.sliding_window_pattern,
                 "rope_local_base_freq": b.rope_local_theta,
-                "query_pre_attn_scalar": b
-                    .attention_scale
-                    .map_or(self.head_dim as f64, |s| 1.0 / (s * s)),
+                "query_pre_attn_scalar": query_pre_attn_scalar,
                 "final_logit_softcapping": b.final_logit_softcap,
             });
             for (k, v) in extra.as_object().expect("an object") {

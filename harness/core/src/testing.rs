@@ -162,13 +162,21 @@ pub fn permute_for_interleaved_rope(w: &Tensor, heads: usize) -> Tensor {
 /// The tiny Llama model as a Hugging Face directory: `config.json` and `model.safetensors`
 /// holding [`tiny_weights`] of `seed` under their Hugging Face names (no tokenizer).
 pub fn write_tiny_safetensors(dir: &Path, seed: u64) {
-    let cfg = tiny_config(Architecture::Llama);
-    std::fs::write(dir.join("config.json"), cfg.to_hf_config_json().to_string()).unwrap();
-    let tensors: HashMap<String, Tensor> = tiny_weights(&cfg, seed)
-        .into_iter()
-        .map(|(k, v)| (crate::source::hf_name(&k).unwrap(), v))
-        .collect();
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    write_hf_checkpoint(dir, &tiny_config(Architecture::Llama), seed);
+}
+
+/// [`tiny_weights`] of `config` and `seed` as a Hugging Face directory (`config.json`,
+/// `model.safetensors`), as that architecture's checkpoints hold them (Gemma's norms less 1).
+pub fn write_hf_checkpoint(dir: &Path, config: &ModelConfig, seed: u64) {
+    std::fs::write(
+        dir.join("config.json"),
+        config.to_hf_config_json().to_string(),
+    )
+    .expect("write config.json");
+    let tensors = crate::source::to_hf_tensors(config.architecture, tiny_weights(config, seed))
+        .expect("every tiny tensor has a Hugging Face name");
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))
+        .expect("write model.safetensors");
 }
 
 /// Writes the tiny Llama model as an f32 GGUF with its shape metadata and no tokenizer, leaving

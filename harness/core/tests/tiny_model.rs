@@ -340,7 +340,12 @@ fn sharded_safetensors_with_an_index_load_the_same_model() {
     let mut weight_map = serde_json::Map::new();
     let mut names: Vec<(String, Tensor)> = tiny_weights(&cfg, 42)
         .into_iter()
-        .map(|(k, v)| (effbench_core::source::hf_name(&k).unwrap(), v))
+        .map(|(k, v)| {
+            (
+                effbench_core::source::hf_name(cfg.architecture, &k).unwrap(),
+                v,
+            )
+        })
         .collect();
     names.sort_by(|a, b| a.0.cmp(&b.0));
     for (i, (name, t)) in names.into_iter().enumerate() {
