@@ -20,23 +20,25 @@ const MAX_VOCAB: usize = 1 << 22;
 const MAX_POSITIONS: usize = 1 << 24;
 
 /// The decoder-only variants one decoder covers; they differ only in the details recorded in
-/// [`ModelConfig`] (bias on q/k/v, tied head, Gemma's [`BlockDetails`]), so one code path
+/// [`ModelConfig`] (bias on q/k/v, tied head, q/k norms, Gemma's [`BlockDetails`]), so one code path
 /// serves all of them and every technique works on each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
     Llama,
     Qwen2,
+    Qwen3,
     Gemma3,
 }
 
 impl Architecture {
-    pub const SUPPORTED: &'static str = "llama, qwen2, gemma3";
+    pub const SUPPORTED: &'static str = "llama, qwen2, qwen3, gemma3";
 
     pub fn parse(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
             "llama" | "llamaforcausallm" | "mistral" => Ok(Self::Llama),
             "qwen2" | "qwen2forcausallm" => Ok(Self::Qwen2),
+            "qwen3" | "qwen3forcausallm" => Ok(Self::Qwen3),
             "gemma3" | "gemma3_text" | "gemma3forcausallm" => Ok(Self::Gemma3),
             _ => Err(CoreError::UnsupportedArchitecture {
                 arch: name.to_string(),
@@ -49,6 +51,7 @@ impl Architecture {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3",
         }
     }
@@ -91,6 +94,14 @@ pub struct BlockDetails {
 }
 
 impl BlockDetails {
+    /// Qwen3: a Llama block with q/k norms.
+    fn qwen3() -> Self {
+        Self {
+            qk_norm: true,
+            ..Self::default()
+        }
+    }
+
     /// Gemma 3 as its reference implementations build it.
     fn gemma3() -> Self {
         Self {
@@ -171,7 +182,8 @@ impl ModelConfig {
         };
         let rope_style = match architecture {
             Architecture::Llama => RopeStyle::Interleaved,
-            Architecture::Qwen2 | Architecture::Gemma3 => RopeStyle::Halves,
+            // llama.cpp's converter permutes only llama's q/k rows.
+            Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Gemma3 => RopeStyle::Halves,
         };
         let bad = |detail: String| CoreError::BadMetadata {
             detail: format!("{detail} (GGUF keys `{arch_name}.*`)"),
@@ -210,10 +222,11 @@ impl ModelConfig {
                 }
                 block
             }
+            Architecture::Qwen3 => BlockDetails::qwen3(),
             Architecture::Llama | Architecture::Qwen2 => BlockDetails::default(),
         };
         let default_eps = match architecture {
-            Architecture::Gemma3 => 1e-6,
+            Architecture::Gemma3 | Architecture::Qwen3 => 1e-6,
             _ => 1e-5,
         };
         let config = Self {
@@ -260,15 +273,27 @@ impl ModelConfig {
             .or_else(|| raw.architectures.as_ref().and_then(|a| a.first().cloned()))
             .ok_or_else(|| bad("neither `model_type` nor `architectures` is set".into()))?;
         let architecture = Architecture::parse(&arch_name)?;
-        if raw.num_attention_heads == 0 || !raw.hidden_size.is_multiple_of(raw.num_attention_heads)
+        // An explicit head_dim may differ from hidden / heads (Qwen3-0.6B: 128 against 64).
+        if raw.num_attention_heads == 0
+            || (raw.head_dim.is_none() && !raw.hidden_size.is_multiple_of(raw.num_attention_heads))
         {
             return Err(bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 raw.hidden_size, raw.num_attention_heads
             )));
         }
+        if let Some(act) = raw
+            .hidden_act
+            .as_deref()
+            .filter(|a| architecture != Architecture::Gemma3 && !matches!(*a, "silu" | "swish"))
+        {
+            return Err(bad(format!(
+                "hidden_act `{act}` is not supported (silu is)"
+            )));
+        }
         let block = match architecture {
             Architecture::Gemma3 => raw.gemma3_block().map_err(bad)?,
+            Architecture::Qwen3 => BlockDetails::qwen3(),
             Architecture::Llama | Architecture::Qwen2 => BlockDetails::default(),
         };
         if let Some(scaling) = raw.rope_scaling.as_ref().filter(|v| !v.is_null()) {
@@ -368,6 +393,7 @@ impl ModelConfig {
         let (model_type, class) = match self.architecture {
             Architecture::Llama => ("llama", "LlamaForCausalLM"),
             Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+            Architecture::Qwen3 => ("qwen3", "Qwen3ForCausalLM"),
             Architecture::Gemma3 => ("gemma3_text", "Gemma3ForCausalLM"),
         };
         let mut json = serde_json::json!({
@@ -387,6 +413,15 @@ impl ModelConfig {
             "attention_bias": self.qkv_bias,
             "torch_dtype": "float32",
         });
+        if self.architecture != Architecture::Gemma3 {
+            json["hidden_act"] = "silu".into();
+        }
+        if self.architecture == Architecture::Qwen3 {
+            // As Qwen3's own configs say (readers such as candle-transformers' require them).
+            json["use_sliding_window"] = false.into();
+            json["sliding_window"] = serde_json::Value::Null;
+            json["max_window_layers"] = self.num_layers.into();
+        }
         if self.architecture == Architecture::Gemma3 {
             let b = &self.block;
             // Hugging Face writes it as an integer (256; 168 for the 27B), and readers such as
@@ -477,6 +512,7 @@ struct HfConfig {
     final_logit_softcapping: Option<f64>,
     attn_logit_softcapping: Option<f64>,
     hidden_activation: Option<String>,
+    hidden_act: Option<String>,
 }
 
 impl HfConfig {
@@ -567,6 +603,23 @@ mod tests {
         let path = dir.path().join("config.json");
         std::fs::write(&path, cfg.to_hf_config_json().to_string()).unwrap();
         assert_eq!(ModelConfig::from_hf_config_json(&path).unwrap(), cfg);
+    }
+
+    #[test]
+    fn qwen3_config_json_round_trips_with_its_own_head_dim() {
+        let cfg = crate::testing::tiny_config(Architecture::Qwen3);
+        let json = cfg.to_hf_config_json();
+        let back =
+            ModelConfig::from_hf_config_bytes(json.to_string().as_bytes(), Path::new("c.json"))
+                .unwrap();
+        assert_eq!(back, cfg);
+        assert!(back.block.qk_norm && !back.qkv_bias && back.head_dim == 24);
+        let mut gelu = json.clone();
+        gelu["hidden_act"] = "gelu".into();
+        let err = ModelConfig::from_hf_config_bytes(gelu.to_string().as_bytes(), Path::new("c"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hidden_act `gelu` is not supported"), "{err}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! One decoder for the Llama family (llama, qwen2) and Gemma 3: pre-norm RMSNorm, RoPE,
+//! One decoder for the Llama family (llama, qwen2, qwen3) and Gemma 3: pre-norm RMSNorm, RoPE,
 //! grouped-query attention, a gated MLP, and Gemma's extras where the config asks for them
 //! (q/k norms, sandwich norms, scaled embeddings, GELU, sliding-window layers with their own
 //! RoPE base, soft-capped logits). Its forward pass takes a batch of sequence chunks of any

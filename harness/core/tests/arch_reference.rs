@@ -6,10 +6,13 @@
 
 use std::path::Path;
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use effbench_core::source::SafetensorsSource;
-use effbench_core::testing::{tiny_config, tiny_source, write_hf_checkpoint};
+use effbench_core::source::{GgufSource, SafetensorsSource, WeightSource};
+use effbench_core::testing::{
+    tiny_config, tiny_source, write_gguf_checkpoint, write_hf_checkpoint,
+};
 use effbench_core::{
     Architecture, AsStored, ContiguousKvCache, KvShape, LogitsFor, Model, ModelConfig, SeqChunk,
 };
@@ -172,5 +175,45 @@ fn gemma3_query_scale_survives_the_checkpoint() {
         "safetensors vs memory",
         &effbench_logits(&from_file, &seq),
         &effbench_logits(&memory, &seq),
+    );
+}
+
+/// Qwen3: q/k RMSNorm over each head before RoPE, no q/k/v bias, and a head_dim (24) that is
+/// not hidden / heads (16).
+#[test]
+fn qwen3_safetensors_matches_candle_transformers() {
+    let cfg = tiny_config(Architecture::Qwen3);
+    assert_ne!(cfg.head_dim * cfg.num_heads, cfg.hidden_size);
+    let seq = tokens(13, cfg.vocab_size);
+    let dir = checkpoint(&cfg);
+    let ours = effbench_logits(&load_safetensors(dir.path()), &seq);
+
+    use candle_transformers::models::qwen3;
+    let theirs_cfg: qwen3::Config = config_json(dir.path());
+    assert_eq!(theirs_cfg.head_dim, cfg.head_dim);
+    let mut theirs = qwen3::ModelForCausalLM::new(&theirs_cfg, var_builder(dir.path())).unwrap();
+    let theirs = one_at_a_time(&seq, |t, pos| theirs.forward(t, pos));
+    assert_close("qwen3 vs candle-transformers", &ours, &theirs);
+}
+
+/// The same tiny Qwen3 as a GGUF file (llama.cpp's `qwen3` keys and names) and as safetensors.
+#[test]
+fn qwen3_gguf_and_safetensors_load_the_same_model() {
+    let cfg = tiny_config(Architecture::Qwen3);
+    let dir = checkpoint(&cfg);
+    let gguf = dir.path().join("tiny.gguf");
+    write_gguf_checkpoint(&gguf, &cfg, 42, GgmlDType::F32);
+    let dev = Device::Cpu;
+    let source = GgufSource::open(&gguf, &dev).unwrap();
+    assert_eq!(source.config().architecture, Architecture::Qwen3);
+    assert_eq!(source.config().block, cfg.block);
+    assert_eq!(source.config().head_dim, cfg.head_dim);
+    assert!(!source.config().qkv_bias);
+    let from_gguf = Model::load(&mut { source }, &AsStored, &dev).unwrap();
+    let seq = tokens(13, cfg.vocab_size);
+    assert_close(
+        "qwen3 GGUF vs safetensors",
+        &effbench_logits(&from_gguf, &seq),
+        &effbench_logits(&load_safetensors(dir.path()), &seq),
     );
 }

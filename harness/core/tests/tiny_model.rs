@@ -53,6 +53,7 @@ fn incremental_decode_matches_full_sequence() {
     for arch in [
         Architecture::Llama,
         Architecture::Qwen2,
+        Architecture::Qwen3,
         Architecture::Gemma3,
     ] {
         let model = tiny_model(arch);
@@ -388,6 +389,7 @@ fn block_at_a_time_gives_the_forward_pass_logits() {
     for arch in [
         Architecture::Llama,
         Architecture::Qwen2,
+        Architecture::Qwen3,
         Architecture::Gemma3,
     ] {
         let model = tiny_model(arch);
