@@ -127,6 +127,147 @@ pub enum RopeStyle {
     Halves,
 }
 
+/// RoPE frequency scaling for contexts past the pretraining length.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rope_type", rename_all = "snake_case")]
+pub enum RopeScaling {
+    /// Llama 3.1's (`rope_type: "llama3"` in config.json): frequencies whose wavelength is
+    /// longer than `original_max_position_embeddings / low_freq_factor` are divided by
+    /// `factor`, those shorter than `original_max_position_embeddings / high_freq_factor` are
+    /// kept, and those between are blended.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
+    /// One divisor per frequency (head_dim / 2 of them), as llama.cpp's converter stores llama3
+    /// scaling in a GGUF file (`rope_freqs.weight`). A config.json written from it says
+    /// `rope_type: "frequency_factors"`, which only effbench reads back.
+    FrequencyFactors { factors: Vec<f64> },
+}
+
+impl RopeScaling {
+    /// The divisor of each of the `head_dim / 2` RoPE frequencies of base `theta`.
+    pub fn frequency_factors(&self, head_dim: usize, theta: f64) -> Vec<f64> {
+        match self {
+            Self::FrequencyFactors { factors } => factors.clone(),
+            Self::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                // llama.cpp's convert_hf_to_gguf.py, which Hugging Face's and candle's
+                // scaled frequencies equal.
+                let old_context = *original_max_position_embeddings as f64;
+                let low_freq_wavelen = old_context / low_freq_factor;
+                let high_freq_wavelen = old_context / high_freq_factor;
+                (0..head_dim / 2)
+                    .map(|i| {
+                        let freq = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
+                        let wavelen = 2.0 * std::f64::consts::PI / freq;
+                        if wavelen < high_freq_wavelen {
+                            1.0
+                        } else if wavelen > low_freq_wavelen {
+                            *factor
+                        } else {
+                            let smooth = (old_context / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            1.0 / ((1.0 - smooth) / factor + smooth)
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Reads config.json's `rope_scaling` (or transformers' newer `rope_parameters`): None for
+    /// plain RoPE, an error naming the type for one not supported.
+    fn from_hf(value: &serde_json::Value) -> std::result::Result<Option<Self>, String> {
+        let Some(obj) = value.as_object() else {
+            return match value {
+                serde_json::Value::Null => Ok(None),
+                other => Err(format!("rope_scaling {other} is not an object")),
+            };
+        };
+        let rope_type = obj
+            .get("rope_type")
+            .or_else(|| obj.get("type"))
+            .and_then(|t| t.as_str());
+        match rope_type {
+            None if obj.keys().all(|k| k == "rope_theta") => Ok(None),
+            None => Err("rope_scaling has no rope_type".into()),
+            Some("default") => Ok(None),
+            Some("llama3") => {
+                let num = |key: &str| -> std::result::Result<f64, String> {
+                    obj.get(key)
+                        .and_then(|v| v.as_f64())
+                        .ok_or_else(|| format!("llama3 rope_scaling has no number `{key}`"))
+                };
+                let original = num("original_max_position_embeddings")?;
+                if original.fract() != 0.0 || !(1.0..=MAX_POSITIONS as f64).contains(&original) {
+                    return Err(format!(
+                        "llama3 rope_scaling's original_max_position_embeddings is {original}"
+                    ));
+                }
+                Ok(Some(Self::Llama3 {
+                    factor: num("factor")?,
+                    low_freq_factor: num("low_freq_factor")?,
+                    high_freq_factor: num("high_freq_factor")?,
+                    original_max_position_embeddings: original as usize,
+                }))
+            }
+            Some("frequency_factors") => serde_json::from_value(value.clone())
+                .map(Some)
+                .map_err(|e| format!("rope_scaling: {e}")),
+            Some(other) => Err(format!(
+                "rope_scaling type `{other}` is not supported yet (llama3 is)"
+            )),
+        }
+    }
+
+    fn check(&self, head_dim: usize) -> std::result::Result<(), String> {
+        let bad = |v: f64| !(v.is_finite() && v > 0.0);
+        match self {
+            Self::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: _,
+            } => {
+                for (name, v) in [
+                    ("factor", *factor),
+                    ("low_freq_factor", *low_freq_factor),
+                    ("high_freq_factor", *high_freq_factor),
+                ] {
+                    if bad(v) {
+                        return Err(format!("llama3 rope_scaling's {name} is {v}"));
+                    }
+                }
+                if high_freq_factor <= low_freq_factor {
+                    return Err(format!(
+                        "llama3 rope_scaling's high_freq_factor {high_freq_factor} is not above \
+                         its low_freq_factor {low_freq_factor}"
+                    ));
+                }
+            }
+            Self::FrequencyFactors { factors } => {
+                if factors.len() != head_dim / 2 {
+                    return Err(format!(
+                        "{} RoPE frequency factors for a head_dim of {head_dim}",
+                        factors.len()
+                    ));
+                }
+                if let Some(v) = factors.iter().find(|&&v| bad(v)) {
+                    return Err(format!("a RoPE frequency factor is {v}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub architecture: Architecture,
@@ -139,6 +280,9 @@ pub struct ModelConfig {
     pub vocab_size: usize,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
+    /// Frequency scaling of the (global layers') RoPE; None is plain RoPE.
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
     pub rope_style: RopeStyle,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
@@ -188,6 +332,25 @@ impl ModelConfig {
         let bad = |detail: String| CoreError::BadMetadata {
             detail: format!("{detail} (GGUF keys `{arch_name}.*`)"),
         };
+        // llama.cpp reads a scaling type (linear when unsaid) and a factor; llama3 scaling has
+        // neither, only the `rope_freqs.weight` tensor.
+        let scaling_type = md
+            .get(&format!("{arch_name}.rope.scaling.type"))
+            .and_then(|v| v.to_string().ok())
+            .map(|s| s.to_ascii_lowercase());
+        let scaling_factor = get_f("rope.scaling.factor")
+            .or_else(|| get_f("rope.scale_linear"))
+            .filter(|&f| f != 0.0 && f != 1.0);
+        match (scaling_type.as_deref(), scaling_factor) {
+            (None | Some("none"), None) | (Some("linear"), None) => {}
+            (ty, _) => {
+                return Err(CoreError::Unsupported(format!(
+                    "RoPE scaling type `{}` (GGUF `{arch_name}.rope.scaling.*`) is not supported \
+                     yet (llama3's rope_freqs is)",
+                    ty.unwrap_or("linear")
+                )))
+            }
+        }
         let block = match architecture {
             Architecture::Gemma3 => {
                 let mut block = BlockDetails::gemma3();
@@ -240,6 +403,8 @@ impl ModelConfig {
             vocab_size,
             rms_norm_eps: get_f("attention.layer_norm_rms_epsilon").unwrap_or(default_eps),
             rope_theta: get_f("rope.freq_base").unwrap_or(10_000.0),
+            // llama3 scaling comes as the `rope_freqs.weight` tensor, which the GGUF source reads.
+            rope_scaling: None,
             rope_style,
             max_position_embeddings: get_u("context_length").unwrap_or(4096),
             // Decided by the loader from whether `output.weight` exists.
@@ -296,11 +461,18 @@ impl ModelConfig {
             Architecture::Qwen3 => BlockDetails::qwen3(),
             Architecture::Llama | Architecture::Qwen2 => BlockDetails::default(),
         };
-        if let Some(scaling) = raw.rope_scaling.as_ref().filter(|v| !v.is_null()) {
-            return Err(bad(format!(
-                "rope_scaling {scaling} is not supported yet (only plain RoPE)"
-            )));
-        }
+        // transformers 5 names it rope_parameters, with rope_theta inside.
+        let rope_parameters = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref());
+        let rope_scaling = match rope_parameters {
+            Some(v) => RopeScaling::from_hf(v).map_err(bad)?,
+            None => None,
+        };
+        let rope_theta = raw
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(|t| t.as_f64())
+            .or(raw.rope_theta);
         let config = Self {
             architecture,
             hidden_size: raw.hidden_size,
@@ -313,7 +485,8 @@ impl ModelConfig {
                 .unwrap_or(raw.hidden_size / raw.num_attention_heads),
             vocab_size: raw.vocab_size,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
+            rope_theta: rope_theta.unwrap_or(10_000.0),
+            rope_scaling,
             rope_style: RopeStyle::Halves,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
             // Gemma's configs leave the (tied) default unsaid.
@@ -372,6 +545,9 @@ impl ModelConfig {
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return Err(format!("rope_theta is {}", self.rope_theta));
         }
+        if let Some(scaling) = &self.rope_scaling {
+            scaling.check(self.head_dim)?;
+        }
         let b = &self.block;
         if b.sliding_window == Some(0) {
             return Err("sliding_window is 0".into());
@@ -408,6 +584,7 @@ impl ModelConfig {
             "vocab_size": self.vocab_size,
             "rms_norm_eps": self.rms_norm_eps,
             "rope_theta": self.rope_theta,
+            "rope_scaling": self.rope_scaling,
             "max_position_embeddings": self.max_position_embeddings,
             "tie_word_embeddings": self.tie_word_embeddings,
             "attention_bias": self.qkv_bias,
@@ -501,6 +678,7 @@ struct HfConfig {
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
     rope_scaling: Option<serde_json::Value>,
+    rope_parameters: Option<serde_json::Value>,
     // Gemma 3.
     sliding_window: Option<usize>,
     sliding_window_pattern: Option<usize>,
@@ -593,6 +771,7 @@ mod tests {
             vocab_size: 100,
             rms_norm_eps: 1e-6,
             rope_theta: 1e6,
+            rope_scaling: None,
             rope_style: RopeStyle::Halves,
             max_position_embeddings: 256,
             tie_word_embeddings: true,
@@ -620,6 +799,113 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("hidden_act `gelu` is not supported"), "{err}");
+    }
+
+    #[test]
+    fn rope_scaling_reads_llama3_and_refuses_other_types_in_one_line() {
+        let base = crate::testing::tiny_config(Architecture::Llama).to_hf_config_json();
+        let parse = |scaling: serde_json::Value| {
+            let mut json = base.clone();
+            json["rope_scaling"] = scaling;
+            ModelConfig::from_hf_config_bytes(json.to_string().as_bytes(), Path::new("c.json"))
+        };
+        let llama31 = serde_json::json!({
+            "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192, "rope_type": "llama3"
+        });
+        let cfg = parse(llama31.clone()).unwrap();
+        assert_eq!(
+            cfg.rope_scaling,
+            Some(RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192
+            })
+        );
+        // Written back as Hugging Face writes it.
+        assert_eq!(cfg.to_hf_config_json()["rope_scaling"], llama31);
+        assert_eq!(parse(serde_json::Value::Null).unwrap().rope_scaling, None);
+        assert_eq!(
+            parse(serde_json::json!({"rope_type": "default"}))
+                .unwrap()
+                .rope_scaling,
+            None
+        );
+        for (scaling, needle) in [
+            (
+                serde_json::json!({"type": "linear", "factor": 2.0}),
+                "rope_scaling type `linear` is not supported",
+            ),
+            (
+                serde_json::json!({"rope_type": "yarn", "factor": 4.0,
+                    "original_max_position_embeddings": 32768}),
+                "rope_scaling type `yarn` is not supported",
+            ),
+            (
+                serde_json::json!({"type": "dynamic", "factor": 2.0}),
+                "`dynamic`",
+            ),
+            (
+                serde_json::json!({"rope_type": "llama3", "factor": 8.0}),
+                "no number `original_max_position_embeddings`",
+            ),
+            (
+                serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
+                    "high_freq_factor": 1.0, "original_max_position_embeddings": 8192}),
+                "not above",
+            ),
+            (serde_json::json!({"factor": 2.0}), "no rope_type"),
+        ] {
+            let err = parse(scaling.clone()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{scaling}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        // transformers 5's rope_parameters, rope_theta inside.
+        let mut json = base.clone();
+        json["rope_parameters"] = serde_json::json!({"rope_type": "default", "rope_theta": 5e5});
+        let cfg =
+            ModelConfig::from_hf_config_bytes(json.to_string().as_bytes(), Path::new("c.json"))
+                .unwrap();
+        assert_eq!((cfg.rope_theta, cfg.rope_scaling), (5e5, None));
+    }
+
+    #[test]
+    fn gguf_rope_scaling_other_than_llama3_is_refused_in_one_line() {
+        let mut md = HashMap::new();
+        md.insert(
+            "general.architecture".to_string(),
+            Value::String("llama".into()),
+        );
+        for (k, v) in [
+            ("embedding_length", 64),
+            ("feed_forward_length", 128),
+            ("block_count", 2),
+            ("attention.head_count", 4),
+        ] {
+            md.insert(format!("llama.{k}"), Value::U32(v));
+        }
+        ModelConfig::from_gguf_metadata(&md, 96).unwrap();
+        md.insert(
+            "llama.rope.scaling.type".into(),
+            Value::String("none".into()),
+        );
+        ModelConfig::from_gguf_metadata(&md, 96).unwrap();
+        md.insert("llama.rope.scaling.factor".into(), Value::F32(4.0));
+        md.insert(
+            "llama.rope.scaling.type".into(),
+            Value::String("yarn".into()),
+        );
+        let err = ModelConfig::from_gguf_metadata(&md, 96)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RoPE scaling type `yarn`"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        md.remove("llama.rope.scaling.type");
+        let err = ModelConfig::from_gguf_metadata(&md, 96)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`linear`"), "{err}");
     }
 
     #[test]

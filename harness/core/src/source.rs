@@ -11,7 +11,7 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{Architecture, ModelConfig};
+use crate::config::{Architecture, ModelConfig, RopeScaling};
 use crate::error::{CoreError, Result};
 use crate::gguf_header::GgufHeader;
 use crate::linear::SourceTensor;
@@ -70,6 +70,9 @@ pub enum ModelFormat {
     SafetensorsDir,
 }
 
+/// The GGUF tensor of llama3 RoPE frequency divisors.
+pub const ROPE_FREQS: &str = "rope_freqs.weight";
+
 pub struct GgufSource {
     path: PathBuf,
     content: gguf_file::Content,
@@ -120,6 +123,17 @@ impl GgufSource {
         };
         let mut config = ModelConfig::from_gguf_metadata(&content.metadata, vocab)?;
         config.tie_word_embeddings = !content.tensor_infos.contains_key("output.weight");
+        // llama.cpp's converter stores llama3 RoPE scaling as per-frequency divisors.
+        if content.tensor_infos.contains_key(ROPE_FREQS) {
+            let t = content
+                .tensor(&mut reader, ROPE_FREQS, &Device::Cpu)
+                .and_then(|q| q.dequantize(&Device::Cpu))
+                .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+                .map_err(|e| bad(format!("tensor `{ROPE_FREQS}`: {}", one_line(&e))))?;
+            config.rope_scaling = Some(RopeScaling::FrequencyFactors {
+                factors: t.into_iter().map(f64::from).collect(),
+            });
+        }
         if let Some(rows) = embedding_rows {
             config.vocab_size = rows.max(vocab);
         }

@@ -49,6 +49,7 @@ pub fn tiny_config(architecture: Architecture) -> ModelConfig {
         vocab_size: 96,
         rms_norm_eps: 1e-5,
         rope_theta: 10_000.0,
+        rope_scaling: None,
         rope_style: RopeStyle::Halves,
         max_position_embeddings: 512,
         tie_word_embeddings: architecture != Architecture::Llama,
@@ -189,22 +190,36 @@ pub fn write_hf_checkpoint(dir: &Path, config: &ModelConfig, seed: u64) {
 }
 
 /// [`tiny_weights`] of `config` and `seed` as a GGUF file the way llama.cpp's converter writes
-/// that architecture: its `<arch>.*` shape keys, llama's q/k rows permuted for interleaved RoPE,
+/// that architecture: its `<arch>.*` shape keys, llama's q/k rows permuted for interleaved RoPE
+/// (the GGUF reader takes every llama file as permuted),
 /// matrices of `dtype` and vectors in f32, no tokenizer.
 pub fn write_gguf_checkpoint(path: &Path, config: &ModelConfig, seed: u64, dtype: GgmlDType) {
+    // tiny_weights are in Hugging Face layout; GGUF llama is read as interleaved.
+    let permute = config.architecture == Architecture::Llama;
     let mut q = Vec::new();
     for (name, t) in tiny_weights(config, seed) {
-        let t = match config.rope_style {
-            RopeStyle::Interleaved if name.ends_with("attn_q.weight") => {
-                permute_for_interleaved_rope(&t, config.num_heads)
-            }
-            RopeStyle::Interleaved if name.ends_with("attn_k.weight") => {
-                permute_for_interleaved_rope(&t, config.num_kv_heads)
-            }
-            _ => t,
+        let t = if permute && name.ends_with("attn_q.weight") {
+            permute_for_interleaved_rope(&t, config.num_heads)
+        } else if permute && name.ends_with("attn_k.weight") {
+            permute_for_interleaved_rope(&t, config.num_kv_heads)
+        } else {
+            t
         };
         let ty = if t.rank() == 2 { dtype } else { GgmlDType::F32 };
         q.push((name, QTensor::quantize(&t, ty).expect("GGUF tensor")));
+    }
+    if let Some(scaling) = &config.rope_scaling {
+        let factors: Vec<f32> = scaling
+            .frequency_factors(config.head_dim, config.rope_theta)
+            .into_iter()
+            .map(|f| f as f32)
+            .collect();
+        let n = factors.len();
+        let t = Tensor::from_vec(factors, n, &Device::Cpu).expect("factors");
+        q.push((
+            crate::source::ROPE_FREQS.to_string(),
+            QTensor::quantize(&t, GgmlDType::F32).expect("GGUF tensor"),
+        ));
     }
     let a = config.architecture.name();
     let u32_of = |v: usize| Value::U32(v as u32);

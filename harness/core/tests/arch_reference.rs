@@ -14,7 +14,8 @@ use effbench_core::testing::{
     tiny_config, tiny_source, write_gguf_checkpoint, write_hf_checkpoint,
 };
 use effbench_core::{
-    Architecture, AsStored, ContiguousKvCache, KvShape, LogitsFor, Model, ModelConfig, SeqChunk,
+    Architecture, AsStored, ContiguousKvCache, KvShape, LogitsFor, Model, ModelConfig, RopeScaling,
+    SeqChunk,
 };
 
 const TOLERANCE: f32 = 1e-4;
@@ -213,6 +214,77 @@ fn qwen3_gguf_and_safetensors_load_the_same_model() {
     let seq = tokens(13, cfg.vocab_size);
     assert_close(
         "qwen3 GGUF vs safetensors",
+        &effbench_logits(&from_gguf, &seq),
+        &effbench_logits(&load_safetensors(dir.path()), &seq),
+    );
+}
+
+/// The tiny Llama with Llama 3.1-style RoPE scaling: original context 32, factor 8, so the
+/// first frequency (wavelength 6.3) is kept, the second (19.9) blended and the rest divided by
+/// 8, and a sequence of 20 tokens runs well past 32 / 8.
+fn llama3_scaled() -> ModelConfig {
+    let mut cfg = tiny_config(Architecture::Llama);
+    cfg.rope_scaling = Some(RopeScaling::Llama3 {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 32,
+    });
+    cfg
+}
+
+#[test]
+fn llama3_rope_scaling_matches_candle_transformers() {
+    let cfg = llama3_scaled();
+    let factors = cfg
+        .rope_scaling
+        .as_ref()
+        .unwrap()
+        .frequency_factors(cfg.head_dim, cfg.rope_theta);
+    assert_eq!(factors[0], 1.0);
+    assert!(factors[1] > 1.0 && factors[1] < 8.0, "{factors:?}");
+    assert!(factors[2..].iter().all(|&f| f == 8.0), "{factors:?}");
+    let seq = tokens(20, cfg.vocab_size);
+    let dir = checkpoint(&cfg);
+    let from_file = load_safetensors(dir.path());
+    assert_eq!(from_file.config().rope_scaling, cfg.rope_scaling);
+    let ours = effbench_logits(&from_file, &seq);
+
+    use candle_transformers::models::llama;
+    let theirs_cfg: llama::LlamaConfig = config_json(dir.path());
+    assert!(theirs_cfg.rope_scaling.is_some());
+    let theirs_cfg = theirs_cfg.into_config(false);
+    let theirs = llama::Llama::load(var_builder(dir.path()), &theirs_cfg).unwrap();
+    let mut cache = llama::Cache::new(true, DType::F32, &theirs_cfg, &Device::Cpu).unwrap();
+    let theirs = one_at_a_time(&seq, |t, pos| theirs.forward(t, pos, &mut cache));
+    assert_close("llama3 rope scaling vs candle-transformers", &ours, &theirs);
+
+    // The scaling matters: plain RoPE moves the logits.
+    let mut plain = cfg.clone();
+    plain.rope_scaling = None;
+    let plain = Model::load(&mut tiny_source(&plain, 42), &AsStored, &Device::Cpu).unwrap();
+    let d = max_diff(&ours, &effbench_logits(&plain, &seq));
+    assert!(d > 1e-2, "the scaling changed nothing ({d})");
+}
+
+/// llama.cpp's GGUF keeps llama3 scaling as the `rope_freqs.weight` divisors (and llama's q/k
+/// rows permuted): the same logits as the safetensors copy.
+#[test]
+fn llama3_rope_scaling_from_gguf_matches_safetensors() {
+    let cfg = llama3_scaled();
+    let dir = checkpoint(&cfg);
+    let gguf = dir.path().join("tiny.gguf");
+    write_gguf_checkpoint(&gguf, &cfg, 42, GgmlDType::F32);
+    let dev = Device::Cpu;
+    let source = GgufSource::open(&gguf, &dev).unwrap();
+    assert!(matches!(
+        source.config().rope_scaling,
+        Some(RopeScaling::FrequencyFactors { .. })
+    ));
+    let from_gguf = Model::load(&mut { source }, &AsStored, &dev).unwrap();
+    let seq = tokens(20, cfg.vocab_size);
+    assert_close(
+        "llama3 GGUF vs safetensors",
         &effbench_logits(&from_gguf, &seq),
         &effbench_logits(&load_safetensors(dir.path()), &seq),
     );
