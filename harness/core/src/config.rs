@@ -459,8 +459,21 @@ impl ModelConfig {
         let block = match architecture {
             Architecture::Gemma3 => raw.gemma3_block().map_err(bad)?,
             Architecture::Qwen3 => BlockDetails::qwen3(),
-            Architecture::Llama | Architecture::Qwen2 => BlockDetails::default(),
+            // Mistral (read as llama) slides every layer where its config sets a window
+            // (Mistral-7B-v0.1: 4096); Qwen2's `sliding_window` is off unless
+            // use_sliding_window says otherwise, which is refused below.
+            Architecture::Llama => BlockDetails {
+                sliding_window: raw.sliding_window.filter(|&w| w > 0),
+                sliding_window_pattern: 0,
+                ..BlockDetails::default()
+            },
+            Architecture::Qwen2 => BlockDetails::default(),
         };
+        if raw.use_sliding_window == Some(true) {
+            return Err(bad(
+                "use_sliding_window (Qwen's windows on some layers) is not supported yet".into(),
+            ));
+        }
         // transformers 5 names it rope_parameters, with rope_theta inside.
         let rope_parameters = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref());
         let rope_scaling = match rope_parameters {
@@ -567,6 +580,9 @@ impl ModelConfig {
     /// The Hugging Face `config.json` for this shape, so checkpoints we write load elsewhere too.
     pub fn to_hf_config_json(&self) -> serde_json::Value {
         let (model_type, class) = match self.architecture {
+            Architecture::Llama if self.block.sliding_window.is_some() => {
+                ("mistral", "MistralForCausalLM")
+            }
             Architecture::Llama => ("llama", "LlamaForCausalLM"),
             Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
             Architecture::Qwen3 => ("qwen3", "Qwen3ForCausalLM"),
@@ -592,6 +608,11 @@ impl ModelConfig {
         });
         if self.architecture != Architecture::Gemma3 {
             json["hidden_act"] = "silu".into();
+        }
+        if self.architecture == Architecture::Llama {
+            if let Some(w) = self.block.sliding_window {
+                json["sliding_window"] = w.into();
+            }
         }
         if self.architecture == Architecture::Qwen3 {
             // As Qwen3's own configs say (readers such as candle-transformers' require them).
@@ -691,6 +712,7 @@ struct HfConfig {
     attn_logit_softcapping: Option<f64>,
     hidden_activation: Option<String>,
     hidden_act: Option<String>,
+    use_sliding_window: Option<bool>,
 }
 
 impl HfConfig {
@@ -799,6 +821,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("hidden_act `gelu` is not supported"), "{err}");
+        let mut windowed = json.clone();
+        windowed["use_sliding_window"] = true.into();
+        let err =
+            ModelConfig::from_hf_config_bytes(windowed.to_string().as_bytes(), Path::new("c"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("use_sliding_window"), "{err}");
     }
 
     #[test]

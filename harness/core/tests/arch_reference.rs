@@ -289,3 +289,50 @@ fn llama3_rope_scaling_from_gguf_matches_safetensors() {
         &effbench_logits(&load_safetensors(dir.path()), &seq),
     );
 }
+
+/// Mistral: a Llama block whose every layer attends through a sliding window (Mistral-7B-v0.1's
+/// `sliding_window`), read from a `mistral` config.json.
+///
+/// candle-transformers' mistral applies its window only in the prefill mask, which lets a query
+/// see `sliding_window + 1` keys (`j + w < i` masks), and not at all in one-token decode; Hugging
+/// Face and Mistral's own code see `w`. So candle runs a fresh prefill of each prefix, keeping
+/// its last position, with its window set one lower.
+#[test]
+fn mistral_sliding_window_matches_candle_transformers() {
+    let mut cfg = tiny_config(Architecture::Llama);
+    cfg.block.sliding_window = Some(5);
+    cfg.block.sliding_window_pattern = 0;
+    let seq = tokens(16, cfg.vocab_size);
+    let dir = checkpoint(&cfg);
+    let from_file = load_safetensors(dir.path());
+    assert_eq!(from_file.config().block, cfg.block);
+    let ours = effbench_logits(&from_file, &seq);
+
+    use candle_transformers::models::mistral;
+    let mut theirs_cfg: mistral::Config = config_json(dir.path());
+    assert_eq!(theirs_cfg.sliding_window, Some(5));
+    theirs_cfg.sliding_window = Some(4);
+    let mut theirs = mistral::Model::new(&theirs_cfg, var_builder(dir.path())).unwrap();
+    let rows: Vec<Tensor> = (1..=seq.len())
+        .map(|n| {
+            theirs.clear_kv_cache();
+            let input = Tensor::new(&seq[..n], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let logits = theirs.forward(&input, 0).unwrap();
+            logits.flatten_all().unwrap().unsqueeze(0).unwrap()
+        })
+        .collect();
+    assert_close(
+        "mistral vs candle-transformers",
+        &ours,
+        &Tensor::cat(&rows, 0).unwrap(),
+    );
+
+    let mut global = cfg.clone();
+    global.block.sliding_window = None;
+    let unwindowed = Model::load(&mut tiny_source(&global, 42), &AsStored, &Device::Cpu).unwrap();
+    let d = max_diff(&ours, &effbench_logits(&unwindowed, &seq));
+    assert!(d > 1e-2, "the window changed nothing ({d})");
+}
