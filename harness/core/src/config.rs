@@ -20,23 +20,25 @@ const MAX_VOCAB: usize = 1 << 22;
 const MAX_POSITIONS: usize = 1 << 24;
 
 /// The decoder-only variants one decoder covers; they differ only in the details recorded in
-/// [`ModelConfig`] (bias on q/k/v, tied head, Gemma's [`BlockDetails`]), so one code path
+/// [`ModelConfig`] (bias on q/k/v, tied head, q/k norms, Gemma's [`BlockDetails`]), so one code path
 /// serves all of them and every technique works on each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
     Llama,
     Qwen2,
+    Qwen3,
     Gemma3,
 }
 
 impl Architecture {
-    pub const SUPPORTED: &'static str = "llama, qwen2, gemma3";
+    pub const SUPPORTED: &'static str = "llama, qwen2, qwen3, gemma3";
 
     pub fn parse(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
             "llama" | "llamaforcausallm" | "mistral" => Ok(Self::Llama),
             "qwen2" | "qwen2forcausallm" => Ok(Self::Qwen2),
+            "qwen3" | "qwen3forcausallm" => Ok(Self::Qwen3),
             "gemma3" | "gemma3_text" | "gemma3forcausallm" => Ok(Self::Gemma3),
             _ => Err(CoreError::UnsupportedArchitecture {
                 arch: name.to_string(),
@@ -49,6 +51,7 @@ impl Architecture {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3",
         }
     }
@@ -91,6 +94,14 @@ pub struct BlockDetails {
 }
 
 impl BlockDetails {
+    /// Qwen3: a Llama block with q/k norms.
+    fn qwen3() -> Self {
+        Self {
+            qk_norm: true,
+            ..Self::default()
+        }
+    }
+
     /// Gemma 3 as its reference implementations build it.
     fn gemma3() -> Self {
         Self {
@@ -116,6 +127,147 @@ pub enum RopeStyle {
     Halves,
 }
 
+/// RoPE frequency scaling for contexts past the pretraining length.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rope_type", rename_all = "snake_case")]
+pub enum RopeScaling {
+    /// Llama 3.1's (`rope_type: "llama3"` in config.json): frequencies whose wavelength is
+    /// longer than `original_max_position_embeddings / low_freq_factor` are divided by
+    /// `factor`, those shorter than `original_max_position_embeddings / high_freq_factor` are
+    /// kept, and those between are blended.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
+    /// One divisor per frequency (head_dim / 2 of them), as llama.cpp's converter stores llama3
+    /// scaling in a GGUF file (`rope_freqs.weight`). A config.json written from it says
+    /// `rope_type: "frequency_factors"`, which only effbench reads back.
+    FrequencyFactors { factors: Vec<f64> },
+}
+
+impl RopeScaling {
+    /// The divisor of each of the `head_dim / 2` RoPE frequencies of base `theta`.
+    pub fn frequency_factors(&self, head_dim: usize, theta: f64) -> Vec<f64> {
+        match self {
+            Self::FrequencyFactors { factors } => factors.clone(),
+            Self::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                // llama.cpp's convert_hf_to_gguf.py, which Hugging Face's and candle's
+                // scaled frequencies equal.
+                let old_context = *original_max_position_embeddings as f64;
+                let low_freq_wavelen = old_context / low_freq_factor;
+                let high_freq_wavelen = old_context / high_freq_factor;
+                (0..head_dim / 2)
+                    .map(|i| {
+                        let freq = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
+                        let wavelen = 2.0 * std::f64::consts::PI / freq;
+                        if wavelen < high_freq_wavelen {
+                            1.0
+                        } else if wavelen > low_freq_wavelen {
+                            *factor
+                        } else {
+                            let smooth = (old_context / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            1.0 / ((1.0 - smooth) / factor + smooth)
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Reads config.json's `rope_scaling` (or transformers' newer `rope_parameters`): None for
+    /// plain RoPE, an error naming the type for one not supported.
+    fn from_hf(value: &serde_json::Value) -> std::result::Result<Option<Self>, String> {
+        let Some(obj) = value.as_object() else {
+            return match value {
+                serde_json::Value::Null => Ok(None),
+                other => Err(format!("rope_scaling {other} is not an object")),
+            };
+        };
+        let rope_type = obj
+            .get("rope_type")
+            .or_else(|| obj.get("type"))
+            .and_then(|t| t.as_str());
+        match rope_type {
+            None if obj.keys().all(|k| k == "rope_theta") => Ok(None),
+            None => Err("rope_scaling has no rope_type".into()),
+            Some("default") => Ok(None),
+            Some("llama3") => {
+                let num = |key: &str| -> std::result::Result<f64, String> {
+                    obj.get(key)
+                        .and_then(|v| v.as_f64())
+                        .ok_or_else(|| format!("llama3 rope_scaling has no number `{key}`"))
+                };
+                let original = num("original_max_position_embeddings")?;
+                if original.fract() != 0.0 || !(1.0..=MAX_POSITIONS as f64).contains(&original) {
+                    return Err(format!(
+                        "llama3 rope_scaling's original_max_position_embeddings is {original}"
+                    ));
+                }
+                Ok(Some(Self::Llama3 {
+                    factor: num("factor")?,
+                    low_freq_factor: num("low_freq_factor")?,
+                    high_freq_factor: num("high_freq_factor")?,
+                    original_max_position_embeddings: original as usize,
+                }))
+            }
+            Some("frequency_factors") => serde_json::from_value(value.clone())
+                .map(Some)
+                .map_err(|e| format!("rope_scaling: {e}")),
+            Some(other) => Err(format!(
+                "rope_scaling type `{other}` is not supported yet (llama3 is)"
+            )),
+        }
+    }
+
+    fn check(&self, head_dim: usize) -> std::result::Result<(), String> {
+        let bad = |v: f64| !(v.is_finite() && v > 0.0);
+        match self {
+            Self::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: _,
+            } => {
+                for (name, v) in [
+                    ("factor", *factor),
+                    ("low_freq_factor", *low_freq_factor),
+                    ("high_freq_factor", *high_freq_factor),
+                ] {
+                    if bad(v) {
+                        return Err(format!("llama3 rope_scaling's {name} is {v}"));
+                    }
+                }
+                if high_freq_factor <= low_freq_factor {
+                    return Err(format!(
+                        "llama3 rope_scaling's high_freq_factor {high_freq_factor} is not above \
+                         its low_freq_factor {low_freq_factor}"
+                    ));
+                }
+            }
+            Self::FrequencyFactors { factors } => {
+                if factors.len() != head_dim / 2 {
+                    return Err(format!(
+                        "{} RoPE frequency factors for a head_dim of {head_dim}",
+                        factors.len()
+                    ));
+                }
+                if let Some(v) = factors.iter().find(|&&v| bad(v)) {
+                    return Err(format!("a RoPE frequency factor is {v}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub architecture: Architecture,
@@ -128,6 +280,9 @@ pub struct ModelConfig {
     pub vocab_size: usize,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
+    /// Frequency scaling of the (global layers') RoPE; None is plain RoPE.
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
     pub rope_style: RopeStyle,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
@@ -171,19 +326,30 @@ impl ModelConfig {
         };
         let rope_style = match architecture {
             Architecture::Llama => RopeStyle::Interleaved,
-            Architecture::Qwen2 | Architecture::Gemma3 => RopeStyle::Halves,
+            // llama.cpp's converter permutes only llama's q/k rows.
+            Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Gemma3 => RopeStyle::Halves,
         };
         let bad = |detail: String| CoreError::BadMetadata {
             detail: format!("{detail} (GGUF keys `{arch_name}.*`)"),
         };
-        // Gemma 3's 4B and larger scale RoPE linearly; plain RoPE there would be wrong at every
-        // position, so a scaling this decoder does not apply is refused.
-        if let Some(kind) = md
+        // llama.cpp reads a scaling type (linear when unsaid) and a factor; llama3 scaling has
+        // neither, only the `rope_freqs.weight` tensor.
+        let scaling_type = md
             .get(&format!("{arch_name}.rope.scaling.type"))
             .and_then(|v| v.to_string().ok())
-            .filter(|k| k.as_str() != "none")
-        {
-            return Err(bad(format!("RoPE scaling `{kind}` is not supported yet")));
+            .map(|s| s.to_ascii_lowercase());
+        let scaling_factor = get_f("rope.scaling.factor")
+            .or_else(|| get_f("rope.scale_linear"))
+            .filter(|&f| f != 0.0 && f != 1.0);
+        match (scaling_type.as_deref(), scaling_factor) {
+            (None | Some("none"), None) | (Some("linear"), None) => {}
+            (ty, _) => {
+                return Err(CoreError::Unsupported(format!(
+                    "RoPE scaling type `{}` (GGUF `{arch_name}.rope.scaling.*`) is not supported \
+                     yet (llama3's rope_freqs is)",
+                    ty.unwrap_or("linear")
+                )))
+            }
         }
         let block = match architecture {
             Architecture::Gemma3 => {
@@ -219,10 +385,11 @@ impl ModelConfig {
                 }
                 block
             }
+            Architecture::Qwen3 => BlockDetails::qwen3(),
             Architecture::Llama | Architecture::Qwen2 => BlockDetails::default(),
         };
         let default_eps = match architecture {
-            Architecture::Gemma3 => 1e-6,
+            Architecture::Gemma3 | Architecture::Qwen3 => 1e-6,
             _ => 1e-5,
         };
         let config = Self {
@@ -236,6 +403,8 @@ impl ModelConfig {
             vocab_size,
             rms_norm_eps: get_f("attention.layer_norm_rms_epsilon").unwrap_or(default_eps),
             rope_theta: get_f("rope.freq_base").unwrap_or(10_000.0),
+            // llama3 scaling comes as the `rope_freqs.weight` tensor, which the GGUF source reads.
+            rope_scaling: None,
             rope_style,
             max_position_embeddings: get_u("context_length").unwrap_or(4096),
             // Decided by the loader from whether `output.weight` exists.
@@ -269,22 +438,54 @@ impl ModelConfig {
             .or_else(|| raw.architectures.as_ref().and_then(|a| a.first().cloned()))
             .ok_or_else(|| bad("neither `model_type` nor `architectures` is set".into()))?;
         let architecture = Architecture::parse(&arch_name)?;
-        if raw.num_attention_heads == 0 || !raw.hidden_size.is_multiple_of(raw.num_attention_heads)
+        // An explicit head_dim may differ from hidden / heads (Qwen3-0.6B: 128 against 64).
+        if raw.num_attention_heads == 0
+            || (raw.head_dim.is_none() && !raw.hidden_size.is_multiple_of(raw.num_attention_heads))
         {
             return Err(bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 raw.hidden_size, raw.num_attention_heads
             )));
         }
-        let block = match architecture {
-            Architecture::Gemma3 => raw.gemma3_block().map_err(bad)?,
-            Architecture::Llama | Architecture::Qwen2 => BlockDetails::default(),
-        };
-        if let Some(scaling) = raw.rope_scaling.as_ref().filter(|v| !v.is_null()) {
+        if let Some(act) = raw
+            .hidden_act
+            .as_deref()
+            .filter(|a| architecture != Architecture::Gemma3 && !matches!(*a, "silu" | "swish"))
+        {
             return Err(bad(format!(
-                "rope_scaling {scaling} is not supported yet (only plain RoPE)"
+                "hidden_act `{act}` is not supported (silu is)"
             )));
         }
+        let block = match architecture {
+            Architecture::Gemma3 => raw.gemma3_block().map_err(bad)?,
+            Architecture::Qwen3 => BlockDetails::qwen3(),
+            // Mistral (read as llama) slides every layer where its config sets a window
+            // (Mistral-7B-v0.1: 4096); Qwen2's `sliding_window` is off unless
+            // use_sliding_window says otherwise, which is refused below.
+            Architecture::Llama => BlockDetails {
+                sliding_window: raw.sliding_window.filter(|&w| w > 0),
+                sliding_window_pattern: 0,
+                ..BlockDetails::default()
+            },
+            Architecture::Qwen2 => BlockDetails::default(),
+        };
+        if raw.use_sliding_window == Some(true) {
+            return Err(bad(
+                "use_sliding_window (Qwen's windows on some layers) is not supported yet".into(),
+            ));
+        }
+        // transformers 5 names it rope_parameters, with rope_theta inside.
+        let rope_parameters = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref());
+        let rope_scaling = match rope_parameters {
+            Some(v) => RopeScaling::from_hf(v).map_err(bad)?,
+            None => None,
+        };
+        let rope_theta = raw
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(|t| t.as_f64())
+            .or(raw.rope_theta);
         let config = Self {
             architecture,
             hidden_size: raw.hidden_size,
@@ -297,7 +498,8 @@ impl ModelConfig {
                 .unwrap_or(raw.hidden_size / raw.num_attention_heads),
             vocab_size: raw.vocab_size,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
+            rope_theta: rope_theta.unwrap_or(10_000.0),
+            rope_scaling,
             rope_style: RopeStyle::Halves,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
             // Gemma's configs leave the (tied) default unsaid.
@@ -356,6 +558,9 @@ impl ModelConfig {
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return Err(format!("rope_theta is {}", self.rope_theta));
         }
+        if let Some(scaling) = &self.rope_scaling {
+            scaling.check(self.head_dim)?;
+        }
         let b = &self.block;
         if b.sliding_window == Some(0) {
             return Err("sliding_window is 0".into());
@@ -375,8 +580,12 @@ impl ModelConfig {
     /// The Hugging Face `config.json` for this shape, so checkpoints we write load elsewhere too.
     pub fn to_hf_config_json(&self) -> serde_json::Value {
         let (model_type, class) = match self.architecture {
+            Architecture::Llama if self.block.sliding_window.is_some() => {
+                ("mistral", "MistralForCausalLM")
+            }
             Architecture::Llama => ("llama", "LlamaForCausalLM"),
             Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+            Architecture::Qwen3 => ("qwen3", "Qwen3ForCausalLM"),
             Architecture::Gemma3 => ("gemma3_text", "Gemma3ForCausalLM"),
         };
         let mut json = serde_json::json!({
@@ -391,21 +600,44 @@ impl ModelConfig {
             "vocab_size": self.vocab_size,
             "rms_norm_eps": self.rms_norm_eps,
             "rope_theta": self.rope_theta,
+            "rope_scaling": self.rope_scaling,
             "max_position_embeddings": self.max_position_embeddings,
             "tie_word_embeddings": self.tie_word_embeddings,
             "attention_bias": self.qkv_bias,
             "torch_dtype": "float32",
         });
+        if self.architecture != Architecture::Gemma3 {
+            json["hidden_act"] = "silu".into();
+        }
+        if self.architecture == Architecture::Llama {
+            if let Some(w) = self.block.sliding_window {
+                json["sliding_window"] = w.into();
+            }
+        }
+        if self.architecture == Architecture::Qwen3 {
+            // As Qwen3's own configs say (readers such as candle-transformers' require them).
+            json["use_sliding_window"] = false.into();
+            json["sliding_window"] = serde_json::Value::Null;
+            json["max_window_layers"] = self.num_layers.into();
+        }
         if self.architecture == Architecture::Gemma3 {
             let b = &self.block;
+            // Hugging Face writes it as an integer (256; 168 for the 27B), and readers such as
+            // candle-transformers' take it as one.
+            let scalar = b
+                .attention_scale
+                .map_or(self.head_dim as f64, |s| 1.0 / (s * s));
+            let query_pre_attn_scalar = if scalar.fract() == 0.0 && scalar < 1e15 {
+                serde_json::json!(scalar as u64)
+            } else {
+                serde_json::json!(scalar)
+            };
             let extra = serde_json::json!({
                 "hidden_activation": "gelu_pytorch_tanh",
                 "sliding_window": b.sliding_window,
                 "sliding_window_pattern": b.sliding_window_pattern,
                 "rope_local_base_freq": b.rope_local_theta,
-                "query_pre_attn_scalar": b
-                    .attention_scale
-                    .map_or(self.head_dim as f64, |s| 1.0 / (s * s)),
+                "query_pre_attn_scalar": query_pre_attn_scalar,
                 "final_logit_softcapping": b.final_logit_softcap,
             });
             for (k, v) in extra.as_object().expect("an object") {
@@ -467,6 +699,7 @@ struct HfConfig {
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
     rope_scaling: Option<serde_json::Value>,
+    rope_parameters: Option<serde_json::Value>,
     // Gemma 3.
     sliding_window: Option<usize>,
     sliding_window_pattern: Option<usize>,
@@ -478,6 +711,8 @@ struct HfConfig {
     final_logit_softcapping: Option<f64>,
     attn_logit_softcapping: Option<f64>,
     hidden_activation: Option<String>,
+    hidden_act: Option<String>,
+    use_sliding_window: Option<bool>,
 }
 
 impl HfConfig {
@@ -558,6 +793,7 @@ mod tests {
             vocab_size: 100,
             rms_norm_eps: 1e-6,
             rope_theta: 1e6,
+            rope_scaling: None,
             rope_style: RopeStyle::Halves,
             max_position_embeddings: 256,
             tie_word_embeddings: true,
@@ -568,6 +804,137 @@ mod tests {
         let path = dir.path().join("config.json");
         std::fs::write(&path, cfg.to_hf_config_json().to_string()).unwrap();
         assert_eq!(ModelConfig::from_hf_config_json(&path).unwrap(), cfg);
+    }
+
+    #[test]
+    fn qwen3_config_json_round_trips_with_its_own_head_dim() {
+        let cfg = crate::testing::tiny_config(Architecture::Qwen3);
+        let json = cfg.to_hf_config_json();
+        let back =
+            ModelConfig::from_hf_config_bytes(json.to_string().as_bytes(), Path::new("c.json"))
+                .unwrap();
+        assert_eq!(back, cfg);
+        assert!(back.block.qk_norm && !back.qkv_bias && back.head_dim == 24);
+        let mut gelu = json.clone();
+        gelu["hidden_act"] = "gelu".into();
+        let err = ModelConfig::from_hf_config_bytes(gelu.to_string().as_bytes(), Path::new("c"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hidden_act `gelu` is not supported"), "{err}");
+        let mut windowed = json.clone();
+        windowed["use_sliding_window"] = true.into();
+        let err =
+            ModelConfig::from_hf_config_bytes(windowed.to_string().as_bytes(), Path::new("c"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("use_sliding_window"), "{err}");
+    }
+
+    #[test]
+    fn rope_scaling_reads_llama3_and_refuses_other_types_in_one_line() {
+        let base = crate::testing::tiny_config(Architecture::Llama).to_hf_config_json();
+        let parse = |scaling: serde_json::Value| {
+            let mut json = base.clone();
+            json["rope_scaling"] = scaling;
+            ModelConfig::from_hf_config_bytes(json.to_string().as_bytes(), Path::new("c.json"))
+        };
+        let llama31 = serde_json::json!({
+            "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192, "rope_type": "llama3"
+        });
+        let cfg = parse(llama31.clone()).unwrap();
+        assert_eq!(
+            cfg.rope_scaling,
+            Some(RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192
+            })
+        );
+        // Written back as Hugging Face writes it.
+        assert_eq!(cfg.to_hf_config_json()["rope_scaling"], llama31);
+        assert_eq!(parse(serde_json::Value::Null).unwrap().rope_scaling, None);
+        assert_eq!(
+            parse(serde_json::json!({"rope_type": "default"}))
+                .unwrap()
+                .rope_scaling,
+            None
+        );
+        for (scaling, needle) in [
+            (
+                serde_json::json!({"type": "linear", "factor": 2.0}),
+                "rope_scaling type `linear` is not supported",
+            ),
+            (
+                serde_json::json!({"rope_type": "yarn", "factor": 4.0,
+                    "original_max_position_embeddings": 32768}),
+                "rope_scaling type `yarn` is not supported",
+            ),
+            (
+                serde_json::json!({"type": "dynamic", "factor": 2.0}),
+                "`dynamic`",
+            ),
+            (
+                serde_json::json!({"rope_type": "llama3", "factor": 8.0}),
+                "no number `original_max_position_embeddings`",
+            ),
+            (
+                serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
+                    "high_freq_factor": 1.0, "original_max_position_embeddings": 8192}),
+                "not above",
+            ),
+            (serde_json::json!({"factor": 2.0}), "no rope_type"),
+        ] {
+            let err = parse(scaling.clone()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{scaling}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        // transformers 5's rope_parameters, rope_theta inside.
+        let mut json = base.clone();
+        json["rope_parameters"] = serde_json::json!({"rope_type": "default", "rope_theta": 5e5});
+        let cfg =
+            ModelConfig::from_hf_config_bytes(json.to_string().as_bytes(), Path::new("c.json"))
+                .unwrap();
+        assert_eq!((cfg.rope_theta, cfg.rope_scaling), (5e5, None));
+    }
+
+    #[test]
+    fn gguf_rope_scaling_other_than_llama3_is_refused_in_one_line() {
+        let mut md = HashMap::new();
+        md.insert(
+            "general.architecture".to_string(),
+            Value::String("llama".into()),
+        );
+        for (k, v) in [
+            ("embedding_length", 64),
+            ("feed_forward_length", 128),
+            ("block_count", 2),
+            ("attention.head_count", 4),
+        ] {
+            md.insert(format!("llama.{k}"), Value::U32(v));
+        }
+        ModelConfig::from_gguf_metadata(&md, 96).unwrap();
+        md.insert(
+            "llama.rope.scaling.type".into(),
+            Value::String("none".into()),
+        );
+        ModelConfig::from_gguf_metadata(&md, 96).unwrap();
+        md.insert("llama.rope.scaling.factor".into(), Value::F32(4.0));
+        md.insert(
+            "llama.rope.scaling.type".into(),
+            Value::String("yarn".into()),
+        );
+        let err = ModelConfig::from_gguf_metadata(&md, 96)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RoPE scaling type `yarn`"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        md.remove("llama.rope.scaling.type");
+        let err = ModelConfig::from_gguf_metadata(&md, 96)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`linear`"), "{err}");
     }
 
     #[test]
@@ -651,10 +1018,11 @@ mod tests {
             "llama.rope.scaling.type".into(),
             Value::String("linear".into()),
         );
+        md.insert("llama.rope.scaling.factor".into(), Value::F32(8.0));
         let err = ModelConfig::from_gguf_metadata(&md, 96)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("RoPE scaling `linear`"), "{err}");
+        assert!(err.contains("RoPE scaling type `linear`"), "{err}");
     }
 
     /// Gemma 3's keys as llama.cpp's converter writes them (Gemma-3-270M's values), and what

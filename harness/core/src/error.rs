@@ -56,6 +56,9 @@ pub enum CoreError {
     TokenOutOfRange { token: u32, vocab: usize },
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A model feature this version does not implement, named.
+    #[error("{0}")]
+    Unsupported(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -29,7 +29,7 @@ pub mod timing;
 /// `effbench-tokenizer`, the lowest crate that reads GGUF files.
 pub use effbench_tokenizer::gguf_header;
 
-pub use config::{Activation, Architecture, BlockDetails, ModelConfig, RopeStyle};
+pub use config::{Activation, Architecture, BlockDetails, ModelConfig, RopeScaling, RopeStyle};
 pub use error::{CoreError, Result};
 pub use kv::{
     ContiguousBuilder, ContiguousKvCache, KvCache, KvCacheBuilder, KvShape, KvUsage, SeqId,

@@ -1,4 +1,4 @@
-//! One decoder for the Llama family (llama, qwen2) and Gemma 3: pre-norm RMSNorm, RoPE,
+//! One decoder for the Llama family (llama, qwen2, qwen3) and Gemma 3: pre-norm RMSNorm, RoPE,
 //! grouped-query attention, a gated MLP, and Gemma's extras where the config asks for them
 //! (q/k norms, sandwich norms, scaled embeddings, GELU, sliding-window layers with their own
 //! RoPE base, soft-capped logits). Its forward pass takes a batch of sequence chunks of any
@@ -366,8 +366,10 @@ impl Model {
         let (cos, sin) = rope_tables(&config, device)?;
         let rope_local = match config.block.rope_local_theta {
             Some(theta) if config.block.sliding_window.is_some() && theta != config.rope_theta => {
+                // llama.cpp scales only the global layers' RoPE.
                 let local = ModelConfig {
                     rope_theta: theta,
+                    rope_scaling: None,
                     ..config.clone()
                 };
                 let (cos, sin) = rope_tables(&local, device)?;
@@ -750,14 +752,23 @@ fn add_bias(x: Tensor, bias: &Option<Tensor>) -> Result<Tensor> {
 }
 
 /// RoPE's cos and sin tables, (positions, head_dim / 2) f32, for positions up to the config's
-/// context (capped at 32k). The inference model and the distillation student share them.
+/// context (capped at 32k), with the config's frequency scaling. The inference model and the
+/// distillation student share them.
 pub fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {
     // Long-context models advertise up to 128k positions; tables past what a benchmark uses
     // would only cost memory.
     let positions = cfg.max_position_embeddings.clamp(1, 32_768);
     let half = cfg.head_dim / 2;
+    let factors = cfg
+        .rope_scaling
+        .as_ref()
+        .map(|s| s.frequency_factors(cfg.head_dim, cfg.rope_theta));
     let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0 / (cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64)) as f32)
+        .map(|i| {
+            let freq = 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64);
+            let divisor = factors.as_ref().map_or(1.0, |f| f[i]);
+            (freq / divisor) as f32
+        })
         .collect();
     let mut cos = Vec::with_capacity(positions * half);
     let mut sin = Vec::with_capacity(positions * half);

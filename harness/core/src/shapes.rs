@@ -33,6 +33,7 @@ fn base(architecture: Architecture) -> ModelConfig {
         vocab_size: 0,
         rms_norm_eps: 1e-5,
         rope_theta: 10_000.0,
+        rope_scaling: None,
         rope_style: RopeStyle::Halves,
         max_position_embeddings: 32_768,
         tie_word_embeddings: false,

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
-use crate::config::ModelConfig;
+use crate::config::{Architecture, ModelConfig, RopeScaling};
 use crate::error::{CoreError, Result};
 use crate::gguf_header::GgufHeader;
 use crate::linear::SourceTensor;
@@ -70,6 +70,9 @@ pub enum ModelFormat {
     SafetensorsDir,
 }
 
+/// The GGUF tensor of llama3 RoPE frequency divisors.
+pub const ROPE_FREQS: &str = "rope_freqs.weight";
+
 pub struct GgufSource {
     path: PathBuf,
     content: gguf_file::Content,
@@ -120,6 +123,17 @@ impl GgufSource {
         };
         let mut config = ModelConfig::from_gguf_metadata(&content.metadata, vocab)?;
         config.tie_word_embeddings = !content.tensor_infos.contains_key("output.weight");
+        // llama.cpp's converter stores llama3 RoPE scaling as per-frequency divisors.
+        if content.tensor_infos.contains_key(ROPE_FREQS) {
+            let t = content
+                .tensor(&mut reader, ROPE_FREQS, &Device::Cpu)
+                .and_then(|q| q.dequantize(&Device::Cpu))
+                .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+                .map_err(|e| bad(format!("tensor `{ROPE_FREQS}`: {}", one_line(&e))))?;
+            config.rope_scaling = Some(RopeScaling::FrequencyFactors {
+                factors: t.into_iter().map(f64::from).collect(),
+            });
+        }
         if let Some(rows) = embedding_rows {
             config.vocab_size = rows.max(vocab);
         }
@@ -232,7 +246,7 @@ impl SafetensorsSource {
         let mut names = HashMap::new();
         let mut dtype = DType::F32;
         for (hf_name, view) in tensors.tensors() {
-            if let Some(canonical) = canonical_name(&hf_name) {
+            if let Some(canonical) = canonical_name(config.architecture, &hf_name) {
                 if canonical == "blk.0.ffn_up.weight" {
                     dtype = match view.dtype() {
                         safetensors::Dtype::F16 => DType::F16,
@@ -298,6 +312,11 @@ impl WeightSource for SafetensorsSource {
                     path: self.path.clone(),
                     detail: one_line(&e),
                 })?;
+        let offset = hf_offset(self.config.architecture, name);
+        if offset != 0.0 {
+            // In f32: a bf16 norm weight near 0 would lose bits once it sits near 1.
+            return Ok(SourceTensor::Dense((t.to_dtype(DType::F32)? + offset)?));
+        }
         Ok(SourceTensor::Dense(t))
     }
 
@@ -480,8 +499,67 @@ fn safetensors_dtype_bits(dtype: &str) -> Option<u64> {
         .map(|d| d.bitsize() as u64)
 }
 
-/// Maps Hugging Face parameter names to GGUF's, which the decoder uses.
-pub fn canonical_name(hf: &str) -> Option<String> {
+/// The per-layer tensors whose Hugging Face names differ by architecture, as (HF suffix after
+/// `model.layers.N.`, GGUF suffix after `blk.N.`). Gemma's `post_attention_layernorm` is a norm
+/// on the attention output, where Llama's is the pre-MLP norm.
+fn layer_names(arch: Architecture) -> &'static [(&'static str, &'static str)] {
+    const LLAMA: &[(&str, &str)] = &[
+        ("input_layernorm.weight", "attn_norm.weight"),
+        ("post_attention_layernorm.weight", "ffn_norm.weight"),
+        ("self_attn.q_proj.weight", "attn_q.weight"),
+        ("self_attn.k_proj.weight", "attn_k.weight"),
+        ("self_attn.v_proj.weight", "attn_v.weight"),
+        ("self_attn.q_proj.bias", "attn_q.bias"),
+        ("self_attn.k_proj.bias", "attn_k.bias"),
+        ("self_attn.v_proj.bias", "attn_v.bias"),
+        ("self_attn.o_proj.weight", "attn_output.weight"),
+        ("mlp.gate_proj.weight", "ffn_gate.weight"),
+        ("mlp.up_proj.weight", "ffn_up.weight"),
+        ("mlp.down_proj.weight", "ffn_down.weight"),
+    ];
+    const GEMMA3: &[(&str, &str)] = &[
+        ("input_layernorm.weight", "attn_norm.weight"),
+        (
+            "post_attention_layernorm.weight",
+            "post_attention_norm.weight",
+        ),
+        ("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
+        ("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
+        ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+        ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+        ("self_attn.q_proj.weight", "attn_q.weight"),
+        ("self_attn.k_proj.weight", "attn_k.weight"),
+        ("self_attn.v_proj.weight", "attn_v.weight"),
+        ("self_attn.o_proj.weight", "attn_output.weight"),
+        ("mlp.gate_proj.weight", "ffn_gate.weight"),
+        ("mlp.up_proj.weight", "ffn_up.weight"),
+        ("mlp.down_proj.weight", "ffn_down.weight"),
+    ];
+    const QWEN3: &[(&str, &str)] = &[
+        ("input_layernorm.weight", "attn_norm.weight"),
+        ("post_attention_layernorm.weight", "ffn_norm.weight"),
+        ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+        ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+        ("self_attn.q_proj.weight", "attn_q.weight"),
+        ("self_attn.k_proj.weight", "attn_k.weight"),
+        ("self_attn.v_proj.weight", "attn_v.weight"),
+        ("self_attn.q_proj.bias", "attn_q.bias"),
+        ("self_attn.k_proj.bias", "attn_k.bias"),
+        ("self_attn.v_proj.bias", "attn_v.bias"),
+        ("self_attn.o_proj.weight", "attn_output.weight"),
+        ("mlp.gate_proj.weight", "ffn_gate.weight"),
+        ("mlp.up_proj.weight", "ffn_up.weight"),
+        ("mlp.down_proj.weight", "ffn_down.weight"),
+    ];
+    match arch {
+        Architecture::Llama | Architecture::Qwen2 => LLAMA,
+        Architecture::Qwen3 => QWEN3,
+        Architecture::Gemma3 => GEMMA3,
+    }
+}
+
+/// Maps a Hugging Face parameter name of an `arch` checkpoint to GGUF's, which the decoder uses.
+pub fn canonical_name(arch: Architecture, hf: &str) -> Option<String> {
     let hf = hf.strip_prefix("model.").unwrap_or(hf);
     match hf {
         "embed_tokens.weight" => return Some("token_embd.weight".into()),
@@ -492,26 +570,12 @@ pub fn canonical_name(hf: &str) -> Option<String> {
     let rest = hf.strip_prefix("layers.")?;
     let (idx, rest) = rest.split_once('.')?;
     let idx: usize = idx.parse().ok()?;
-    let suffix = match rest {
-        "input_layernorm.weight" => "attn_norm.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
-        "self_attn.q_proj.weight" => "attn_q.weight",
-        "self_attn.k_proj.weight" => "attn_k.weight",
-        "self_attn.v_proj.weight" => "attn_v.weight",
-        "self_attn.q_proj.bias" => "attn_q.bias",
-        "self_attn.k_proj.bias" => "attn_k.bias",
-        "self_attn.v_proj.bias" => "attn_v.bias",
-        "self_attn.o_proj.weight" => "attn_output.weight",
-        "mlp.gate_proj.weight" => "ffn_gate.weight",
-        "mlp.up_proj.weight" => "ffn_up.weight",
-        "mlp.down_proj.weight" => "ffn_down.weight",
-        _ => return None,
-    };
+    let (_, suffix) = layer_names(arch).iter().find(|(h, _)| *h == rest)?;
     Some(format!("blk.{idx}.{suffix}"))
 }
 
 /// Inverse of [`canonical_name`], for writing Hugging Face checkpoints.
-pub fn hf_name(canonical: &str) -> Option<String> {
+pub fn hf_name(arch: Architecture, canonical: &str) -> Option<String> {
     match canonical {
         "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
         "output_norm.weight" => return Some("model.norm.weight".into()),
@@ -520,22 +584,43 @@ pub fn hf_name(canonical: &str) -> Option<String> {
     }
     let rest = canonical.strip_prefix("blk.")?;
     let (idx, rest) = rest.split_once('.')?;
-    let suffix = match rest {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_q.bias" => "self_attn.q_proj.bias",
-        "attn_k.bias" => "self_attn.k_proj.bias",
-        "attn_v.bias" => "self_attn.v_proj.bias",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{idx}.{suffix}"))
+    idx.parse::<usize>().ok()?;
+    let (hf, _) = layer_names(arch).iter().find(|(_, c)| *c == rest)?;
+    Some(format!("model.layers.{idx}.{hf}"))
+}
+
+/// What reading a Hugging Face tensor adds to its values to get the weight the decoder applies
+/// (and writing one subtracts). Gemma's RMSNorm computes x * (1 + w), and llama.cpp's converter
+/// adds the 1 to every `*norm.weight` when it writes the GGUF; the decoder applies GGUF weights
+/// as x * w, so a Gemma checkpoint's norms need the same 1 added.
+pub fn hf_offset(arch: Architecture, canonical: &str) -> f64 {
+    match arch {
+        Architecture::Gemma3 if canonical.ends_with("norm.weight") => 1.0,
+        _ => 0.0,
+    }
+}
+
+/// Tensors by canonical name as a Hugging Face checkpoint of `arch` holds them: Hugging Face
+/// names, and [`hf_offset`] taken off again, so [`SafetensorsSource`] reads back the same
+/// weights. A name the architecture has no Hugging Face name for is an error.
+pub fn to_hf_tensors(
+    arch: Architecture,
+    tensors: impl IntoIterator<Item = (String, Tensor)>,
+) -> Result<HashMap<String, Tensor>> {
+    tensors
+        .into_iter()
+        .map(|(canonical, t)| {
+            let name = hf_name(arch, &canonical).ok_or_else(|| {
+                CoreError::Invalid(format!(
+                    "tensor `{canonical}` has no Hugging Face name in a {} checkpoint",
+                    arch.name()
+                ))
+            })?;
+            let offset = hf_offset(arch, &canonical);
+            let t = if offset != 0.0 { (t - offset)? } else { t };
+            Ok((name, t))
+        })
+        .collect()
 }
 
 /// llama.cpp's `llama_ftype` numbering, as written to `general.file_type`.
@@ -622,6 +707,7 @@ mod tests {
 
     #[test]
     fn names_map_both_ways() {
+        let llama = Architecture::Llama;
         for hf in [
             "model.embed_tokens.weight",
             "model.norm.weight",
@@ -629,11 +715,75 @@ mod tests {
             "model.layers.11.self_attn.k_proj.bias",
             "model.layers.0.mlp.down_proj.weight",
         ] {
-            let c = canonical_name(hf).unwrap();
-            assert_eq!(hf_name(&c).unwrap(), hf);
+            let c = canonical_name(llama, hf).unwrap();
+            assert_eq!(hf_name(llama, &c).unwrap(), hf);
         }
-        assert_eq!(canonical_name("model.layers.x.mlp.up_proj.weight"), None);
-        assert_eq!(canonical_name("model.rotary_emb.inv_freq"), None);
+        assert_eq!(
+            canonical_name(llama, "model.layers.x.mlp.up_proj.weight"),
+            None
+        );
+        assert_eq!(canonical_name(llama, "model.rotary_emb.inv_freq"), None);
+        assert_eq!(
+            canonical_name(llama, "model.layers.2.post_attention_layernorm.weight").unwrap(),
+            "blk.2.ffn_norm.weight"
+        );
+    }
+
+    #[test]
+    fn gemma_names_and_norm_offsets_differ_from_llama() {
+        let gemma = Architecture::Gemma3;
+        for (hf, canonical) in [
+            (
+                "model.layers.2.post_attention_layernorm.weight",
+                "blk.2.post_attention_norm.weight",
+            ),
+            (
+                "model.layers.2.pre_feedforward_layernorm.weight",
+                "blk.2.ffn_norm.weight",
+            ),
+            (
+                "model.layers.2.post_feedforward_layernorm.weight",
+                "blk.2.post_ffw_norm.weight",
+            ),
+            (
+                "model.layers.0.self_attn.q_norm.weight",
+                "blk.0.attn_q_norm.weight",
+            ),
+            (
+                "model.layers.0.self_attn.k_norm.weight",
+                "blk.0.attn_k_norm.weight",
+            ),
+            (
+                "model.layers.1.input_layernorm.weight",
+                "blk.1.attn_norm.weight",
+            ),
+            ("model.norm.weight", "output_norm.weight"),
+        ] {
+            assert_eq!(canonical_name(gemma, hf).unwrap(), canonical);
+            assert_eq!(hf_name(gemma, canonical).unwrap(), hf);
+            assert_eq!(hf_offset(gemma, canonical), 1.0, "{canonical}");
+            assert_eq!(hf_offset(Architecture::Llama, canonical), 0.0);
+        }
+        assert_eq!(hf_offset(gemma, "blk.0.attn_q.weight"), 0.0);
+        // Gemma has no q/k/v biases; Llama has no q/k norms.
+        assert_eq!(
+            canonical_name(gemma, "model.layers.0.self_attn.q_proj.bias"),
+            None
+        );
+        assert_eq!(
+            hf_name(Architecture::Llama, "blk.0.attn_q_norm.weight"),
+            None
+        );
+        let w = Tensor::new(&[1.5f32, 0.75], &Device::Cpu).unwrap();
+        let hf = to_hf_tensors(gemma, [("blk.0.ffn_norm.weight".to_string(), w)]).unwrap();
+        let back = &hf["model.layers.0.pre_feedforward_layernorm.weight"];
+        assert_eq!(back.to_vec1::<f32>().unwrap(), [0.5, -0.25]);
+        let err = to_hf_tensors(
+            Architecture::Llama,
+            [("blk.0.post_ffw_norm.weight".to_string(), back.clone())],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no Hugging Face name"), "{err}");
     }
 
     /// A safetensors file image with one tensor entry (raw JSON) and `data` bytes of data.

@@ -11,7 +11,8 @@ use crate::config::{Activation, Architecture, BlockDetails, ModelConfig, RopeSty
 use crate::linear::SourceTensor;
 use crate::source::TensorMapSource;
 
-/// A small but complete shape: GQA (4 query heads over 2 KV heads), several layers. Gemma 3's
+/// A small but complete shape: GQA (4 query heads over 2 KV heads), several layers. Qwen3's has
+/// q/k norms and a head_dim (24) that is not hidden / heads (16), as Qwen3-0.6B's is not. Gemma 3's
 /// has every Gemma detail switched on, with a window of 4 keys on every other layer, so short
 /// sequences already slide, and a query scale and a logit cap that differ from the defaults.
 pub fn tiny_config(architecture: Architecture) -> ModelConfig {
@@ -27,6 +28,10 @@ pub fn tiny_config(architecture: Architecture) -> ModelConfig {
             attention_scale: Some(0.2),
             final_logit_softcap: Some(5.0),
         },
+        Architecture::Qwen3 => BlockDetails {
+            qk_norm: true,
+            ..BlockDetails::default()
+        },
         Architecture::Llama | Architecture::Qwen2 => BlockDetails::default(),
     };
     ModelConfig {
@@ -36,10 +41,15 @@ pub fn tiny_config(architecture: Architecture) -> ModelConfig {
         num_layers: 3,
         num_heads: 4,
         num_kv_heads: 2,
-        head_dim: 16,
+        head_dim: if architecture == Architecture::Qwen3 {
+            24
+        } else {
+            16
+        },
         vocab_size: 96,
         rms_norm_eps: 1e-5,
         rope_theta: 10_000.0,
+        rope_scaling: None,
         rope_style: RopeStyle::Halves,
         max_position_embeddings: 512,
         tie_word_embeddings: architecture != Architecture::Llama,
@@ -162,13 +172,112 @@ pub fn permute_for_interleaved_rope(w: &Tensor, heads: usize) -> Tensor {
 /// The tiny Llama model as a Hugging Face directory: `config.json` and `model.safetensors`
 /// holding [`tiny_weights`] of `seed` under their Hugging Face names (no tokenizer).
 pub fn write_tiny_safetensors(dir: &Path, seed: u64) {
-    let cfg = tiny_config(Architecture::Llama);
-    std::fs::write(dir.join("config.json"), cfg.to_hf_config_json().to_string()).unwrap();
-    let tensors: HashMap<String, Tensor> = tiny_weights(&cfg, seed)
-        .into_iter()
-        .map(|(k, v)| (crate::source::hf_name(&k).unwrap(), v))
-        .collect();
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    write_hf_checkpoint(dir, &tiny_config(Architecture::Llama), seed);
+}
+
+/// [`tiny_weights`] of `config` and `seed` as a Hugging Face directory (`config.json`,
+/// `model.safetensors`), as that architecture's checkpoints hold them (Gemma's norms less 1).
+pub fn write_hf_checkpoint(dir: &Path, config: &ModelConfig, seed: u64) {
+    std::fs::write(
+        dir.join("config.json"),
+        config.to_hf_config_json().to_string(),
+    )
+    .expect("write config.json");
+    let tensors = crate::source::to_hf_tensors(config.architecture, tiny_weights(config, seed))
+        .expect("every tiny tensor has a Hugging Face name");
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))
+        .expect("write model.safetensors");
+}
+
+/// [`tiny_weights`] of `config` and `seed` as a GGUF file the way llama.cpp's converter writes
+/// that architecture: its `<arch>.*` shape keys, llama's q/k rows permuted for interleaved RoPE
+/// (the GGUF reader takes every llama file as permuted),
+/// matrices of `dtype` and vectors in f32, no tokenizer.
+pub fn write_gguf_checkpoint(path: &Path, config: &ModelConfig, seed: u64, dtype: GgmlDType) {
+    // tiny_weights are in Hugging Face layout; GGUF llama is read as interleaved.
+    let permute = config.architecture == Architecture::Llama;
+    let mut q = Vec::new();
+    for (name, t) in tiny_weights(config, seed) {
+        let t = if permute && name.ends_with("attn_q.weight") {
+            permute_for_interleaved_rope(&t, config.num_heads)
+        } else if permute && name.ends_with("attn_k.weight") {
+            permute_for_interleaved_rope(&t, config.num_kv_heads)
+        } else {
+            t
+        };
+        let ty = if t.rank() == 2 { dtype } else { GgmlDType::F32 };
+        q.push((name, QTensor::quantize(&t, ty).expect("GGUF tensor")));
+    }
+    if let Some(scaling) = &config.rope_scaling {
+        let factors: Vec<f32> = scaling
+            .frequency_factors(config.head_dim, config.rope_theta)
+            .into_iter()
+            .map(|f| f as f32)
+            .collect();
+        let n = factors.len();
+        let t = Tensor::from_vec(factors, n, &Device::Cpu).expect("factors");
+        q.push((
+            crate::source::ROPE_FREQS.to_string(),
+            QTensor::quantize(&t, GgmlDType::F32).expect("GGUF tensor"),
+        ));
+    }
+    let a = config.architecture.name();
+    let u32_of = |v: usize| Value::U32(v as u32);
+    let mut md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(a.into())),
+        (format!("{a}.embedding_length"), u32_of(config.hidden_size)),
+        (
+            format!("{a}.feed_forward_length"),
+            u32_of(config.intermediate_size),
+        ),
+        (format!("{a}.block_count"), u32_of(config.num_layers)),
+        (
+            format!("{a}.attention.head_count"),
+            u32_of(config.num_heads),
+        ),
+        (
+            format!("{a}.attention.head_count_kv"),
+            u32_of(config.num_kv_heads),
+        ),
+        (format!("{a}.attention.key_length"), u32_of(config.head_dim)),
+        (
+            format!("{a}.attention.value_length"),
+            u32_of(config.head_dim),
+        ),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(config.rms_norm_eps as f32),
+        ),
+        (
+            format!("{a}.rope.freq_base"),
+            Value::F32(config.rope_theta as f32),
+        ),
+        (
+            format!("{a}.context_length"),
+            u32_of(config.max_position_embeddings),
+        ),
+    ];
+    let b = &config.block;
+    if let Some(w) = b.sliding_window {
+        md.push((format!("{a}.attention.sliding_window"), u32_of(w)));
+        md.push((
+            format!("{a}.attention.sliding_window_pattern"),
+            u32_of(b.sliding_window_pattern),
+        ));
+    }
+    if let Some(base) = b.rope_local_theta {
+        md.push((format!("{a}.rope.freq_base_swa"), Value::F32(base as f32)));
+    }
+    if let Some(cap) = b.final_logit_softcap {
+        md.push((
+            format!("{a}.final_logit_softcapping"),
+            Value::F32(cap as f32),
+        ));
+    }
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut f = std::fs::File::create(path).expect("create the GGUF");
+    gguf_file::write(&mut f, &md_refs, &t_refs).expect("write the GGUF");
 }
 
 /// Writes the tiny Llama model as an f32 GGUF with its shape metadata and no tokenizer, leaving

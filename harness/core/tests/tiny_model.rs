@@ -53,6 +53,7 @@ fn incremental_decode_matches_full_sequence() {
     for arch in [
         Architecture::Llama,
         Architecture::Qwen2,
+        Architecture::Qwen3,
         Architecture::Gemma3,
     ] {
         let model = tiny_model(arch);
@@ -340,7 +341,12 @@ fn sharded_safetensors_with_an_index_load_the_same_model() {
     let mut weight_map = serde_json::Map::new();
     let mut names: Vec<(String, Tensor)> = tiny_weights(&cfg, 42)
         .into_iter()
-        .map(|(k, v)| (effbench_core::source::hf_name(&k).unwrap(), v))
+        .map(|(k, v)| {
+            (
+                effbench_core::source::hf_name(cfg.architecture, &k).unwrap(),
+                v,
+            )
+        })
         .collect();
     names.sort_by(|a, b| a.0.cmp(&b.0));
     for (i, (name, t)) in names.into_iter().enumerate() {
@@ -383,6 +389,7 @@ fn block_at_a_time_gives_the_forward_pass_logits() {
     for arch in [
         Architecture::Llama,
         Architecture::Qwen2,
+        Architecture::Qwen3,
         Architecture::Gemma3,
     ] {
         let model = tiny_model(arch);

@@ -190,6 +190,7 @@ impl Student {
         device: &Device,
     ) -> Result<Self> {
         let teacher_config = teacher.config().clone();
+        let arch = teacher_config.architecture;
         let layers = selection.resolve(teacher_config.num_layers)?;
         let mut config = teacher_config.clone();
         config.num_layers = layers.len();
@@ -207,7 +208,7 @@ impl Student {
             Ok(())
         };
         for name in ["token_embd.weight", "output_norm.weight"] {
-            take(name, hf_name(name).expect("known name"))?;
+            take(name, hf_name(arch, name).expect("known name"))?;
         }
         if !teacher_config.tie_word_embeddings {
             take("output.weight", "lm_head.weight".into())?;
@@ -229,7 +230,7 @@ impl Student {
         for (student_idx, &teacher_idx) in layers.iter().enumerate() {
             for suffix in &suffixes {
                 let student_name =
-                    hf_name(&format!("blk.{student_idx}.{suffix}")).expect("known name");
+                    hf_name(arch, &format!("blk.{student_idx}.{suffix}")).expect("known name");
                 take(&format!("blk.{teacher_idx}.{suffix}"), student_name)?;
             }
         }

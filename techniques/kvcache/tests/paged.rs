@@ -78,6 +78,7 @@ fn paged_and_contiguous_give_the_same_logits_for_a_batch() {
     for arch in [
         Architecture::Llama,
         Architecture::Qwen2,
+        Architecture::Qwen3,
         Architecture::Gemma3,
     ] {
         let model = tiny_model(arch);

@@ -1,0 +1,338 @@
+//! Each architecture against an independent implementation: candle-transformers' model of it,
+//! reading the same Hugging Face checkpoint (seeded tiny weights, `config.json` and
+//! `model.safetensors`) as effbench's one decoder. Both run in f32 on the CPU; their logits must
+//! agree within 1e-4 at every position of a sequence long enough for windows and scaled RoPE to
+//! matter.
+
+use std::path::Path;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use effbench_core::source::{GgufSource, SafetensorsSource, WeightSource};
+use effbench_core::testing::{
+    tiny_config, tiny_source, write_gguf_checkpoint, write_hf_checkpoint,
+};
+use effbench_core::{
+    Architecture, AsStored, ContiguousKvCache, KvShape, LogitsFor, Model, ModelConfig, RopeScaling,
+    SeqChunk,
+};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// A fixed pseudo-random token sequence of `len` ids below `vocab`.
+fn tokens(len: usize, vocab: usize) -> Vec<u32> {
+    (0..len as u32)
+        .map(|i| (i * 37 + 11) % vocab as u32)
+        .collect()
+}
+
+/// Every position's logits, (len, vocab), from effbench's decoder in one prefill.
+fn effbench_logits(model: &Model, tokens: &[u32]) -> Tensor {
+    let mut cache = ContiguousKvCache::new(KvShape::of(model.config()), tokens.len(), &Device::Cpu);
+    model
+        .forward(
+            &[SeqChunk::new(0, tokens.to_vec(), LogitsFor::All)],
+            &mut cache,
+        )
+        .unwrap()
+        .per_chunk[0]
+        .clone()
+        .unwrap()
+}
+
+fn load_safetensors(dir: &Path) -> Model {
+    let dev = Device::Cpu;
+    Model::load(
+        &mut SafetensorsSource::open(dir, &dev).unwrap(),
+        &AsStored,
+        &dev,
+    )
+    .unwrap()
+}
+
+/// `cfg`'s seeded tiny weights as a Hugging Face checkpoint in a fresh directory.
+fn checkpoint(cfg: &ModelConfig) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_hf_checkpoint(dir.path(), cfg, 42);
+    dir
+}
+
+fn var_builder(dir: &Path) -> VarBuilder<'static> {
+    // SAFETY: the test's own file, not modified while mapped.
+    unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+    }
+    .unwrap()
+}
+
+fn config_json<T: serde::de::DeserializeOwned>(dir: &Path) -> T {
+    serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap()
+}
+
+/// Feeds `tokens` one at a time to a candle-transformers model whose forward pass returns the
+/// last position's logits, and stacks them into (len, vocab).
+fn one_at_a_time(
+    tokens: &[u32],
+    mut forward: impl FnMut(&Tensor, usize) -> candle_core::Result<Tensor>,
+) -> Tensor {
+    let rows: Vec<Tensor> = tokens
+        .iter()
+        .enumerate()
+        .map(|(pos, &t)| {
+            let input = Tensor::new(&[[t]], &Device::Cpu).unwrap();
+            let logits = forward(&input, pos).unwrap();
+            logits.flatten_all().unwrap().unsqueeze(0).unwrap()
+        })
+        .collect();
+    Tensor::cat(&rows, 0).unwrap()
+}
+
+fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor) {
+    assert_eq!(ours.dims(), theirs.dims(), "{what}");
+    let d = max_diff(ours, theirs);
+    assert!(d < TOLERANCE, "{what}: logits differ by {d}");
+    // A model whose logits were all zero would agree with anything.
+    let spread = ours
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(spread > 0.1, "{what}: logits are degenerate ({spread})");
+}
+
+/// Gemma 3 from Hugging Face safetensors: Gemma's names (`post_attention_layernorm` is the
+/// attention output's norm, `pre_feedforward_layernorm` the MLP's input norm), and every norm
+/// stored as w where the model applies 1 + w.
+///
+/// candle-transformers' gemma3 and llama.cpp (the reference for real files: Gemma-3-270M's
+/// perplexity is checked against it) differ in two places, so the shape checked here is one
+/// where they agree:
+/// - candle scales queries by 1/sqrt(head_dim) whatever `query_pre_attn_scalar` says; the
+///   checked config has query_pre_attn_scalar = head_dim (as every Gemma 3 but the 27B has).
+///   The tiny shape's own scale (0.2) is checked from safetensors against the in-memory model.
+/// - candle's prefill mask lets a sliding-window query see `sliding_window + 1` keys
+///   (`j + w < i` masks), where Hugging Face and llama.cpp see `w`; its one-token decode
+///   through its rotating cache sees `w`. So candle runs one token at a time here.
+#[test]
+fn gemma3_safetensors_matches_candle_transformers() {
+    let mut cfg = tiny_config(Architecture::Gemma3);
+    cfg.block.attention_scale = None;
+    let window = cfg.block.sliding_window.unwrap();
+    let seq = tokens(4 * window + 3, cfg.vocab_size);
+    let dir = checkpoint(&cfg);
+
+    let ours = effbench_logits(&load_safetensors(dir.path()), &seq);
+    let memory = Model::load(&mut tiny_source(&cfg, 42), &AsStored, &Device::Cpu).unwrap();
+    assert_close(
+        "safetensors vs memory",
+        &ours,
+        &effbench_logits(&memory, &seq),
+    );
+
+    use candle_transformers::models::gemma3;
+    let theirs_cfg: gemma3::Config = config_json(dir.path());
+    assert_eq!(theirs_cfg.sliding_window, window);
+    let mut theirs = gemma3::Model::new(false, &theirs_cfg, var_builder(dir.path())).unwrap();
+    let theirs = one_at_a_time(&seq, |t, pos| theirs.forward(t, pos));
+    assert_close("gemma3 vs candle-transformers", &ours, &theirs);
+
+    // The window matters: without it the logits past the window move.
+    let mut global = cfg.clone();
+    global.block.sliding_window = None;
+    let unwindowed = Model::load(&mut tiny_source(&global, 42), &AsStored, &Device::Cpu).unwrap();
+    let d = max_diff(&ours, &effbench_logits(&unwindowed, &seq));
+    assert!(d > 1e-2, "the window changed nothing ({d})");
+}
+
+/// The tiny Gemma shape with a query scale of its own round-trips through `config.json` and
+/// safetensors unchanged.
+#[test]
+fn gemma3_query_scale_survives_the_checkpoint() {
+    let cfg = tiny_config(Architecture::Gemma3);
+    assert!(cfg.block.attention_scale.is_some());
+    let dir = checkpoint(&cfg);
+    let seq = tokens(11, cfg.vocab_size);
+    let from_file = load_safetensors(dir.path());
+    let memory = Model::load(&mut tiny_source(&cfg, 42), &AsStored, &Device::Cpu).unwrap();
+    assert_close(
+        "safetensors vs memory",
+        &effbench_logits(&from_file, &seq),
+        &effbench_logits(&memory, &seq),
+    );
+}
+
+/// Qwen3: q/k RMSNorm over each head before RoPE, no q/k/v bias, and a head_dim (24) that is
+/// not hidden / heads (16).
+#[test]
+fn qwen3_safetensors_matches_candle_transformers() {
+    let cfg = tiny_config(Architecture::Qwen3);
+    assert_ne!(cfg.head_dim * cfg.num_heads, cfg.hidden_size);
+    let seq = tokens(13, cfg.vocab_size);
+    let dir = checkpoint(&cfg);
+    let ours = effbench_logits(&load_safetensors(dir.path()), &seq);
+
+    use candle_transformers::models::qwen3;
+    let theirs_cfg: qwen3::Config = config_json(dir.path());
+    assert_eq!(theirs_cfg.head_dim, cfg.head_dim);
+    let mut theirs = qwen3::ModelForCausalLM::new(&theirs_cfg, var_builder(dir.path())).unwrap();
+    let theirs = one_at_a_time(&seq, |t, pos| theirs.forward(t, pos));
+    assert_close("qwen3 vs candle-transformers", &ours, &theirs);
+}
+
+/// The same tiny Qwen3 as a GGUF file (llama.cpp's `qwen3` keys and names) and as safetensors.
+#[test]
+fn qwen3_gguf_and_safetensors_load_the_same_model() {
+    let cfg = tiny_config(Architecture::Qwen3);
+    let dir = checkpoint(&cfg);
+    let gguf = dir.path().join("tiny.gguf");
+    write_gguf_checkpoint(&gguf, &cfg, 42, GgmlDType::F32);
+    let dev = Device::Cpu;
+    let source = GgufSource::open(&gguf, &dev).unwrap();
+    assert_eq!(source.config().architecture, Architecture::Qwen3);
+    assert_eq!(source.config().block, cfg.block);
+    assert_eq!(source.config().head_dim, cfg.head_dim);
+    assert!(!source.config().qkv_bias);
+    let from_gguf = Model::load(&mut { source }, &AsStored, &dev).unwrap();
+    let seq = tokens(13, cfg.vocab_size);
+    assert_close(
+        "qwen3 GGUF vs safetensors",
+        &effbench_logits(&from_gguf, &seq),
+        &effbench_logits(&load_safetensors(dir.path()), &seq),
+    );
+}
+
+/// The tiny Llama with Llama 3.1-style RoPE scaling: original context 32, factor 8, so the
+/// first frequency (wavelength 6.3) is kept, the second (19.9) blended and the rest divided by
+/// 8, and a sequence of 20 tokens runs well past 32 / 8.
+fn llama3_scaled() -> ModelConfig {
+    let mut cfg = tiny_config(Architecture::Llama);
+    cfg.rope_scaling = Some(RopeScaling::Llama3 {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 32,
+    });
+    cfg
+}
+
+#[test]
+fn llama3_rope_scaling_matches_candle_transformers() {
+    let cfg = llama3_scaled();
+    let factors = cfg
+        .rope_scaling
+        .as_ref()
+        .unwrap()
+        .frequency_factors(cfg.head_dim, cfg.rope_theta);
+    assert_eq!(factors[0], 1.0);
+    assert!(factors[1] > 1.0 && factors[1] < 8.0, "{factors:?}");
+    assert!(factors[2..].iter().all(|&f| f == 8.0), "{factors:?}");
+    let seq = tokens(20, cfg.vocab_size);
+    let dir = checkpoint(&cfg);
+    let from_file = load_safetensors(dir.path());
+    assert_eq!(from_file.config().rope_scaling, cfg.rope_scaling);
+    let ours = effbench_logits(&from_file, &seq);
+
+    use candle_transformers::models::llama;
+    let theirs_cfg: llama::LlamaConfig = config_json(dir.path());
+    assert!(theirs_cfg.rope_scaling.is_some());
+    let theirs_cfg = theirs_cfg.into_config(false);
+    let theirs = llama::Llama::load(var_builder(dir.path()), &theirs_cfg).unwrap();
+    let mut cache = llama::Cache::new(true, DType::F32, &theirs_cfg, &Device::Cpu).unwrap();
+    let theirs = one_at_a_time(&seq, |t, pos| theirs.forward(t, pos, &mut cache));
+    assert_close("llama3 rope scaling vs candle-transformers", &ours, &theirs);
+
+    // The scaling matters: plain RoPE moves the logits.
+    let mut plain = cfg.clone();
+    plain.rope_scaling = None;
+    let plain = Model::load(&mut tiny_source(&plain, 42), &AsStored, &Device::Cpu).unwrap();
+    let d = max_diff(&ours, &effbench_logits(&plain, &seq));
+    assert!(d > 1e-2, "the scaling changed nothing ({d})");
+}
+
+/// llama.cpp's GGUF keeps llama3 scaling as the `rope_freqs.weight` divisors (and llama's q/k
+/// rows permuted): the same logits as the safetensors copy.
+#[test]
+fn llama3_rope_scaling_from_gguf_matches_safetensors() {
+    let cfg = llama3_scaled();
+    let dir = checkpoint(&cfg);
+    let gguf = dir.path().join("tiny.gguf");
+    write_gguf_checkpoint(&gguf, &cfg, 42, GgmlDType::F32);
+    let dev = Device::Cpu;
+    let source = GgufSource::open(&gguf, &dev).unwrap();
+    assert!(matches!(
+        source.config().rope_scaling,
+        Some(RopeScaling::FrequencyFactors { .. })
+    ));
+    let from_gguf = Model::load(&mut { source }, &AsStored, &dev).unwrap();
+    let seq = tokens(20, cfg.vocab_size);
+    assert_close(
+        "llama3 GGUF vs safetensors",
+        &effbench_logits(&from_gguf, &seq),
+        &effbench_logits(&load_safetensors(dir.path()), &seq),
+    );
+}
+
+/// Mistral: a Llama block whose every layer attends through a sliding window (Mistral-7B-v0.1's
+/// `sliding_window`), read from a `mistral` config.json.
+///
+/// candle-transformers' mistral applies its window only in the prefill mask, which lets a query
+/// see `sliding_window + 1` keys (`j + w < i` masks), and not at all in one-token decode; Hugging
+/// Face and Mistral's own code see `w`. So candle runs a fresh prefill of each prefix, keeping
+/// its last position, with its window set one lower.
+#[test]
+fn mistral_sliding_window_matches_candle_transformers() {
+    let mut cfg = tiny_config(Architecture::Llama);
+    cfg.block.sliding_window = Some(5);
+    cfg.block.sliding_window_pattern = 0;
+    let seq = tokens(16, cfg.vocab_size);
+    let dir = checkpoint(&cfg);
+    let from_file = load_safetensors(dir.path());
+    assert_eq!(from_file.config().block, cfg.block);
+    let ours = effbench_logits(&from_file, &seq);
+
+    use candle_transformers::models::mistral;
+    let mut theirs_cfg: mistral::Config = config_json(dir.path());
+    assert_eq!(theirs_cfg.sliding_window, Some(5));
+    theirs_cfg.sliding_window = Some(4);
+    let mut theirs = mistral::Model::new(&theirs_cfg, var_builder(dir.path())).unwrap();
+    let rows: Vec<Tensor> = (1..=seq.len())
+        .map(|n| {
+            theirs.clear_kv_cache();
+            let input = Tensor::new(&seq[..n], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let logits = theirs.forward(&input, 0).unwrap();
+            logits.flatten_all().unwrap().unsqueeze(0).unwrap()
+        })
+        .collect();
+    assert_close(
+        "mistral vs candle-transformers",
+        &ours,
+        &Tensor::cat(&rows, 0).unwrap(),
+    );
+
+    let mut global = cfg.clone();
+    global.block.sliding_window = None;
+    let unwindowed = Model::load(&mut tiny_source(&global, 42), &AsStored, &Device::Cpu).unwrap();
+    let d = max_diff(&ours, &effbench_logits(&unwindowed, &seq));
+    assert!(d > 1e-2, "the window changed nothing ({d})");
+}
