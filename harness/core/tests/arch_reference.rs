@@ -399,6 +399,7 @@ fn phi3_gguf_splits_fused_tensors_as_stored() {
         // Each part equals the separately quantized matrix (Q8_0's blocks lie within a row).
         let weights = effbench_core::testing::tiny_weights(&cfg, 42);
         for (name, rows) in [
+            ("blk.0.attn_q.weight", cfg.q_dim()),
             ("blk.1.attn_q.weight", cfg.q_dim()),
             ("blk.1.attn_k.weight", cfg.kv_dim()),
             ("blk.1.attn_v.weight", cfg.kv_dim()),
@@ -421,9 +422,25 @@ fn phi3_gguf_splits_fused_tensors_as_stored() {
         if dtype == GgmlDType::F32 {
             assert_close("phi3 GGUF vs safetensors", &from_gguf, &from_safetensors);
         } else {
-            // The same model, quantized: close to the f32 logits, not equal to them.
+            // The same model, quantized: close to the f32 logits, not equal to them, and the
+            // logits of the model whose matrices were quantized one by one.
             let d = max_diff(&from_gguf, &from_safetensors);
             assert!(d > 0.0 && d < 0.1, "Q8_0 phi3 differs from f32 by {d}");
+            let separately = weights
+                .into_iter()
+                .map(|(name, t)| {
+                    let ty = if t.rank() == 2 { dtype } else { GgmlDType::F32 };
+                    let q = QTensor::quantize(&t, ty).unwrap();
+                    (name, SourceTensor::Ggml(std::sync::Arc::new(q)))
+                })
+                .collect();
+            let mut memory = effbench_core::source::TensorMapSource::new(cfg.clone(), separately);
+            let memory = Model::load(&mut memory, &AsStored, &dev).unwrap();
+            assert_close(
+                "phi3 Q8_0 GGUF vs matrices quantized one by one",
+                &from_gguf,
+                &effbench_logits(&memory, &seq),
+            );
         }
     }
 }
