@@ -29,10 +29,13 @@ pub enum Architecture {
     Qwen2,
     Qwen3,
     Gemma3,
+    /// Phi-3: a Llama block whose q/k/v and gate/up matrices are stored fused; the sources
+    /// split them at load ([`crate::source`]), so the decoder sees Llama's names.
+    Phi3,
 }
 
 impl Architecture {
-    pub const SUPPORTED: &'static str = "llama, qwen2, qwen3, gemma3";
+    pub const SUPPORTED: &'static str = "llama, qwen2, qwen3, gemma3, phi3";
 
     pub fn parse(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
@@ -40,6 +43,7 @@ impl Architecture {
             "qwen2" | "qwen2forcausallm" => Ok(Self::Qwen2),
             "qwen3" | "qwen3forcausallm" => Ok(Self::Qwen3),
             "gemma3" | "gemma3_text" | "gemma3forcausallm" => Ok(Self::Gemma3),
+            "phi3" | "phi3forcausallm" => Ok(Self::Phi3),
             _ => Err(CoreError::UnsupportedArchitecture {
                 arch: name.to_string(),
                 supported: Self::SUPPORTED.to_string(),
@@ -53,6 +57,7 @@ impl Architecture {
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3",
+            Self::Phi3 => "phi3",
         }
     }
 }
@@ -221,6 +226,10 @@ impl RopeScaling {
             Some("frequency_factors") => serde_json::from_value(value.clone())
                 .map(Some)
                 .map_err(|e| format!("rope_scaling: {e}")),
+            Some(t @ ("longrope" | "su")) => Err(format!(
+                "rope_scaling type `{t}` (Phi-3's long-context scaling) is not supported yet \
+                 (llama3 is)"
+            )),
             Some(other) => Err(format!(
                 "rope_scaling type `{other}` is not supported yet (llama3 is)"
             )),
@@ -327,7 +336,12 @@ impl ModelConfig {
         let rope_style = match architecture {
             Architecture::Llama => RopeStyle::Interleaved,
             // llama.cpp's converter permutes only llama's q/k rows.
-            Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Gemma3 => RopeStyle::Halves,
+            // llama.cpp rotates phi3 as NEOX (halves) and its converter leaves phi3's fused rows
+            // as they are.
+            Architecture::Qwen2
+            | Architecture::Qwen3
+            | Architecture::Gemma3
+            | Architecture::Phi3 => RopeStyle::Halves,
         };
         let bad = |detail: String| CoreError::BadMetadata {
             detail: format!("{detail} (GGUF keys `{arch_name}.*`)"),
@@ -386,6 +400,23 @@ impl ModelConfig {
                 block
             }
             Architecture::Qwen3 => BlockDetails::qwen3(),
+            Architecture::Phi3 => {
+                // Partial rotary (Phi-4-mini's 0.75) writes a rope dimension count below the
+                // head size; the decoder rotates whole heads.
+                let head = get_u("attention.key_length").unwrap_or(head_dim);
+                if let Ok(rot) = get_u("rope.dimension_count") {
+                    if rot != head {
+                        return Err(CoreError::Unsupported(format!(
+                            "partial rotary embedding ({arch_name}.rope.dimension_count {rot} of \
+                             head size {head}) is not supported yet"
+                        )));
+                    }
+                }
+                // `attention.sliding_window` (2047 in Phi-3-mini-4k) is ignored, as llama.cpp
+                // ignores it: its phi3.cpp sets swa_type NONE ("Phi SWA is currently disabled",
+                // llama.cpp PR 13676). It matters only past the window.
+                BlockDetails::default()
+            }
             Architecture::Llama | Architecture::Qwen2 => BlockDetails::default(),
         };
         let default_eps = match architecture {
@@ -459,6 +490,10 @@ impl ModelConfig {
         let block = match architecture {
             Architecture::Gemma3 => raw.gemma3_block().map_err(bad)?,
             Architecture::Qwen3 => BlockDetails::qwen3(),
+            // Phi-3's `sliding_window` (2047 in Phi-3-mini-4k) is ignored, as llama.cpp
+            // ignores it (its phi3.cpp: "Phi SWA is currently disabled", PR 13676), so a
+            // safetensors and a GGUF copy run the same model. It matters only past the window.
+            Architecture::Phi3 => BlockDetails::default(),
             // Mistral (read as llama) slides every layer where its config sets a window
             // (Mistral-7B-v0.1: 4096); Qwen2's `sliding_window` is off unless
             // use_sliding_window says otherwise, which is refused below.
@@ -469,6 +504,11 @@ impl ModelConfig {
             },
             Architecture::Qwen2 => BlockDetails::default(),
         };
+        if let Some(f) = raw.partial_rotary_factor.filter(|&f| f != 1.0) {
+            return Err(bad(format!(
+                "partial_rotary_factor {f} is not supported yet (the decoder rotates whole heads)"
+            )));
+        }
         if raw.use_sliding_window == Some(true) {
             return Err(bad(
                 "use_sliding_window (Qwen's windows on some layers) is not supported yet".into(),
@@ -587,6 +627,7 @@ impl ModelConfig {
             Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
             Architecture::Qwen3 => ("qwen3", "Qwen3ForCausalLM"),
             Architecture::Gemma3 => ("gemma3_text", "Gemma3ForCausalLM"),
+            Architecture::Phi3 => ("phi3", "Phi3ForCausalLM"),
         };
         let mut json = serde_json::json!({
             "model_type": model_type,
@@ -713,6 +754,7 @@ struct HfConfig {
     hidden_activation: Option<String>,
     hidden_act: Option<String>,
     use_sliding_window: Option<bool>,
+    partial_rotary_factor: Option<f64>,
 }
 
 impl HfConfig {
@@ -1098,6 +1140,53 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("rope_scaling"), "{err}");
+    }
+
+    /// Phi-3's config.json: round-trips; its `sliding_window` is ignored as llama.cpp ignores
+    /// it; longrope/su scaling and partial rotary are refused in one line.
+    #[test]
+    fn phi3_config_json_reads_and_refuses_in_one_line() {
+        let cfg = crate::testing::tiny_config(Architecture::Phi3);
+        let json = cfg.to_hf_config_json();
+        assert_eq!(json["model_type"], "phi3");
+        let parse = |json: &serde_json::Value| {
+            ModelConfig::from_hf_config_bytes(json.to_string().as_bytes(), Path::new("c.json"))
+        };
+        assert_eq!(parse(&json).unwrap(), cfg);
+        assert_eq!(
+            Architecture::parse("Phi3ForCausalLM").unwrap(),
+            Architecture::Phi3
+        );
+        let mut windowed = json.clone();
+        windowed["sliding_window"] = 2047.into();
+        assert_eq!(parse(&windowed).unwrap().block.sliding_window, None);
+        for (key, value, needle) in [
+            (
+                "rope_scaling",
+                serde_json::json!({"type": "longrope", "short_factor": [1.0],
+                    "long_factor": [1.0]}),
+                "rope_scaling type `longrope` (Phi-3's long-context scaling)",
+            ),
+            (
+                "rope_scaling",
+                serde_json::json!({"type": "su", "short_factor": [1.0], "long_factor": [1.0]}),
+                "`su`",
+            ),
+            (
+                "partial_rotary_factor",
+                serde_json::json!(0.75),
+                "partial_rotary_factor 0.75",
+            ),
+        ] {
+            let mut j = json.clone();
+            j[key] = value;
+            let err = parse(&j).unwrap_err().to_string();
+            assert!(err.contains(needle), "{key}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let mut whole = json.clone();
+        whole["partial_rotary_factor"] = 1.0.into();
+        parse(&whole).unwrap();
     }
 
     #[test]

@@ -73,12 +73,100 @@ pub enum ModelFormat {
 /// The GGUF tensor of llama3 RoPE frequency divisors.
 pub const ROPE_FREQS: &str = "rope_freqs.weight";
 
+/// Phi-3's long-context (longrope) RoPE factors as llama.cpp's converter writes them.
+const PHI3_ROPE_FACTORS: [&str; 2] = ["rope_factors_long.weight", "rope_factors_short.weight"];
+
+/// A matrix the checkpoint stores as a block of rows of a fused one: rows
+/// `offset..offset + rows` of the tensor the source names `fused`.
+#[derive(Debug, Clone)]
+struct FusedPart {
+    fused: String,
+    offset: usize,
+    rows: usize,
+}
+
+/// One fused matrix of a layer: its canonical name and its parts (canonical names and row
+/// counts) in row order.
+struct Fused {
+    name: String,
+    parts: Vec<(String, usize)>,
+}
+
+/// Phi-3's fused matrices of layer `layer`: `attn_qkv` (q, then k, then v rows) and the gate/up
+/// matrix (gate rows, then up), named `gate_up` (GGUF's `ffn_up.weight`, effbench's
+/// `ffn_gate_up.weight` for Hugging Face's `gate_up_proj`).
+fn phi3_fused(config: &ModelConfig, layer: usize, gate_up: &str) -> [Fused; 2] {
+    let p = format!("blk.{layer}");
+    let (q, kv, ff) = (config.q_dim(), config.kv_dim(), config.intermediate_size);
+    [
+        Fused {
+            name: format!("{p}.attn_qkv.weight"),
+            parts: vec![
+                (format!("{p}.attn_q.weight"), q),
+                (format!("{p}.attn_k.weight"), kv),
+                (format!("{p}.attn_v.weight"), kv),
+            ],
+        },
+        Fused {
+            name: format!("{p}.{gate_up}"),
+            parts: vec![
+                (format!("{p}.ffn_gate.weight"), ff),
+                (format!("{p}.ffn_up.weight"), ff),
+            ],
+        },
+    ]
+}
+
+/// Checks a fused tensor's shape (`dims`, as stored under `source_name`) against the config
+/// before anything is sliced from it, and records its parts in `parts`.
+fn add_fused_parts(
+    fused: &Fused,
+    source_name: &str,
+    dims: &[usize],
+    config: &ModelConfig,
+    parts: &mut HashMap<String, FusedPart>,
+) -> std::result::Result<(), String> {
+    let total: usize = fused.parts.iter().map(|(_, rows)| rows).sum();
+    if dims != [total, config.hidden_size] {
+        let layout = fused
+            .parts
+            .iter()
+            .map(|(name, rows)| {
+                let short = name.rsplit('.').nth(1).unwrap_or(name);
+                format!("{short} {rows}")
+            })
+            .collect::<Vec<_>>()
+            .join(" + ");
+        return Err(format!(
+            "fused tensor `{source_name}` has shape {dims:?}; this {} config needs [{total}, {}] \
+             ({layout} rows)",
+            config.architecture.name(),
+            config.hidden_size
+        ));
+    }
+    let mut offset = 0;
+    for (name, rows) in &fused.parts {
+        parts.insert(
+            name.clone(),
+            FusedPart {
+                fused: source_name.to_string(),
+                offset,
+                rows: *rows,
+            },
+        );
+        offset += rows;
+    }
+    Ok(())
+}
+
 pub struct GgufSource {
     path: PathBuf,
     content: gguf_file::Content,
     reader: BufReader<File>,
     config: ModelConfig,
     device: Device,
+    /// Matrices stored as rows of a fused one (Phi-3's), by canonical name.
+    parts: HashMap<String, FusedPart>,
 }
 
 impl GgufSource {
@@ -134,23 +222,94 @@ impl GgufSource {
                 factors: t.into_iter().map(f64::from).collect(),
             });
         }
+        if let Some(name) = PHI3_ROPE_FACTORS
+            .iter()
+            .find(|n| content.tensor_infos.contains_key(**n))
+        {
+            return Err(CoreError::Unsupported(format!(
+                "Phi-3's long-context RoPE scaling (longrope, the `{name}` tensor) is not \
+                 supported yet"
+            )));
+        }
         if let Some(rows) = embedding_rows {
             config.vocab_size = rows.max(vocab);
         }
         config
             .check_sane()
             .map_err(|detail| CoreError::BadMetadata { detail })?;
+        // llama.cpp's phi3 stores q/k/v as one `attn_qkv` (or separately) and gate/up always
+        // as one `ffn_up` of 2 * n_ff rows, gate first (its swiglu takes silu of the first
+        // half); they are split here so every consumer sees Llama's names.
+        let mut parts = HashMap::new();
+        if config.architecture == Architecture::Phi3 {
+            for layer in 0..config.num_layers {
+                for fused in phi3_fused(&config, layer, "ffn_up.weight") {
+                    let separate = fused.parts.iter().any(|(n, _)| {
+                        n != &fused.name && content.tensor_infos.contains_key(n.as_str())
+                    });
+                    let Some(info) = content.tensor_infos.get(&fused.name) else {
+                        continue;
+                    };
+                    if separate {
+                        continue;
+                    }
+                    let block = info.ggml_dtype.block_size();
+                    if !config.hidden_size.is_multiple_of(block) {
+                        return Err(bad(format!(
+                            "fused tensor `{}` is {} with rows of {} values, not whole blocks \
+                             of {block}",
+                            fused.name,
+                            crate::linear::ggml_type_name(info.ggml_dtype),
+                            config.hidden_size
+                        )));
+                    }
+                    add_fused_parts(&fused, &fused.name, info.shape.dims(), &config, &mut parts)
+                        .map_err(bad)?;
+                }
+            }
+        }
         Ok(Self {
             path: path.to_path_buf(),
             content,
             reader,
             config,
             device: device.clone(),
+            parts,
         })
     }
 
     pub fn metadata(&self) -> &HashMap<String, Value> {
         &self.content.metadata
+    }
+}
+
+impl GgufSource {
+    /// Rows of a fused GGML tensor, read straight from the file: rows are contiguous and whole
+    /// blocks (checked at open), so a block of rows is a byte range, whatever the type.
+    fn fused_part(&mut self, name: &str, part: &FusedPart) -> Result<SourceTensor> {
+        let bad = |detail: String| CoreError::BadGguf {
+            path: self.path.clone(),
+            detail: format!("tensor `{name}` (rows of `{}`): {detail}", part.fused),
+        };
+        let info = &self.content.tensor_infos[&part.fused];
+        let cols = self.config.hidden_size;
+        let dtype = info.ggml_dtype;
+        let row_bytes = cols / dtype.block_size() * dtype.type_size();
+        let start =
+            self.content.tensor_data_offset + info.offset + (part.offset * row_bytes) as u64;
+        let mut bytes = vec![0u8; part.rows * row_bytes];
+        self.reader
+            .seek(std::io::SeekFrom::Start(start))
+            .and_then(|_| self.reader.read_exact(&mut bytes))
+            .map_err(|e| bad(e.to_string()))?;
+        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+            dtype,
+            &bytes,
+            vec![part.rows, cols],
+            &self.device,
+        )
+        .map_err(|e| bad(one_line(&e)))?;
+        Ok(SourceTensor::Ggml(Arc::new(q)))
     }
 }
 
@@ -160,10 +319,13 @@ impl WeightSource for GgufSource {
     }
 
     fn has(&self, name: &str) -> bool {
-        self.content.tensor_infos.contains_key(name)
+        self.parts.contains_key(name) || self.content.tensor_infos.contains_key(name)
     }
 
     fn tensor(&mut self, name: &str) -> Result<SourceTensor> {
+        if let Some(part) = self.parts.get(name) {
+            return self.fused_part(name, &part.clone());
+        }
         if !self.has(name) {
             return Err(CoreError::MissingTensor {
                 name: name.to_string(),
@@ -213,6 +375,9 @@ pub struct SafetensorsSource {
     path: PathBuf,
     tensors: MmapedSafetensors,
     names: HashMap<String, String>,
+    /// Matrices stored as rows of a fused one (Phi-3's), by canonical name; `fused` is the
+    /// Hugging Face name.
+    parts: HashMap<String, FusedPart>,
     config: ModelConfig,
     device: Device,
     dtype: DType,
@@ -247,7 +412,7 @@ impl SafetensorsSource {
         let mut dtype = DType::F32;
         for (hf_name, view) in tensors.tensors() {
             if let Some(canonical) = canonical_name(config.architecture, &hf_name) {
-                if canonical == "blk.0.ffn_up.weight" {
+                if canonical == "blk.0.ffn_up.weight" || canonical == "blk.0.ffn_gate_up.weight" {
                     dtype = match view.dtype() {
                         safetensors::Dtype::F16 => DType::F16,
                         safetensors::Dtype::BF16 => DType::BF16,
@@ -261,10 +426,37 @@ impl SafetensorsSource {
         if !names.contains_key("output.weight") {
             config.tie_word_embeddings = true;
         }
+        // Phi-3's `qkv_proj` (q, k, v rows) and `gate_up_proj` (gate, up rows), split here so
+        // every consumer sees Llama's names.
+        let mut parts = HashMap::new();
+        if config.architecture == Architecture::Phi3 {
+            for layer in 0..config.num_layers {
+                for fused in phi3_fused(&config, layer, "ffn_gate_up.weight") {
+                    let Some(hf) = names.get(&fused.name) else {
+                        continue;
+                    };
+                    let dims = tensors
+                        .get(hf)
+                        .map_err(|e| CoreError::BadSafetensors {
+                            path: path.to_path_buf(),
+                            detail: one_line(&e),
+                        })?
+                        .shape()
+                        .to_vec();
+                    add_fused_parts(&fused, hf, &dims, &config, &mut parts).map_err(|detail| {
+                        CoreError::BadSafetensors {
+                            path: path.to_path_buf(),
+                            detail,
+                        }
+                    })?;
+                }
+            }
+        }
         Ok(Self {
             path: path.to_path_buf(),
             tensors,
             names,
+            parts,
             config,
             device: device.clone(),
             dtype,
@@ -278,17 +470,21 @@ impl WeightSource for SafetensorsSource {
     }
 
     fn has(&self, name: &str) -> bool {
-        self.names.contains_key(name)
+        self.parts.contains_key(name) || self.names.contains_key(name)
     }
 
     fn tensor(&mut self, name: &str) -> Result<SourceTensor> {
-        let hf_name = self
-            .names
-            .get(name)
-            .ok_or_else(|| CoreError::MissingTensor {
-                name: name.to_string(),
-                arch: self.config.architecture.name().into(),
-            })?;
+        let part = self.parts.get(name);
+        let hf_name = match part {
+            Some(p) => &p.fused,
+            None => self
+                .names
+                .get(name)
+                .ok_or_else(|| CoreError::MissingTensor {
+                    name: name.to_string(),
+                    arch: self.config.architecture.name().into(),
+                })?,
+        };
         let view = self
             .tensors
             .get(hf_name)
@@ -312,6 +508,11 @@ impl WeightSource for SafetensorsSource {
                     path: self.path.clone(),
                     detail: one_line(&e),
                 })?;
+        // Rows of a fused matrix, whose shape was checked against the config at open.
+        let t = match part {
+            Some(p) => t.narrow(0, p.offset, p.rows)?.contiguous()?,
+            None => t,
+        };
         let offset = hf_offset(self.config.architecture, name);
         if offset != 0.0 {
             // In f32: a bf16 norm weight near 0 would lose bits once it sits near 1.
@@ -551,8 +752,18 @@ fn layer_names(arch: Architecture) -> &'static [(&'static str, &'static str)] {
         ("mlp.up_proj.weight", "ffn_up.weight"),
         ("mlp.down_proj.weight", "ffn_down.weight"),
     ];
+    // Phi-3's fused matrices; the sources split them into Llama's (`phi3_fused`).
+    const PHI3: &[(&str, &str)] = &[
+        ("input_layernorm.weight", "attn_norm.weight"),
+        ("post_attention_layernorm.weight", "ffn_norm.weight"),
+        ("self_attn.qkv_proj.weight", "attn_qkv.weight"),
+        ("self_attn.o_proj.weight", "attn_output.weight"),
+        ("mlp.gate_up_proj.weight", "ffn_gate_up.weight"),
+        ("mlp.down_proj.weight", "ffn_down.weight"),
+    ];
     match arch {
         Architecture::Llama | Architecture::Qwen2 => LLAMA,
+        Architecture::Phi3 => PHI3,
         Architecture::Qwen3 => QWEN3,
         Architecture::Gemma3 => GEMMA3,
     }
@@ -603,10 +814,48 @@ pub fn hf_offset(arch: Architecture, canonical: &str) -> f64 {
 /// Tensors by canonical name as a Hugging Face checkpoint of `arch` holds them: Hugging Face
 /// names, and [`hf_offset`] taken off again, so [`SafetensorsSource`] reads back the same
 /// weights. A name the architecture has no Hugging Face name for is an error.
+/// Phi-3's q/k/v and gate/up matrices are fused again (q, k, v rows; gate, up rows), so a
+/// Phi-3 checkpoint holds `qkv_proj` and `gate_up_proj` as Hugging Face's does.
 pub fn to_hf_tensors(
     arch: Architecture,
     tensors: impl IntoIterator<Item = (String, Tensor)>,
 ) -> Result<HashMap<String, Tensor>> {
+    let mut tensors: HashMap<String, Tensor> = tensors.into_iter().collect();
+    if arch == Architecture::Phi3 {
+        let layers: Vec<String> = tensors
+            .keys()
+            .filter(|k| k.ends_with(".attn_q.weight") || k.ends_with(".ffn_gate.weight"))
+            .filter_map(|k| {
+                k.rsplit_once('.')?
+                    .0
+                    .rsplit_once('.')
+                    .map(|(p, _)| p.to_string())
+            })
+            .collect();
+        for p in layers {
+            for (fused, parts) in [
+                ("attn_qkv.weight", &["attn_q", "attn_k", "attn_v"][..]),
+                ("ffn_gate_up.weight", &["ffn_gate", "ffn_up"][..]),
+            ] {
+                let names: Vec<String> = parts.iter().map(|s| format!("{p}.{s}.weight")).collect();
+                if !names.iter().any(|n| tensors.contains_key(n)) {
+                    continue;
+                }
+                let pieces = names
+                    .iter()
+                    .map(|n| {
+                        tensors.remove(n).ok_or_else(|| {
+                            CoreError::Invalid(format!(
+                                "tensor `{n}` is missing; a phi3 checkpoint stores it fused in \
+                                 `{p}.{fused}`"
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                tensors.insert(format!("{p}.{fused}"), Tensor::cat(&pieces, 0)?);
+            }
+        }
+    }
     tensors
         .into_iter()
         .map(|(canonical, t)| {

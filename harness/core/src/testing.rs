@@ -32,7 +32,7 @@ pub fn tiny_config(architecture: Architecture) -> ModelConfig {
             qk_norm: true,
             ..BlockDetails::default()
         },
-        Architecture::Llama | Architecture::Qwen2 => BlockDetails::default(),
+        Architecture::Llama | Architecture::Qwen2 | Architecture::Phi3 => BlockDetails::default(),
     };
     ModelConfig {
         architecture,
@@ -52,7 +52,8 @@ pub fn tiny_config(architecture: Architecture) -> ModelConfig {
         rope_scaling: None,
         rope_style: RopeStyle::Halves,
         max_position_embeddings: 512,
-        tie_word_embeddings: architecture != Architecture::Llama,
+        // Llama and Phi-3 checkpoints keep their own head.
+        tie_word_embeddings: !matches!(architecture, Architecture::Llama | Architecture::Phi3),
         qkv_bias: architecture == Architecture::Qwen2,
         block,
     }
@@ -192,12 +193,35 @@ pub fn write_hf_checkpoint(dir: &Path, config: &ModelConfig, seed: u64) {
 /// [`tiny_weights`] of `config` and `seed` as a GGUF file the way llama.cpp's converter writes
 /// that architecture: its `<arch>.*` shape keys, llama's q/k rows permuted for interleaved RoPE
 /// (the GGUF reader takes every llama file as permuted),
-/// matrices of `dtype` and vectors in f32, no tokenizer.
+/// phi3's q/k/v fused into `attn_qkv` and gate/up into one `ffn_up` of 2 * n_ff rows (gate
+/// first), matrices of `dtype` and vectors in f32, no tokenizer.
 pub fn write_gguf_checkpoint(path: &Path, config: &ModelConfig, seed: u64, dtype: GgmlDType) {
     // tiny_weights are in Hugging Face layout; GGUF llama is read as interleaved.
     let permute = config.architecture == Architecture::Llama;
+    let mut weights = tiny_weights(config, seed);
+    if config.architecture == Architecture::Phi3 {
+        for i in 0..config.num_layers {
+            for (fused, parts) in [
+                ("attn_qkv", &["attn_q", "attn_k", "attn_v"][..]),
+                ("ffn_up", &["ffn_gate", "ffn_up"][..]),
+            ] {
+                let pieces: Vec<Tensor> = parts
+                    .iter()
+                    .map(|p| {
+                        weights
+                            .remove(&format!("blk.{i}.{p}.weight"))
+                            .expect("tiny")
+                    })
+                    .collect();
+                weights.insert(
+                    format!("blk.{i}.{fused}.weight"),
+                    Tensor::cat(&pieces, 0).expect("fuse"),
+                );
+            }
+        }
+    }
     let mut q = Vec::new();
-    for (name, t) in tiny_weights(config, seed) {
+    for (name, t) in weights {
         let t = if permute && name.ends_with("attn_q.weight") {
             permute_for_interleaved_rope(&t, config.num_heads)
         } else if permute && name.ends_with("attn_k.weight") {

@@ -6,7 +6,8 @@
 
 use std::path::Path;
 
-use candle_core::quantized::GgmlDType;
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use effbench_core::source::{GgufSource, SafetensorsSource, WeightSource};
@@ -15,7 +16,7 @@ use effbench_core::testing::{
 };
 use effbench_core::{
     Architecture, AsStored, ContiguousKvCache, KvShape, LogitsFor, Model, ModelConfig, RopeScaling,
-    SeqChunk,
+    SeqChunk, SourceTensor,
 };
 
 const TOLERANCE: f32 = 1e-4;
@@ -335,4 +336,238 @@ fn mistral_sliding_window_matches_candle_transformers() {
     let unwindowed = Model::load(&mut tiny_source(&global, 42), &AsStored, &Device::Cpu).unwrap();
     let d = max_diff(&ours, &effbench_logits(&unwindowed, &seq));
     assert!(d > 1e-2, "the window changed nothing ({d})");
+}
+
+/// Phi-3: a Llama block whose checkpoint fuses q/k/v into `qkv_proj` (q, k, v rows) and gate/up
+/// into `gate_up_proj` (gate, up rows); the safetensors source splits them at load.
+#[test]
+fn phi3_safetensors_matches_candle_transformers() {
+    let cfg = tiny_config(Architecture::Phi3);
+    let seq = tokens(13, cfg.vocab_size);
+    let dir = checkpoint(&cfg);
+    let stored =
+        candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu).unwrap();
+    let qkv = &stored["model.layers.0.self_attn.qkv_proj.weight"];
+    assert_eq!(
+        qkv.dims(),
+        [cfg.q_dim() + 2 * cfg.kv_dim(), cfg.hidden_size]
+    );
+    let gate_up = &stored["model.layers.0.mlp.gate_up_proj.weight"];
+    assert_eq!(gate_up.dims(), [2 * cfg.intermediate_size, cfg.hidden_size]);
+    assert!(!stored.contains_key("model.layers.0.self_attn.q_proj.weight"));
+
+    let from_file = load_safetensors(dir.path());
+    assert_eq!(from_file.config(), &cfg);
+    let ours = effbench_logits(&from_file, &seq);
+    let memory = Model::load(&mut tiny_source(&cfg, 42), &AsStored, &Device::Cpu).unwrap();
+    assert_close(
+        "phi3 safetensors vs memory",
+        &ours,
+        &effbench_logits(&memory, &seq),
+    );
+
+    use candle_transformers::models::phi3;
+    let theirs_cfg: phi3::Config = config_json(dir.path());
+    assert_eq!(theirs_cfg.head_dim(), cfg.head_dim);
+    let mut theirs = phi3::Model::new(&theirs_cfg, var_builder(dir.path())).unwrap();
+    let theirs = one_at_a_time(&seq, |t, pos| theirs.forward(t, pos));
+    assert_close("phi3 vs candle-transformers", &ours, &theirs);
+}
+
+/// The tiny Phi-3 as llama.cpp writes it (`attn_qkv`, and `ffn_up` of 2 * n_ff rows, gate
+/// first, with no `ffn_gate`), in f32 and in Q8_0: the GGUF source hands out the split
+/// matrices, byte for byte the rows of the fused one, and the f32 copy gives the safetensors
+/// copy's logits.
+#[test]
+fn phi3_gguf_splits_fused_tensors_as_stored() {
+    let cfg = tiny_config(Architecture::Phi3);
+    let dir = checkpoint(&cfg);
+    let seq = tokens(13, cfg.vocab_size);
+    let dev = Device::Cpu;
+    let from_safetensors = effbench_logits(&load_safetensors(dir.path()), &seq);
+    for dtype in [GgmlDType::F32, GgmlDType::Q8_0] {
+        let gguf = dir.path().join(format!("tiny-{dtype:?}.gguf"));
+        write_gguf_checkpoint(&gguf, &cfg, 42, dtype);
+        let mut source = GgufSource::open(&gguf, &dev).unwrap();
+        // The GGUF keeps rms_norm_eps in f32.
+        let mut read = source.config().clone();
+        assert!((read.rms_norm_eps - cfg.rms_norm_eps).abs() < 1e-12);
+        read.rms_norm_eps = cfg.rms_norm_eps;
+        assert_eq!(read, cfg, "{dtype:?}");
+        assert!(source.has("blk.0.attn_qkv.weight") && source.has("blk.0.attn_q.weight"));
+        assert!(source.has("blk.2.ffn_gate.weight"));
+        // Each part equals the separately quantized matrix (Q8_0's blocks lie within a row).
+        let weights = effbench_core::testing::tiny_weights(&cfg, 42);
+        for (name, rows) in [
+            ("blk.0.attn_q.weight", cfg.q_dim()),
+            ("blk.1.attn_q.weight", cfg.q_dim()),
+            ("blk.1.attn_k.weight", cfg.kv_dim()),
+            ("blk.1.attn_v.weight", cfg.kv_dim()),
+            ("blk.1.ffn_gate.weight", cfg.intermediate_size),
+            ("blk.1.ffn_up.weight", cfg.intermediate_size),
+        ] {
+            let SourceTensor::Ggml(part) = source.tensor(name).unwrap() else {
+                panic!("{name} is not a GGML tensor");
+            };
+            assert_eq!(part.dtype(), dtype, "{name}");
+            assert_eq!(part.shape().dims(), [rows, cfg.hidden_size], "{name}");
+            let alone = QTensor::quantize(&weights[name], dtype).unwrap();
+            assert_eq!(
+                part.data().unwrap(),
+                alone.data().unwrap(),
+                "{name} in {dtype:?}"
+            );
+        }
+        let from_gguf = effbench_logits(&Model::load(&mut source, &AsStored, &dev).unwrap(), &seq);
+        if dtype == GgmlDType::F32 {
+            assert_close("phi3 GGUF vs safetensors", &from_gguf, &from_safetensors);
+        } else {
+            // The same model, quantized: close to the f32 logits, not equal to them, and the
+            // logits of the model whose matrices were quantized one by one.
+            let d = max_diff(&from_gguf, &from_safetensors);
+            assert!(d > 0.0 && d < 0.1, "Q8_0 phi3 differs from f32 by {d}");
+            let separately = weights
+                .into_iter()
+                .map(|(name, t)| {
+                    let ty = if t.rank() == 2 { dtype } else { GgmlDType::F32 };
+                    let q = QTensor::quantize(&t, ty).unwrap();
+                    (name, SourceTensor::Ggml(std::sync::Arc::new(q)))
+                })
+                .collect();
+            let mut memory = effbench_core::source::TensorMapSource::new(cfg.clone(), separately);
+            let memory = Model::load(&mut memory, &AsStored, &dev).unwrap();
+            assert_close(
+                "phi3 Q8_0 GGUF vs matrices quantized one by one",
+                &from_gguf,
+                &effbench_logits(&memory, &seq),
+            );
+        }
+    }
+}
+
+/// Rewrites a GGUF file with `edit` applied to its metadata and `extra` tensors added.
+fn rewrite_gguf(
+    from: &Path,
+    to: &Path,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, Value>),
+    extra: Vec<(String, QTensor)>,
+) {
+    let mut reader = std::fs::File::open(from).unwrap();
+    let content = gguf_file::Content::read(&mut reader).unwrap();
+    let mut md = content.metadata.clone();
+    edit(&mut md);
+    let mut tensors: Vec<(String, QTensor)> = content
+        .tensor_infos
+        .keys()
+        .map(|n| {
+            (
+                n.clone(),
+                content.tensor(&mut reader, n, &Device::Cpu).unwrap(),
+            )
+        })
+        .collect();
+    tensors.extend(extra);
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut std::fs::File::create(to).unwrap(), &md_refs, &t_refs).unwrap();
+}
+
+/// A fused tensor whose rows do not match the config, and what Phi-3 files can hold that the
+/// decoder does not do (longrope factors, partial rotary), are refused in one line at open.
+#[test]
+fn phi3_mismatches_and_unsupported_features_are_one_line_errors() {
+    let cfg = tiny_config(Architecture::Phi3);
+    let dir = checkpoint(&cfg);
+    let dev = Device::Cpu;
+    let one_line = |err: String, needles: &[&str]| {
+        for needle in needles {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        assert!(!err.contains('\n'), "{err}");
+    };
+
+    // Safetensors: a config with 4 KV heads wants 192 qkv rows, the file has 128.
+    let mut json = cfg.to_hf_config_json();
+    json["num_key_value_heads"] = 4.into();
+    std::fs::write(dir.path().join("config.json"), json.to_string()).unwrap();
+    let err = SafetensorsSource::open(dir.path(), &dev)
+        .err()
+        .unwrap()
+        .to_string();
+    one_line(
+        err,
+        &[
+            "model.layers.0.self_attn.qkv_proj.weight",
+            "[128, 64]",
+            "[192, 64]",
+            "attn_q 64 + attn_k 64 + attn_v 64",
+        ],
+    );
+
+    let gguf = dir.path().join("tiny.gguf");
+    write_gguf_checkpoint(&gguf, &cfg, 42, GgmlDType::Q8_0);
+    let bad = dir.path().join("bad.gguf");
+    // GGUF: feed_forward_length 96 wants an ffn_up of 192 rows, the file's has 256.
+    rewrite_gguf(
+        &gguf,
+        &bad,
+        |md| {
+            md.insert("phi3.feed_forward_length".into(), Value::U32(96));
+        },
+        vec![],
+    );
+    let err = GgufSource::open(&bad, &dev).err().unwrap().to_string();
+    one_line(
+        err,
+        &[
+            "blk.0.ffn_up.weight",
+            "[256, 64]",
+            "[192, 64]",
+            "ffn_gate 96",
+        ],
+    );
+
+    // Phi-3's longrope factors.
+    let factors = Tensor::ones(cfg.head_dim / 2, DType::F32, &dev).unwrap();
+    rewrite_gguf(
+        &gguf,
+        &bad,
+        |_| {},
+        vec![(
+            "rope_factors_long.weight".into(),
+            QTensor::quantize(&factors, GgmlDType::F32).unwrap(),
+        )],
+    );
+    let err = GgufSource::open(&bad, &dev).err().unwrap().to_string();
+    one_line(err, &["longrope", "rope_factors_long.weight"]);
+
+    // Partial rotary (Phi-4-mini rotates 3/4 of each head).
+    rewrite_gguf(
+        &gguf,
+        &bad,
+        |md| {
+            md.insert("phi3.rope.dimension_count".into(), Value::U32(12));
+        },
+        vec![],
+    );
+    let err = GgufSource::open(&bad, &dev).err().unwrap().to_string();
+    one_line(err, &["partial rotary", "12"]);
+
+    // A sliding window (Phi-3-mini-4k's 2047) is ignored, as llama.cpp ignores it.
+    rewrite_gguf(
+        &gguf,
+        &bad,
+        |md| {
+            md.insert("phi3.attention.sliding_window".into(), Value::U32(2047));
+        },
+        vec![],
+    );
+    assert_eq!(
+        GgufSource::open(&bad, &dev)
+            .unwrap()
+            .config()
+            .block
+            .sliding_window,
+        None
+    );
 }

@@ -55,6 +55,7 @@ fn incremental_decode_matches_full_sequence() {
         Architecture::Qwen2,
         Architecture::Qwen3,
         Architecture::Gemma3,
+        Architecture::Phi3,
     ] {
         let model = tiny_model(arch);
         let full = all_logits(&model, &PROMPT);

@@ -190,10 +190,16 @@ impl Student {
         device: &Device,
     ) -> Result<Self> {
         let teacher_config = teacher.config().clone();
-        let arch = teacher_config.architecture;
         let layers = selection.resolve(teacher_config.num_layers)?;
         let mut config = teacher_config.clone();
         config.num_layers = layers.len();
+        // A Phi-3 block is a Llama one whose checkpoint fuses q/k/v and gate/up; the teacher's
+        // source hands them out split, and the student keeps them split, as a llama (RoPE on
+        // halves, as Hugging Face's llama rotates).
+        if config.architecture == effbench_core::Architecture::Phi3 {
+            config.architecture = effbench_core::Architecture::Llama;
+        }
+        let arch = config.architecture;
         let mut tensors = HashMap::new();
         let mut take = |canonical: &str, student_name: String| -> Result<()> {
             let mut t = teacher.tensor(canonical)?.to_f32()?;

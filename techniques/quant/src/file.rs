@@ -20,7 +20,9 @@ use candle_core::{DType, Device, Tensor};
 use effbench_core::gguf_header::GgufHeader;
 use effbench_core::linear::{AsStored, SourceTensor};
 use effbench_core::source::{GgufSource, WeightSource};
-use effbench_core::{LinearWeight, LoadedModel, ModelConfig, WeightPolicy, WeightRole};
+use effbench_core::{
+    Architecture, LinearWeight, LoadedModel, ModelConfig, WeightPolicy, WeightRole,
+};
 use effbench_kernels::PackedFormat;
 
 use crate::error::{QuantError, Result};
@@ -32,6 +34,78 @@ pub const RECIPE_KEY: &str = "effbench.quant.recipe";
 /// The source checkpoint's storage format, for labels ("from f16 dequantized from Q4_1").
 pub const SOURCE_FORMAT_KEY: &str = "effbench.quant.source_format";
 const SIDECAR_SUFFIX: &str = ".packed.safetensors";
+
+/// Phi-3's fused matrices as (fused GGUF suffix, its parts in row order), as llama.cpp's phi3
+/// reads them: `attn_qkv` (q, k, v rows) and `ffn_up` of 2 * n_ff rows (gate, then up).
+const PHI3_FUSED: [(&str, &[&str]); 2] = [
+    ("attn_qkv", &["attn_q", "attn_k", "attn_v"]),
+    ("ffn_up", &["ffn_gate", "ffn_up"]),
+];
+
+/// Fuses Phi-3's quantized q/k/v and gate/up matrices back into llama.cpp's layout, where all
+/// parts of one are GGML tensors of one type: rows are whole blocks, so the fused tensor is the
+/// parts' bytes in row order. Parts of mixed types (or in the sidecar) stay separate, which
+/// effbench reads too. Returns the fused names written.
+fn fuse_phi3(tensors: &mut Vec<(String, QTensor)>, layers: usize) -> Result<Vec<String>> {
+    let mut written = Vec::new();
+    for i in 0..layers {
+        for (fused, parts) in PHI3_FUSED {
+            let names: Vec<String> = parts
+                .iter()
+                .map(|p| format!("blk.{i}.{p}.weight"))
+                .collect();
+            let Some(found) = names
+                .iter()
+                .map(|n| tensors.iter().position(|(t, _)| t == n))
+                .collect::<Option<Vec<usize>>>()
+            else {
+                continue;
+            };
+            let dtype = tensors[found[0]].1.dtype();
+            let cols = tensors[found[0]].1.shape().dims()[1];
+            if found
+                .iter()
+                .any(|&j| tensors[j].1.dtype() != dtype || tensors[j].1.shape().dims()[1] != cols)
+            {
+                continue;
+            }
+            let (mut bytes, mut rows) = (Vec::new(), 0);
+            for &j in &found {
+                bytes.extend_from_slice(&tensors[j].1.data()?);
+                rows += tensors[j].1.shape().dims()[0];
+            }
+            tensors.retain(|(n, _)| !names.contains(n));
+            // Borrowed: candle's `from_data` reads an owned Cow through a slice that outlives it.
+            let storage =
+                QStorage::from_data(std::borrow::Cow::Borrowed(&bytes), &Device::Cpu, dtype)?;
+            let name = format!("blk.{i}.{fused}.weight");
+            tensors.push((name.clone(), QTensor::new(storage, (rows, cols))?));
+            written.push(name);
+        }
+    }
+    Ok(written)
+}
+
+/// A Phi-3 source's fused tensor whose parts were all quantized (and written, fused or not):
+/// copying it too would leave the unquantized matrix beside them.
+fn stale_phi3_fused(
+    arch: Architecture,
+    name: &str,
+    matrices: &BTreeMap<String, QuantizedMatrix>,
+) -> bool {
+    if arch != Architecture::Phi3 {
+        return false;
+    }
+    let Some((layer, suffix)) = name.strip_prefix("blk.").and_then(|r| r.split_once('.')) else {
+        return false;
+    };
+    PHI3_FUSED.iter().any(|(fused, parts)| {
+        suffix == format!("{fused}.weight")
+            && parts
+                .iter()
+                .all(|p| matrices.contains_key(&format!("blk.{layer}.{p}.weight")))
+    })
+}
 
 /// Where the packed matrices of `gguf` live.
 pub fn sidecar_path(gguf: &Path) -> PathBuf {
@@ -87,10 +161,22 @@ pub fn write(
             Stored::Packed(format, bytes) => packed.push((name.clone(), format, bytes, q.n, q.k)),
         }
     }
+    let src = GgufSource::open(source, &Device::Cpu)?;
+    let config = src.config().clone();
+    let source_format = src.format();
+    drop(src);
+    let fused = if config.architecture == Architecture::Phi3 {
+        fuse_phi3(&mut tensors, config.num_layers)?
+    } else {
+        Vec::new()
+    };
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
     for name in names {
-        if matrices.contains_key(name.as_str()) {
+        if matrices.contains_key(name.as_str())
+            || fused.contains(name)
+            || stale_phi3_fused(config.architecture, name, matrices)
+        {
             continue;
         }
         let t = content.tensor(&mut reader, name, &Device::Cpu)?;
@@ -116,7 +202,6 @@ pub fn write(
         }
     }
     metadata.push((RECIPE_KEY.into(), Value::String(recipe.canonical())));
-    let source_format = GgufSource::open(source, &Device::Cpu)?.format();
     metadata.retain(|(k, _)| k != SOURCE_FORMAT_KEY);
     metadata.push((SOURCE_FORMAT_KEY.into(), Value::String(source_format)));
     metadata.sort_by(|a, b| a.0.cmp(&b.0));
