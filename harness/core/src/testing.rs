@@ -59,6 +59,37 @@ pub fn tiny_config(architecture: Architecture) -> ModelConfig {
     }
 }
 
+/// The largest absolute difference between two tensors of one shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("two tensors of one shape")
+}
+
+/// Every position's logits, (len, vocab), of `tokens` in one prefill from an empty cache.
+pub fn prefill_logits(model: &crate::Model, tokens: &[u32]) -> Tensor {
+    let mut cache = crate::ContiguousKvCache::new(
+        crate::KvShape::of(model.config()),
+        tokens.len(),
+        model.device(),
+    );
+    model
+        .forward(
+            &[crate::SeqChunk::new(
+                0,
+                tokens.to_vec(),
+                crate::LogitsFor::All,
+            )],
+            &mut cache,
+        )
+        .expect("a forward pass")
+        .per_chunk
+        .swap_remove(0)
+        .expect("logits were asked for")
+}
+
 /// Deterministic pseudo-random values in [-scale, scale), the same on every machine.
 pub fn seeded_tensor(shape: &[usize], scale: f32, seed: u64) -> Tensor {
     let n: usize = shape.iter().product();

@@ -12,45 +12,18 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use effbench_core::source::{GgufSource, SafetensorsSource, WeightSource};
 use effbench_core::testing::{
-    tiny_config, tiny_source, write_gguf_checkpoint, write_hf_checkpoint,
+    max_abs_diff, prefill_logits, tiny_config, tiny_source, write_gguf_checkpoint,
+    write_hf_checkpoint,
 };
-use effbench_core::{
-    Architecture, AsStored, ContiguousKvCache, KvShape, LogitsFor, Model, ModelConfig, RopeScaling,
-    SeqChunk, SourceTensor,
-};
+use effbench_core::{Architecture, AsStored, Model, ModelConfig, RopeScaling, SourceTensor};
 
 const TOLERANCE: f32 = 1e-4;
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 /// A fixed pseudo-random token sequence of `len` ids below `vocab`.
 fn tokens(len: usize, vocab: usize) -> Vec<u32> {
     (0..len as u32)
         .map(|i| (i * 37 + 11) % vocab as u32)
         .collect()
-}
-
-/// Every position's logits, (len, vocab), from effbench's decoder in one prefill.
-fn effbench_logits(model: &Model, tokens: &[u32]) -> Tensor {
-    let mut cache = ContiguousKvCache::new(KvShape::of(model.config()), tokens.len(), &Device::Cpu);
-    model
-        .forward(
-            &[SeqChunk::new(0, tokens.to_vec(), LogitsFor::All)],
-            &mut cache,
-        )
-        .unwrap()
-        .per_chunk[0]
-        .clone()
-        .unwrap()
 }
 
 fn load_safetensors(dir: &Path) -> Model {
@@ -106,7 +79,7 @@ fn one_at_a_time(
 
 fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor) {
     assert_eq!(ours.dims(), theirs.dims(), "{what}");
-    let d = max_diff(ours, theirs);
+    let d = max_abs_diff(ours, theirs);
     assert!(d < TOLERANCE, "{what}: logits differ by {d}");
     // A model whose logits were all zero would agree with anything.
     let spread = ours
@@ -140,12 +113,12 @@ fn gemma3_safetensors_matches_candle_transformers() {
     let seq = tokens(4 * window + 3, cfg.vocab_size);
     let dir = checkpoint(&cfg);
 
-    let ours = effbench_logits(&load_safetensors(dir.path()), &seq);
+    let ours = prefill_logits(&load_safetensors(dir.path()), &seq);
     let memory = Model::load(&mut tiny_source(&cfg, 42), &AsStored, &Device::Cpu).unwrap();
     assert_close(
         "safetensors vs memory",
         &ours,
-        &effbench_logits(&memory, &seq),
+        &prefill_logits(&memory, &seq),
     );
 
     use candle_transformers::models::gemma3;
@@ -159,7 +132,7 @@ fn gemma3_safetensors_matches_candle_transformers() {
     let mut global = cfg.clone();
     global.block.sliding_window = None;
     let unwindowed = Model::load(&mut tiny_source(&global, 42), &AsStored, &Device::Cpu).unwrap();
-    let d = max_diff(&ours, &effbench_logits(&unwindowed, &seq));
+    let d = max_abs_diff(&ours, &prefill_logits(&unwindowed, &seq));
     assert!(d > 1e-2, "the window changed nothing ({d})");
 }
 
@@ -175,8 +148,8 @@ fn gemma3_query_scale_survives_the_checkpoint() {
     let memory = Model::load(&mut tiny_source(&cfg, 42), &AsStored, &Device::Cpu).unwrap();
     assert_close(
         "safetensors vs memory",
-        &effbench_logits(&from_file, &seq),
-        &effbench_logits(&memory, &seq),
+        &prefill_logits(&from_file, &seq),
+        &prefill_logits(&memory, &seq),
     );
 }
 
@@ -188,7 +161,7 @@ fn qwen3_safetensors_matches_candle_transformers() {
     assert_ne!(cfg.head_dim * cfg.num_heads, cfg.hidden_size);
     let seq = tokens(13, cfg.vocab_size);
     let dir = checkpoint(&cfg);
-    let ours = effbench_logits(&load_safetensors(dir.path()), &seq);
+    let ours = prefill_logits(&load_safetensors(dir.path()), &seq);
 
     use candle_transformers::models::qwen3;
     let theirs_cfg: qwen3::Config = config_json(dir.path());
@@ -215,8 +188,8 @@ fn qwen3_gguf_and_safetensors_load_the_same_model() {
     let seq = tokens(13, cfg.vocab_size);
     assert_close(
         "qwen3 GGUF vs safetensors",
-        &effbench_logits(&from_gguf, &seq),
-        &effbench_logits(&load_safetensors(dir.path()), &seq),
+        &prefill_logits(&from_gguf, &seq),
+        &prefill_logits(&load_safetensors(dir.path()), &seq),
     );
 }
 
@@ -249,7 +222,7 @@ fn llama3_rope_scaling_matches_candle_transformers() {
     let dir = checkpoint(&cfg);
     let from_file = load_safetensors(dir.path());
     assert_eq!(from_file.config().rope_scaling, cfg.rope_scaling);
-    let ours = effbench_logits(&from_file, &seq);
+    let ours = prefill_logits(&from_file, &seq);
 
     use candle_transformers::models::llama;
     let theirs_cfg: llama::LlamaConfig = config_json(dir.path());
@@ -264,7 +237,7 @@ fn llama3_rope_scaling_matches_candle_transformers() {
     let mut plain = cfg.clone();
     plain.rope_scaling = None;
     let plain = Model::load(&mut tiny_source(&plain, 42), &AsStored, &Device::Cpu).unwrap();
-    let d = max_diff(&ours, &effbench_logits(&plain, &seq));
+    let d = max_abs_diff(&ours, &prefill_logits(&plain, &seq));
     assert!(d > 1e-2, "the scaling changed nothing ({d})");
 }
 
@@ -286,8 +259,8 @@ fn llama3_rope_scaling_from_gguf_matches_safetensors() {
     let seq = tokens(20, cfg.vocab_size);
     assert_close(
         "llama3 GGUF vs safetensors",
-        &effbench_logits(&from_gguf, &seq),
-        &effbench_logits(&load_safetensors(dir.path()), &seq),
+        &prefill_logits(&from_gguf, &seq),
+        &prefill_logits(&load_safetensors(dir.path()), &seq),
     );
 }
 
@@ -307,7 +280,7 @@ fn mistral_sliding_window_matches_candle_transformers() {
     let dir = checkpoint(&cfg);
     let from_file = load_safetensors(dir.path());
     assert_eq!(from_file.config().block, cfg.block);
-    let ours = effbench_logits(&from_file, &seq);
+    let ours = prefill_logits(&from_file, &seq);
 
     use candle_transformers::models::mistral;
     let mut theirs_cfg: mistral::Config = config_json(dir.path());
@@ -334,7 +307,7 @@ fn mistral_sliding_window_matches_candle_transformers() {
     let mut global = cfg.clone();
     global.block.sliding_window = None;
     let unwindowed = Model::load(&mut tiny_source(&global, 42), &AsStored, &Device::Cpu).unwrap();
-    let d = max_diff(&ours, &effbench_logits(&unwindowed, &seq));
+    let d = max_abs_diff(&ours, &prefill_logits(&unwindowed, &seq));
     assert!(d > 1e-2, "the window changed nothing ({d})");
 }
 
@@ -358,12 +331,12 @@ fn phi3_safetensors_matches_candle_transformers() {
 
     let from_file = load_safetensors(dir.path());
     assert_eq!(from_file.config(), &cfg);
-    let ours = effbench_logits(&from_file, &seq);
+    let ours = prefill_logits(&from_file, &seq);
     let memory = Model::load(&mut tiny_source(&cfg, 42), &AsStored, &Device::Cpu).unwrap();
     assert_close(
         "phi3 safetensors vs memory",
         &ours,
-        &effbench_logits(&memory, &seq),
+        &prefill_logits(&memory, &seq),
     );
 
     use candle_transformers::models::phi3;
@@ -384,7 +357,7 @@ fn phi3_gguf_splits_fused_tensors_as_stored() {
     let dir = checkpoint(&cfg);
     let seq = tokens(13, cfg.vocab_size);
     let dev = Device::Cpu;
-    let from_safetensors = effbench_logits(&load_safetensors(dir.path()), &seq);
+    let from_safetensors = prefill_logits(&load_safetensors(dir.path()), &seq);
     for dtype in [GgmlDType::F32, GgmlDType::Q8_0] {
         let gguf = dir.path().join(format!("tiny-{dtype:?}.gguf"));
         write_gguf_checkpoint(&gguf, &cfg, 42, dtype);
@@ -418,13 +391,13 @@ fn phi3_gguf_splits_fused_tensors_as_stored() {
                 "{name} in {dtype:?}"
             );
         }
-        let from_gguf = effbench_logits(&Model::load(&mut source, &AsStored, &dev).unwrap(), &seq);
+        let from_gguf = prefill_logits(&Model::load(&mut source, &AsStored, &dev).unwrap(), &seq);
         if dtype == GgmlDType::F32 {
             assert_close("phi3 GGUF vs safetensors", &from_gguf, &from_safetensors);
         } else {
             // The same model, quantized: close to the f32 logits, not equal to them, and the
             // logits of the model whose matrices were quantized one by one.
-            let d = max_diff(&from_gguf, &from_safetensors);
+            let d = max_abs_diff(&from_gguf, &from_safetensors);
             assert!(d > 0.0 && d < 0.1, "Q8_0 phi3 differs from f32 by {d}");
             let separately = weights
                 .into_iter()
@@ -439,7 +412,7 @@ fn phi3_gguf_splits_fused_tensors_as_stored() {
             assert_close(
                 "phi3 Q8_0 GGUF vs matrices quantized one by one",
                 &from_gguf,
-                &effbench_logits(&memory, &seq),
+                &prefill_logits(&memory, &seq),
             );
         }
     }

@@ -8,22 +8,12 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use effbench_core::source::{GgufSource, SafetensorsSource};
 use effbench_core::testing::{
-    permute_for_interleaved_rope, tiny_config, tiny_source, tiny_weights,
+    max_abs_diff, permute_for_interleaved_rope, prefill_logits, tiny_config, tiny_source,
+    tiny_weights,
 };
 use effbench_core::{
     Architecture, AsStored, ContiguousKvCache, KvCache, KvShape, LogitsFor, Model, SeqChunk,
 };
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 fn tiny_model(arch: Architecture) -> Model {
     let cfg = tiny_config(arch);
@@ -32,17 +22,6 @@ fn tiny_model(arch: Architecture) -> Model {
 
 fn cache_for(model: &Model) -> ContiguousKvCache {
     ContiguousKvCache::new(KvShape::of(model.config()), 128, &Device::Cpu)
-}
-
-fn all_logits(model: &Model, tokens: &[u32]) -> Tensor {
-    let mut cache = cache_for(model);
-    let out = model
-        .forward(
-            &[SeqChunk::new(0, tokens.to_vec(), LogitsFor::All)],
-            &mut cache,
-        )
-        .unwrap();
-    out.per_chunk[0].clone().unwrap()
 }
 
 const PROMPT: [u32; 9] = [5, 17, 3, 88, 42, 42, 7, 60, 1];
@@ -58,14 +37,14 @@ fn incremental_decode_matches_full_sequence() {
         Architecture::Phi3,
     ] {
         let model = tiny_model(arch);
-        let full = all_logits(&model, &PROMPT);
+        let full = prefill_logits(&model, &PROMPT);
         let mut cache = cache_for(&model);
         for (i, &t) in PROMPT.iter().enumerate() {
             let out = model
                 .forward(&[SeqChunk::new(0, vec![t], LogitsFor::Last)], &mut cache)
                 .unwrap();
             let step = out.per_chunk[0].clone().unwrap();
-            let d = max_diff(&step, &full.narrow(0, i, 1).unwrap());
+            let d = max_abs_diff(&step, &full.narrow(0, i, 1).unwrap());
             assert!(d < 1e-4, "{arch:?} position {i}: diff {d}");
         }
         assert_eq!(cache.seq_len(0), PROMPT.len());
@@ -75,7 +54,7 @@ fn incremental_decode_matches_full_sequence() {
 #[test]
 fn chunked_prefill_matches_one_pass() {
     let model = tiny_model(Architecture::Llama);
-    let full = all_logits(&model, &PROMPT);
+    let full = prefill_logits(&model, &PROMPT);
     let mut cache = cache_for(&model);
     let mut rows = Vec::new();
     for piece in PROMPT.chunks(4) {
@@ -88,7 +67,7 @@ fn chunked_prefill_matches_one_pass() {
         rows.push(out.per_chunk[0].clone().unwrap());
     }
     let chunked = Tensor::cat(&rows, 0).unwrap();
-    assert!(max_diff(&chunked, &full) < 1e-4);
+    assert!(max_abs_diff(&chunked, &full) < 1e-4);
 }
 
 #[test]
@@ -96,8 +75,8 @@ fn a_batch_gives_each_sequence_its_own_logits() {
     let model = tiny_model(Architecture::Qwen2);
     let a: Vec<u32> = PROMPT.to_vec();
     let b: Vec<u32> = vec![9, 8, 7];
-    let alone_a = all_logits(&model, &a);
-    let alone_b = all_logits(&model, &b);
+    let alone_a = prefill_logits(&model, &a);
+    let alone_b = prefill_logits(&model, &b);
     let mut cache = cache_for(&model);
     let out = model
         .forward(
@@ -108,9 +87,9 @@ fn a_batch_gives_each_sequence_its_own_logits() {
             &mut cache,
         )
         .unwrap();
-    assert!(max_diff(out.per_chunk[0].as_ref().unwrap(), &alone_a) < 1e-4);
+    assert!(max_abs_diff(out.per_chunk[0].as_ref().unwrap(), &alone_a) < 1e-4);
     let last_b = alone_b.narrow(0, 2, 1).unwrap();
-    assert!(max_diff(out.per_chunk[1].as_ref().unwrap(), &last_b) < 1e-4);
+    assert!(max_abs_diff(out.per_chunk[1].as_ref().unwrap(), &last_b) < 1e-4);
     // Continue both by one token in one batch: a decode step of continuous batching.
     let out = model
         .forward(
@@ -123,8 +102,8 @@ fn a_batch_gives_each_sequence_its_own_logits() {
         .unwrap();
     let mut a2 = a.clone();
     a2.push(11);
-    let full_a2 = all_logits(&model, &a2);
-    let d = max_diff(
+    let full_a2 = prefill_logits(&model, &a2);
+    let d = max_abs_diff(
         out.per_chunk[0].as_ref().unwrap(),
         &full_a2.narrow(0, a2.len() - 1, 1).unwrap(),
     );
@@ -151,8 +130,8 @@ fn rollback_then_refill_matches() {
         .unwrap();
     let mut alt = PROMPT[..PROMPT.len() - 3].to_vec();
     alt.extend([70, 71, 72]);
-    let full = all_logits(&model, &alt);
-    let d = max_diff(
+    let full = prefill_logits(&model, &alt);
+    let d = max_abs_diff(
         out.per_chunk[0].as_ref().unwrap(),
         &full.narrow(0, alt.len() - 3, 3).unwrap(),
     );
@@ -253,15 +232,15 @@ fn gguf_and_safetensors_load_the_same_model() {
     )
     .unwrap();
     let reference = tiny_model(Architecture::Llama);
-    let a = all_logits(&from_gguf, &PROMPT);
-    let b = all_logits(&from_st, &PROMPT);
-    let c = all_logits(&reference, &PROMPT);
+    let a = prefill_logits(&from_gguf, &PROMPT);
+    let b = prefill_logits(&from_st, &PROMPT);
+    let c = prefill_logits(&reference, &PROMPT);
     assert!(
-        max_diff(&a, &c) < 1e-4,
+        max_abs_diff(&a, &c) < 1e-4,
         "gguf vs memory {}",
-        max_diff(&a, &c)
+        max_abs_diff(&a, &c)
     );
-    assert!(max_diff(&b, &c) < 1e-4, "safetensors vs memory");
+    assert!(max_abs_diff(&b, &c) < 1e-4, "safetensors vs memory");
 }
 
 #[test]
@@ -286,7 +265,7 @@ fn quantized_gguf_stays_close_to_f32() {
     .unwrap();
     assert_eq!(b.label(), "Q8_0 as stored");
     assert!(b.weight_bytes().total < a.weight_bytes().total / 3);
-    let d = max_diff(&all_logits(&a, &PROMPT), &all_logits(&b, &PROMPT));
+    let d = max_abs_diff(&prefill_logits(&a, &PROMPT), &prefill_logits(&b, &PROMPT));
     assert!(d > 0.0 && d < 0.1, "Q8_0 logits drift {d}");
 }
 
@@ -311,16 +290,16 @@ fn forked_prefix_continues_like_the_full_sequence() {
             &mut cache,
         )
         .unwrap();
-    let full = all_logits(&model, &PROMPT);
-    let d = max_diff(
+    let full = prefill_logits(&model, &PROMPT);
+    let d = max_abs_diff(
         out.per_chunk[0].as_ref().unwrap(),
         &full.narrow(0, PROMPT.len() - 1, 1).unwrap(),
     );
     assert!(d < 1e-4, "{d}");
     let mut other = PROMPT[..5].to_vec();
     other.extend([3, 4]);
-    let full_other = all_logits(&model, &other);
-    let d = max_diff(
+    let full_other = prefill_logits(&model, &other);
+    let d = max_abs_diff(
         out.per_chunk[1].as_ref().unwrap(),
         &full_other.narrow(0, other.len() - 1, 1).unwrap(),
     );
@@ -376,9 +355,9 @@ fn sharded_safetensors_with_an_index_load_the_same_model() {
     )
     .unwrap();
     let reference = tiny_model(Architecture::Llama);
-    let d = max_diff(
-        &all_logits(&sharded, &PROMPT),
-        &all_logits(&reference, &PROMPT),
+    let d = max_abs_diff(
+        &prefill_logits(&sharded, &PROMPT),
+        &prefill_logits(&reference, &PROMPT),
     );
     assert!(d < 1e-4, "{d}");
 }
@@ -415,7 +394,7 @@ fn block_at_a_time_gives_the_forward_pass_logits() {
             x = model.run_block(layer, &chunks, &x).unwrap();
         }
         let logits = model.logits_of(&x).unwrap();
-        assert!(max_diff(&whole, &logits) < 1e-5, "{arch:?}");
+        assert!(max_abs_diff(&whole, &logits) < 1e-5, "{arch:?}");
         let err = model
             .run_block(model.config().num_layers, &chunks, &x)
             .unwrap_err();
@@ -473,14 +452,17 @@ fn the_device_embedding_layout_matches_the_host_one_and_counts_its_bytes() {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap();
-    let d = max_diff(&a, &b);
+    let d = max_abs_diff(&a, &b);
     assert!(
         d > 0.0 && d <= scale / 2048.0,
         "rows differ by {d} (values up to {scale})"
     );
     // A random tiny model amplifies that rounding (Q8_0 against f32 moves its logits by 0.02
     // too); a wrong row would move them by whole units.
-    let d = max_diff(&all_logits(&host, &PROMPT), &all_logits(&device, &PROMPT));
+    let d = max_abs_diff(
+        &prefill_logits(&host, &PROMPT),
+        &prefill_logits(&device, &PROMPT),
+    );
     assert!(d < 0.05, "logits drift {d}");
     let cfg = host.config();
     let (h, dv) = (host.weight_bytes(), device.weight_bytes());

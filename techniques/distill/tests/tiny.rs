@@ -9,24 +9,15 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use effbench_core::linear::SourceTensor;
 use effbench_core::source::TensorMapSource;
-use effbench_core::testing::{permute_for_interleaved_rope, tiny_config, tiny_weights};
+use effbench_core::testing::{
+    max_abs_diff, permute_for_interleaved_rope, tiny_config, tiny_weights,
+};
 use effbench_core::{Architecture, AsStored, LogitsFor, Model, ModelConfig, RopeStyle, SeqChunk};
 use effbench_distill::data::{generate_corpus, GenerateOptions};
 use effbench_distill::train::{read_log, read_state, Checkpointing};
 use effbench_distill::{train, LayerSelection, Student, Teacher, TrainOptions, TrainState};
 
 const PROMPT: [u32; 11] = [5, 17, 3, 88, 42, 42, 7, 60, 1, 90, 11];
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 /// The teacher as a checkpoint would hand it over: for llama, GGUF's layout (q/k rows permuted
 /// for interleaved RoPE), which the student must undo.
@@ -114,7 +105,7 @@ fn a_student_keeping_every_layer_matches_the_teacher() {
         let (mut source, _) = teacher_source(arch, 42);
         let student =
             Student::from_teacher(&mut source, &LayerSelection::All, &Device::Cpu).unwrap();
-        let diff = max_diff(
+        let diff = max_abs_diff(
             &student.forward(&PROMPT).unwrap(),
             &runtime_logits(&teacher, &PROMPT),
         );
@@ -147,7 +138,7 @@ fn layer_dropping_copies_the_chosen_layers_in_hugging_face_layout() {
                 .unwrap();
             let want = &hf_layout[&format!("blk.{teacher_layer}.{canonical}")];
             assert_eq!(
-                max_diff(&got, want),
+                max_abs_diff(&got, want),
                 0.0,
                 "student layer {student_layer} {hf}"
             );
@@ -220,11 +211,14 @@ fn kd_loss_falls_and_the_saved_student_reloads_with_the_same_logits() {
     write_tiny_tokenizer(dir.path(), teacher.config().vocab_size);
     let loaded = effbench_core::load(dir.path(), &AsStored, &Device::Cpu).unwrap();
     let in_memory = student.forward(&PROMPT).unwrap();
-    let diff = max_diff(&runtime_logits(&loaded.model, &PROMPT), &in_memory);
+    let diff = max_abs_diff(&runtime_logits(&loaded.model, &PROMPT), &in_memory);
     assert!(diff < 1e-4, "reloaded student differs by {diff}");
     assert_eq!(loaded.special.eos, Some(2));
     let reread = Student::load(dir.path(), &Device::Cpu).unwrap();
-    assert_eq!(max_diff(&reread.forward(&PROMPT).unwrap(), &in_memory), 0.0);
+    assert_eq!(
+        max_abs_diff(&reread.forward(&PROMPT).unwrap(), &in_memory),
+        0.0
+    );
     assert_eq!(read_log(dir.path(), None).unwrap().len(), 24);
     assert!(dir.path().join("loss.svg").is_file());
 }

@@ -4,23 +4,12 @@
 
 use candle_core::{DType, Device, Tensor};
 use effbench_core::decode::{DecodingStrategy, GenerateRequest, Greedy, PlainDecoding};
-use effbench_core::testing::{tiny_config, tiny_source};
+use effbench_core::testing::{max_abs_diff, tiny_config, tiny_source};
 use effbench_core::{
     Architecture, AsStored, ContiguousKvCache, CoreError, KvCache, KvShape, LogitsFor, Model,
     SeqChunk,
 };
 use effbench_kvcache::PagedKvCache;
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 fn tiny_model(arch: Architecture) -> Model {
     let cfg = tiny_config(arch);
@@ -100,7 +89,7 @@ fn paged_and_contiguous_give_the_same_logits_for_a_batch() {
             .iter()
             .zip(run(&model, &mut b, &prefill))
         {
-            let d = max_diff(x, &y);
+            let d = max_abs_diff(x, &y);
             assert!(d < 1e-4, "{arch:?} prefill: {d}");
         }
         // Decode steps across the next block boundary of every sequence.
@@ -112,7 +101,7 @@ fn paged_and_contiguous_give_the_same_logits_for_a_batch() {
                 .iter()
                 .zip(run(&model, &mut b, &batch))
             {
-                let d = max_diff(x, &y);
+                let d = max_abs_diff(x, &y);
                 assert!(d < 1e-4, "{arch:?} decode step {step}: {d}");
             }
         }
@@ -191,7 +180,7 @@ fn forks_share_blocks_and_copy_on_first_divergent_write() {
         let mut full = prefix.clone();
         full.extend(tail.iter());
         let want = fresh_logits(&model, &full);
-        let d = max_diff(got, &want.narrow(0, prefix.len(), tail.len()).unwrap());
+        let d = max_abs_diff(got, &want.narrow(0, prefix.len(), tail.len()).unwrap());
         assert!(d < 1e-4, "{d}");
     }
     // The full first block is still shared by all three; each wrote into its own copy of the
@@ -242,7 +231,7 @@ fn rollback_then_continue_equals_a_fresh_computation() {
     let mut full = prompt[..7].to_vec();
     full.extend(&tail);
     let want = fresh_logits(&model, &full);
-    let d = max_diff(&got[0], &want.narrow(0, 7, 5).unwrap());
+    let d = max_abs_diff(&got[0], &want.narrow(0, 7, 5).unwrap());
     assert!(d < 1e-4, "{d}");
 
     // Rolling back a fork must not disturb the sequence it shares blocks with.
@@ -261,7 +250,7 @@ fn rollback_then_continue_equals_a_fresh_computation() {
     );
     full.push(90);
     let want = fresh_logits(&model, &full);
-    let d = max_diff(&got[0], &want.narrow(0, full.len() - 1, 1).unwrap());
+    let d = max_abs_diff(&got[0], &want.narrow(0, full.len() - 1, 1).unwrap());
     assert!(d < 1e-4, "{d}");
     cache.remove(0);
     cache.remove(1);
@@ -297,7 +286,7 @@ fn out_of_blocks_is_refused_cleanly_and_recovers() {
         &mut cache,
         &[SeqChunk::new(1, tokens(9, 1), LogitsFor::All)],
     );
-    assert!(max_diff(&got[0], &fresh_logits(&model, &tokens(9, 1))) < 1e-4);
+    assert!(max_abs_diff(&got[0], &fresh_logits(&model, &tokens(9, 1))) < 1e-4);
 }
 
 #[test]
@@ -307,7 +296,7 @@ fn f16_storage_stays_close_to_the_contiguous_f16_cache() {
     let mut a = ContiguousKvCache::new(shape, 64, &Device::Cpu);
     let mut b = PagedKvCache::new(shape, 8, 8, &Device::Cpu).unwrap();
     let batch = [SeqChunk::new(0, tokens(20, 4), LogitsFor::All)];
-    let d = max_diff(
+    let d = max_abs_diff(
         &run(&model, &mut a, &batch)[0],
         &run(&model, &mut b, &batch)[0],
     );

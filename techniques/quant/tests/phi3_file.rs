@@ -8,10 +8,9 @@ use candle_core::quantized::gguf_file;
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use effbench_core::source::GgufSource;
-use effbench_core::testing::{tiny_config, write_gguf_checkpoint};
+use effbench_core::testing::{prefill_logits, tiny_config, write_gguf_checkpoint};
 use effbench_core::{
-    Architecture, AsStored, ContiguousKvCache, KvShape, LinearWeight, LogitsFor, Model, SeqChunk,
-    SourceTensor, WeightPolicy, WeightRole,
+    Architecture, AsStored, LinearWeight, Model, SourceTensor, WeightPolicy, WeightRole,
 };
 use effbench_quant::pipeline::weight_values;
 use effbench_quant::{rtn, QuantPolicy, Recipe};
@@ -35,19 +34,6 @@ impl WeightPolicy for AsStoredF16Embeddings {
     fn describe(&self, source_format: &str) -> String {
         AsStored.describe(source_format)
     }
-}
-
-fn logits(model: &Model, tokens: &[u32]) -> Tensor {
-    let mut cache = ContiguousKvCache::new(KvShape::of(model.config()), tokens.len(), &Device::Cpu);
-    model
-        .forward(
-            &[SeqChunk::new(0, tokens.to_vec(), LogitsFor::All)],
-            &mut cache,
-        )
-        .unwrap()
-        .per_chunk[0]
-        .clone()
-        .unwrap()
 }
 
 #[test]
@@ -114,7 +100,10 @@ fn a_phi3_quantized_file_is_in_llama_cpp_layout_and_reads_back() {
         &dev,
     )
     .unwrap();
-    let (a, b) = (logits(&from_file, &seq), logits(&in_memory, &seq));
+    let (a, b) = (
+        prefill_logits(&from_file, &seq),
+        prefill_logits(&in_memory, &seq),
+    );
     let d = (a - b)
         .unwrap()
         .abs()
