@@ -180,12 +180,14 @@ pub fn run_gen(
                 },
                 &items,
             )?;
-            eprintln!("{technique}: {}", row.label);
-            routing::write_records(&run_dir, technique, &row.records)?;
-            labels.insert(technique.clone(), row.label);
-            all.insert(technique.clone(), row.records);
-            measures.insert(technique.clone(), row.measure);
-            routing_md.push_str(&row.markdown);
+            row.join_run(
+                &run_dir,
+                technique,
+                &mut labels,
+                &mut all,
+                &mut measures,
+                &mut routing_md,
+            )?;
             continue;
         }
         let mut done: BTreeMap<String, GenRecord> = run_dir.load_records(technique)?;

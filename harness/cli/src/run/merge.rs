@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde::Serialize;
 
 use super::mc::ItemRecord;
 use super::ppl::WindowRecord;
@@ -214,19 +213,6 @@ fn require_complete<R>(
     Ok(())
 }
 
-fn write_records<R: Serialize>(
-    dir: &RunDir,
-    technique: &str,
-    records: &BTreeMap<String, R>,
-) -> Result<()> {
-    let mut text = String::new();
-    for r in records.values() {
-        text.push_str(&serde_json::to_string(r)?);
-        text.push('\n');
-    }
-    super::store::write_atomic(&dir.records_path(technique), text.as_bytes())
-}
-
 /// Each technique's speed from the one shard that measured it, labelled with that node.
 fn collect_measures(
     shards: &[ShardRun],
@@ -313,7 +299,7 @@ pub fn merge(args: MergeArgs) -> Result<()> {
             for t in &techniques {
                 let records: BTreeMap<String, ItemRecord> = union_records(&shards, t)?;
                 require_complete(&records, &manifest.suite.item_ids, t)?;
-                write_records(&out, t, &records)?;
+                out.write_records(t, &records)?;
                 all.insert(t.clone(), records);
             }
             // The summary needs each item's id and subject, which the records carry, and for a
@@ -361,7 +347,7 @@ pub fn merge(args: MergeArgs) -> Result<()> {
             for t in &techniques {
                 let records: BTreeMap<String, WindowRecord> = union_records(&shards, t)?;
                 require_complete(&records, &expected, t)?;
-                write_records(&out, t, &records)?;
+                out.write_records(t, &records)?;
                 all.insert(t.clone(), records);
             }
             let summary = ppl::summarize(&techniques, &all, &labels, &no_seconds)?;

@@ -1078,12 +1078,14 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
                 },
                 &suite.items,
             )?;
-            eprintln!("{technique}: {}", row.label);
-            routing::write_records(&run_dir, technique, &row.records)?;
-            labels.insert(technique.clone(), row.label);
-            all_records.insert(technique.clone(), row.records);
-            measures.insert(technique.clone(), row.measure);
-            routing_md.push_str(&row.markdown);
+            row.join_run(
+                &run_dir,
+                technique,
+                &mut labels,
+                &mut all_records,
+                &mut measures,
+                &mut routing_md,
+            )?;
             continue;
         }
         let mut done: BTreeMap<String, ItemRecord> = run_dir.load_records(technique)?;

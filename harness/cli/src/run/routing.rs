@@ -350,17 +350,27 @@ fn build<R: Routed>(
     })
 }
 
-/// Replaces a routing row's records file with its cascade's records: they are derived, so a
-/// rerun rewrites them whole rather than appending.
-pub fn write_records<R: serde::Serialize>(
-    run_dir: &RunDir,
-    technique: &str,
-    records: &BTreeMap<String, R>,
-) -> Result<()> {
-    store::write_atomic(
-        &run_dir.records_path(technique),
-        &store::record_lines(records.values())?,
-    )
+impl<R: serde::Serialize> RouteRow<R> {
+    /// Makes the row one of the run's: its records file is replaced with the cascade's (they
+    /// are derived, so a rerun rewrites them whole rather than appending), and its label,
+    /// records, measure and summary section join the run's.
+    pub fn join_run(
+        self,
+        run_dir: &RunDir,
+        technique: &str,
+        labels: &mut BTreeMap<String, String>,
+        records: &mut BTreeMap<String, BTreeMap<String, R>>,
+        measures: &mut BTreeMap<String, TechniqueMeasure>,
+        summary: &mut String,
+    ) -> Result<()> {
+        eprintln!("{technique}: {}", self.label);
+        run_dir.write_records(technique, &self.records)?;
+        labels.insert(technique.to_string(), self.label);
+        records.insert(technique.to_string(), self.records);
+        measures.insert(technique.to_string(), self.measure);
+        summary.push_str(&self.markdown);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

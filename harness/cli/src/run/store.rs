@@ -76,6 +76,19 @@ impl RunDir {
             .join(format!("items-{}.jsonl", file_key(technique)))
     }
 
+    /// Replaces a technique's whole records file, atomically: for records made elsewhere
+    /// (shards joined, a routing row derived from its two rows) rather than scored one by one.
+    pub fn write_records<R: Serialize>(
+        &self,
+        technique: &str,
+        records: &BTreeMap<String, R>,
+    ) -> Result<()> {
+        write_atomic(
+            &self.records_path(technique),
+            &record_lines(records.values())?,
+        )
+    }
+
     /// Every complete record of a technique, keyed by item id. A line cut short by a kill is
     /// dropped and cut from the file, so the item is scored again, once.
     pub fn load_records<R: DeserializeOwned + Keyed>(
