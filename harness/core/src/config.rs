@@ -816,6 +816,19 @@ impl HfConfig {
 mod tests {
     use super::*;
 
+    /// GGUF metadata of architecture `arch` with the `<arch>.*` keys given, as u32s.
+    fn gguf_metadata(arch: &str, keys: &[(&str, u32)]) -> HashMap<String, Value> {
+        let mut md = HashMap::new();
+        md.insert(
+            "general.architecture".to_string(),
+            Value::String(arch.into()),
+        );
+        for (k, v) in keys {
+            md.insert(format!("{arch}.{k}"), Value::U32(*v));
+        }
+        md
+    }
+
     #[test]
     fn unknown_architecture_is_named() {
         let err = Architecture::parse("gptneox").unwrap_err().to_string();
@@ -943,19 +956,15 @@ mod tests {
 
     #[test]
     fn gguf_rope_scaling_other_than_llama3_is_refused_in_one_line() {
-        let mut md = HashMap::new();
-        md.insert(
-            "general.architecture".to_string(),
-            Value::String("llama".into()),
+        let mut md = gguf_metadata(
+            "llama",
+            &[
+                ("embedding_length", 64),
+                ("feed_forward_length", 128),
+                ("block_count", 2),
+                ("attention.head_count", 4),
+            ],
         );
-        for (k, v) in [
-            ("embedding_length", 64),
-            ("feed_forward_length", 128),
-            ("block_count", 2),
-            ("attention.head_count", 4),
-        ] {
-            md.insert(format!("llama.{k}"), Value::U32(v));
-        }
         ModelConfig::from_gguf_metadata(&md, 96).unwrap();
         md.insert(
             "llama.rope.scaling.type".into(),
@@ -1028,19 +1037,15 @@ mod tests {
 
     #[test]
     fn gguf_metadata_with_zero_heads_is_an_error_not_a_division_by_zero() {
-        let mut md = HashMap::new();
-        md.insert(
-            "general.architecture".to_string(),
-            Value::String("llama".into()),
+        let mut md = gguf_metadata(
+            "llama",
+            &[
+                ("embedding_length", 64),
+                ("feed_forward_length", 128),
+                ("block_count", 2),
+                ("attention.head_count", 0),
+            ],
         );
-        for (k, v) in [
-            ("embedding_length", 64),
-            ("feed_forward_length", 128),
-            ("block_count", 2),
-            ("attention.head_count", 0),
-        ] {
-            md.insert(format!("llama.{k}"), Value::U32(v));
-        }
         let err = ModelConfig::from_gguf_metadata(&md, 96)
             .unwrap_err()
             .to_string();
@@ -1072,23 +1077,19 @@ mod tests {
     /// sliding with base 10,000.
     #[test]
     fn gemma3_metadata_gives_its_block_details() {
-        let mut md = HashMap::new();
-        md.insert(
-            "general.architecture".to_string(),
-            Value::String("gemma3".into()),
+        let mut md = gguf_metadata(
+            "gemma3",
+            &[
+                ("embedding_length", 640),
+                ("feed_forward_length", 2048),
+                ("block_count", 18),
+                ("attention.head_count", 4),
+                ("attention.head_count_kv", 1),
+                ("attention.key_length", 256),
+                ("attention.sliding_window", 512),
+                ("context_length", 32768),
+            ],
         );
-        for (k, v) in [
-            ("embedding_length", 640),
-            ("feed_forward_length", 2048),
-            ("block_count", 18),
-            ("attention.head_count", 4),
-            ("attention.head_count_kv", 1),
-            ("attention.key_length", 256),
-            ("attention.sliding_window", 512),
-            ("context_length", 32768),
-        ] {
-            md.insert(format!("gemma3.{k}"), Value::U32(v));
-        }
         md.insert("gemma3.rope.freq_base".into(), Value::F32(1e6));
         let cfg = ModelConfig::from_gguf_metadata(&md, 262_144).unwrap();
         assert_eq!(cfg.architecture, Architecture::Gemma3);
