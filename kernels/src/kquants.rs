@@ -28,6 +28,9 @@
 //! Tiles of `R` weight rows x `C` activation rows decode each weight chunk once for `C`
 //! activation rows (prefill) and keep `R` chains independent (decode). Every output is summed in
 //! the same order whatever tile it lands in, so results do not depend on `m` or the thread count.
+//!
+//! Q4_K on AVX-512 VNNI has a kernel of its own (`q4k_avx512.rs`): weight rows decoded once
+//! per call into an interleaved layout that `vpdpbusd` multiplies without the 16-bit step.
 
 use half::f16;
 
@@ -38,7 +41,7 @@ pub(crate) const QK_K: usize = 256;
 /// Elements per activation partial sum `s`: Q6_K's sub-block (Q4_K's are two of these).
 const QS: usize = 16;
 /// Partial sums per super-block.
-const NS: usize = QK_K / QS;
+pub(crate) const NS: usize = QK_K / QS;
 
 /// Activations of one call quantized for the K-quant kernels.
 #[derive(Debug, Default, Clone)]
@@ -185,7 +188,7 @@ fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
 /// The same unpacking on three 32-bit words at once: the eight scales and the eight mins as the
 /// bytes of two u64s (what the SIMD kernels load into vectors).
 #[inline(always)]
-fn q4k_scales_mins_packed(s: &[u8]) -> (u64, u64) {
+pub(crate) fn q4k_scales_mins_packed(s: &[u8]) -> (u64, u64) {
     const LOW6: u32 = 0x3f3f_3f3f;
     const LOW4: u32 = 0x0f0f_0f0f;
     const LOW2: u32 = 0x0303_0303;
@@ -384,38 +387,8 @@ mod simd {
         unsafe fn chunk(p: *const u8, scales: __m512i, i: usize) -> (__m512i, __m512i);
     }
 
+    /// Q4_K's 256-bit kernels; its 512-bit one is `q4k_avx512.rs`.
     pub(crate) struct Q4K;
-    impl K512 for Q4K {
-        const BLOCK_BYTES: usize = 144;
-        #[inline(always)]
-        unsafe fn prepare(p: *const u8) -> (__m512i, __m512, __m512) {
-            // d and dmin are adjacent f16s: one 32-bit load and one conversion yield both.
-            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
-            let (sc, mins) = q4k_scales_mins_packed(std::slice::from_raw_parts(p.add(4), 12));
-            let scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-            // Each min covers 32 elements, i.e. two of the 16-element sums.
-            let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-            let mins = _mm_shuffle_epi8(_mm_cvtsi64_si128(mins as i64), dup);
-            let neg_dmin =
-                _mm512_broadcastss_ps(_mm_sub_ps(_mm_setzero_ps(), _mm_permute_ps::<0x55>(dm)));
-            let off = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(mins)), neg_dmin);
-            (scales, _mm512_broadcastss_ps(dm), off)
-        }
-        #[inline(always)]
-        unsafe fn chunk(p: *const u8, scales: __m512i, i: usize) -> (__m512i, __m512i) {
-            // Low nibbles are elements 0..32 of the chunk and high nibbles 32..64: the same 32
-            // bytes in both halves, the upper half shifted down by 4.
-            let raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(p.add(16 + 32 * i).cast()));
-            let shifted = _mm512_srlv_epi64(raw, _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4));
-            let w = _mm512_and_si512(shifted, _mm512_set1_epi8(0x0f));
-            // 16-bit lanes 0..16 cover sub-block 2i, lanes 16..32 sub-block 2i + 1.
-            let idx = _mm512_add_epi16(
-                _mm512_set1_epi16(2 * i as i16),
-                _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(1)),
-            );
-            (w, _mm512_permutexvar_epi16(idx, scales))
-        }
-    }
 
     pub(crate) struct Q6K;
     impl K512 for Q6K {

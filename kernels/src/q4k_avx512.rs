@@ -1,0 +1,198 @@
+//! Q4_K on AVX-512 VNNI: each weight row decoded once per call into vectors that `vpdpbusd`
+//! takes as they are, then tiles of up to 2 weight rows x 4 activation rows.
+//!
+//! The other K-quant kernels (`kquants.rs`) multiply with `maddubs` into 16-bit lanes and then by the
+//! sub-block scale with `madd`: two multiplies per 64 weights and activation row, plus nibble
+//! and scale decoding in the inner loop, repeated for every 4 activation rows of a prefill.
+//! Here one `vpdpbusd` does the 64 multiply-adds. It sums 4 neighbouring bytes into a 32-bit
+//! lane, and the sub-block scale can only be applied once the lane is done, so every lane must
+//! stay in one sub-block for the whole super-block. The layout that allows this (ggml's
+//! interleaved `block_q4_Kx8` serves the same purpose) is:
+//!
+//! - vector `v` (0..4), 32-bit lane `l` (0..16) holds elements `16l + 4v .. 16l + 4v + 4`, i.e.
+//!   lane `l` of every vector belongs to the 16 elements `16l..16l + 16` (Q4_K sub-block
+//!   `l / 2`);
+//! - so after four `vpdpbusd`, lane `l` holds the dot product of those 16 elements, and one
+//!   float multiply by `d * sc * d8` per lane scales it.
+//!
+//! The activations are permuted to the same order once per call ([`interleave_acts`]); the
+//! block sums `s` that meet the mins stay in natural order. Weight rows are decoded into a
+//! per-task buffer of [`DECODED`] vectors per super-block (the 4 weight vectors, `d * sc` and
+//! the offsets `-dmin * m` per 16 elements), once per call rather than once per tile.
+//!
+//! Every output is computed by the same instruction sequence whatever tile it lands in (one
+//! float accumulator per output, super-blocks in order), so results do not depend on `m` or
+//! the thread count.
+
+use std::arch::x86_64::*;
+
+use crate::kquants::{q4k_scales_mins_packed, KArgs, NS, QK_K};
+
+/// Bytes of quantized activations one pass over the weight rows takes (see [`rows`]).
+const ACTS_PER_PASS: usize = 512 << 10;
+
+/// 512-bit vectors per decoded super-block: 4 of weights, `d * sc`, offsets.
+const DECODED: usize = 6;
+
+const Q4K_BLOCK_BYTES: usize = 144;
+
+/// Permutes each 256-element super-block of `qs` into the order the decoded weights use:
+/// 32-bit word `16v + l` takes word `4l + v`.
+pub(crate) fn interleave_acts(qs: &mut [i8]) {
+    for sb in qs.chunks_exact_mut(QK_K) {
+        let mut words = [[0i8; 4]; 64];
+        for (w, src) in words.iter_mut().zip(sb.chunks_exact(4)) {
+            w.copy_from_slice(src);
+        }
+        for (i, dst) in sb.chunks_exact_mut(4).enumerate() {
+            let (v, l) = (i / 16, i % 16);
+            dst.copy_from_slice(&words[4 * l + v]);
+        }
+    }
+}
+
+/// Decodes weight row `row` into `dst` (`nsb * DECODED` vectors).
+#[inline(always)]
+unsafe fn decode_row(a: &KArgs, row: usize, dst: *mut __m512i) {
+    let src = a.w.add(row * a.row_bytes);
+    // Scales and mins cover 32 elements: sub-block j is 16-element groups (and 32-bit lanes)
+    // 2j and 2j + 1.
+    let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    // Lane l of vector v holds elements 16l + 4v..: sub-block j = l / 2, whose elements 0..32
+    // are the low (j even) or high (j odd) nibbles of qs[32(j / 2)..]; so qs word
+    // 8(l / 4) + 4(l % 2) + v, shifted by 4 for odd j.
+    let idx = _mm512_setr_epi32(0, 4, 0, 4, 8, 12, 8, 12, 16, 20, 16, 20, 24, 28, 24, 28);
+    let nibble_shift = _mm512_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4);
+    let low4 = _mm512_set1_epi8(0x0f);
+    for b in 0..a.nsb {
+        let p = src.add(b * Q4K_BLOCK_BYTES);
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
+        let (sc, mins) = q4k_scales_mins_packed(std::slice::from_raw_parts(p.add(4), 12));
+        let sc = _mm_shuffle_epi8(_mm_cvtsi64_si128(sc as i64), dup);
+        let mins = _mm_shuffle_epi8(_mm_cvtsi64_si128(mins as i64), dup);
+        // d * sc is exact in f32 (11 bits times 6).
+        let dsc = _mm512_mul_ps(
+            _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sc)),
+            _mm512_broadcastss_ps(dm),
+        );
+        let neg_dmin =
+            _mm512_broadcastss_ps(_mm_sub_ps(_mm_setzero_ps(), _mm_permute_ps::<0x55>(dm)));
+        let off = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(mins)), neg_dmin);
+        let z0 = _mm512_loadu_si512(p.add(16).cast());
+        let z1 = _mm512_loadu_si512(p.add(80).cast());
+        let out = dst.add(b * DECODED);
+        for v in 0..4 {
+            let iv = _mm512_add_epi32(idx, _mm512_set1_epi32(v as i32));
+            let words = _mm512_permutex2var_epi32(z0, iv, z1);
+            let q = _mm512_and_si512(_mm512_srlv_epi32(words, nibble_shift), low4);
+            _mm512_store_si512(out.add(v).cast(), q);
+        }
+        _mm512_store_ps(out.add(4).cast(), dsc);
+        _mm512_store_ps(out.add(5).cast(), off);
+    }
+}
+
+/// One `R x C` tile over the full depth: decoded rows `dec + r * stride` (weight rows
+/// `n0 + r`) against activation rows `c0..c0 + C`.
+// Index loops: `r` and `c` address several tile arrays and memory offsets at once.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn tile<const R: usize, const C: usize>(
+    a: &KArgs,
+    dec: *const __m512i,
+    stride: usize,
+    n0: usize,
+    c0: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    for b in 0..a.nsb {
+        for c in 0..C {
+            let sb = (c0 + c) * a.nsb + b;
+            let q8 = a.qs.add((c0 + c) * a.k + b * QK_K);
+            let x = [
+                _mm512_loadu_si512(q8.cast()),
+                _mm512_loadu_si512(q8.add(64).cast()),
+                _mm512_loadu_si512(q8.add(128).cast()),
+                _mm512_loadu_si512(q8.add(192).cast()),
+            ];
+            let d8 = _mm512_set1_ps(*a.d.add(sb));
+            let s16 = _mm512_loadu_ps(a.s.add(sb * NS));
+            for r in 0..R {
+                let w = dec.add(r * stride + b * DECODED);
+                // No overflow: a lane sums 16 products of at most 15 * 128.
+                let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), *w, x[0]);
+                dot = _mm512_dpbusd_epi32(dot, *w.add(1), x[1]);
+                dot = _mm512_dpbusd_epi32(dot, *w.add(2), x[2]);
+                dot = _mm512_dpbusd_epi32(dot, *w.add(3), x[3]);
+                let scale = _mm512_mul_ps(*w.add(4).cast::<__m512>(), d8);
+                let off = *w.add(5).cast::<__m512>();
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r][c]);
+                acc[r][c] = _mm512_fmadd_ps(off, s16, acc[r][c]);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            *a.out.add((c0 + c) * a.n + n0 + r) = _mm512_reduce_add_ps(acc[r][c]);
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn tile_c<const R: usize>(
+    a: &KArgs,
+    dec: *const __m512i,
+    stride: usize,
+    n0: usize,
+    c0: usize,
+    c: usize,
+) {
+    match c {
+        4 => tile::<R, 4>(a, dec, stride, n0, c0),
+        3 => tile::<R, 3>(a, dec, stride, n0, c0),
+        2 => tile::<R, 2>(a, dec, stride, n0, c0),
+        _ => tile::<R, 1>(a, dec, stride, n0, c0),
+    }
+}
+
+/// Output columns `n0..n1` for every activation row. `a.qs` must hold activations permuted by
+/// [`interleave_acts`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn rows(a: &KArgs, n0: usize, n1: usize) {
+    // Decode and short chunks take one weight row at a time against every activation row, as
+    // the other K-quant kernels do (see `STREAM_MAX_M`); prefill takes 2 x 4 tiles. In 4 x 4
+    // tiles the compiler kept all four rows' weight vectors in registers across the activation
+    // rows and spilled them (264 instructions per super-block and tile, against 2 x 119 for two
+    // 2 x 4 tiles); hiding the pointer from it (`black_box`) put the accumulators on the stack.
+    let r_max = if a.m <= crate::STREAM_MAX_M { 1 } else { 2 };
+    let stride = a.nsb * DECODED;
+    let mut buf = vec![_mm512_setzero_si512(); r_max * stride];
+    let dec = buf.as_mut_ptr();
+    // Activation rows per pass over the weight rows: each pass streams its activation rows
+    // once per pair of weight rows, so they must stay in L2 (2 MB a core here). All 512 rows
+    // of a k = 8960 prefill (4.6 MB) ran no faster than the old kernel, bound by L3; a pass
+    // re-decodes its weight rows, which costs little next to 14 or more tiles.
+    let pass = (ACTS_PER_PASS / a.k).max(4) / 4 * 4;
+    let mut c0 = 0;
+    while c0 < a.m {
+        let c1 = (c0 + pass).min(a.m);
+        let mut r = n0;
+        while r < n1 {
+            let rr = r_max.min(n1 - r);
+            for i in 0..rr {
+                decode_row(a, r + i, dec.add(i * stride));
+            }
+            let mut c = c0;
+            while c < c1 {
+                let cc = 4.min(c1 - c);
+                match rr {
+                    2 => tile_c::<2>(a, dec, stride, r, c, cc),
+                    _ => tile_c::<1>(a, dec, stride, r, c, cc),
+                }
+                c += cc;
+            }
+            r += rr;
+        }
+        c0 = c1;
+    }
+}
