@@ -1,24 +1,24 @@
-//! Q4_K on AVX-512 VNNI: each weight row decoded once per call into vectors that `vpdpbusd`
-//! takes as they are, then tiles of up to 2 weight rows x 4 activation rows.
+//! Q4_K and Q6_K on AVX-512 VNNI: each weight row decoded once per call into vectors that
+//! `vpdpbusd` takes as they are, then tiles of up to 2 weight rows x 4 activation rows.
 //!
-//! The other K-quant kernels (`kquants.rs`) multiply with `maddubs` into 16-bit lanes and then by the
-//! sub-block scale with `madd`: two multiplies per 64 weights and activation row, plus nibble
-//! and scale decoding in the inner loop, repeated for every 4 activation rows of a prefill.
-//! Here one `vpdpbusd` does the 64 multiply-adds. It sums 4 neighbouring bytes into a 32-bit
-//! lane, and the sub-block scale can only be applied once the lane is done, so every lane must
-//! stay in one sub-block for the whole super-block. The layout that allows this (ggml's
+//! The 256-bit kernels in `kquants.rs` multiply with `maddubs` into 16-bit lanes and then by the
+//! sub-block scale with `madd`: two multiplies per 32 or 64 weights and activation row, plus
+//! nibble and scale decoding in the inner loop, repeated for every 4 activation rows of a
+//! prefill. Here one `vpdpbusd` does 64 multiply-adds. It sums 4 neighbouring bytes into a
+//! 32-bit lane, and a scale can only be applied once the lane is done, so every lane must stay
+//! within one scale's elements for the whole super-block. The layout that allows this (ggml's
 //! interleaved `block_q4_Kx8` serves the same purpose) is:
 //!
 //! - vector `v` (0..4), 32-bit lane `l` (0..16) holds elements `16l + 4v .. 16l + 4v + 4`, i.e.
-//!   lane `l` of every vector belongs to the 16 elements `16l..16l + 16` (Q4_K sub-block
-//!   `l / 2`);
+//!   lane `l` of every vector belongs to the 16 elements `16l..16l + 16` (Q6_K's sub-block `l`,
+//!   Q4_K's `l / 2`);
 //! - so after four `vpdpbusd`, lane `l` holds the dot product of those 16 elements, and one
 //!   float multiply by `d * sc * d8` per lane scales it.
 //!
 //! The activations are permuted to the same order once per call ([`interleave_acts`]); the
-//! block sums `s` that meet the mins stay in natural order. Weight rows are decoded into a
+//! block sums `s` that meet the offsets stay in natural order. Weight rows are decoded into a
 //! per-task buffer of [`DECODED`] vectors per super-block (the 4 weight vectors, `d * sc` and
-//! the offsets `-dmin * m` per 16 elements), once per call rather than once per tile.
+//! the offsets per 16 elements), once per pass rather than once per tile.
 //!
 //! Every output is computed by the same instruction sequence whatever tile it lands in (one
 //! float accumulator per output, super-blocks in order), so results do not depend on `m` or
@@ -33,8 +33,6 @@ const ACTS_PER_PASS: usize = 512 << 10;
 
 /// 512-bit vectors per decoded super-block: 4 of weights, `d * sc`, offsets.
 const DECODED: usize = 6;
-
-const Q4K_BLOCK_BYTES: usize = 144;
 
 /// Permutes each 256-element super-block of `qs` into the order the decoded weights use:
 /// 32-bit word `16v + l` takes word `4l + v`.
@@ -51,21 +49,24 @@ pub(crate) fn interleave_acts(qs: &mut [i8]) {
     }
 }
 
-/// Decodes weight row `row` into `dst` (`nsb * DECODED` vectors).
-#[inline(always)]
-unsafe fn decode_row(a: &KArgs, row: usize, dst: *mut __m512i) {
-    let src = a.w.add(row * a.row_bytes);
-    // Scales and mins cover 32 elements: sub-block j is 16-element groups (and 32-bit lanes)
-    // 2j and 2j + 1.
-    let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    // Lane l of vector v holds elements 16l + 4v..: sub-block j = l / 2, whose elements 0..32
-    // are the low (j even) or high (j odd) nibbles of qs[32(j / 2)..]; so qs word
-    // 8(l / 4) + 4(l % 2) + v, shifted by 4 for odd j.
-    let idx = _mm512_setr_epi32(0, 4, 0, 4, 8, 12, 8, 12, 16, 20, 16, 20, 24, 28, 24, 28);
-    let nibble_shift = _mm512_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4);
-    let low4 = _mm512_set1_epi8(0x0f);
-    for b in 0..a.nsb {
-        let p = src.add(b * Q4K_BLOCK_BYTES);
+/// A K-quant as the tiles take it.
+pub(crate) trait Decode {
+    const BLOCK_BYTES: usize;
+    /// Writes the super-block at `p` as [`DECODED`] vectors at `out`: 4 vectors of u8 weights
+    /// in the interleaved order, `d * sc` per 32-bit lane and the offset per 16 elements, so
+    /// that `w = d * sc * q + off`.
+    unsafe fn decode(p: *const u8, out: *mut __m512i);
+}
+
+/// Q4_K (see `kquants.rs` for the block layout).
+pub(crate) struct Q4K;
+impl Decode for Q4K {
+    const BLOCK_BYTES: usize = 144;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8, out: *mut __m512i) {
+        // Scales and mins cover 32 elements: sub-block j is 16-element groups (and 32-bit
+        // lanes) 2j and 2j + 1.
+        let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
         let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
         let (sc, mins) = q4k_scales_mins_packed(std::slice::from_raw_parts(p.add(4), 12));
         let sc = _mm_shuffle_epi8(_mm_cvtsi64_si128(sc as i64), dup);
@@ -78,13 +79,57 @@ unsafe fn decode_row(a: &KArgs, row: usize, dst: *mut __m512i) {
         let neg_dmin =
             _mm512_broadcastss_ps(_mm_sub_ps(_mm_setzero_ps(), _mm_permute_ps::<0x55>(dm)));
         let off = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(mins)), neg_dmin);
+        // Lane l of vector v holds elements 16l + 4v..: sub-block j = l / 2, whose elements
+        // 0..32 are the low (j even) or high (j odd) nibbles of qs[32(j / 2)..]; so qs word
+        // 8(l / 4) + 4(l % 2) + v, shifted by 4 for odd j.
+        let idx = _mm512_setr_epi32(0, 4, 0, 4, 8, 12, 8, 12, 16, 20, 16, 20, 24, 28, 24, 28);
+        let shift = _mm512_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4);
         let z0 = _mm512_loadu_si512(p.add(16).cast());
         let z1 = _mm512_loadu_si512(p.add(80).cast());
-        let out = dst.add(b * DECODED);
         for v in 0..4 {
             let iv = _mm512_add_epi32(idx, _mm512_set1_epi32(v as i32));
             let words = _mm512_permutex2var_epi32(z0, iv, z1);
-            let q = _mm512_and_si512(_mm512_srlv_epi32(words, nibble_shift), low4);
+            let q = _mm512_and_si512(_mm512_srlv_epi32(words, shift), _mm512_set1_epi8(0x0f));
+            _mm512_store_si512(out.add(v).cast(), q);
+        }
+        _mm512_store_ps(out.add(4).cast(), dsc);
+        _mm512_store_ps(out.add(5).cast(), off);
+    }
+}
+
+/// Q6_K (see `kquants.rs` for the block layout).
+pub(crate) struct Q6K;
+impl Decode for Q6K {
+    const BLOCK_BYTES: usize = 210;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8, out: *mut __m512i) {
+        let d = _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(
+            p.add(208).cast::<u16>().read_unaligned() as i32,
+        )));
+        // One scale per 16 elements, i.e. per 32-bit lane, in order. d * sc is exact in f32
+        // (11 bits times 8); (q - 32) * sc puts -32 * d * sc in the offsets.
+        let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(192).cast())));
+        let dsc = _mm512_mul_ps(sc, d);
+        let off = _mm512_mul_ps(sc, _mm512_mul_ps(d, _mm512_set1_ps(-32.0)));
+        // Lane l of vector v holds elements 16l + 4v..: half h = l / 8, quarter
+        // t = (l % 8) / 2 of it, position 16(l % 2) + 4v in the quarter. Its low 4 bits are
+        // the low (t < 2) or high nibbles of ql[64h + 32(t % 2)..], so ql word
+        // 16h + 8(t % 2) + 4(l % 2) + v; its top 2 bits are bits 2t, 2t + 1 of
+        // qh[32h..], word 8h + 4(l % 2) + v.
+        let ql_idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12, 16, 20, 24, 28, 16, 20, 24, 28);
+        let ql_shift = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 0, 0, 0, 0, 4, 4, 4, 4);
+        let qh_idx = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 8, 12, 8, 12, 8, 12, 8, 12);
+        let qh_shift = _mm512_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6, 0, 0, 2, 2, 4, 4, 6, 6);
+        let ql0 = _mm512_loadu_si512(p.cast());
+        let ql1 = _mm512_loadu_si512(p.add(64).cast());
+        let qh = _mm512_loadu_si512(p.add(128).cast());
+        for v in 0..4 {
+            let add_v = _mm512_set1_epi32(v as i32);
+            let lo = _mm512_permutex2var_epi32(ql0, _mm512_add_epi32(ql_idx, add_v), ql1);
+            let lo = _mm512_and_si512(_mm512_srlv_epi32(lo, ql_shift), _mm512_set1_epi8(0x0f));
+            let hi = _mm512_permutexvar_epi32(_mm512_add_epi32(qh_idx, add_v), qh);
+            let hi = _mm512_and_si512(_mm512_srlv_epi32(hi, qh_shift), _mm512_set1_epi8(0x03));
+            let q = _mm512_or_si512(lo, _mm512_slli_epi32::<4>(hi));
             _mm512_store_si512(out.add(v).cast(), q);
         }
         _mm512_store_ps(out.add(4).cast(), dsc);
@@ -119,7 +164,7 @@ unsafe fn tile<const R: usize, const C: usize>(
             let s16 = _mm512_loadu_ps(a.s.add(sb * NS));
             for r in 0..R {
                 let w = dec.add(r * stride + b * DECODED);
-                // No overflow: a lane sums 16 products of at most 15 * 128.
+                // No overflow: a lane sums 16 products of at most 63 * 128.
                 let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), *w, x[0]);
                 dot = _mm512_dpbusd_epi32(dot, *w.add(1), x[1]);
                 dot = _mm512_dpbusd_epi32(dot, *w.add(2), x[2]);
@@ -158,7 +203,7 @@ unsafe fn tile_c<const R: usize>(
 /// Output columns `n0..n1` for every activation row. `a.qs` must hold activations permuted by
 /// [`interleave_acts`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn rows(a: &KArgs, n0: usize, n1: usize) {
+pub(crate) unsafe fn rows<F: Decode>(a: &KArgs, n0: usize, n1: usize) {
     // Decode and short chunks take one weight row at a time against every activation row, as
     // the other K-quant kernels do (see `STREAM_MAX_M`); prefill takes 2 x 4 tiles. In 4 x 4
     // tiles the compiler kept all four rows' weight vectors in registers across the activation
@@ -180,7 +225,13 @@ pub(crate) unsafe fn rows(a: &KArgs, n0: usize, n1: usize) {
         while r < n1 {
             let rr = r_max.min(n1 - r);
             for i in 0..rr {
-                decode_row(a, r + i, dec.add(i * stride));
+                let src = a.w.add((r + i) * a.row_bytes);
+                for b in 0..a.nsb {
+                    F::decode(
+                        src.add(b * F::BLOCK_BYTES),
+                        dec.add(i * stride + b * DECODED),
+                    );
+                }
             }
             let mut c = c0;
             while c < c1 {
