@@ -49,13 +49,42 @@ pub(crate) fn interleave_acts(qs: &mut [i8]) {
     }
 }
 
+/// One super-block as the tiles take it: `w = d * sc * q + off`.
+#[derive(Clone, Copy)]
+pub(crate) struct Decoded {
+    /// u8 weights in the interleaved order.
+    q: [__m512i; 4],
+    /// `d * sc` per 32-bit lane.
+    dsc: __m512,
+    /// The offset per 16 elements.
+    off: __m512,
+}
+
+impl Decoded {
+    /// As [`DECODED`] vectors at `out`.
+    #[inline(always)]
+    unsafe fn store(&self, out: *mut __m512i) {
+        for (v, q) in self.q.iter().enumerate() {
+            _mm512_store_si512(out.add(v).cast(), *q);
+        }
+        _mm512_store_ps(out.add(4).cast(), self.dsc);
+        _mm512_store_ps(out.add(5).cast(), self.off);
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const __m512i) -> Self {
+        Decoded {
+            q: [*p, *p.add(1), *p.add(2), *p.add(3)],
+            dsc: *p.add(4).cast(),
+            off: *p.add(5).cast(),
+        }
+    }
+}
+
 /// A K-quant as the tiles take it.
 pub(crate) trait Decode {
     const BLOCK_BYTES: usize;
-    /// Writes the super-block at `p` as [`DECODED`] vectors at `out`: 4 vectors of u8 weights
-    /// in the interleaved order, `d * sc` per 32-bit lane and the offset per 16 elements, so
-    /// that `w = d * sc * q + off`.
-    unsafe fn decode(p: *const u8, out: *mut __m512i);
+    unsafe fn decode(p: *const u8) -> Decoded;
 }
 
 /// Q4_K (see `kquants.rs` for the block layout).
@@ -63,7 +92,7 @@ pub(crate) struct Q4K;
 impl Decode for Q4K {
     const BLOCK_BYTES: usize = 144;
     #[inline(always)]
-    unsafe fn decode(p: *const u8, out: *mut __m512i) {
+    unsafe fn decode(p: *const u8) -> Decoded {
         // Scales and mins cover 32 elements: sub-block j is 16-element groups (and 32-bit
         // lanes) 2j and 2j + 1.
         let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
@@ -86,14 +115,12 @@ impl Decode for Q4K {
         let shift = _mm512_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4);
         let z0 = _mm512_loadu_si512(p.add(16).cast());
         let z1 = _mm512_loadu_si512(p.add(80).cast());
-        for v in 0..4 {
-            let iv = _mm512_add_epi32(idx, _mm512_set1_epi32(v as i32));
+        let q = [0, 1, 2, 3].map(|v| {
+            let iv = _mm512_add_epi32(idx, _mm512_set1_epi32(v));
             let words = _mm512_permutex2var_epi32(z0, iv, z1);
-            let q = _mm512_and_si512(_mm512_srlv_epi32(words, shift), _mm512_set1_epi8(0x0f));
-            _mm512_store_si512(out.add(v).cast(), q);
-        }
-        _mm512_store_ps(out.add(4).cast(), dsc);
-        _mm512_store_ps(out.add(5).cast(), off);
+            _mm512_and_si512(_mm512_srlv_epi32(words, shift), _mm512_set1_epi8(0x0f))
+        });
+        Decoded { q, dsc, off }
     }
 }
 
@@ -102,7 +129,7 @@ pub(crate) struct Q6K;
 impl Decode for Q6K {
     const BLOCK_BYTES: usize = 210;
     #[inline(always)]
-    unsafe fn decode(p: *const u8, out: *mut __m512i) {
+    unsafe fn decode(p: *const u8) -> Decoded {
         let d = _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(
             p.add(208).cast::<u16>().read_unaligned() as i32,
         )));
@@ -123,18 +150,47 @@ impl Decode for Q6K {
         let ql0 = _mm512_loadu_si512(p.cast());
         let ql1 = _mm512_loadu_si512(p.add(64).cast());
         let qh = _mm512_loadu_si512(p.add(128).cast());
-        for v in 0..4 {
-            let add_v = _mm512_set1_epi32(v as i32);
+        let q = [0, 1, 2, 3].map(|v| {
+            let add_v = _mm512_set1_epi32(v);
             let lo = _mm512_permutex2var_epi32(ql0, _mm512_add_epi32(ql_idx, add_v), ql1);
             let lo = _mm512_and_si512(_mm512_srlv_epi32(lo, ql_shift), _mm512_set1_epi8(0x0f));
             let hi = _mm512_permutexvar_epi32(_mm512_add_epi32(qh_idx, add_v), qh);
             let hi = _mm512_and_si512(_mm512_srlv_epi32(hi, qh_shift), _mm512_set1_epi8(0x03));
-            let q = _mm512_or_si512(lo, _mm512_slli_epi32::<4>(hi));
-            _mm512_store_si512(out.add(v).cast(), q);
-        }
-        _mm512_store_ps(out.add(4).cast(), dsc);
-        _mm512_store_ps(out.add(5).cast(), off);
+            _mm512_or_si512(lo, _mm512_slli_epi32::<4>(hi))
+        });
+        Decoded { q, dsc, off }
     }
+}
+
+/// Activation row `c`, super-block `b`: the 4 quantized vectors, `d8` and the 16 block sums.
+#[inline(always)]
+unsafe fn acts(a: &KArgs, c: usize, b: usize) -> ([__m512i; 4], __m512, __m512) {
+    let sb = c * a.nsb + b;
+    let q8 = a.qs.add(c * a.k + b * QK_K);
+    let x = [
+        _mm512_loadu_si512(q8.cast()),
+        _mm512_loadu_si512(q8.add(64).cast()),
+        _mm512_loadu_si512(q8.add(128).cast()),
+        _mm512_loadu_si512(q8.add(192).cast()),
+    ];
+    (
+        x,
+        _mm512_set1_ps(*a.d.add(sb)),
+        _mm512_loadu_ps(a.s.add(sb * NS)),
+    )
+}
+
+/// One super-block of one output. Every tile computes an output by this sequence, so results
+/// do not depend on the tile.
+#[inline(always)]
+unsafe fn step(acc: __m512, w: &Decoded, x: &[__m512i; 4], d8: __m512, s16: __m512) -> __m512 {
+    // No overflow: a lane sums 16 products of at most 63 * 128.
+    let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w.q[0], x[0]);
+    dot = _mm512_dpbusd_epi32(dot, w.q[1], x[1]);
+    dot = _mm512_dpbusd_epi32(dot, w.q[2], x[2]);
+    dot = _mm512_dpbusd_epi32(dot, w.q[3], x[3]);
+    let acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w.dsc, d8), acc);
+    _mm512_fmadd_ps(w.off, s16, acc)
 }
 
 /// One `R x C` tile over the full depth: decoded rows `dec + r * stride` (weight rows
@@ -152,27 +208,10 @@ unsafe fn tile<const R: usize, const C: usize>(
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     for b in 0..a.nsb {
         for c in 0..C {
-            let sb = (c0 + c) * a.nsb + b;
-            let q8 = a.qs.add((c0 + c) * a.k + b * QK_K);
-            let x = [
-                _mm512_loadu_si512(q8.cast()),
-                _mm512_loadu_si512(q8.add(64).cast()),
-                _mm512_loadu_si512(q8.add(128).cast()),
-                _mm512_loadu_si512(q8.add(192).cast()),
-            ];
-            let d8 = _mm512_set1_ps(*a.d.add(sb));
-            let s16 = _mm512_loadu_ps(a.s.add(sb * NS));
+            let (x, d8, s16) = acts(a, c0 + c, b);
             for r in 0..R {
-                let w = dec.add(r * stride + b * DECODED);
-                // No overflow: a lane sums 16 products of at most 63 * 128.
-                let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), *w, x[0]);
-                dot = _mm512_dpbusd_epi32(dot, *w.add(1), x[1]);
-                dot = _mm512_dpbusd_epi32(dot, *w.add(2), x[2]);
-                dot = _mm512_dpbusd_epi32(dot, *w.add(3), x[3]);
-                let scale = _mm512_mul_ps(*w.add(4).cast::<__m512>(), d8);
-                let off = *w.add(5).cast::<__m512>();
-                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r][c]);
-                acc[r][c] = _mm512_fmadd_ps(off, s16, acc[r][c]);
+                let w = Decoded::load(dec.add(r * stride + b * DECODED));
+                acc[r][c] = step(acc[r][c], &w, &x, d8, s16);
             }
         }
     }
@@ -180,6 +219,25 @@ unsafe fn tile<const R: usize, const C: usize>(
         for c in 0..C {
             *a.out.add((c0 + c) * a.n + n0 + r) = _mm512_reduce_add_ps(acc[r][c]);
         }
+    }
+}
+
+/// Weight row `n0` against activation rows `0..C` (the whole call), each super-block decoded
+/// in registers where it is used: at m = 1 the row buffer's stores and loads cost more than
+/// the arithmetic.
+#[inline(always)]
+unsafe fn row_direct<F: Decode, const C: usize>(a: &KArgs, n0: usize) {
+    let mut acc = [_mm512_setzero_ps(); C];
+    let src = a.w.add(n0 * a.row_bytes);
+    for b in 0..a.nsb {
+        let w = F::decode(src.add(b * F::BLOCK_BYTES));
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let (x, d8, s16) = acts(a, c, b);
+            *acc = step(*acc, &w, &x, d8, s16);
+        }
+    }
+    for (c, acc) in acc.iter().enumerate() {
+        *a.out.add(c * a.n + n0) = _mm512_reduce_add_ps(*acc);
     }
 }
 
@@ -209,6 +267,17 @@ pub(crate) unsafe fn rows<F: Decode>(a: &KArgs, n0: usize, n1: usize) {
     // tiles the compiler kept all four rows' weight vectors in registers across the activation
     // rows and spilled them (264 instructions per super-block and tile, against 2 x 119 for two
     // 2 x 4 tiles); hiding the pointer from it (`black_box`) put the accumulators on the stack.
+    if a.m <= 4 {
+        for r in n0..n1 {
+            match a.m {
+                4 => row_direct::<F, 4>(a, r),
+                3 => row_direct::<F, 3>(a, r),
+                2 => row_direct::<F, 2>(a, r),
+                _ => row_direct::<F, 1>(a, r),
+            }
+        }
+        return;
+    }
     let r_max = if a.m <= crate::STREAM_MAX_M { 1 } else { 2 };
     let stride = a.nsb * DECODED;
     let mut buf = vec![_mm512_setzero_si512(); r_max * stride];
@@ -227,10 +296,8 @@ pub(crate) unsafe fn rows<F: Decode>(a: &KArgs, n0: usize, n1: usize) {
             for i in 0..rr {
                 let src = a.w.add((r + i) * a.row_bytes);
                 for b in 0..a.nsb {
-                    F::decode(
-                        src.add(b * F::BLOCK_BYTES),
-                        dec.add(i * stride + b * DECODED),
-                    );
+                    let w = F::decode(src.add(b * F::BLOCK_BYTES));
+                    w.store(dec.add(i * stride + b * DECODED));
                 }
             }
             let mut c = c0;
