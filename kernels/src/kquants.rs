@@ -28,6 +28,9 @@
 //! Tiles of `R` weight rows x `C` activation rows decode each weight chunk once for `C`
 //! activation rows (prefill) and keep `R` chains independent (decode). Every output is summed in
 //! the same order whatever tile it lands in, so results do not depend on `m` or the thread count.
+//!
+//! On AVX-512 VNNI both take `kquants_avx512.rs` instead: weight rows decoded once per pass
+//! into an interleaved layout that `vpdpbusd` multiplies without the 16-bit step.
 
 use half::f16;
 
@@ -38,7 +41,7 @@ pub(crate) const QK_K: usize = 256;
 /// Elements per activation partial sum `s`: Q6_K's sub-block (Q4_K's are two of these).
 const QS: usize = 16;
 /// Partial sums per super-block.
-const NS: usize = QK_K / QS;
+pub(crate) const NS: usize = QK_K / QS;
 
 /// Activations of one call quantized for the K-quant kernels.
 #[derive(Debug, Default, Clone)]
@@ -185,7 +188,7 @@ fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
 /// The same unpacking on three 32-bit words at once: the eight scales and the eight mins as the
 /// bytes of two u64s (what the SIMD kernels load into vectors).
 #[inline(always)]
-fn q4k_scales_mins_packed(s: &[u8]) -> (u64, u64) {
+pub(crate) fn q4k_scales_mins_packed(s: &[u8]) -> (u64, u64) {
     const LOW6: u32 = 0x3f3f_3f3f;
     const LOW4: u32 = 0x0f0f_0f0f;
     const LOW2: u32 = 0x0303_0303;
@@ -369,209 +372,10 @@ mod simd {
         }
     }
 
-    // ---------------------------------------------------------------------------------------
-    // 512-bit kernels: a super-block is 4 chunks of 64 elements, one vector each.
-    // ---------------------------------------------------------------------------------------
-
-    /// A K-quant decoded for the 512-bit kernels.
-    pub(crate) trait K512 {
-        const BLOCK_BYTES: usize;
-        /// Per super-block: the 16-bit scales in whatever form `chunk` wants, `d` broadcast, and
-        /// the 16 offsets (one per 16 elements).
-        unsafe fn prepare(p: *const u8) -> (__m512i, __m512, __m512);
-        /// Chunk `i` (elements `64i..64i+64`): 64 u8 weights and, per 16-bit lane of their
-        /// `maddubs` products, the sub-block scale.
-        unsafe fn chunk(p: *const u8, scales: __m512i, i: usize) -> (__m512i, __m512i);
-    }
-
+    /// Q4_K's 256-bit kernels.
     pub(crate) struct Q4K;
-    impl K512 for Q4K {
-        const BLOCK_BYTES: usize = 144;
-        #[inline(always)]
-        unsafe fn prepare(p: *const u8) -> (__m512i, __m512, __m512) {
-            // d and dmin are adjacent f16s: one 32-bit load and one conversion yield both.
-            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
-            let (sc, mins) = q4k_scales_mins_packed(std::slice::from_raw_parts(p.add(4), 12));
-            let scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-            // Each min covers 32 elements, i.e. two of the 16-element sums.
-            let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-            let mins = _mm_shuffle_epi8(_mm_cvtsi64_si128(mins as i64), dup);
-            let neg_dmin =
-                _mm512_broadcastss_ps(_mm_sub_ps(_mm_setzero_ps(), _mm_permute_ps::<0x55>(dm)));
-            let off = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(mins)), neg_dmin);
-            (scales, _mm512_broadcastss_ps(dm), off)
-        }
-        #[inline(always)]
-        unsafe fn chunk(p: *const u8, scales: __m512i, i: usize) -> (__m512i, __m512i) {
-            // Low nibbles are elements 0..32 of the chunk and high nibbles 32..64: the same 32
-            // bytes in both halves, the upper half shifted down by 4.
-            let raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(p.add(16 + 32 * i).cast()));
-            let shifted = _mm512_srlv_epi64(raw, _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4));
-            let w = _mm512_and_si512(shifted, _mm512_set1_epi8(0x0f));
-            // 16-bit lanes 0..16 cover sub-block 2i, lanes 16..32 sub-block 2i + 1.
-            let idx = _mm512_add_epi16(
-                _mm512_set1_epi16(2 * i as i16),
-                _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(1)),
-            );
-            (w, _mm512_permutexvar_epi16(idx, scales))
-        }
-    }
-
+    /// Q6_K's 256-bit kernels.
     pub(crate) struct Q6K;
-    impl K512 for Q6K {
-        const BLOCK_BYTES: usize = 210;
-        #[inline(always)]
-        unsafe fn prepare(p: *const u8) -> (__m512i, __m512, __m512) {
-            let d = _mm_cvtph_ps(_mm_cvtsi32_si128(
-                p.add(208).cast::<u16>().read_unaligned() as i32
-            ));
-            let d = _mm512_broadcastss_ps(d);
-            let sc8 = _mm_loadu_si128(p.add(192).cast());
-            let scales = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(sc8));
-            // (q - 32) * sc: the -32 * sc part is an offset per 16 elements.
-            let off = _mm512_mul_ps(
-                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8)),
-                _mm512_mul_ps(d, _mm512_set1_ps(-32.0)),
-            );
-            (scales, d, off)
-        }
-        #[inline(always)]
-        unsafe fn chunk(p: *const u8, scales: __m512i, i: usize) -> (__m512i, __m512i) {
-            // Chunk i is half h = i / 2; chunk 2h takes the low nibbles of ql[64h..64h+64] and
-            // bit pairs 0-1 (elements 0..32) and 2-3 (32..64) of qh[32h..32h+32]; chunk 2h + 1
-            // the high nibbles and bit pairs 4-5 and 6-7. Bit pairs move to bits 4-5 by 64-bit
-            // shifts; the masks drop what crosses byte boundaries.
-            let h = i / 2;
-            let ql = _mm512_loadu_si512(p.add(64 * h).cast());
-            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(p.add(128 + 32 * h).cast()));
-            let (lo, hi) = if i.is_multiple_of(2) {
-                (
-                    ql,
-                    _mm512_sllv_epi64(qh, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)),
-                )
-            } else {
-                (
-                    _mm512_srli_epi16::<4>(ql),
-                    _mm512_srlv_epi64(qh, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2)),
-                )
-            };
-            let w = _mm512_or_si512(
-                _mm512_and_si512(lo, _mm512_set1_epi8(0x0f)),
-                _mm512_and_si512(hi, _mm512_set1_epi8(0x30)),
-            );
-            // 16-bit lane t covers elements 2t, 2t+1 of the chunk: sub-block 4i + t / 8.
-            let idx = _mm512_add_epi16(
-                _mm512_set1_epi16(4 * i as i16),
-                _mm512_setr_epi64(
-                    0,
-                    0,
-                    0x0001_0001_0001_0001,
-                    0x0001_0001_0001_0001,
-                    0x0002_0002_0002_0002,
-                    0x0002_0002_0002_0002,
-                    0x0003_0003_0003_0003,
-                    0x0003_0003_0003_0003,
-                ),
-            );
-            (w, _mm512_permutexvar_epi16(idx, scales))
-        }
-    }
-
-    /// One `R x C` tile over the full depth: weight rows `n0..n0+R`, activation rows
-    /// `c0..c0+C`.
-    // Index loops: `r` and `c` address several tile arrays and memory offsets at once.
-    #[allow(clippy::needless_range_loop)]
-    #[inline(always)]
-    unsafe fn tile512<F: K512, const R: usize, const C: usize>(a: &KArgs, n0: usize, c0: usize) {
-        let mut acc = [[_mm512_setzero_ps(); C]; R];
-        for b in 0..a.nsb {
-            let mut scales = [_mm512_setzero_si512(); R];
-            let mut d = [_mm512_setzero_ps(); R];
-            let mut off = [_mm512_setzero_ps(); R];
-            let mut p = [std::ptr::null::<u8>(); R];
-            for r in 0..R {
-                p[r] = a.w.add((n0 + r) * a.row_bytes + b * F::BLOCK_BYTES);
-                (scales[r], d[r], off[r]) = F::prepare(p[r]);
-            }
-            let mut acci = [[_mm512_setzero_si512(); C]; R];
-            for i in 0..QK_K / 64 {
-                let mut w = [_mm512_setzero_si512(); R];
-                let mut sc = [_mm512_setzero_si512(); R];
-                for r in 0..R {
-                    (w[r], sc[r]) = F::chunk(p[r], scales[r], i);
-                }
-                for c in 0..C {
-                    let q8 =
-                        _mm512_loadu_si512(a.qs.add((c0 + c) * a.k + b * QK_K + 64 * i).cast());
-                    for r in 0..R {
-                        // Cannot saturate: u8 <= 63 and |i8| <= 128 give pair sums <= 16128.
-                        let prod = _mm512_maddubs_epi16(w[r], q8);
-                        acci[r][c] = _mm512_dpwssd_epi32(acci[r][c], prod, sc[r]);
-                    }
-                }
-            }
-            for c in 0..C {
-                let sb = (c0 + c) * a.nsb + b;
-                let d8 = _mm512_set1_ps(*a.d.add(sb));
-                let s16 = _mm512_loadu_ps(a.s.add(sb * NS));
-                for r in 0..R {
-                    let scaled = _mm512_cvtepi32_ps(acci[r][c]);
-                    acc[r][c] = _mm512_fmadd_ps(scaled, _mm512_mul_ps(d[r], d8), acc[r][c]);
-                    acc[r][c] = _mm512_fmadd_ps(off[r], s16, acc[r][c]);
-                }
-            }
-        }
-        for r in 0..R {
-            for c in 0..C {
-                *a.out.add((c0 + c) * a.n + n0 + r) = _mm512_reduce_add_ps(acc[r][c]);
-            }
-        }
-    }
-
-    /// Output columns `n0..n1` for every activation row.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(crate) unsafe fn rows_avx512<F: K512>(a: &KArgs, n0: usize, n1: usize) {
-        if a.m <= crate::STREAM_MAX_M {
-            // Decode and short chunks stream each row from memory once: one row at a time,
-            // against every activation row. Tiles of 4 rows (four interleaved streams) read
-            // the 191 MB output head at a third of the speed.
-            for r in n0..n1 {
-                let mut c = 0;
-                while c < a.m {
-                    let cc = 4.min(a.m - c);
-                    match cc {
-                        4 => tile512::<F, 1, 4>(a, r, c),
-                        3 => tile512::<F, 1, 3>(a, r, c),
-                        2 => tile512::<F, 1, 2>(a, r, c),
-                        _ => tile512::<F, 1, 1>(a, r, c),
-                    }
-                    c += cc;
-                }
-            }
-            return;
-        }
-        // 2 x 4 keeps 8 integer and 8 float accumulators plus the weight side in 32 registers.
-        let mut r = n0;
-        while r < n1 {
-            let rr = 2.min(n1 - r);
-            let mut c = 0;
-            while c < a.m {
-                let cc = 4.min(a.m - c);
-                match (rr, cc) {
-                    (2, 4) => tile512::<F, 2, 4>(a, r, c),
-                    (2, 3) => tile512::<F, 2, 3>(a, r, c),
-                    (2, 2) => tile512::<F, 2, 2>(a, r, c),
-                    (2, 1) => tile512::<F, 2, 1>(a, r, c),
-                    (1, 4) => tile512::<F, 1, 4>(a, r, c),
-                    (1, 3) => tile512::<F, 1, 3>(a, r, c),
-                    (1, 2) => tile512::<F, 1, 2>(a, r, c),
-                    _ => tile512::<F, 1, 1>(a, r, c),
-                }
-                c += cc;
-            }
-            r += rr;
-        }
-    }
 
     // ---------------------------------------------------------------------------------------
     // 256-bit kernels (AVX2, AVX-VNNI): a super-block is 8 chunks of 32 elements.

@@ -1,6 +1,6 @@
 //! Fast CPU matrix multiplication for GGML-quantized weights (Q4_1, Q4_0, Q5_0, Q5_1, Q8_0,
 //! and the K-quants Q4_K and Q6_K, whose 256-element super-blocks have kernels of their own in
-//! `kquants.rs`).
+//! `kquants.rs` and, on AVX-512 VNNI, `kquants_avx512.rs`).
 //!
 //! candle 0.9's CPU path for Q4_1 has no SIMD dot product and multiplies one activation row at
 //! a time, which leaves a small model like SmolLM2-135M an order of magnitude behind llama.cpp.
@@ -34,6 +34,8 @@ mod avx512;
 mod f16;
 mod formats;
 mod kquants;
+#[cfg(target_arch = "x86_64")]
+mod kquants_avx512;
 mod packed;
 mod q8;
 pub mod reference;
@@ -278,16 +280,16 @@ fn matmul_k(
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
         type Kernel = unsafe fn(&kquants::KArgs, usize, usize);
-        fn pick<F: kquants::K512 + kquants::K256>(isa: Isa) -> Kernel {
-            match isa {
-                Isa::Avx2 => kquants::rows_avx2::<F>,
-                Isa::AvxVnni => kquants::rows_avxvnni::<F>,
-                _ => kquants::rows_avx512::<F>,
-            }
+        if isa == Isa::Avx512Vnni {
+            kquants_avx512::interleave_acts(&mut acts.qs);
         }
-        let kernel = match format {
-            WeightFormat::Q4_K => pick::<kquants::Q4K>(isa),
-            _ => pick::<kquants::Q6K>(isa),
+        let kernel: Kernel = match (format, isa) {
+            (WeightFormat::Q4_K, Isa::Avx512Vnni) => kquants_avx512::rows::<kquants_avx512::Q4K>,
+            (WeightFormat::Q4_K, Isa::Avx2) => kquants::rows_avx2::<kquants::Q4K>,
+            (WeightFormat::Q4_K, _) => kquants::rows_avxvnni::<kquants::Q4K>,
+            (_, Isa::Avx512Vnni) => kquants_avx512::rows::<kquants_avx512::Q6K>,
+            (_, Isa::Avx2) => kquants::rows_avx2::<kquants::Q6K>,
+            _ => kquants::rows_avxvnni::<kquants::Q6K>,
         };
         let args = kquants::KArgs::new(format, weights, n, acts, out);
         // SAFETY: `matmul_with` checked that this CPU supports the kernel and every size behind

@@ -333,38 +333,72 @@ fn real_qwen_weights_are_within_the_q8_bound() {
     assert!(seen.contains(&WeightFormat::Q4_K) && seen.contains(&WeightFormat::Q6_K));
 }
 
+/// Prefill-sized calls (more than 16 activation rows) take wider tiles than decode: every
+/// partial tile of weight rows (n mod 4) and activation rows (m mod 4), down to one super-block.
+/// At k = 8960 (Qwen2.5-1.5B's `ffn_down`) 58 rows take two passes over the weight rows on
+/// AVX-512, the second of 2 rows.
+#[test]
+fn prefill_tiles_at_every_edge() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for (format, _) in FORMATS {
+        for (n, k) in [
+            (1, 256),
+            (2, 512),
+            (3, 256),
+            (4, 256),
+            (6, 768),
+            (7, 256),
+            (9, 512),
+        ] {
+            for m in [17, 18, 19, 20] {
+                let bytes = random_weights(format, n, k, &mut rng);
+                let wf = dequantize(format, &bytes, n, k).unwrap();
+                check_all_isas(format, &bytes, &wf, n, k, m, &mut rng);
+            }
+        }
+        let (n, k, m) = (3, 8960, 58);
+        let bytes = random_weights(format, n, k, &mut rng);
+        let wf = dequantize(format, &bytes, n, k).unwrap();
+        check_all_isas(format, &bytes, &wf, n, k, m, &mut rng);
+    }
+}
+
 #[test]
 fn results_do_not_depend_on_batch_size_or_thread_count() {
     // The determinism audit: a row's outputs must not change with how many rows share the call
-    // (prefill chunking, speculative verification) or with the thread count.
+    // (prefill chunking, speculative verification) or with the thread count. On AVX-512, m = 4
+    // decodes weights in registers as it goes, m = 9 through a row buffer, m = 21 takes the
+    // prefill tiles and m = 58 at k = 8960 two passes.
     let mut rng = StdRng::seed_from_u64(5);
-    let (n, k, m) = (45, 512, 9);
     for (format, _) in FORMATS {
-        let w = random_weights(format, n, k, &mut rng);
-        let x = random_x(m, k, &mut rng);
-        for isa in Isa::available() {
-            let mut scratch = Scratch::new();
-            let what = format!("{isa:?} {format:?}");
-            assert_rows_independent(&x, m, (n, k), &what, |x, m, out| {
-                matmul_with(isa, format, &w, n, k, x, m, out, &mut scratch).unwrap()
-            });
+        for (n, k, m) in [(13, 512, 4), (45, 512, 9), (47, 512, 21), (5, 8960, 58)] {
+            let w = random_weights(format, n, k, &mut rng);
+            let x = random_x(m, k, &mut rng);
+            for isa in Isa::available() {
+                let mut scratch = Scratch::new();
+                let what = format!("{isa:?} {format:?}");
+                assert_rows_independent(&x, m, (n, k), &what, |x, m, out| {
+                    matmul_with(isa, format, &w, n, k, x, m, out, &mut scratch).unwrap()
+                });
+            }
         }
-        let (n, k, m) = (1000, 1536, 7);
-        let w = random_weights(format, n, k, &mut rng);
-        let x = random_x(m, k, &mut rng);
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let mut out = vec![0f32; m * n];
-            pool.install(|| matmul(format, &w, n, k, &x, m, &mut out))
-                .unwrap();
-            out
-        };
-        let one = run(1);
-        assert_eq!(one, run(2), "{format:?}");
-        assert_eq!(one, run(5), "{format:?}");
+        for (n, k, m) in [(1000, 1536, 7), (1001, 1536, 19)] {
+            let w = random_weights(format, n, k, &mut rng);
+            let x = random_x(m, k, &mut rng);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut out = vec![0f32; m * n];
+                pool.install(|| matmul(format, &w, n, k, &x, m, &mut out))
+                    .unwrap();
+                out
+            };
+            let one = run(1);
+            assert_eq!(one, run(2), "{format:?} m={m}");
+            assert_eq!(one, run(5), "{format:?} m={m}");
+        }
     }
 }
 
