@@ -17,13 +17,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// (n, k, label): Qwen2.5-1.5B attention q/o, MLP gate/up and down; SmolLM2-135M attention
-/// q/o and MLP gate/up.
-const SHAPES: [(usize, usize, &str); 5] = [
+/// q/o, k/v, MLP gate/up and down.
+const SHAPES: [(usize, usize, &str); 7] = [
     (1536, 1536, "qwen_attn_q"),
     (8960, 1536, "qwen_gate_up"),
     (1536, 8960, "qwen_down"),
     (576, 576, "smol_attn_q"),
+    (192, 576, "smol_attn_kv"),
     (1536, 576, "smol_gate_up"),
+    (576, 1536, "smol_down"),
 ];
 
 fn env_m() -> usize {
