@@ -98,39 +98,69 @@ fn prepare_acts(scratch: &mut Scratch, lay: &Layout) {
     scratch.lanes.clear();
     scratch.lanes.resize(m * lay.row_lines, Line([0; 64]));
     for c in 0..m {
-        let qs = &scratch.qs[c * kp..(c + 1) * kp];
         let row = &mut scratch.lanes[c * lay.row_lines..(c + 1) * lay.row_lines];
+        let src = ActRow {
+            qs: &scratch.qs[c * kp..(c + 1) * kp],
+            d: &scratch.d[c * nbp..(c + 1) * nbp],
+            s: &scratch.s,
+            nbp,
+            c,
+        };
         let mut at = 0;
         for g in 0..lay.groups() {
             let b0 = g * GROUP;
             let t = (lay.nb - b0).min(GROUP);
-            let bg = group_blocks(t);
-            let vs = bg / 2;
-            for v in 0..vs {
-                for l in 0..GROUP {
-                    let (blk, h, j) = slot(bg, v, l);
-                    if blk < t {
-                        let src = (b0 + blk) * QK + 16 * h + 4 * j;
-                        for e in 0..4 {
-                            row[at + v].0[4 * l + e] = qs[src + e] as u8;
-                        }
+            let out = &mut row[at..];
+            // Constant spans, so that `slot` folds to shifts and masks.
+            at += match group_blocks(t) {
+                2 => src.group::<2>(b0, t, out),
+                4 => src.group::<4>(b0, t, out),
+                8 => src.group::<8>(b0, t, out),
+                _ => src.group::<16>(b0, t, out),
+            };
+        }
+    }
+}
+
+/// One activation row of `Scratch`.
+struct ActRow<'a> {
+    qs: &'a [i8],
+    d: &'a [f32],
+    s: &'a [f32],
+    nbp: usize,
+    c: usize,
+}
+
+impl ActRow<'_> {
+    /// The group spanning `BG` blocks from `b0`, `t` of them real, into `out`; returns the
+    /// vectors written.
+    #[inline(always)]
+    fn group<const BG: usize>(&self, b0: usize, t: usize, out: &mut [Line]) -> usize {
+        let vs = BG / 2;
+        for (v, line) in out[..vs].iter_mut().enumerate() {
+            for l in 0..GROUP {
+                let (blk, h, j) = slot(BG, v, l);
+                if blk < t {
+                    let at = (b0 + blk) * QK + 16 * h + 4 * j;
+                    for e in 0..4 {
+                        line.0[4 * l + e] = self.qs[at + e] as u8;
                     }
                 }
             }
-            for l in 0..GROUP {
-                let (blk, _, _) = slot(bg, 0, l);
-                if blk >= t {
-                    continue;
-                }
-                let d = scratch.d[c * nbp + b0 + blk];
-                row[at + vs].0[4 * l..4 * l + 4].copy_from_slice(&d.to_ne_bytes());
-                if l % (GROUP / bg) == 0 {
-                    let s = scratch.s[s_index(nbp, c, b0 + blk)];
-                    row[at + vs + 1].0[4 * l..4 * l + 4].copy_from_slice(&s.to_ne_bytes());
-                }
-            }
-            at += vs + 2;
         }
+        for l in 0..GROUP {
+            let (blk, _, _) = slot(BG, 0, l);
+            if blk >= t {
+                continue;
+            }
+            let d = self.d[b0 + blk];
+            out[vs].0[4 * l..4 * l + 4].copy_from_slice(&d.to_ne_bytes());
+            if l % (GROUP / BG) == 0 {
+                let s = self.s[s_index(self.nbp, self.c, b0 + blk)];
+                out[vs + 1].0[4 * l..4 * l + 4].copy_from_slice(&s.to_ne_bytes());
+            }
+        }
+        vs + 2
     }
 }
 
