@@ -137,13 +137,20 @@ impl ActRow<'_> {
     #[inline(always)]
     fn group<const BG: usize>(&self, b0: usize, t: usize, out: &mut [Line]) -> usize {
         let vs = BG / 2;
-        for (v, line) in out[..vs].iter_mut().enumerate() {
-            for l in 0..GROUP {
-                let (blk, h, j) = slot(BG, v, l);
-                if blk < t {
-                    let at = (b0 + blk) * QK + 16 * h + 4 * j;
-                    for e in 0..4 {
-                        line.0[4 * l + e] = self.qs[at + e] as u8;
+        if BG == GROUP && t == GROUP {
+            let (q, out) = (&self.qs[b0 * QK..(b0 + GROUP) * QK], &mut out[..vs]);
+            // SAFETY: this layout is only built for the AVX-512 kernels, on a CPU that has
+            // them; `q` holds the group's 16 blocks and `out` its 8 vectors.
+            unsafe { acts_full(q.as_ptr(), out.as_mut_ptr()) };
+        } else {
+            for (v, line) in out[..vs].iter_mut().enumerate() {
+                for l in 0..GROUP {
+                    let (blk, h, j) = slot(BG, v, l);
+                    if blk < t {
+                        let at = (b0 + blk) * QK + 16 * h + 4 * j;
+                        for e in 0..4 {
+                            line.0[4 * l + e] = self.qs[at + e] as u8;
+                        }
                     }
                 }
             }
@@ -232,11 +239,18 @@ unsafe fn scales<F: Blocks>(p: *const u8, t: usize, bg: usize, out: *mut __m512i
 }
 
 /// A group spanning 16 blocks, `t` of them at `p` (the rest zero), into 10 vectors at `out`.
-/// Four 128-bit chunks per vector (blocks `4q..4q + 4`), transposed as 4 x 4 words within each
-/// 128-bit lane, put word `j` of block `4q + i` at lane `4i + q` of vector `j`: the order
-/// [`slot`] gives.
 #[inline(always)]
 unsafe fn decode_full<F: Blocks>(p: *const u8, t: usize, out: *mut __m512i) {
+    transpose_full::<F>(p, t, out);
+    scales::<F>(p, t, GROUP, out);
+}
+
+/// The 8 vectors of quantized values of a group spanning 16 blocks, `t` of them at `p` (the
+/// rest zero). Four 128-bit chunks per vector (blocks `4q..4q + 4`), transposed as 4 x 4
+/// words within each 128-bit lane, put word `j` of block `4q + i` at lane `4i + q` of vector
+/// `j`: the order [`slot`] gives.
+#[inline(always)]
+unsafe fn transpose_full<F: Blocks>(p: *const u8, t: usize, out: *mut __m512i) {
     let bb = F::BLOCK_BYTES;
     let halves = if F::NIBBLES { 1 } else { 2 };
     let chunk = |blk: usize, h: usize| {
@@ -272,7 +286,29 @@ unsafe fn decode_full<F: Blocks>(p: *const u8, t: usize, out: *mut __m512i) {
             }
         }
     }
-    scales::<F>(p, t, GROUP, out);
+}
+
+/// Quantized activations as [`transpose_full`] takes them: a "block" is 32 i8 values, kept
+/// as they are.
+struct Acts;
+impl Blocks for Acts {
+    const BLOCK_BYTES: usize = QK;
+    const ZERO: f32 = 0.0;
+    const NIBBLES: bool = false;
+    #[inline(always)]
+    unsafe fn chunk(p: *const u8, h: usize) -> __m128i {
+        _mm_loadu_si128(p.add(16 * h).cast())
+    }
+    #[inline(always)]
+    unsafe fn finish(v: __m512i, _h: usize) -> __m512i {
+        v
+    }
+}
+
+/// The 8 vectors of quantized activations of a full group of 16 blocks at `p`.
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn acts_full(p: *const i8, out: *mut Line) {
+    transpose_full::<Acts>(p.cast(), GROUP, out.cast());
 }
 
 /// A last group spanning `BG` < 16 blocks, `t` of them at `p`, from whole 16-byte chunks:
