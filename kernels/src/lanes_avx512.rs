@@ -251,22 +251,14 @@ unsafe fn decode_full<F: Blocks>(p: *const u8, t: usize, out: *mut __m512i) {
 /// `j`: the order [`slot`] gives.
 #[inline(always)]
 unsafe fn transpose_full<F: Blocks>(p: *const u8, t: usize, out: *mut __m512i) {
-    let bb = F::BLOCK_BYTES;
     let halves = if F::NIBBLES { 1 } else { 2 };
-    let chunk = |blk: usize, h: usize| {
-        if blk < t {
-            F::chunk(p.add(blk * bb), h)
-        } else {
-            _mm_setzero_si128()
-        }
-    };
     for hc in 0..halves {
-        let z = [0, 1, 2, 3].map(|q| {
-            let v = _mm512_castsi128_si512(chunk(4 * q, hc));
-            let v = _mm512_inserti32x4::<1>(v, chunk(4 * q + 1, hc));
-            let v = _mm512_inserti32x4::<2>(v, chunk(4 * q + 2, hc));
-            _mm512_inserti32x4::<3>(v, chunk(4 * q + 3, hc))
-        });
+        let z = [
+            four::<F>(p, 0, t, hc),
+            four::<F>(p, 4, t, hc),
+            four::<F>(p, 8, t, hc),
+            four::<F>(p, 12, t, hc),
+        ];
         let t0 = _mm512_unpacklo_epi32(z[0], z[1]);
         let t1 = _mm512_unpackhi_epi32(z[0], z[1]);
         let t2 = _mm512_unpacklo_epi32(z[2], z[3]);
@@ -286,6 +278,27 @@ unsafe fn transpose_full<F: Blocks>(p: *const u8, t: usize, out: *mut __m512i) {
             }
         }
     }
+}
+
+/// Chunk `h` of block `blk` at `p`, or zeros past the `t` blocks there.
+// Helpers rather than closures or `array::map`: those were left out of line, compiled without
+// AVX-512, and halved Q8_0 decode.
+#[inline(always)]
+unsafe fn chunk_or_zero<F: Blocks>(p: *const u8, blk: usize, t: usize, h: usize) -> __m128i {
+    if blk < t {
+        F::chunk(p.add(blk * F::BLOCK_BYTES), h)
+    } else {
+        _mm_setzero_si128()
+    }
+}
+
+/// Chunks `h` of blocks `b0..b0 + 4` in the four 128-bit lanes.
+#[inline(always)]
+unsafe fn four<F: Blocks>(p: *const u8, b0: usize, t: usize, h: usize) -> __m512i {
+    let v = _mm512_castsi128_si512(chunk_or_zero::<F>(p, b0, t, h));
+    let v = _mm512_inserti32x4::<1>(v, chunk_or_zero::<F>(p, b0 + 1, t, h));
+    let v = _mm512_inserti32x4::<2>(v, chunk_or_zero::<F>(p, b0 + 2, t, h));
+    _mm512_inserti32x4::<3>(v, chunk_or_zero::<F>(p, b0 + 3, t, h))
 }
 
 /// Quantized activations as [`transpose_full`] takes them: a "block" is 32 i8 values, kept
@@ -317,13 +330,6 @@ unsafe fn acts_full(p: *const i8, out: *mut Line) {
 /// half `v / 2` (BG = 8), which is the order [`slot`] gives. Blocks past `t` are zero.
 #[inline(always)]
 unsafe fn decode_tail<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *mut __m512i) {
-    let chunk = |blk: usize, h: usize| {
-        if blk < t {
-            F::chunk(p.add(blk * F::BLOCK_BYTES), h)
-        } else {
-            _mm_setzero_si128()
-        }
-    };
     for v in 0..BG / 2 {
         let mut lanes = [_mm_setzero_si128(); 4];
         let mut shift = [0i64; 8];
@@ -334,10 +340,16 @@ unsafe fn decode_tail<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *
                 _ => v / 2,
             };
             *lane = match BG {
-                2 => chunk(i / 2, h),
-                4 => chunk(i, h),
-                _ if v % 2 == 0 => _mm_unpacklo_epi64(chunk(2 * i, h), chunk(2 * i + 1, h)),
-                _ => _mm_unpackhi_epi64(chunk(2 * i, h), chunk(2 * i + 1, h)),
+                2 => chunk_or_zero::<F>(p, i / 2, t, h),
+                4 => chunk_or_zero::<F>(p, i, t, h),
+                _ if v % 2 == 0 => _mm_unpacklo_epi64(
+                    chunk_or_zero::<F>(p, 2 * i, t, h),
+                    chunk_or_zero::<F>(p, 2 * i + 1, t, h),
+                ),
+                _ => _mm_unpackhi_epi64(
+                    chunk_or_zero::<F>(p, 2 * i, t, h),
+                    chunk_or_zero::<F>(p, 2 * i + 1, t, h),
+                ),
             };
             if F::NIBBLES {
                 shift[2 * i] = 4 * h as i64;
@@ -389,7 +401,10 @@ unsafe fn group<const V: usize, const C: usize>(
     xs: usize,
     acc: &mut [__m512; C],
 ) {
-    let wq: [__m512i; V] = std::array::from_fn(|v| _mm512_load_si512(w.add(v).cast()));
+    let mut wq = [_mm512_setzero_si512(); V];
+    for (v, wv) in wq.iter_mut().enumerate() {
+        *wv = _mm512_load_si512(w.add(v).cast());
+    }
     let dw = _mm512_load_ps(w.add(V).cast());
     let off = _mm512_load_ps(w.add(V + 1).cast());
     for (c, acc) in acc.iter_mut().enumerate() {
