@@ -54,7 +54,7 @@ enum Command {
     Report(report::ReportArgs),
     /// Join the shards of a run (`run --shard I/N` on a Slurm array or Kubernetes Indexed Job)
     /// into one run, checking that nothing is missing, doubled or mismatched.
-    Merge(run::merge::MergeArgs),
+    Merge(run::MergeArgs),
     /// Put runs of the same suite from different machines or versions side by side.
     Compare(report::CompareArgs),
     /// Serve a request trace with continuous batching under one KV memory budget, contiguous vs
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
         Some(Command::Run(a)) => run::run(*a),
         Some(Command::Report(a)) => report::report(a),
         Some(Command::Compare(a)) => report::compare(a),
-        Some(Command::Merge(a)) => run::merge::merge(a),
+        Some(Command::Merge(a)) => run::merge(a),
         Some(Command::ServeBench(a)) => serve::run(a),
         Some(Command::SpecBench(a)) => speculative::run(a),
         Some(Command::Quantize(a)) => quantize::run(a),

@@ -15,7 +15,7 @@ use effbench_report::records::GenRecord;
 use super::report::{self, TaskOutcomes};
 use super::{
     measure_if_owned, open_run, progress, record, routing, shared_quality_row, technique_label,
-    technique_session, technique_stack, OpenedRun, RunArgs, RunSettings,
+    technique_session, technique_stack, OpenedRun, RunConfig, RunSettings,
 };
 
 /// The metric a generative task's rows are compared on: lm-eval's flexible extraction, which
@@ -51,7 +51,7 @@ impl GenSource {
 /// The problems a generative suite scores: the task's seeded subset (or all of it), each token
 /// limit capped by `--max-gen-tokens`.
 fn load_problems(
-    args: &RunArgs,
+    args: &RunConfig,
     source: &GenSource,
 ) -> Result<(Vec<GenItem>, Option<usize>, usize)> {
     let (load, default_items, origin) = match source {
@@ -116,7 +116,7 @@ fn load_problems(
 }
 
 pub fn run_gen(
-    args: &RunArgs,
+    args: &RunConfig,
     source: &GenSource,
     model_path: &std::path::Path,
     threads: usize,

@@ -7,29 +7,24 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
 
 use super::mc::ItemRecord;
 use super::ppl::WindowRecord;
-use super::record::{self, PriceArgs, TechniqueMeasure};
+use super::record::{self, PriceConfig, TechniqueMeasure};
 use super::shard::{ShardDone, DONE_FILE};
 use super::store::{Keyed, RunDir, RunLock};
 use super::{ppl, report, suite_kind, RunManifest, SuiteKind};
 
-#[derive(Args)]
-pub struct MergeArgs {
+#[derive(Clone, Debug)]
+pub struct MergeConfig {
     /// The run directory holding the shard-I-of-N/ directories, or the shard directories
     /// themselves.
-    #[arg(required = true)]
     pub dirs: Vec<PathBuf>,
     /// Where the merged run is written (default: the directory the shards sit in).
-    #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the summary as JSON.
-    #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub prices: PriceArgs,
+    pub prices: PriceConfig,
 }
 
 struct ShardRun {
@@ -242,7 +237,7 @@ fn collect_measures(
     Ok(out)
 }
 
-pub fn merge(args: MergeArgs) -> Result<()> {
+pub fn merge(args: MergeConfig) -> Result<()> {
     let dirs = shard_dirs(&args.dirs)?;
     let mut shards = dirs
         .iter()
