@@ -5,6 +5,7 @@
 //! It takes plain configuration; the binary owns the command line.
 
 pub mod draft;
+pub mod hint;
 pub mod quantized;
 pub mod run;
 pub mod session;

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use effbench_core::{LoadedModel, WeightPolicy};
 
+use crate::hint::hinted;
 use crate::quantized::Calibration;
 use crate::WeightsArg;
 
@@ -25,7 +26,7 @@ pub struct ModelConfig {
 /// The policy, for commands that load weights directly and so cannot take a GPTQ file.
 pub fn load_policy(weights: WeightsArg, device: &Device) -> Result<Box<dyn WeightPolicy>> {
     weights.policy(device).context(
-        "GPTQ weights come from a quantized file (hint: `effbench quantize --method gptq ... --out FILE`, then pass FILE as the model)",
+        "GPTQ weights come from a quantized file (hint: quantize the model to a file once, then load that file as stored)",
     )
 }
 
@@ -64,12 +65,14 @@ pub fn select_device(spec: &str) -> Result<Device> {
         DeviceSpec::Cuda(n) => cuda_device(n).map_err(|cause| {
             let spec = spec.trim();
             if BUILT_WITH_CUDA {
-                anyhow::anyhow!(
-                    "device `{spec}`: no usable CUDA GPU {n} ({cause}) (hint: check the driver with nvidia-smi and the index against `effbench hw`, or use --device cpu)"
+                hinted(
+                    format!("device `{spec}`: no usable CUDA GPU {n} ({cause})"),
+                    "check the driver with nvidia-smi and the GPU's index, or use {device} cpu",
                 )
             } else {
-                anyhow::anyhow!(
-                    "device `{spec}` needs a build with the `cuda` feature, and this one has none (hint: scripts/build-cuda.sh builds it, see docs/gpu-usage.md; or use --device cpu)"
+                hinted(
+                    format!("device `{spec}` needs a build with the `cuda` feature, and this one has none"),
+                    "scripts/build-cuda.sh builds it, see docs/gpu-usage.md; or use {device} cpu",
                 )
             }
         }),

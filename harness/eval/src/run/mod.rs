@@ -23,6 +23,7 @@ use effbench_datasets::{FewShotSource, LoadReport, McItem, SuiteManifest};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
+use crate::hint::hinted;
 use crate::session::{load_model, select_device, ModelConfig};
 use crate::technique::Weights;
 use crate::WeightsArg;
@@ -194,8 +195,12 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// A technique name as the registry parses it, with the run's wording on failure.
 fn technique_stack(name: &str) -> Result<crate::Stack> {
-    crate::Stack::parse(name)
-        .map_err(|e| anyhow::anyhow!("{e} (hint: effbench run --help lists every technique)"))
+    crate::Stack::parse(name).map_err(|e| {
+        hinted(
+            e.to_string(),
+            "the names {techniques} takes are listed in its help",
+        )
+    })
 }
 
 struct Suite {
@@ -306,11 +311,15 @@ fn suite_norms(suite: &str) -> Result<BTreeMap<String, effbench_datasets::ScoreN
 fn load_suite(args: &RunConfig) -> Result<Suite> {
     let olmes = olmes_suite(&args.suite)?;
     let (report, name) = if let Some(tasks) = &olmes {
-        anyhow::ensure!(
-            args.shots == 0,
-            "suite `{}` is scored as OLMES renders it, whose variant fixes the shots (hint: drop --shots and pick a variant such as olmes:arc_easy/rc_5shot)",
-            args.suite
-        );
+        if args.shots != 0 {
+            return Err(hinted(
+                format!(
+                    "suite `{}` is scored as OLMES renders it, whose variant fixes the shots",
+                    args.suite
+                ),
+                "drop {shots} and pick a variant such as olmes:arc_easy/rc_5shot",
+            ));
+        }
         (load_olmes(tasks, args.strict)?, args.suite.clone())
     } else if args.suite == "mmlu-lite" || args.suite == "mmlu" {
         let path = effbench_assets::fetch("mmlu", &effbench_assets::FetchOptions::default())
@@ -367,11 +376,15 @@ fn load_suite(args: &RunConfig) -> Result<Suite> {
         Some(k) => effbench_datasets::stratified_subset(&report.items, k, args.seed),
         None => effbench_datasets::full_suite(&report.items),
     };
-    anyhow::ensure!(
-        args.shots == 0 || report.items.iter().all(|i| i.rendered.is_none()),
-        "suite `{}` holds task rows that are scored as their template renders them, 0-shot (hint: drop --shots; OLMES' few-shot variants are olmes:TASK/rc_5shot)",
-        args.suite
-    );
+    if args.shots != 0 && report.items.iter().any(|i| i.rendered.is_some()) {
+        return Err(hinted(
+            format!(
+                "suite `{}` holds task rows that are scored as their template renders them, 0-shot",
+                args.suite
+            ),
+            "drop {shots}; OLMES' few-shot variants are olmes:TASK/rc_5shot",
+        ));
+    }
     let (fewshot, fewshot_label) = if olmes.is_some() {
         (None, "as the OLMES variant renders them".to_string())
     } else if args.shots == 0 {
@@ -557,9 +570,9 @@ struct OpenedRun {
 /// that holds it: two writers would score every item twice.
 fn lock_run_dir(dir: &std::path::Path) -> Result<RunLock> {
     RunLock::acquire(dir)?.map_err(|held| {
-        anyhow::anyhow!(
-            "{} is being written by {held} (hint: wait for it to finish, or pick another --run-id)",
-            dir.display()
+        hinted(
+            format!("{} is being written by {held}", dir.display()),
+            "wait for it to finish, or pick another {run_id}",
         )
     })
 }
@@ -578,10 +591,13 @@ fn open_run(
         (Some(r), _) if r != "latest" => r.clone(),
         (Some(_), Some(id)) => id.clone(),
         (Some(_), None) if args.shard.is_some() => derived_run_id(args, settings, model_path)?,
-        (Some(_), None) => find_resumable(&args.out, settings).with_context(|| {
-            format!(
-                "no earlier run in {} has these settings to resume (hint: drop --resume to start one)",
-                args.out.display()
+        (Some(_), None) => find_resumable(&args.out, settings).ok_or_else(|| {
+            hinted(
+                format!(
+                    "no earlier run in {} has these settings to resume",
+                    args.out.display()
+                ),
+                "drop {resume} to start one",
             )
         })?,
         (None, Some(id)) => id.clone(),
@@ -610,25 +626,28 @@ fn open_run(
             .read_json("run.json")
             .with_context(|| format!("run `{run_id}` cannot be resumed"))?;
         if m.settings != *settings {
-            bail!(
-                "run `{run_id}` was started with other settings (suite, model, techniques, shots, seed or items); resuming would mix results (hint: repeat its original command with --resume)"
-            );
+            return Err(hinted(
+                format!("run `{run_id}` was started with other settings (suite, model, techniques, shots, seed or items); resuming would mix results"),
+                "repeat its original command with {resume}",
+            ));
         }
         if m.provenance.device != device {
-            bail!(
-                "run `{run_id}` ran on {}, not {device}; resuming would mix results from two devices (hint: --device {})",
-                m.provenance.device,
-                m.provenance.device
-            );
+            return Err(hinted(
+                format!(
+                    "run `{run_id}` ran on {}, not {device}; resuming would mix results from two devices",
+                    m.provenance.device
+                ),
+                format!("{{device}} {}", m.provenance.device),
+            ));
         }
         eprintln!("resuming run {run_id}");
         m
     } else {
         if dir.path.join("run.json").exists() {
-            bail!(
-                "run `{run_id}` already exists in {} (hint: --resume to continue it, or another --run-id)",
-                args.out.display()
-            );
+            return Err(hinted(
+                format!("run `{run_id}` already exists in {}", args.out.display()),
+                "{resume} to continue it, or another {run_id}",
+            ));
         }
         let m = RunManifest {
             schema_version: SCHEMA_VERSION,
@@ -744,7 +763,7 @@ pub fn run(mut args: RunConfig) -> Result<()> {
         }
     }
     if args.techniques.is_empty() {
-        bail!("no techniques given (hint: --techniques f16,as-stored)");
+        return Err(hinted("no techniques given", "{techniques} f16,as-stored"));
     }
     let mut seen = std::collections::BTreeSet::new();
     for t in &args.techniques {
@@ -753,11 +772,12 @@ pub fn run(mut args: RunConfig) -> Result<()> {
         }
     }
     args.techniques = routing::with_route_rows(&args.techniques)?;
-    anyhow::ensure!(
-        args.route_margin >= 0.0 && args.route_margin < 100.0,
-        "--route-margin is in accuracy points, from 0 up to 100, got {}",
-        args.route_margin
-    );
+    if !(args.route_margin >= 0.0 && args.route_margin < 100.0) {
+        return Err(hinted(
+            format!("a routing margin of {} accuracy points", args.route_margin),
+            "{route_margin} is in accuracy points, from 0 up to 100",
+        ));
+    }
     let suites: Vec<String> = args
         .suite
         .split(',')
@@ -788,15 +808,21 @@ pub fn run(mut args: RunConfig) -> Result<()> {
             );
             args.techniques.retain(|t| !routes.contains(t));
         } else if args.speed.no_speed && !is_suites_run(&args.out) {
-            bail!(
-                "routing rows ({}) price each item from their two rows' measured speeds (hint: drop --no-speed)",
-                routes.join(", ")
-            );
+            return Err(hinted(
+                format!(
+                    "routing rows ({}) price each item from their two rows' measured speeds",
+                    routes.join(", ")
+                ),
+                "drop {no_speed}",
+            ));
         } else if args.shard.is_some() {
-            bail!(
-                "routing rows ({}) are built from whole rows' records, which shards split (hint: run the shards without them, merge, then add them in one unsharded --resume)",
-                routes.join(", ")
-            );
+            return Err(hinted(
+                format!(
+                    "routing rows ({}) are built from whole rows' records, which shards split",
+                    routes.join(", ")
+                ),
+                "run the shards without them, merge, then add them in one unsharded {resume}",
+            ));
         }
     }
     select_device(&args.device)?;
@@ -857,10 +883,10 @@ fn suite_dir_name(suite: &str) -> String {
 /// suite's quality figures.
 fn run_suites(args: RunConfig, suites: Vec<String>) -> Result<()> {
     if args.shard.is_some() {
-        bail!(
-            "--shard takes one suite per run (hint: run each of `{}` as its own sharded run)",
-            suites.join(",")
-        );
+        return Err(hinted(
+            format!("a sharded run takes one suite, not `{}`", suites.join(",")),
+            "run each suite as its own run with {shard}",
+        ));
     }
     let mut seen = std::collections::BTreeSet::new();
     for s in &suites {
@@ -879,10 +905,13 @@ fn run_suites(args: RunConfig, suites: Vec<String>) -> Result<()> {
         (Some(name), _) if name != "latest" => name.clone(),
         (_, Some(id)) => id.clone(),
         (Some(_), None) => latest_suites_run(&args.out, &manifest).ok_or_else(|| {
-            anyhow::anyhow!(
-                "no run of suites {} with these techniques to resume under {} (hint: drop --resume to start one)",
-                suites.join(","),
-                args.out.display()
+            hinted(
+                format!(
+                    "no run of suites {} with these techniques to resume under {}",
+                    suites.join(","),
+                    args.out.display()
+                ),
+                "drop {resume} to start one",
             )
         })?,
         (None, None) => {
@@ -895,7 +924,11 @@ fn run_suites(args: RunConfig, suites: Vec<String>) -> Result<()> {
                 .map_or(0, |d| d.as_secs());
             format!(
                 "{}-{stem}-{}shot-{now}",
-                suites.iter().map(|s| suite_dir_name(s)).collect::<Vec<_>>().join("+"),
+                suites
+                    .iter()
+                    .map(|s| suite_dir_name(s))
+                    .collect::<Vec<_>>()
+                    .join("+"),
                 args.shots
             )
         }
@@ -909,12 +942,17 @@ fn run_suites(args: RunConfig, suites: Vec<String>) -> Result<()> {
     // run locks its own directory inside.
     let _lock = lock_run_dir(&parent.path)?;
     match parent.read_json::<SuitesManifest>(SUITES_FILE) {
-        Ok(existing) if existing != manifest => bail!(
-            "run `{parent_id}` was started with other suites, model or techniques ({} on {} with {}); resuming would mix results (hint: another --run-id)",
-            existing.suites.join(","),
-            existing.model,
-            existing.techniques.join(",")
-        ),
+        Ok(existing) if existing != manifest => {
+            return Err(hinted(
+                format!(
+                    "run `{parent_id}` was started with other suites, model or techniques ({} on {} with {}); resuming would mix results",
+                    existing.suites.join(","),
+                    existing.model,
+                    existing.techniques.join(",")
+                ),
+                "another {run_id}",
+            ))
+        }
         Ok(_) => {}
         Err(_) => parent.write_json(SUITES_FILE, &manifest)?,
     }
@@ -965,9 +1003,12 @@ pub fn join_suites(
         .suites
         .iter()
         .map(|suite| {
-            effbench_report::RunReport::load_dir(&dir.join(suite_dir_name(suite))).with_context(
-                || format!("reading suite `{suite}`'s report (hint: finish the run with --resume)"),
-            )
+            effbench_report::RunReport::load_dir(&dir.join(suite_dir_name(suite))).map_err(|e| {
+                hinted(
+                    format!("reading suite `{suite}`'s report: {e}"),
+                    "finish the run with {resume}",
+                )
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let rows = effbench_report::joined::rows(&reports)?;
@@ -1213,13 +1254,16 @@ fn run_ppl(
     let need = args.chunks * args.ctx;
     let tokens = crate::session::encode_leading(&first.loaded, &corpus, Some(need))?;
     if tokens.len() < need {
-        bail!(
-            "{} gives {} tokens, fewer than {} windows of {} (hint: lower --chunks or --ctx)",
-            text_path.display(),
-            tokens.len(),
-            args.chunks,
-            args.ctx
-        );
+        return Err(hinted(
+            format!(
+                "{} gives {} tokens, fewer than {} windows of {}",
+                text_path.display(),
+                tokens.len(),
+                args.chunks,
+                args.ctx
+            ),
+            "lower {chunks} or {ctx}",
+        ));
     }
     let plan = ppl::PplPlan {
         tokens: tokens[..need].to_vec(),

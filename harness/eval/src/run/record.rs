@@ -61,10 +61,12 @@ pub struct PriceConfig {
 impl PriceConfig {
     pub fn price_for(&self, report: &effbench_report::RunReport) -> Result<Price> {
         if let Some(p) = self.price_per_hour {
-            anyhow::ensure!(
-                p > 0.0 && p.is_finite(),
-                "--price-per-hour must be a positive number of dollars, got {p}"
-            );
+            if !(p > 0.0 && p.is_finite()) {
+                return Err(crate::hint::hinted(
+                    format!("a price of {p} dollars an hour"),
+                    "{price_per_hour} takes a positive number of dollars",
+                ));
+            }
             return Ok(Price::per_hour(p));
         }
         let table = match &self.prices {
@@ -286,7 +288,7 @@ pub fn publish_report(
             effbench_report::ReportError::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::StorageFull =>
             {
-                anyhow::anyhow!("{what}: {e} ({})", super::store::DISK_FULL_HINT)
+                crate::hint::hinted(format!("{what}: {e}"), super::store::DISK_FULL_HINT)
             }
             _ => anyhow::Error::new(e).context(what),
         }
