@@ -6,9 +6,11 @@
 
 pub mod draft;
 pub mod hint;
+pub mod perplexity;
 pub mod quantized;
 pub mod run;
 pub mod session;
+pub mod speed;
 pub mod technique;
 
 pub use technique::{Stack, TechniqueError, WeightsArg};

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use effbench_core::{speed, KvShape};
+use effbench_core::KvShape;
 use effbench_hw::gpu_sampler::{GpuMeasurement, GpuSampler};
 use effbench_report::schema::{
     DecodingReport, Energy, Memory, RoutingReport, ServingReport, Speed,
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::store::RunDir;
 use crate::session::Session;
+use crate::speed;
 
 #[derive(Clone, Debug)]
 pub struct SpeedConfig {
