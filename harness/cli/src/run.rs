@@ -280,6 +280,7 @@ impl From<RunArgs> for RunConfig {
                 git_commit: crate::common::GIT_COMMIT.into(),
                 git_dirty: crate::common::git_dirty(),
             },
+            command: std::env::args().collect(),
         }
     }
 }

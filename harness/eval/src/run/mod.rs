@@ -47,13 +47,13 @@ pub struct RunConfig {
     /// directory, the speed test in the first only, and table.md joins them: a row per
     /// technique with memory, speed and every suite's quality.
     pub suite: String,
-    /// Known model name or path (as for `generate`).
+    /// Known model name or path.
     pub model: String,
-    /// Techniques to compare, the baseline first, comma-separated: f16, as-stored, int4-gptq,
+    /// Techniques to compare, the baseline first: f16, as-stored, int4-gptq,
     /// student:M, spec:ngram, kv:paged, or stacks of one per kind such as
-    /// int4-gptq+spec:ngram+kv:paged (see --help for every name).
+    /// int4-gptq+spec:ngram+kv:paged (`technique::help()` lists every name).
     pub techniques: Vec<String>,
-    /// A student to evaluate beside the teacher (--model): adds the technique student:MODEL.
+    /// A student to evaluate beside the teacher (`model`): adds the technique student:MODEL.
     pub student: Option<String>,
     /// Items per subject for mmlu-lite (default 10), per task for core (default 350).
     pub items_per_subject: Option<usize>,
@@ -84,7 +84,7 @@ pub struct RunConfig {
     /// Continue an interrupted run: the named one, or the latest with the same settings.
     pub resume: Option<String>,
     pub threads: usize,
-    /// auto, cpu, cuda or cuda:N (see `effbench generate --help`).
+    /// auto, cpu, cuda or cuda:N.
     pub device: String,
     /// Perplexity suites: tokens per window.
     pub ctx: usize,
@@ -94,7 +94,7 @@ pub struct RunConfig {
     pub json: bool,
     /// Run only shard I of N (0-based) of the work, for a Slurm job array or a Kubernetes
     /// Indexed Job: quality units are (item, technique) pairs, perplexity windows and speed
-    /// tests whole techniques. Every shard needs the same --run-id; `effbench merge` joins them.
+    /// tests whole techniques. Every shard needs the same `run_id`; [`merge`] joins them.
     pub shard: Option<shard::Shard>,
     pub speed: record::SpeedConfig,
     pub serve: record::ServeConfig,
@@ -111,6 +111,8 @@ pub struct RunConfig {
     pub route_margin: f64,
     /// What built the program that runs this, as `run.json` records it.
     pub build: BuildInfo,
+    /// The command that asked for the run, as `run.json` records it.
+    pub command: Vec<String>,
 }
 
 /// The build that ran a run, recorded in its provenance. The binary knows its own commit; the
@@ -660,7 +662,7 @@ fn open_run(
                 git_dirty: args.build.git_dirty,
                 started: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                     .to_string(),
-                command: std::env::args().collect(),
+                command: args.command.clone(),
                 hardware: effbench_hw::detect(),
                 threads,
                 model_path: model_path.display().to_string(),
