@@ -9,7 +9,7 @@ and writes the ids as JSON:
     scripts/build-llamacpp-tools.sh
     python3 scripts/llamacpp_token_ids.py \
         --wikitext ~/.cache/effbench/wikitext-2/wiki.test.raw \
-        --out harness/tokenizer/tests/fixtures/llamacpp_token_ids.json
+        --out runtime/tokenizer/tests/fixtures/llamacpp_token_ids.json
 
 Models are read from $EFFBENCH_CACHE (default ~/.cache/effbench) at <cache>/<asset>/<file>, the
 layout `effbench fetch` writes (see scripts/fetch-test-assets.sh). A missing model is an error.

@@ -33,7 +33,7 @@ fn main() {
         "../../harness",
         "../../techniques",
         "../../datasets",
-        "../../kernels",
+        "../../runtime",
     ] {
         println!("cargo:rerun-if-changed={tree}");
     }

@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use effbench_core::speed;
+use effbench_eval::speed;
 use serde::Serialize;
 use tabled::{builder::Builder, settings::Style};
 

@@ -560,8 +560,8 @@ fn eval(args: EvalArgs) -> Result<()> {
         let ppl = mean.exp();
         let (pp, tg) = if args.speed_reps > 0 {
             eprintln!("speed: {}", loaded.path.display());
-            let pp = effbench_core::speed::prefill(&loaded.model, 512, args.speed_reps)?.median();
-            let tg = effbench_core::speed::decode(&loaded.model, 128, args.speed_reps)?.median();
+            let pp = effbench_eval::speed::prefill(&loaded.model, 512, args.speed_reps)?.median();
+            let tg = effbench_eval::speed::decode(&loaded.model, 128, args.speed_reps)?.median();
             (Some(pp), Some(tg))
         } else {
             (None, None)

@@ -54,7 +54,7 @@ enum Command {
     Report(report::ReportArgs),
     /// Join the shards of a run (`run --shard I/N` on a Slurm array or Kubernetes Indexed Job)
     /// into one run, checking that nothing is missing, doubled or mismatched.
-    Merge(run::merge::MergeArgs),
+    Merge(run::MergeArgs),
     /// Put runs of the same suite from different machines or versions side by side.
     Compare(report::CompareArgs),
     /// Serve a request trace with continuous batching under one KV memory budget, contiguous vs
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
         Some(Command::Run(a)) => run::run(*a),
         Some(Command::Report(a)) => report::report(a),
         Some(Command::Compare(a)) => report::compare(a),
-        Some(Command::Merge(a)) => run::merge::merge(a),
+        Some(Command::Merge(a)) => run::merge(a),
         Some(Command::ServeBench(a)) => serve::run(a),
         Some(Command::SpecBench(a)) => speculative::run(a),
         Some(Command::Quantize(a)) => quantize::run(a),
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
             // A cause some errors already print inside their own message (as `path: cause`) is
             // not repeated.
             let mut msg: Vec<String> = Vec::new();
-            for cause in e.chain().map(|c| c.to_string()) {
+            for cause in e.chain().map(worded) {
                 if !msg.last().is_some_and(|m| m.ends_with(&cause)) {
                     msg.push(cause);
                 }
@@ -106,5 +106,14 @@ fn main() -> ExitCode {
             eprintln!("error: {}", msg.join(": "));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One cause of an error as the command line words it: the engine's hints name settings by
+/// their field (`{run_id}`), which here are the flags of the same name (`--run-id`).
+fn worded(cause: &(dyn std::error::Error + 'static)) -> String {
+    match cause.downcast_ref::<effbench_eval::hint::Hinted>() {
+        Some(hinted) => hinted.render(|field| format!("--{}", field.replace('_', "-"))),
+        None => cause.to_string(),
     }
 }

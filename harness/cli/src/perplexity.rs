@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::Args;
-use effbench_core::perplexity::{perplexity, PerplexityOptions};
+use effbench_eval::perplexity::{perplexity, PerplexityOptions};
 use effbench_kvcache::KvDtype;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;

@@ -2,18 +2,12 @@
 //! `--model FILE` (and, when every matrix is a GGML type, llama.cpp) loads again. Also the
 //! cache behind the GPTQ techniques of `run`, `bench` and friends.
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use candle_core::Device;
+use anyhow::{bail, Result};
 use clap::Args;
-use effbench_quant::calib::{calibration_windows, generate_corpus};
-use effbench_quant::pipeline::{load_for_quantization, quantize_loaded, GptqSettings};
+use effbench_eval::quantized::{quantize_to, Calibration};
 use effbench_quant::{Method, QuantSpec, Recipe};
-
-/// The model that writes the calibration text (see `effbench_quant::calib`).
-const CORPUS_MODEL: &str = "smollm2-135m-instruct";
 
 #[derive(Args, Clone, Debug)]
 pub struct CalibArgs {
@@ -28,12 +22,13 @@ pub struct CalibArgs {
     pub calib_seed: u64,
 }
 
-impl Default for CalibArgs {
-    fn default() -> Self {
-        Self {
-            calib_sequences: 128,
-            calib_len: 128,
-            calib_seed: 0,
+impl CalibArgs {
+    /// The engine's plain form of these arguments.
+    pub fn config(&self) -> Calibration {
+        Calibration {
+            sequences: self.calib_sequences,
+            len: self.calib_len,
+            seed: self.calib_seed,
         }
     }
 }
@@ -99,7 +94,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     }
     effbench_core::threads::set_threads(args.threads);
     let path = crate::common::resolve_model_path(&args.model)?;
-    let report = quantize_to(&path, recipe, &args.calib, &args.out)?;
+    let report = quantize_to(&path, recipe, &args.calib.config(), &args.out)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -118,124 +113,4 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-#[derive(serde::Serialize)]
-struct Report {
-    recipe: String,
-    source: PathBuf,
-    files: Vec<PathBuf>,
-    quantize: effbench_quant::pipeline::QuantizeReport,
-    wall_seconds: f64,
-}
-
-fn quantize_to(path: &Path, recipe: Recipe, calib: &CalibArgs, out: &Path) -> Result<Report> {
-    let start = Instant::now();
-    let device = Device::Cpu;
-    let (loaded, hessians) = load_for_quantization(path, &device)
-        .with_context(|| format!("loading {}", path.display()))?;
-    let windows = if recipe.method == Method::Gptq {
-        let docs = calibration_corpus(calib)?;
-        calibration_windows(&loaded, &docs, calib.calib_sequences, calib.calib_len)?
-    } else {
-        Vec::new()
-    };
-    let mut say = |m: &str| eprintln!("{m}");
-    let (matrices, report) = quantize_loaded(
-        &loaded,
-        &hessians,
-        recipe,
-        &windows,
-        &GptqSettings::default(),
-        &mut say,
-    )?;
-    drop(loaded);
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let files = effbench_quant::file::write(path, recipe, &matrices, out)?;
-    Ok(Report {
-        recipe: recipe.canonical(),
-        source: path.to_path_buf(),
-        files,
-        quantize: report,
-        wall_seconds: start.elapsed().as_secs_f64(),
-    })
-}
-
-/// The calibration documents, generated on first use and cached as JSON.
-pub fn calibration_corpus(calib: &CalibArgs) -> Result<Vec<String>> {
-    // A quarter more tokens than needed: re-tokenized by another model's tokenizer, or cut
-    // short by an end-of-turn token, a document may come out shorter.
-    let new_tokens = calib.calib_len + calib.calib_len / 4;
-    let dir = effbench_assets::cache_dir().join("calibration");
-    let file = dir.join(format!(
-        "selfgen-v1-smollm2-seed{}-{}x{}.json",
-        calib.calib_seed, calib.calib_sequences, new_tokens
-    ));
-    if let Ok(text) = std::fs::read_to_string(&file) {
-        if let Ok(docs) = serde_json::from_str::<Vec<String>>(&text) {
-            return Ok(docs);
-        }
-    }
-    eprintln!(
-        "generating the calibration text ({} documents of {} tokens with {CORPUS_MODEL}, seed {}); cached in {}",
-        calib.calib_sequences,
-        new_tokens,
-        calib.calib_seed,
-        file.display()
-    );
-    let gen_path = crate::common::resolve_model_path(CORPUS_MODEL)?;
-    let gen = effbench_core::load(&gen_path, &effbench_core::AsStored, &Device::Cpu)?;
-    let docs = generate_corpus(
-        &gen,
-        calib.calib_sequences,
-        new_tokens,
-        calib.calib_seed,
-        32,
-        |done| eprintln!("  {done}/{} documents", calib.calib_sequences),
-    )?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_string(&docs)?)?;
-    std::fs::rename(&tmp, &file)?;
-    Ok(docs)
-}
-
-/// The quantized file for `recipe` of the checkpoint at `path`, quantizing on first use. The
-/// cache key is the checkpoint's sha256, the recipe and the calibration settings; files are
-/// written under temporary names and renamed, so an interrupted run leaves no partial entry.
-pub fn cached(path: &Path, recipe: Recipe, calib: &CalibArgs) -> Result<PathBuf> {
-    let sha = effbench_assets::sha256_file(path)?;
-    let dir = effbench_assets::cache_dir().join("quantized");
-    let file = dir.join(format!(
-        "{}-{}-{}-c{}x{}s{}.gguf",
-        &sha[..16],
-        recipe.canonical(),
-        effbench_quant::pipeline::GPTQ_REVISION,
-        calib.calib_sequences,
-        calib.calib_len,
-        calib.calib_seed
-    ));
-    if file.exists() {
-        eprintln!("{}: cached {}", recipe.canonical(), file.display());
-        return Ok(file);
-    }
-    eprintln!(
-        "{}: quantizing {} (first use)",
-        recipe.canonical(),
-        path.display()
-    );
-    let report = quantize_to(path, recipe, calib, &file)?;
-    // What the quantization cost (calibration and GPTQ time) stays beside the file: a run that
-    // reuses it can still say how long it took to make.
-    let report_path = PathBuf::from(format!("{}.report.json", file.display()));
-    crate::run::store::write_atomic(&report_path, &serde_json::to_vec_pretty(&report)?)?;
-    eprintln!(
-        "{}: quantized in {:.1} s, cached as {}",
-        recipe.canonical(),
-        report.wall_seconds,
-        file.display()
-    );
-    Ok(file)
 }

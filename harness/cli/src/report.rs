@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
+use effbench_eval::run::PriceConfig;
 use effbench_report::RunReport;
 
 use crate::run::PriceArgs;
@@ -44,9 +45,10 @@ pub fn report(args: ReportArgs) -> Result<()> {
         }
         return Ok(());
     }
+    let prices = PriceConfig::from(args.prices);
     for dir in &args.runs {
-        if crate::run::is_suites_run(dir) {
-            let (md, rows) = crate::run::join_suites(dir)?;
+        if effbench_eval::run::is_suites_run(dir) {
+            let (md, rows) = effbench_eval::run::join_suites(dir)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -55,7 +57,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
             continue;
         }
         let run = RunReport::load_dir(dir)?;
-        let price = args.prices.price_for(&run)?;
+        let price = prices.price_for(&run)?;
         let rendered = effbench_report::render_dir(&run, &price, dir)?;
         if args.json {
             let out = serde_json::json!({ "run": run, "priced": rendered.view });
@@ -79,9 +81,10 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         .iter()
         .map(|d| RunReport::load_dir(d))
         .collect::<Result<Vec<_>, _>>()?;
+    let price_config = PriceConfig::from(args.prices);
     let prices = runs
         .iter()
-        .map(|r| args.prices.price_for(r))
+        .map(|r| price_config.price_for(r))
         .collect::<Result<Vec<_>>>()?;
     println!(
         "{}",

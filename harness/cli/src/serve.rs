@@ -6,18 +6,16 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use effbench_core::{ContiguousKvCache, KvCache, KvShape, LoadedModel};
+use effbench_core::{ContiguousKvCache, KvCache, KvShape};
+use effbench_eval::run::serving::build_requests;
 use effbench_kvcache::trace::{read_jsonl, write_jsonl};
 use effbench_kvcache::KvDtype;
 use effbench_kvcache::{
-    serve, summarize, PagedKvCache, Percentiles, Request, SchedulerConfig, Summary, TraceEntry,
-    TraceSpec,
+    serve, summarize, PagedKvCache, Percentiles, SchedulerConfig, Summary, TraceSpec,
 };
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::common::{encode_leading, load_model, resolve_text, ModelArgs};
+use crate::common::{load_model, ModelArgs};
 
 #[derive(Args, Clone)]
 pub struct ServeBenchArgs {
@@ -242,61 +240,6 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Token ids for every trace entry: its own text, or that many tokens of the filler text from a
-/// seeded offset, so prompts are real language of the trace's lengths.
-/// The trace's requests as token ids: a prompt given as text is encoded, one given as a length
-/// is cut at a seeded offset from `filler_text` (a known text name or path).
-pub(crate) fn build_requests(
-    loaded: &LoadedModel,
-    entries: &[TraceEntry],
-    filler_text: &str,
-    seed: u64,
-) -> Result<Vec<Request>> {
-    let longest = entries
-        .iter()
-        .filter_map(|e| e.prompt_tokens)
-        .max()
-        .unwrap_or(0);
-    let filler = if longest > 0 {
-        let path = resolve_text(filler_text)?;
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let tokens = encode_leading(loaded, &text, Some(longest.max(1) * 16))?;
-        if tokens.len() < longest {
-            bail!(
-                "filler text {} has {} tokens, fewer than the longest prompt ({longest})",
-                path.display(),
-                tokens.len()
-            );
-        }
-        tokens
-    } else {
-        Vec::new()
-    };
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_f111);
-    entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let prompt = match (&e.prompt, e.prompt_tokens) {
-                (Some(text), _) => loaded.encode(text)?,
-                (None, Some(n)) => {
-                    let start = rng.random_range(0..=filler.len() - n);
-                    filler[start..start + n].to_vec()
-                }
-                (None, None) => unreachable!("the trace reader requires one"),
-            };
-            Ok(Request {
-                id: i as u64,
-                arrival_s: e.arrival_s,
-                prompt,
-                max_new_tokens: e.output_tokens,
-                forked_from: None,
-            })
-        })
-        .collect()
 }
 
 fn pct(p: &Option<Percentiles>) -> String {

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -13,15 +12,15 @@ use effbench_core::decode::{
     DecodingStrategy, GenerateOutput, GenerateRequest, Greedy, PlainDecoding, TemperatureTopP,
 };
 use effbench_core::timing::percentile;
-use effbench_core::{ContiguousKvCache, KvCache, KvShape, LoadedModel, LogitsFor, Model, SeqChunk};
+use effbench_core::{ContiguousKvCache, KvCache, KvShape, LogitsFor, Model, SeqChunk};
+use effbench_eval::draft::{build_draft, decode_seconds, NamedDraft};
 use effbench_speculative::{
-    check_draft_model, check_same_tokenizer, prompts, speedup_theory, Draft, DraftSpec, KSchedule,
-    ModelDraft, NgramDraft, Picker, SpecStats, SpeculativeDecoding,
+    prompts, speedup_theory, DraftSpec, KSchedule, Picker, SpecStats, SpeculativeDecoding,
 };
 use serde::Serialize;
 use tabled::{builder::Builder, settings::Style};
 
-use crate::common::{load_model, resolve_model_path, ModelArgs};
+use crate::common::{load_model, ModelArgs};
 
 #[derive(Args)]
 pub struct SpecBenchArgs {
@@ -135,64 +134,6 @@ struct Report {
     verify_cost_ms: Vec<(usize, f64)>,
     plain: Vec<PlainRecord>,
     speculative: Vec<SpecRecord>,
-}
-
-pub(crate) struct NamedDraft {
-    pub label: String,
-    pub make: Box<dyn Fn() -> Box<dyn Draft>>,
-}
-
-/// A draft ready to make fresh instances of; a draft model loads with `draft_weights`.
-pub(crate) fn build_draft(
-    spec: &DraftSpec,
-    target: &LoadedModel,
-    draft_weights: crate::common::WeightsArg,
-    capacity: usize,
-) -> Result<NamedDraft> {
-    let label = spec.label();
-    Ok(match spec {
-        DraftSpec::Ngram(n) => {
-            let n = *n;
-            NamedDraft {
-                label,
-                make: Box::new(move || Box::new(NgramDraft::new(n))),
-            }
-        }
-        DraftSpec::Layers(n) => {
-            let model = Arc::new(target.model.first_layers(*n)?);
-            NamedDraft {
-                label,
-                make: Box::new(move || model_draft(&model, capacity)),
-            }
-        }
-        DraftSpec::Model(name) => {
-            let path = resolve_model_path(name)?;
-            let tokenizer = effbench_core::loader::tokenizer_of(&path)?;
-            check_same_tokenizer(&target.tokenizer, &tokenizer)?;
-            let policy = crate::common::load_policy(draft_weights, target.model.device())?;
-            let loaded = effbench_core::load(&path, policy.as_ref(), target.model.device())
-                .with_context(|| format!("loading draft {}", path.display()))?;
-            check_draft_model(target.model.config(), loaded.model.config())?;
-            let model = Arc::new(loaded.model);
-            NamedDraft {
-                label,
-                make: Box::new(move || model_draft(&model, capacity)),
-            }
-        }
-    })
-}
-
-fn model_draft(model: &Arc<Model>, capacity: usize) -> Box<dyn Draft> {
-    let cache = ContiguousKvCache::new(KvShape::of(model.config()), capacity, model.device());
-    Box::new(ModelDraft::new(model.clone(), Box::new(cache)))
-}
-
-pub(crate) fn decode_seconds(out: &GenerateOutput) -> f64 {
-    let m = out.trace.metrics();
-    match (m.total_ms, m.ttft_ms) {
-        (Some(t), Some(f)) => (t - f) / 1e3,
-        _ => 0.0,
-    }
 }
 
 pub fn run(args: SpecBenchArgs) -> Result<()> {

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device};
 use effbench_core::decode::{DecodingStrategy, GenerateRequest, Greedy, PlainDecoding};
-use effbench_core::perplexity::{perplexity, PerplexityOptions};
 use effbench_core::{AsStored, ContiguousKvCache, Dequantize, KvShape, WeightPolicy};
+use effbench_eval::perplexity::{perplexity, PerplexityOptions};
 
 fn asset(name: &str) -> Option<PathBuf> {
     if let Some(p) = effbench_assets::cached_path(name) {

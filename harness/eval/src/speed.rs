@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{CoreError, Result};
-use crate::kv::{KvCache, KvCacheBuilder, KvShape, CONTIGUOUS_F32};
-use crate::model::{LogitsFor, Model, SeqChunk};
+use effbench_core::error::{CoreError, Result};
+use effbench_core::kv::{KvCache, KvCacheBuilder, KvShape, CONTIGUOUS_F32};
+use effbench_core::model::{LogitsFor, Model, SeqChunk};
 
 /// One test's repetitions, in tokens per second.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -287,12 +287,12 @@ mod tests {
 
     /// The tiny test model with a context of `positions`.
     fn tiny_model(positions: usize) -> Model {
-        use crate::testing::{tiny_config, tiny_source};
-        let mut cfg = tiny_config(crate::Architecture::Llama);
+        use effbench_core::testing::{tiny_config, tiny_source};
+        let mut cfg = tiny_config(effbench_core::Architecture::Llama);
         cfg.max_position_embeddings = positions;
         Model::load(
             &mut tiny_source(&cfg, 42),
-            &crate::AsStored,
+            &effbench_core::AsStored,
             &candle_core::Device::Cpu,
         )
         .unwrap()

@@ -5,9 +5,9 @@
 use candle_core::DType;
 use serde::Serialize;
 
-use crate::error::{CoreError, Result};
-use crate::kv::{ContiguousKvCache, KvCache, KvShape};
-use crate::model::{log_softmax, logits_rows, LogitsFor, Model, SeqChunk};
+use effbench_core::error::{CoreError, Result};
+use effbench_core::kv::{ContiguousKvCache, KvCache, KvShape};
+use effbench_core::model::{log_softmax, logits_rows, LogitsFor, Model, SeqChunk};
 
 #[derive(Debug, Clone)]
 pub struct PerplexityOptions {

@@ -235,9 +235,10 @@ fn build<R: Routed>(
     let cheap = route.cheap.as_str();
     let (cheap_rows, base_rows) = (inp.rows_of(cheap)?, inp.rows_of(base)?);
     let speed_of = |name: &str| {
-        row_speed(run_dir, inp.measures, name).with_context(|| {
-            format!(
-                "routing row `{technique}` prices each item from the measured speed of `{name}`, which this run did not measure (hint: drop --no-speed)"
+        row_speed(run_dir, inp.measures, name).ok_or_else(|| {
+            crate::hint::hinted(
+                format!("routing row `{technique}` prices each item from the measured speed of `{name}`, which this run did not measure"),
+                "drop {no_speed}",
             )
         })
     };
@@ -245,9 +246,10 @@ fn build<R: Routed>(
     let mut outcomes = Vec::with_capacity(items.len());
     for (i, &item) in items.iter().enumerate() {
         let (Some(c), Some(b)) = (cheap_rows.get(item), base_rows.get(item)) else {
-            bail!(
-                "routing row `{technique}`: item `{item}` is not recorded by both `{cheap}` and `{base}` (hint: finish the run with --resume)"
-            );
+            return Err(crate::hint::hinted(
+                format!("routing row `{technique}`: item `{item}` is not recorded by both `{cheap}` and `{base}`"),
+                "finish the run with {resume}",
+            ));
         };
         let confidence = confidence(i, c).with_context(|| {
             format!(

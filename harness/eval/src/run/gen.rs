@@ -15,8 +15,9 @@ use effbench_report::records::GenRecord;
 use super::report::{self, TaskOutcomes};
 use super::{
     measure_if_owned, open_run, progress, record, routing, shared_quality_row, technique_label,
-    technique_session, technique_stack, OpenedRun, RunArgs, RunSettings,
+    technique_session, technique_stack, OpenedRun, RunConfig, RunSettings,
 };
+use crate::hint::hinted;
 
 /// The metric a generative task's rows are compared on: lm-eval's flexible extraction, which
 /// takes the last number as OLMES' own GSM8K scorer does.
@@ -51,17 +52,20 @@ impl GenSource {
 /// The problems a generative suite scores: the task's seeded subset (or all of it), each token
 /// limit capped by `--max-gen-tokens`.
 fn load_problems(
-    args: &RunArgs,
+    args: &RunConfig,
     source: &GenSource,
 ) -> Result<(Vec<GenItem>, Option<usize>, usize)> {
     let (load, default_items, origin) = match source {
         GenSource::Olmes(task) => {
-            anyhow::ensure!(
-                args.shots == 0,
-                "suite `{}` is scored as OLMES renders it, {} (hint: drop --shots)",
-                args.suite,
-                task.about
-            );
+            if args.shots != 0 {
+                return Err(hinted(
+                    format!(
+                        "suite `{}` is scored as OLMES renders it, {}",
+                        args.suite, task.about
+                    ),
+                    "drop {shots}",
+                ));
+            }
             let wheel =
                 effbench_assets::fetch("olmes-tasks", &effbench_assets::FetchOptions::default())
                     .context("fetching the OLMES task files")?;
@@ -76,11 +80,15 @@ fn load_problems(
             (load, Some(task.default_items), origin)
         }
         GenSource::TaskYaml(path) => {
-            anyhow::ensure!(
-                args.shots == 0,
-                "suite `{}` renders its prompts as its task file says (hint: drop --shots)",
-                args.suite
-            );
+            if args.shots != 0 {
+                return Err(hinted(
+                    format!(
+                        "suite `{}` renders its prompts as its task file says",
+                        args.suite
+                    ),
+                    "drop {shots}",
+                ));
+            }
             let effbench_datasets::LmEvalTask::Generation(load) =
                 effbench_datasets::load_lm_eval_yaml(path, args.strict)?
             else {
@@ -101,7 +109,12 @@ fn load_problems(
         None => effbench_datasets::sorted_gen_items(&load.items),
     };
     if let Some(cap) = args.max_gen_tokens {
-        anyhow::ensure!(cap > 0, "--max-gen-tokens must be at least 1");
+        if cap == 0 {
+            return Err(hinted(
+                "a cap of 0 generated tokens leaves nothing to score",
+                "{max_gen_tokens} of at least 1",
+            ));
+        }
         for item in &mut items {
             item.max_new_tokens = item.max_new_tokens.min(cap);
         }
@@ -116,16 +129,19 @@ fn load_problems(
 }
 
 pub fn run_gen(
-    args: &RunArgs,
+    args: &RunConfig,
     source: &GenSource,
     model_path: &std::path::Path,
     threads: usize,
 ) -> Result<()> {
     if args.shard.is_some() {
-        bail!(
-            "generative suites do not shard yet (hint: run `{}` on one node; --items-per-subject sizes it)",
-            args.suite
-        );
+        return Err(hinted(
+            "generative suites do not shard yet",
+            format!(
+                "run `{}` on one node; {{items_per_subject}} sizes it",
+                args.suite
+            ),
+        ));
     }
     let (items, per_task, skipped) = load_problems(args, source)?;
     let manifest = SuiteManifest::for_generation(args.suite.clone(), args.seed, per_task, &items);
@@ -352,7 +368,12 @@ fn generate(
     builder: &dyn KvCacheBuilder,
     on_record: impl FnMut(GenRecord) -> Result<()>,
 ) -> Result<()> {
-    anyhow::ensure!(batch > 0, "--gen-batch must be at least 1");
+    if batch == 0 {
+        return Err(hinted(
+            "a batch of 0 problems decodes nothing",
+            "{gen_batch} of at least 1",
+        ));
+    }
     let context = loaded.model.config().max_position_embeddings;
     let mut requests = Vec::with_capacity(items.len());
     let forked_from = (!shared.is_empty()).then_some(SharedPrefix {
@@ -367,13 +388,18 @@ fn generate(
             item.id
         );
         if prompt.len() + item.max_new_tokens > context {
-            bail!(
-                "problem {}: prompt {} + {} new tokens is longer than the model's context of {context} (hint: --max-gen-tokens {})",
-                item.id,
-                prompt.len(),
-                item.max_new_tokens,
-                context.saturating_sub(prompt.len()).max(1)
-            );
+            return Err(hinted(
+                format!(
+                    "problem {}: prompt {} + {} new tokens is longer than the model's context of {context}",
+                    item.id,
+                    prompt.len(),
+                    item.max_new_tokens
+                ),
+                format!(
+                    "{{max_gen_tokens}} {}",
+                    context.saturating_sub(prompt.len()).max(1)
+                ),
+            ));
         }
         requests.push(Request {
             id: i as u64,

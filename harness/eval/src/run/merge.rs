@@ -7,29 +7,25 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
 
 use super::mc::ItemRecord;
 use super::ppl::WindowRecord;
-use super::record::{self, PriceArgs, TechniqueMeasure};
+use super::record::{self, PriceConfig, TechniqueMeasure};
 use super::shard::{ShardDone, DONE_FILE};
 use super::store::{Keyed, RunDir, RunLock};
 use super::{ppl, report, suite_kind, RunManifest, SuiteKind};
+use crate::hint::hinted;
 
-#[derive(Args)]
-pub struct MergeArgs {
+#[derive(Clone, Debug)]
+pub struct MergeConfig {
     /// The run directory holding the shard-I-of-N/ directories, or the shard directories
     /// themselves.
-    #[arg(required = true)]
     pub dirs: Vec<PathBuf>,
     /// Where the merged run is written (default: the directory the shards sit in).
-    #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the summary as JSON.
-    #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub prices: PriceArgs,
+    pub prices: PriceConfig,
 }
 
 struct ShardRun {
@@ -70,10 +66,10 @@ fn shard_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
             .collect();
         found.sort();
         if found.is_empty() {
-            bail!(
-                "{} holds no shard-I-of-N directories (hint: pass the run directory that `run --shard` wrote into)",
-                dir.display()
-            );
+            return Err(hinted(
+                format!("{} holds no shard-I-of-N directories", dir.display()),
+                "pass the run directory that the {shard} runs wrote into",
+            ));
         }
         out.extend(found);
     }
@@ -94,18 +90,21 @@ fn load_shard(dir: &Path) -> Result<ShardRun> {
     })?;
     let manifest: RunManifest = run.read_json("run.json")?;
     let Some(shard) = manifest.settings.shard else {
-        bail!(
-            "{} is a whole run, not a shard (hint: merge joins the directories `run --shard I/N` writes)",
-            dir.display()
-        );
+        return Err(hinted(
+            format!("{} is a whole run, not a shard", dir.display()),
+            "merge joins the directories that runs with {shard} I/N write",
+        ));
     };
     if !dir.join(DONE_FILE).exists() {
-        bail!(
-            "shard {}/{} in {} has not finished (no {DONE_FILE}) (hint: re-run that array task with --resume)",
-            shard.index,
-            shard.count,
-            dir.display()
-        );
+        return Err(hinted(
+            format!(
+                "shard {}/{} in {} has not finished (no {DONE_FILE})",
+                shard.index,
+                shard.count,
+                dir.display()
+            ),
+            "re-run that array task with {resume}",
+        ));
     }
     let done: ShardDone = run.read_json(DONE_FILE)?;
     Ok(ShardRun {
@@ -150,11 +149,14 @@ fn check_consistent(shards: &[ShardRun]) -> Result<usize> {
         }
         for ((field, want), (_, got)) in reference.iter().zip(agreeing_fields(&s.manifest)) {
             if *want != got {
-                bail!(
-                    "{}: {field} is `{got}`, but {} has `{want}` (hint: every shard must run the same command apart from --shard)",
-                    s.name(),
-                    first.name()
-                );
+                return Err(hinted(
+                    format!(
+                        "{}: {field} is `{got}`, but {} has `{want}`",
+                        s.name(),
+                        first.name()
+                    ),
+                    "every shard must run the same command apart from {shard}",
+                ));
             }
         }
     }
@@ -180,10 +182,13 @@ fn union_records<R: serde::de::DeserializeOwned + Keyed>(
     for s in shards {
         for (key, r) in s.dir.load_records::<R>(technique)? {
             if let Some(first) = owner.get(&key) {
-                bail!(
-                    "`{key}` of technique `{technique}` is recorded by both {first} and {}; a shard scored work it does not own (hint: were the shards run with different --shard counts?)",
-                    s.name()
-                );
+                return Err(hinted(
+                    format!(
+                        "`{key}` of technique `{technique}` is recorded by both {first} and {}; a shard scored work it does not own",
+                        s.name()
+                    ),
+                    "were the shards run with different {shard} counts?",
+                ));
             }
             owner.insert(key.clone(), s.name());
             all.insert(key, r);
@@ -198,9 +203,10 @@ fn require_complete<R>(
     technique: &str,
 ) -> Result<()> {
     if let Some(missing) = expected.iter().find(|k| !records.contains_key(*k)) {
-        bail!(
-            "`{missing}` of technique `{technique}` is missing from every shard (hint: re-run the shard that owns it with --resume)"
-        );
+        return Err(hinted(
+            format!("`{missing}` of technique `{technique}` is missing from every shard"),
+            "re-run the shard that owns it with {resume}",
+        ));
     }
     if records.len() != expected.len() {
         let extra = records
@@ -242,7 +248,7 @@ fn collect_measures(
     Ok(out)
 }
 
-pub fn merge(args: MergeArgs) -> Result<()> {
+pub fn merge(args: MergeConfig) -> Result<()> {
     let dirs = shard_dirs(&args.dirs)?;
     let mut shards = dirs
         .iter()
@@ -257,13 +263,18 @@ pub fn merge(args: MergeArgs) -> Result<()> {
             .path
             .parent()
             .map(Path::to_path_buf)
-            .context("the shard directory has no parent to merge into (hint: --out DIR)")?,
+            .ok_or_else(|| {
+                hinted(
+                    "the shard directory has no parent to merge into",
+                    "{out} DIR",
+                )
+            })?,
     };
     let out = RunDir::new(out_path)?;
     let _out_lock = RunLock::acquire(&out.path)?.map_err(|held| {
-        anyhow::anyhow!(
-            "{} is being written by {held} (hint: wait for it to finish, or merge into another --out)",
-            out.path.display()
+        hinted(
+            format!("{} is being written by {held}", out.path.display()),
+            "wait for it to finish, or merge into another {out}",
         )
     })?;
     let first = &shards[0];

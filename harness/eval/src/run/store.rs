@@ -182,13 +182,14 @@ impl RecordWriter {
     }
 }
 
-pub const DISK_FULL_HINT: &str = "hint: free space there, then repeat the command with --resume";
+/// What to do about a full disk: the run resumes where the last synced record left it.
+pub const DISK_FULL_HINT: &str = "free space there, then repeat the command with {resume}";
 
 /// An I/O error with its path; a full disk gets a hint, since it is the one cause the user fixes
 /// outside effbench and then resumes from.
 fn io_error(e: std::io::Error, what: &str) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::StorageFull {
-        anyhow::anyhow!("{what}: {e} ({DISK_FULL_HINT})")
+        crate::hint::hinted(format!("{what}: {e}"), DISK_FULL_HINT)
     } else {
         anyhow::Error::new(e).context(what.to_string())
     }

@@ -8,9 +8,9 @@ pub mod merge;
 mod ppl;
 mod record;
 mod routing;
-mod serving;
-mod shard;
-pub use record::PriceArgs;
+pub mod serving;
+pub mod shard;
+pub use record::{PriceConfig, ServeConfig, SpeedConfig};
 mod report;
 pub mod store;
 
@@ -19,18 +19,20 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use effbench_datasets::{FewShotSource, LoadReport, McItem, SuiteManifest};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{load_model, select_device, ModelArgs, WeightsArg};
-use effbench_eval::technique::Weights;
+use crate::hint::hinted;
+use crate::session::{load_model, select_device, ModelConfig};
+use crate::technique::Weights;
+use crate::WeightsArg;
 use mc::ItemRecord;
 use store::{RunDir, RunLock};
 
-#[derive(Args, Clone)]
-pub struct RunArgs {
+/// Everything one `run` is asked to do, in plain types: the binary fills it from its arguments.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
     /// mmlu-lite (stratified MMLU subset), mmlu (all 14,042 items), core (the battery: 350
     /// items from each of arc_easy, arc_challenge, hellaswag, piqa, winogrande, boolq,
     /// openbookqa, sciq, commonsense_qa, social_iqa, as OLMES renders them 0-shot), one of
@@ -44,107 +46,92 @@ pub struct RunArgs {
     /// comma-separated (e.g. wikitext-2,mmlu-lite), run one after another under one run
     /// directory, the speed test in the first only, and table.md joins them: a row per
     /// technique with memory, speed and every suite's quality.
-    #[arg(long, default_value = "mmlu-lite")]
     pub suite: String,
-    /// Known model name or path (as for `generate`).
-    #[arg(long, short, default_value = crate::common::DEFAULT_MODEL)]
+    /// Known model name or path.
     pub model: String,
-    /// Techniques to compare, the baseline first, comma-separated: f16, as-stored, int4-gptq,
+    /// Techniques to compare, the baseline first: f16, as-stored, int4-gptq,
     /// student:M, spec:ngram, kv:paged, or stacks of one per kind such as
-    /// int4-gptq+spec:ngram+kv:paged (see --help for every name).
-    #[arg(long, value_delimiter = ',', default_value = "f16,as-stored", long_help = techniques_long_help())]
+    /// int4-gptq+spec:ngram+kv:paged (`technique::help()` lists every name).
     pub techniques: Vec<String>,
-    /// A student to evaluate beside the teacher (--model): adds the technique student:MODEL.
-    #[arg(long)]
+    /// A student to evaluate beside the teacher (`model`): adds the technique student:MODEL.
     pub student: Option<String>,
     /// Items per subject for mmlu-lite (default 10), per task for core (default 350).
-    #[arg(long)]
     pub items_per_subject: Option<usize>,
     /// Every item of the suite instead of the stratified subset.
-    #[arg(long)]
     pub full: bool,
     /// Few-shot exemplars per question (5 is MMLU's published setting).
-    #[arg(long, default_value_t = 0)]
     pub shots: usize,
     /// Directory of `<subject>_dev.csv` exemplars; default: the shared mmlu-dev copy if present,
     /// else exemplars come from other test items, which are then not scored.
-    #[arg(long)]
     pub dev_dir: Option<PathBuf>,
     /// Only these subjects (comma-separated, as in `high_school_biology`).
-    #[arg(long, value_delimiter = ',')]
     pub subjects: Vec<String>,
     /// Seed of the subset sampler (and of test-split exemplars).
-    #[arg(long, default_value_t = effbench_datasets::DEFAULT_SEED)]
     pub seed: u64,
     /// Stop at the first malformed dataset row instead of skipping and counting it.
-    #[arg(long)]
     pub strict: bool,
     /// Items per forward pass.
-    #[arg(long, default_value_t = 4)]
     pub batch: usize,
     /// Generative suites: most problems decoded together (continuous batching).
-    #[arg(long, default_value_t = 32)]
     pub gen_batch: usize,
     /// Generative suites: cap every problem's generated tokens at this (the task's own limit
     /// otherwise; GSM8K's is 512). Part of what the suite is, so it changes the manifest.
-    #[arg(long)]
     pub max_gen_tokens: Option<usize>,
     /// Where run directories go.
-    #[arg(long, default_value = "results")]
     pub out: PathBuf,
     /// Name of the run directory (default: suite, model, shots and a timestamp).
-    #[arg(long)]
     pub run_id: Option<String>,
     /// Continue an interrupted run: the named one, or the latest with the same settings.
-    #[arg(long, num_args = 0..=1, default_missing_value = "latest")]
     pub resume: Option<String>,
-    #[arg(long, short, default_value_t = 0)]
     pub threads: usize,
-    /// auto, cpu, cuda or cuda:N (see `effbench generate --help`).
-    #[arg(long, default_value = "auto", value_parser = crate::common::check_device)]
+    /// auto, cpu, cuda or cuda:N.
     pub device: String,
     /// Perplexity suites: tokens per window.
-    #[arg(long, default_value_t = 512)]
     pub ctx: usize,
     /// Perplexity suites: windows to evaluate, from the start of the text.
-    #[arg(long, default_value_t = 8)]
     pub chunks: usize,
     /// Print the summary as JSON.
-    #[arg(long)]
     pub json: bool,
     /// Run only shard I of N (0-based) of the work, for a Slurm job array or a Kubernetes
     /// Indexed Job: quality units are (item, technique) pairs, perplexity windows and speed
-    /// tests whole techniques. Every shard needs the same --run-id; `effbench merge` joins them.
-    #[arg(long)]
+    /// tests whole techniques. Every shard needs the same `run_id`; [`merge`] joins them.
     pub shard: Option<shard::Shard>,
-    #[command(flatten)]
-    pub speed: record::SpeedArgs,
-    #[command(flatten)]
-    pub serve: record::ServeArgs,
-    #[command(flatten)]
-    pub prices: record::PriceArgs,
+    pub speed: record::SpeedConfig,
+    pub serve: record::ServeConfig,
+    pub prices: record::PriceConfig,
     /// Multiple-choice suites: the KV cache that scores items (paged shares the few-shot
     /// prefix's blocks; contiguous copies it per item).
-    #[arg(long, value_enum, default_value_t = KvArg::Contiguous)]
-    pub kv: KvArg,
+    pub kv: KvChoice,
     /// Multiple-choice suites: run every item's full prompt instead of computing the subject's
     /// few-shot prefix once and sharing its KV (to measure what sharing saves).
-    #[arg(long)]
     pub no_prefix_sharing: bool,
     /// Routing rows (route:CHEAP@...): the accuracy loss, in points, within which a cascade
     /// counts as no worse than its base model when the sweep picks the largest share of items
     /// the cheap model may keep.
-    #[arg(long, default_value_t = 1.0)]
     pub route_margin: f64,
+    /// What built the program that runs this, as `run.json` records it.
+    pub build: BuildInfo,
+    /// The command that asked for the run, as `run.json` records it.
+    pub command: Vec<String>,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KvArg {
+/// The build that ran a run, recorded in its provenance. The binary knows its own commit; the
+/// engine records what it is told.
+#[derive(Clone, Debug)]
+pub struct BuildInfo {
+    pub git_commit: String,
+    /// Whether the tree it was built from differed from `git_commit`; None if unknown.
+    pub git_dirty: Option<bool>,
+}
+
+/// The KV cache that scores multiple-choice items in a row whose technique names none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvChoice {
     Contiguous,
     Paged,
 }
 
-impl KvArg {
+impl KvChoice {
     /// The cache of a row whose technique names none.
     fn builder(self) -> std::sync::Arc<dyn effbench_core::KvCacheBuilder> {
         std::sync::Arc::new(match self {
@@ -208,21 +195,14 @@ pub struct RunManifest {
 
 pub const SCHEMA_VERSION: u32 = 1;
 
-fn techniques_long_help() -> String {
-    format!(
-        "Techniques to compare, the baseline first, comma-separated. Each is a name from the \
-         registry below, or a stack of one name per kind joined with +. A decoding technique \
-         leaves log-likelihoods unchanged: its quality is the same row without it (copied \
-         from that row when it is in the run), and its speed is timed on real prompts against \
-         plain decoding with the same weights, output compared token for token.\n\n{}",
-        effbench_eval::technique::help()
-    )
-}
-
 /// A technique name as the registry parses it, with the run's wording on failure.
-fn technique_stack(name: &str) -> Result<effbench_eval::Stack> {
-    effbench_eval::Stack::parse(name)
-        .map_err(|e| anyhow::anyhow!("{e} (hint: effbench run --help lists every technique)"))
+fn technique_stack(name: &str) -> Result<crate::Stack> {
+    crate::Stack::parse(name).map_err(|e| {
+        hinted(
+            e.to_string(),
+            "the names {techniques} takes are listed in its help",
+        )
+    })
 }
 
 struct Suite {
@@ -330,14 +310,18 @@ fn suite_norms(suite: &str) -> Result<BTreeMap<String, effbench_datasets::ScoreN
         .collect())
 }
 
-fn load_suite(args: &RunArgs) -> Result<Suite> {
+fn load_suite(args: &RunConfig) -> Result<Suite> {
     let olmes = olmes_suite(&args.suite)?;
     let (report, name) = if let Some(tasks) = &olmes {
-        anyhow::ensure!(
-            args.shots == 0,
-            "suite `{}` is scored as OLMES renders it, whose variant fixes the shots (hint: drop --shots and pick a variant such as olmes:arc_easy/rc_5shot)",
-            args.suite
-        );
+        if args.shots != 0 {
+            return Err(hinted(
+                format!(
+                    "suite `{}` is scored as OLMES renders it, whose variant fixes the shots",
+                    args.suite
+                ),
+                "drop {shots} and pick a variant such as olmes:arc_easy/rc_5shot",
+            ));
+        }
         (load_olmes(tasks, args.strict)?, args.suite.clone())
     } else if args.suite == "mmlu-lite" || args.suite == "mmlu" {
         let path = effbench_assets::fetch("mmlu", &effbench_assets::FetchOptions::default())
@@ -394,11 +378,15 @@ fn load_suite(args: &RunArgs) -> Result<Suite> {
         Some(k) => effbench_datasets::stratified_subset(&report.items, k, args.seed),
         None => effbench_datasets::full_suite(&report.items),
     };
-    anyhow::ensure!(
-        args.shots == 0 || report.items.iter().all(|i| i.rendered.is_none()),
-        "suite `{}` holds task rows that are scored as their template renders them, 0-shot (hint: drop --shots; OLMES' few-shot variants are olmes:TASK/rc_5shot)",
-        args.suite
-    );
+    if args.shots != 0 && report.items.iter().any(|i| i.rendered.is_some()) {
+        return Err(hinted(
+            format!(
+                "suite `{}` holds task rows that are scored as their template renders them, 0-shot",
+                args.suite
+            ),
+            "drop {shots}; OLMES' few-shot variants are olmes:TASK/rc_5shot",
+        ));
+    }
     let (fewshot, fewshot_label) = if olmes.is_some() {
         (None, "as the OLMES variant renders them".to_string())
     } else if args.shots == 0 {
@@ -540,7 +528,7 @@ fn is_generation_yaml(path: &str) -> Result<bool> {
 /// A run id from the suite, model and shots, plus the time; or, for a shard, plus a hash of the
 /// settings, so every shard of one run derives the same id on its own node.
 fn derived_run_id(
-    args: &RunArgs,
+    args: &RunConfig,
     settings: &RunSettings,
     model_path: &std::path::Path,
 ) -> Result<String> {
@@ -584,15 +572,15 @@ struct OpenedRun {
 /// that holds it: two writers would score every item twice.
 fn lock_run_dir(dir: &std::path::Path) -> Result<RunLock> {
     RunLock::acquire(dir)?.map_err(|held| {
-        anyhow::anyhow!(
-            "{} is being written by {held} (hint: wait for it to finish, or pick another --run-id)",
-            dir.display()
+        hinted(
+            format!("{} is being written by {held}", dir.display()),
+            "wait for it to finish, or pick another {run_id}",
         )
     })
 }
 
 fn open_run(
-    args: &RunArgs,
+    args: &RunConfig,
     settings: &RunSettings,
     suite_manifest: &SuiteManifest,
     model_path: &std::path::Path,
@@ -600,15 +588,18 @@ fn open_run(
     fewshot_label: &str,
     skipped: usize,
 ) -> Result<OpenedRun> {
-    let device = crate::common::device_label(&select_device(&args.device)?);
+    let device = crate::session::device_label(&select_device(&args.device)?);
     let run_id = match (&args.resume, &args.run_id) {
         (Some(r), _) if r != "latest" => r.clone(),
         (Some(_), Some(id)) => id.clone(),
         (Some(_), None) if args.shard.is_some() => derived_run_id(args, settings, model_path)?,
-        (Some(_), None) => find_resumable(&args.out, settings).with_context(|| {
-            format!(
-                "no earlier run in {} has these settings to resume (hint: drop --resume to start one)",
-                args.out.display()
+        (Some(_), None) => find_resumable(&args.out, settings).ok_or_else(|| {
+            hinted(
+                format!(
+                    "no earlier run in {} has these settings to resume",
+                    args.out.display()
+                ),
+                "drop {resume} to start one",
             )
         })?,
         (None, Some(id)) => id.clone(),
@@ -637,25 +628,28 @@ fn open_run(
             .read_json("run.json")
             .with_context(|| format!("run `{run_id}` cannot be resumed"))?;
         if m.settings != *settings {
-            bail!(
-                "run `{run_id}` was started with other settings (suite, model, techniques, shots, seed or items); resuming would mix results (hint: repeat its original command with --resume)"
-            );
+            return Err(hinted(
+                format!("run `{run_id}` was started with other settings (suite, model, techniques, shots, seed or items); resuming would mix results"),
+                "repeat its original command with {resume}",
+            ));
         }
         if m.provenance.device != device {
-            bail!(
-                "run `{run_id}` ran on {}, not {device}; resuming would mix results from two devices (hint: --device {})",
-                m.provenance.device,
-                m.provenance.device
-            );
+            return Err(hinted(
+                format!(
+                    "run `{run_id}` ran on {}, not {device}; resuming would mix results from two devices",
+                    m.provenance.device
+                ),
+                format!("{{device}} {}", m.provenance.device),
+            ));
         }
         eprintln!("resuming run {run_id}");
         m
     } else {
         if dir.path.join("run.json").exists() {
-            bail!(
-                "run `{run_id}` already exists in {} (hint: --resume to continue it, or another --run-id)",
-                args.out.display()
-            );
+            return Err(hinted(
+                format!("run `{run_id}` already exists in {}", args.out.display()),
+                "{resume} to continue it, or another {run_id}",
+            ));
         }
         let m = RunManifest {
             schema_version: SCHEMA_VERSION,
@@ -664,11 +658,11 @@ fn open_run(
             suite: suite_manifest.clone(),
             provenance: Provenance {
                 effbench_version: env!("CARGO_PKG_VERSION").into(),
-                git_commit: crate::common::GIT_COMMIT.into(),
-                git_dirty: crate::common::git_dirty(),
+                git_commit: args.build.git_commit.clone(),
+                git_dirty: args.build.git_dirty,
                 started: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                     .to_string(),
-                command: std::env::args().collect(),
+                command: args.command.clone(),
                 hardware: effbench_hw::detect(),
                 threads,
                 model_path: model_path.display().to_string(),
@@ -694,16 +688,16 @@ fn technique_session(
     technique: &str,
     threads: usize,
     device: &str,
-) -> Result<crate::common::Session> {
+) -> Result<crate::session::Session> {
     let stack = technique_stack(technique)?;
     let (model, weights) = match &stack.weights {
         Weights::Student(student) => (
-            crate::common::resolve_model_path(student)?,
+            crate::session::resolve_model_path(student)?,
             WeightsArg::AsStored,
         ),
         Weights::Format(w) => (model_path.to_path_buf(), *w),
     };
-    load_model(&ModelArgs {
+    load_model(&ModelConfig {
         model: model.display().to_string(),
         weights,
         threads,
@@ -713,7 +707,7 @@ fn technique_session(
 
 /// The earlier row of the run whose quality records a decoding technique shares: the same
 /// stack without its decoding part. Not across shards, which own different items per row.
-fn shared_quality_row(args: &RunArgs, technique: &str) -> Result<Option<String>> {
+fn shared_quality_row(args: &RunConfig, technique: &str) -> Result<Option<String>> {
     if args.shard.is_some() {
         return Ok(None);
     }
@@ -728,7 +722,7 @@ fn shared_quality_row(args: &RunArgs, technique: &str) -> Result<Option<String>>
 }
 
 /// How tables name a technique's model: a student names its own file.
-fn technique_label(technique: &str, session: &crate::common::Session) -> String {
+fn technique_label(technique: &str, session: &crate::session::Session) -> String {
     let label = session.loaded.model.label().to_string();
     match technique_stack(technique)
         .ok()
@@ -759,7 +753,7 @@ fn progress(len: u64, pos: u64, prefix: String, unit: &str) -> ProgressBar {
     bar
 }
 
-pub fn run(mut args: RunArgs) -> Result<()> {
+pub fn run(mut args: RunConfig) -> Result<()> {
     if let Some(student) = &args.student {
         args.techniques.push(format!("student:{student}"));
     }
@@ -771,7 +765,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         }
     }
     if args.techniques.is_empty() {
-        bail!("no techniques given (hint: --techniques f16,as-stored)");
+        return Err(hinted("no techniques given", "{techniques} f16,as-stored"));
     }
     let mut seen = std::collections::BTreeSet::new();
     for t in &args.techniques {
@@ -780,11 +774,12 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         }
     }
     args.techniques = routing::with_route_rows(&args.techniques)?;
-    anyhow::ensure!(
-        args.route_margin >= 0.0 && args.route_margin < 100.0,
-        "--route-margin is in accuracy points, from 0 up to 100, got {}",
-        args.route_margin
-    );
+    if !(args.route_margin >= 0.0 && args.route_margin < 100.0) {
+        return Err(hinted(
+            format!("a routing margin of {} accuracy points", args.route_margin),
+            "{route_margin} is in accuracy points, from 0 up to 100",
+        ));
+    }
     let suites: Vec<String> = args
         .suite
         .split(',')
@@ -815,20 +810,26 @@ pub fn run(mut args: RunArgs) -> Result<()> {
             );
             args.techniques.retain(|t| !routes.contains(t));
         } else if args.speed.no_speed && !is_suites_run(&args.out) {
-            bail!(
-                "routing rows ({}) price each item from their two rows' measured speeds (hint: drop --no-speed)",
-                routes.join(", ")
-            );
+            return Err(hinted(
+                format!(
+                    "routing rows ({}) price each item from their two rows' measured speeds",
+                    routes.join(", ")
+                ),
+                "drop {no_speed}",
+            ));
         } else if args.shard.is_some() {
-            bail!(
-                "routing rows ({}) are built from whole rows' records, which shards split (hint: run the shards without them, merge, then add them in one unsharded --resume)",
-                routes.join(", ")
-            );
+            return Err(hinted(
+                format!(
+                    "routing rows ({}) are built from whole rows' records, which shards split",
+                    routes.join(", ")
+                ),
+                "run the shards without them, merge, then add them in one unsharded {resume}",
+            ));
         }
     }
     select_device(&args.device)?;
     let threads = effbench_core::threads::set_threads(args.threads);
-    let model_path = crate::common::resolve_model_path(&args.model)?;
+    let model_path = crate::session::resolve_model_path(&args.model)?;
     match kind {
         SuiteKind::MultipleChoice => run_mc(&args, &model_path, threads),
         SuiteKind::Perplexity(text) => run_ppl(&args, &text, &model_path, threads),
@@ -851,9 +852,9 @@ fn refuse_routes_for(kind: &SuiteKind, techniques: &[String]) -> Result<()> {
 fn check_draft_tokenizer(model: &str, draft: &effbench_speculative::DraftSpec) -> Result<()> {
     if let effbench_speculative::DraftSpec::Model(name) = draft {
         let target =
-            effbench_core::loader::tokenizer_of(&crate::common::resolve_model_path(model)?)?;
+            effbench_core::loader::tokenizer_of(&crate::session::resolve_model_path(model)?)?;
         let theirs =
-            effbench_core::loader::tokenizer_of(&crate::common::resolve_model_path(name)?)?;
+            effbench_core::loader::tokenizer_of(&crate::session::resolve_model_path(name)?)?;
         effbench_speculative::check_same_tokenizer(&target, &theirs)?;
     }
     Ok(())
@@ -882,12 +883,12 @@ fn suite_dir_name(suite: &str) -> String {
 /// suite), and
 /// `table.md` / `table.json` join them: a row per technique with memory, speed and every
 /// suite's quality figures.
-fn run_suites(args: RunArgs, suites: Vec<String>) -> Result<()> {
+fn run_suites(args: RunConfig, suites: Vec<String>) -> Result<()> {
     if args.shard.is_some() {
-        bail!(
-            "--shard takes one suite per run (hint: run each of `{}` as its own sharded run)",
-            suites.join(",")
-        );
+        return Err(hinted(
+            format!("a sharded run takes one suite, not `{}`", suites.join(",")),
+            "run each suite as its own run with {shard}",
+        ));
     }
     let mut seen = std::collections::BTreeSet::new();
     for s in &suites {
@@ -906,14 +907,17 @@ fn run_suites(args: RunArgs, suites: Vec<String>) -> Result<()> {
         (Some(name), _) if name != "latest" => name.clone(),
         (_, Some(id)) => id.clone(),
         (Some(_), None) => latest_suites_run(&args.out, &manifest).ok_or_else(|| {
-            anyhow::anyhow!(
-                "no run of suites {} with these techniques to resume under {} (hint: drop --resume to start one)",
-                suites.join(","),
-                args.out.display()
+            hinted(
+                format!(
+                    "no run of suites {} with these techniques to resume under {}",
+                    suites.join(","),
+                    args.out.display()
+                ),
+                "drop {resume} to start one",
             )
         })?,
         (None, None) => {
-            let model_path = crate::common::resolve_model_path(&args.model)?;
+            let model_path = crate::session::resolve_model_path(&args.model)?;
             let stem = model_path
                 .file_stem()
                 .map_or("model".into(), |s| s.to_string_lossy().to_string());
@@ -922,7 +926,11 @@ fn run_suites(args: RunArgs, suites: Vec<String>) -> Result<()> {
                 .map_or(0, |d| d.as_secs());
             format!(
                 "{}-{stem}-{}shot-{now}",
-                suites.iter().map(|s| suite_dir_name(s)).collect::<Vec<_>>().join("+"),
+                suites
+                    .iter()
+                    .map(|s| suite_dir_name(s))
+                    .collect::<Vec<_>>()
+                    .join("+"),
                 args.shots
             )
         }
@@ -936,12 +944,17 @@ fn run_suites(args: RunArgs, suites: Vec<String>) -> Result<()> {
     // run locks its own directory inside.
     let _lock = lock_run_dir(&parent.path)?;
     match parent.read_json::<SuitesManifest>(SUITES_FILE) {
-        Ok(existing) if existing != manifest => bail!(
-            "run `{parent_id}` was started with other suites, model or techniques ({} on {} with {}); resuming would mix results (hint: another --run-id)",
-            existing.suites.join(","),
-            existing.model,
-            existing.techniques.join(",")
-        ),
+        Ok(existing) if existing != manifest => {
+            return Err(hinted(
+                format!(
+                    "run `{parent_id}` was started with other suites, model or techniques ({} on {} with {}); resuming would mix results",
+                    existing.suites.join(","),
+                    existing.model,
+                    existing.techniques.join(",")
+                ),
+                "another {run_id}",
+            ))
+        }
         Ok(_) => {}
         Err(_) => parent.write_json(SUITES_FILE, &manifest)?,
     }
@@ -992,9 +1005,12 @@ pub fn join_suites(
         .suites
         .iter()
         .map(|suite| {
-            effbench_report::RunReport::load_dir(&dir.join(suite_dir_name(suite))).with_context(
-                || format!("reading suite `{suite}`'s report (hint: finish the run with --resume)"),
-            )
+            effbench_report::RunReport::load_dir(&dir.join(suite_dir_name(suite))).map_err(|e| {
+                hinted(
+                    format!("reading suite `{suite}`'s report: {e}"),
+                    "finish the run with {resume}",
+                )
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let rows = effbench_report::joined::rows(&reports)?;
@@ -1016,7 +1032,7 @@ fn latest_suites_run(out: &std::path::Path, manifest: &SuitesManifest) -> Option
     })
 }
 
-fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Result<()> {
+fn run_mc(args: &RunConfig, model_path: &std::path::Path, threads: usize) -> Result<()> {
     let suite = load_suite(args)?;
     eprintln!(
         "suite {}: {} items over {} subjects, manifest {} (seed {}, {}-shot; exemplars: {})",
@@ -1178,8 +1194,8 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
         let elapsed = start.elapsed().as_secs_f64();
         eprintln!(
             "{technique}: {elapsed:.1} s, KV cache peak {} held ({} holding K/V), {} tokens through the model ({} cache, prefix sharing {})",
-            crate::common::mib(kv_stats.peak_bytes_reserved),
-            crate::common::mib(kv_stats.peak_bytes_used),
+            crate::session::mib(kv_stats.peak_bytes_reserved),
+            crate::session::mib(kv_stats.peak_bytes_used),
             kv_stats.forward_tokens,
             kv_plan.cache.describe(),
             if kv_plan.share_prefix { "on" } else { "off" }
@@ -1219,8 +1235,13 @@ fn run_mc(args: &RunArgs, model_path: &std::path::Path, threads: usize) -> Resul
     publish_summary(&run_dir, &summary, &format!("{md}\n{report_md}"), args.json)
 }
 
-fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: usize) -> Result<()> {
-    let text_path = crate::common::resolve_text(text)?;
+fn run_ppl(
+    args: &RunConfig,
+    text: &str,
+    model_path: &std::path::Path,
+    threads: usize,
+) -> Result<()> {
+    let text_path = crate::session::resolve_text(text)?;
     let corpus = effbench_datasets::read_corpus(&text_path)?;
     // Every technique of a run shares the checkpoint and so its tokenizer: tokenize once.
     let first = technique_session(model_path, &args.techniques[0], threads, &args.device)?;
@@ -1233,15 +1254,18 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
         }
     }
     let need = args.chunks * args.ctx;
-    let tokens = crate::common::encode_leading(&first.loaded, &corpus, Some(need))?;
+    let tokens = crate::session::encode_leading(&first.loaded, &corpus, Some(need))?;
     if tokens.len() < need {
-        bail!(
-            "{} gives {} tokens, fewer than {} windows of {} (hint: lower --chunks or --ctx)",
-            text_path.display(),
-            tokens.len(),
-            args.chunks,
-            args.ctx
-        );
+        return Err(hinted(
+            format!(
+                "{} gives {} tokens, fewer than {} windows of {}",
+                text_path.display(),
+                tokens.len(),
+                args.chunks,
+                args.ctx
+            ),
+            "lower {chunks} or {ctx}",
+        ));
     }
     let plan = ppl::PplPlan {
         tokens: tokens[..need].to_vec(),
@@ -1368,10 +1392,10 @@ fn run_ppl(args: &RunArgs, text: &str, model_path: &std::path::Path, threads: us
 
 /// Speed is one work unit per technique, measured by the one shard that owns it.
 fn measure_if_owned(
-    args: &RunArgs,
+    args: &RunConfig,
     run_dir: &RunDir,
     technique: &str,
-    session: &crate::common::Session,
+    session: &crate::session::Session,
     measures: &mut BTreeMap<String, record::TechniqueMeasure>,
 ) -> Result<()> {
     if args.shard.is_none_or(|s| s.owns_speed(technique)) {
@@ -1423,7 +1447,7 @@ fn finish_shard(
 fn check_same_vocabulary(
     base: &effbench_core::Vocabulary,
     technique: &str,
-    session: &crate::common::Session,
+    session: &crate::session::Session,
     baseline: &str,
 ) -> Result<()> {
     if let Some(why) = base.mismatch(&session.loaded.vocabulary()) {

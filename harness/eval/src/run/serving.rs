@@ -1,12 +1,16 @@
 //! A row serving a request trace in a run: serve-bench's continuous-batching scheduler over the
 //! row's weights and KV cache at a KV budget, on a seeded chat-like trace every row shares.
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use effbench_core::{KvCacheBuilder, KvShape, LoadedModel};
-use effbench_kvcache::{serve, summarize, SchedulerConfig, TraceSpec};
+use effbench_kvcache::{serve, summarize, Request, SchedulerConfig, TraceEntry, TraceSpec};
 use effbench_report::schema::ServingReport;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
-use super::record::ServeArgs;
+use crate::session::{encode_leading, resolve_text};
+
+use super::record::ServeConfig;
 
 /// Prompts given by length are cut from this text, as serve-bench does by default.
 const FILLER_TEXT: &str = "wikitext-2";
@@ -14,7 +18,7 @@ const FILLER_TEXT: &str = "wikitext-2";
 pub fn measure(
     loaded: &LoadedModel,
     builder: &dyn KvCacheBuilder,
-    args: &ServeArgs,
+    args: &ServeConfig,
 ) -> Result<ServingReport> {
     anyhow::ensure!(
         args.kv_budget_mib > 0,
@@ -22,7 +26,7 @@ pub fn measure(
     );
     let spec = TraceSpec::chat_like(args.serve_requests, args.serve_rate, args.serve_seed);
     let entries = spec.generate()?;
-    let requests = crate::serve::build_requests(loaded, &entries, FILLER_TEXT, args.serve_seed)?;
+    let requests = build_requests(loaded, &entries, FILLER_TEXT, args.serve_seed)?;
     let config = SchedulerConfig::default();
     let budget = args.kv_budget_mib * 1024 * 1024;
     let mut cache = builder.build_for_budget(
@@ -62,4 +66,57 @@ pub fn measure(
         peak_kv_reserved_bytes: s.peak_bytes_reserved,
         peak_kv_used_bytes: s.peak_bytes_used,
     })
+}
+
+/// The trace's requests as token ids: a prompt given as text is encoded, one given as a length
+/// is cut at a seeded offset from `filler_text` (a known text name or path).
+pub fn build_requests(
+    loaded: &LoadedModel,
+    entries: &[TraceEntry],
+    filler_text: &str,
+    seed: u64,
+) -> Result<Vec<Request>> {
+    let longest = entries
+        .iter()
+        .filter_map(|e| e.prompt_tokens)
+        .max()
+        .unwrap_or(0);
+    let filler = if longest > 0 {
+        let path = resolve_text(filler_text)?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let tokens = encode_leading(loaded, &text, Some(longest.max(1) * 16))?;
+        if tokens.len() < longest {
+            bail!(
+                "filler text {} has {} tokens, fewer than the longest prompt ({longest})",
+                path.display(),
+                tokens.len()
+            );
+        }
+        tokens
+    } else {
+        Vec::new()
+    };
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_f111);
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let prompt = match (&e.prompt, e.prompt_tokens) {
+                (Some(text), _) => loaded.encode(text)?,
+                (None, Some(n)) => {
+                    let start = rng.random_range(0..=filler.len() - n);
+                    filler[start..start + n].to_vec()
+                }
+                (None, None) => unreachable!("the trace reader requires one"),
+            };
+            Ok(Request {
+                id: i as u64,
+                arrival_s: e.arrival_s,
+                prompt,
+                max_new_tokens: e.output_tokens,
+                forked_from: None,
+            })
+        })
+        .collect()
 }

@@ -26,14 +26,16 @@ impl FromStr for Shard {
 
     fn from_str(s: &str) -> Result<Self> {
         let Some((i, n)) = s.split_once('/') else {
-            bail!("--shard `{s}` is not I/N (hint: --shard 0/4 runs the first of four shards)");
+            bail!("shard `{s}` is not I/N (hint: 0/4 is the first of four shards)");
         };
         let (Ok(index), Ok(count)) = (i.trim().parse::<usize>(), n.trim().parse::<usize>()) else {
-            bail!("--shard `{s}` is not I/N with whole numbers (hint: --shard 0/4)");
+            bail!(
+                "shard `{s}` is not I/N with whole numbers (hint: 0/4 is the first of four shards)"
+            );
         };
         if count == 0 || index >= count {
             bail!(
-                "--shard {index}/{count}: the index counts from 0 and must be below the count (hint: shards of 4 are 0/4 to 3/4)"
+                "shard {index}/{count}: the index counts from 0 and must be below the count (hint: shards of 4 are 0/4 to 3/4)"
             );
         }
         Ok(Self { index, count })

@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use clap::Args;
-use effbench_core::{speed, KvShape};
+use effbench_core::KvShape;
 use effbench_hw::gpu_sampler::{GpuMeasurement, GpuSampler};
 use effbench_report::schema::{
     DecodingReport, Energy, Memory, RoutingReport, ServingReport, Speed,
@@ -17,67 +16,58 @@ use effbench_report::{Price, PriceTable};
 use serde::{Deserialize, Serialize};
 
 use super::store::RunDir;
-use crate::common::Session;
+use crate::session::Session;
+use crate::speed;
 
-#[derive(Args, Clone, Debug)]
-pub struct SpeedArgs {
+#[derive(Clone, Debug)]
+pub struct SpeedConfig {
     /// Skip the per-technique speed test (then no cost or latency figures).
-    #[arg(long)]
     pub no_speed: bool,
     /// Prompt tokens of the prefill speed test (llama-bench pp).
-    #[arg(long, default_value_t = 512)]
     pub speed_prompt: usize,
     /// Tokens of the decode speed test (llama-bench tg).
-    #[arg(long, default_value_t = 128)]
     pub speed_gen: usize,
     /// Measured repetitions of each speed test, after a warm-up; medians are reported.
-    #[arg(long, default_value_t = 3)]
     pub speed_reps: usize,
 }
 
 /// Serving: each row serves the same seeded request trace under continuous batching at a KV
 /// budget (serve-bench's scheduler), so caches that waste less, and weights that make a step
 /// cheaper, show up as concurrency and throughput.
-#[derive(Args, Clone, Debug)]
-pub struct ServeArgs {
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
     /// Serve the request trace with every row (throughput, TTFT, TPOT, peak concurrency).
-    #[arg(long)]
     pub serve: bool,
     /// Requests in the generated chat-like trace.
-    #[arg(long, default_value_t = 16)]
     pub serve_requests: usize,
     /// Mean arrivals per second (Poisson); inf sends every request at once.
-    #[arg(long, default_value_t = 8.0)]
     pub serve_rate: f64,
     /// Seed of the trace.
-    #[arg(long, default_value_t = 0)]
     pub serve_seed: u64,
     /// KV cache budget each row serves in, MiB.
-    #[arg(long, default_value_t = 512)]
     pub kv_budget_mib: usize,
 }
 
-#[derive(Args, Clone, Debug, Default)]
-pub struct PriceArgs {
+#[derive(Clone, Debug, Default)]
+pub struct PriceConfig {
     /// Price the hardware at this many dollars per hour instead of the price table's entry.
-    #[arg(long)]
     pub price_per_hour: Option<f64>,
     /// Price as this entry of the price table (e.g. h100-80gb, aws-c7a); default: the entry
     /// matching the run's GPU, or its CPU vendor priced per thread used.
-    #[arg(long)]
     pub instance: Option<String>,
     /// A price table of your own (TOML, the shape of harness/report/prices.toml).
-    #[arg(long)]
     pub prices: Option<std::path::PathBuf>,
 }
 
-impl PriceArgs {
+impl PriceConfig {
     pub fn price_for(&self, report: &effbench_report::RunReport) -> Result<Price> {
         if let Some(p) = self.price_per_hour {
-            anyhow::ensure!(
-                p > 0.0 && p.is_finite(),
-                "--price-per-hour must be a positive number of dollars, got {p}"
-            );
+            if !(p > 0.0 && p.is_finite()) {
+                return Err(crate::hint::hinted(
+                    format!("a price of {p} dollars an hour"),
+                    "{price_per_hour} takes a positive number of dollars",
+                ));
+            }
             return Ok(Price::per_hour(p));
         }
         let table = match &self.prices {
@@ -131,10 +121,10 @@ fn file_name(technique: &str) -> String {
 pub fn measure(
     run_dir: &RunDir,
     technique: &str,
-    stack: &effbench_eval::Stack,
+    stack: &crate::Stack,
     session: &Session,
-    args: &SpeedArgs,
-    serve: &ServeArgs,
+    args: &SpeedConfig,
+    serve: &ServeConfig,
 ) -> Result<TechniqueMeasure> {
     let name = file_name(technique);
     if run_dir.path.join(&name).exists() {
@@ -289,7 +279,7 @@ pub fn measure(
 pub fn publish_report(
     run_dir: &RunDir,
     report: &effbench_report::RunReport,
-    prices: &PriceArgs,
+    prices: &PriceConfig,
 ) -> Result<String> {
     run_dir.write_json(effbench_report::schema::REPORT_FILE, report)?;
     let price = prices.price_for(report)?;
@@ -299,7 +289,7 @@ pub fn publish_report(
             effbench_report::ReportError::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::StorageFull =>
             {
-                anyhow::anyhow!("{what}: {e} ({})", super::store::DISK_FULL_HINT)
+                crate::hint::hinted(format!("{what}: {e}"), super::store::DISK_FULL_HINT)
             }
             _ => anyhow::Error::new(e).context(what),
         }

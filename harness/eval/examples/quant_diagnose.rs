@@ -6,7 +6,7 @@
 //!   `X` the f16 model's inputs on held-out calibration windows (not those GPTQ saw).
 //!
 //! ```sh
-//! cargo run --release -p effbench-quant --example quant_diagnose -- --bits 2 --group 32 \
+//! cargo run --release -p effbench-eval --example quant_diagnose -- --bits 2 --group 32 \
 //!   --variants rtn,gptq-par-blockstart,gptq-par,gptq-seq,rtn-f16head,gptq-seq-f16head
 //! ```
 //!
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use candle_core::Device;
-use effbench_core::perplexity::{perplexity, PerplexityOptions};
+use effbench_eval::perplexity::{perplexity, PerplexityOptions};
 use effbench_quant::calib::{calibration_windows, run_calibration};
 use effbench_quant::gptq::{reconstruction_error, GptqOptions, GroupFit};
 use effbench_quant::pipeline::{

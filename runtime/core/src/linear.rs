@@ -205,7 +205,7 @@ impl DenseLinear {
 impl DenseLinear {
     /// f16 weights on the CPU through effbench's kernel: activations stay f32 and only the
     /// weights are widened, where candle would round every activation to f16 and run a slower
-    /// f16 GEMM (`kernels/benches/f16.rs`). None when the tensors are not in that form.
+    /// f16 GEMM (`runtime/kernels/benches/f16.rs`). None when the tensors are not in that form.
     fn forward_f16_own(&self, x: &Tensor) -> Result<Option<Tensor>> {
         if self.weight.dtype() != DType::F16
             || x.dtype() != DType::F32
@@ -282,7 +282,7 @@ impl LinearWeight for DenseLinear {
 
 /// A GGML block-quantized matrix. Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K on the CPU go
 /// through our own SIMD kernels (`effbench-kernels`), faster than candle's for these types (see
-/// `kernels/benches`); every other type and device through candle's.
+/// `runtime/kernels/benches`); every other type and device through candle's.
 #[derive(Debug, Clone)]
 pub struct GgmlLinear {
     qtensor: Arc<QTensor>,

@@ -12,8 +12,8 @@ use effbench_speculative::{
     prompts, KSchedule, Picker, SpecStats, SpecTechnique, SpeculativeDecoding,
 };
 
-use crate::common::WeightsArg;
-use crate::speculative::{build_draft, decode_seconds};
+use crate::draft::{build_draft, decode_seconds};
+use crate::WeightsArg;
 
 /// Prompts of each type the run times: spec-bench's default types, one each.
 const PER_TYPE: usize = 1;
