@@ -6,48 +6,40 @@
 //! `RAYON_NUM_THREADS=1 target/release/examples/prefill q4_k 512 1536 1536 20`
 //!
 //! Arguments: format (q4_0, q4_1, q8_0, q5_0, q5_1, q4_k, q6_k), m, n, k, calls (default 10).
-//! Weights are random bytes with sane scales.
+//! Weights are random floats quantized by candle.
 
 use std::time::Instant;
 
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
 use effbench_kernels::{matmul_with, Isa, Scratch, WeightFormat};
-use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: prefill FORMAT M N K [CALLS]";
-    let format = match args.get(1).map(String::as_str) {
-        Some("q4_0") => WeightFormat::Q4_0,
-        Some("q4_1") => WeightFormat::Q4_1,
-        Some("q8_0") => WeightFormat::Q8_0,
-        Some("q5_0") => WeightFormat::Q5_0,
-        Some("q5_1") => WeightFormat::Q5_1,
-        Some("q4_k") => WeightFormat::Q4_K,
-        Some("q6_k") => WeightFormat::Q6_K,
+    // Weights are quantized by candle from random floats, as the prefill bench makes them, so
+    // no block layout is written by hand here.
+    let (format, dtype) = match args.get(1).map(String::as_str) {
+        Some("q4_0") => (WeightFormat::Q4_0, GgmlDType::Q4_0),
+        Some("q4_1") => (WeightFormat::Q4_1, GgmlDType::Q4_1),
+        Some("q8_0") => (WeightFormat::Q8_0, GgmlDType::Q8_0),
+        Some("q5_0") => (WeightFormat::Q5_0, GgmlDType::Q5_0),
+        Some("q5_1") => (WeightFormat::Q5_1, GgmlDType::Q5_1),
+        Some("q4_k") => (WeightFormat::Q4_K, GgmlDType::Q4K),
+        Some("q6_k") => (WeightFormat::Q6_K, GgmlDType::Q6K),
         _ => panic!("{usage}"),
     };
     let dim = |i: usize| -> usize { args.get(i).and_then(|v| v.parse().ok()).expect(usage) };
     let (m, n, k) = (dim(2), dim(3), dim(4));
     let mut rng = StdRng::seed_from_u64(0);
-    let mut w: Vec<u8> = (0..format.matrix_bytes(n, k))
-        .map(|_| rng.random())
-        .collect();
-    // Random bits in an f16 scale could be NaN or huge. Every block format here starts with
-    // its scale (and Q4_1, Q5_1 and Q4_K follow it with a second f16), except Q6_K, which
-    // ends with it.
-    for b in w.chunks_exact_mut(format.block_bytes()) {
-        let d = f16::from_f32(rng.random_range(0.0001f32..0.002)).to_le_bytes();
-        let at = if format == WeightFormat::Q6_K { 208 } else { 0 };
-        b[at..at + 2].copy_from_slice(&d);
-        if matches!(
-            format,
-            WeightFormat::Q4_K | WeightFormat::Q4_1 | WeightFormat::Q5_1
-        ) {
-            b[2..4].copy_from_slice(&d);
-        }
-    }
+    let wf: Vec<f32> = (0..n * k).map(|_| rng.random_range(-0.1f32..0.1)).collect();
+    let w = QTensor::quantize(&Tensor::from_vec(wf, (n, k), &Device::Cpu).unwrap(), dtype)
+        .unwrap()
+        .data()
+        .unwrap()
+        .into_owned();
     let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1f32..1.0)).collect();
     let mut out = vec![0f32; m * n];
     let isa = Isa::best();
