@@ -68,6 +68,11 @@ pub struct RunArgs {
     /// otherwise; GSM8K's is 512). Part of what the suite is, so it changes the manifest.
     #[arg(long)]
     pub max_gen_tokens: Option<usize>,
+    /// Generative suites: problems on which a decoding row (spec:...), which answers as its
+    /// base row did, generates again plainly and with its draft, compared token for token;
+    /// 0 skips the check.
+    #[arg(long, default_value_t = 8)]
+    pub decoding_check: usize,
     /// Where run directories go.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -261,6 +266,7 @@ impl From<RunArgs> for RunConfig {
             batch: a.batch,
             gen_batch: a.gen_batch,
             max_gen_tokens: a.max_gen_tokens,
+            decoding_check: a.decoding_check,
             out: a.out,
             run_id: a.run_id,
             resume: a.resume,

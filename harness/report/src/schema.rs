@@ -196,6 +196,32 @@ pub struct DecodingReport {
     /// they are), when that row was in the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality_from: Option<String>,
+    /// In a generative suite, where the row shares its base row's answers: some of the suite's
+    /// own problems generated again, plainly and with the draft, and compared token for token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite_check: Option<SuiteCheck>,
+}
+
+/// A decoding row's greedy answers on a generative suite's problems, regenerated one stream at
+/// a time plainly and with the draft, each as long as the answer the suite scored: the check
+/// that the answers the row shares with its base row are the answers it would give.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SuiteCheck {
+    pub suite: String,
+    /// Problems regenerated, the suite's first in its order.
+    pub compared: usize,
+    /// Problems whose speculative output equalled plain decoding's, token for token.
+    pub identical: usize,
+    #[serde(default)]
+    pub mismatched: Vec<String>,
+    /// Problems whose plain single-stream output equalled the answer the suite scored, which
+    /// was decoded in batches with a shared few-shot prefix; a difference there comes from
+    /// batching's float order at a near-tie, not from the draft.
+    pub same_as_scored: usize,
+    /// Decode tokens per second over these problems.
+    pub plain_tok_per_s: f64,
+    pub spec_tok_per_s: f64,
+    pub acceptance_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

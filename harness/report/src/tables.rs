@@ -570,8 +570,39 @@ pub fn decoding_table(report: &RunReport) -> String {
     let Some(first) = report.techniques.iter().find_map(|t| t.decoding.as_ref()) else {
         return String::new();
     };
+    let checks: String = report
+        .techniques
+        .iter()
+        .filter_map(|t| {
+            let c = t.decoding.as_ref()?.suite_check.as_ref()?;
+            let differs = if c.mismatched.is_empty() {
+                String::new()
+            } else {
+                format!(" (differs: {})", c.mismatched.join(", "))
+            };
+            Some(format!(
+                "- `{}` on {}'s first {} problems: speculative output identical to plain decoding on {}/{}{differs}; plain single-stream output equal to the scored answer on {}/{}; {:.1} against {:.1} tok/s plain ({:.2}x), acceptance {}.\n",
+                t.technique,
+                c.suite,
+                c.compared,
+                c.identical,
+                c.compared,
+                c.same_as_scored,
+                c.compared,
+                c.spec_tok_per_s,
+                c.plain_tok_per_s,
+                c.spec_tok_per_s / c.plain_tok_per_s.max(1e-9),
+                c.acceptance_rate.map_or("-".into(), |a| format!("{a:.2}"))
+            ))
+        })
+        .collect();
+    let checks = if checks.is_empty() {
+        checks
+    } else {
+        format!("\nA decoding row answers a generative suite as its base row did; these problems were generated again, one stream each, as long as the scored answer:\n\n{checks}")
+    };
     format!(
-        "\n### Decoding\n\n{}\nEach decoding technique generated {} new tokens greedily on real prompts ({}), and the same weights and KV cache decoded the same prompts plainly, before and after it. Its row's decode speed above is the speculative figure; acceptance is the share of drafted tokens the model kept. Greedy speculative decoding must give exactly the plain output: \"same output\" counts the prompts where it did.\n",
+        "\n### Decoding\n\n{}\nEach decoding technique generated {} new tokens greedily on real prompts ({}), and the same weights and KV cache decoded the same prompts plainly, before and after it. Its row's decode speed above is the speculative figure; acceptance is the share of drafted tokens the model kept. Greedy speculative decoding must give exactly the plain output: \"same output\" counts the prompts where it did.\n{checks}",
         markdown_table(
             &[
                 "Technique",

@@ -7,7 +7,7 @@ use effbench_core::decode::{
     DecodingStrategy, GenerateOutput, GenerateRequest, Greedy, PlainDecoding,
 };
 use effbench_core::{KvCacheBuilder, KvShape, LoadedModel};
-use effbench_report::schema::DecodingReport;
+use effbench_report::schema::{DecodingReport, SuiteCheck};
 use effbench_speculative::{
     prompts, KSchedule, Picker, SpecStats, SpecTechnique, SpeculativeDecoding,
 };
@@ -143,8 +143,104 @@ pub fn measure(
             compared: encoded.len(),
             mismatched,
             quality_from: None,
+            suite_check: None,
         },
         spec_samples,
         spec_tokens,
+    })
+}
+
+/// One problem of a generative suite and the answer the suite scored for it.
+pub struct ScoredAnswer<'a> {
+    pub id: &'a str,
+    pub prompt: Vec<u32>,
+    /// Every token generated, the one that ended the answer included.
+    pub tokens: &'a [u32],
+}
+
+/// Generates each answer again with the row's weights and KV cache, plainly and with
+/// `technique`'s draft, one stream each and as many tokens as the scored answer has (so the
+/// check costs no more than the answers did), and compares the outputs token for token.
+pub fn check_answers(
+    suite: &str,
+    target: &LoadedModel,
+    technique: &SpecTechnique,
+    kv: &dyn KvCacheBuilder,
+    answers: &[ScoredAnswer],
+) -> Result<SuiteCheck> {
+    let kmax = match technique.k {
+        KSchedule::Fixed(k) => k,
+        KSchedule::Adaptive { max } => max,
+    };
+    let capacity = answers
+        .iter()
+        .map(|a| a.prompt.len() + a.tokens.len())
+        .max()
+        .unwrap_or(0)
+        + kmax
+        + 2;
+    let draft = build_draft(&technique.draft, target, WeightsArg::AsStored, capacity)?;
+    let request = |answer: &ScoredAnswer| GenerateRequest {
+        seq: 0,
+        prompt: answer.prompt.clone(),
+        max_new_tokens: answer.tokens.len(),
+        stop_tokens: target.stop_tokens(),
+        prefill_chunk: 0,
+    };
+    let cache = || {
+        kv.build(
+            KvShape::of(target.model.config()),
+            capacity,
+            1,
+            target.model.device(),
+        )
+    };
+    let mut stats = SpecStats::default();
+    let (mut plain_tokens, mut plain_seconds) = (0usize, 0.0f64);
+    let (mut spec_tokens, mut spec_seconds) = (0usize, 0.0f64);
+    let (mut mismatched, mut same_as_scored) = (Vec::new(), 0);
+    for answer in answers {
+        let plain = PlainDecoding::new(Greedy).generate(
+            &target.model,
+            cache()?.as_mut(),
+            &request(answer),
+            &mut |_| {},
+        )?;
+        let mut strategy =
+            SpeculativeDecoding::new((draft.make)(), Picker::sampling(0.0, 1.0, 0), technique.k);
+        let spec = strategy.generate(
+            &target.model,
+            cache()?.as_mut(),
+            &request(answer),
+            &mut |_| {},
+        )?;
+        let identical = spec.tokens == plain.tokens;
+        if !identical {
+            mismatched.push(answer.id.to_string());
+        }
+        let scored = plain.tokens == answer.tokens;
+        same_as_scored += usize::from(scored);
+        eprintln!(
+            "  {} {}: speculative {} plain decoding, which {} the scored (batched) answer",
+            answer.id,
+            draft.label,
+            if identical { "equals" } else { "DIFFERS from" },
+            if scored { "equals" } else { "differs from" },
+        );
+        plain_tokens += plain.tokens.len().saturating_sub(1);
+        plain_seconds += decode_seconds(&plain);
+        spec_tokens += spec.tokens.len().saturating_sub(1);
+        spec_seconds += decode_seconds(&spec);
+        stats.add(strategy.stats());
+    }
+    Ok(SuiteCheck {
+        suite: suite.to_string(),
+        compared: answers.len(),
+        identical: answers.len() - mismatched.len(),
+        mismatched,
+        same_as_scored,
+        plain_tok_per_s: plain_tokens as f64 / plain_seconds.max(1e-9),
+        spec_tok_per_s: spec_tokens as f64 / spec_seconds.max(1e-9),
+        acceptance_rate: stats.acceptance_rate(),
     })
 }

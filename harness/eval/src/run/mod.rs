@@ -77,6 +77,9 @@ pub struct RunConfig {
     /// Generative suites: cap every problem's generated tokens at this (the task's own limit
     /// otherwise; GSM8K's is 512). Part of what the suite is, so it changes the manifest.
     pub max_gen_tokens: Option<usize>,
+    /// Generative suites: problems on which a decoding row, which answers as its base row did,
+    /// generates again plainly and with its draft, compared token for token; 0 skips the check.
+    pub decoding_check: usize,
     /// Where run directories go.
     pub out: PathBuf,
     /// Name of the run directory (default: suite, model, shots and a timestamp).
