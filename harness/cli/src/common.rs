@@ -98,3 +98,15 @@ pub fn load_policy(
 pub fn check_device(spec: &str) -> Result<String> {
     parse_device(spec).map(|_| spec.trim().to_string())
 }
+
+/// A library error whose hint names settings in words, with the flags that set them on this
+/// command line added to the hint: libraries do not know which command runs them. An error
+/// without a hint passes unchanged.
+pub fn name_flags(e: impl Into<anyhow::Error>, flags: &str) -> anyhow::Error {
+    let e = e.into();
+    let msg = e.to_string();
+    match msg.strip_suffix(')') {
+        Some(head) if head.contains("(hint: ") => anyhow::anyhow!("{head}: {flags})"),
+        _ => e,
+    }
+}

@@ -225,3 +225,49 @@ pub fn encode_leading(loaded: &LoadedModel, text: &str, needed: Option<usize>) -
     }
     Ok(loaded.encode(&text[..end])?)
 }
+
+/// Whether this binary can run a model on a GPU: a property of the build as much as of the
+/// machine, so it is reported beside what NVML sees (`gpus`).
+#[derive(Debug, serde::Serialize)]
+pub struct GpuCompute {
+    /// Built with the `cuda` feature.
+    pub built_with_cuda: bool,
+    /// The device the `auto` setting takes.
+    pub auto_device: String,
+    /// Why `auto` does not take a GPU; absent when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What `auto` takes on this machine with this build, and why not a GPU when it does not.
+pub fn gpu_compute(hw: &effbench_hw::HardwareInfo) -> GpuCompute {
+    let built_with_cuda = BUILT_WITH_CUDA;
+    if !built_with_cuda {
+        let seen = match &hw.gpus {
+            effbench_hw::GpuReport::Nvidia { devices, .. } if !devices.is_empty() => format!(
+                "; NVML sees {} GPU(s): scripts/build-cuda.sh builds a binary that uses them",
+                devices.len()
+            ),
+            _ => String::new(),
+        };
+        return GpuCompute {
+            built_with_cuda,
+            auto_device: "cpu".into(),
+            reason: Some(format!(
+                "no GPU compute: built without the `cuda` feature{seen}"
+            )),
+        };
+    }
+    match select_device("cuda:0") {
+        Ok(d) => GpuCompute {
+            built_with_cuda,
+            auto_device: device_label(&d),
+            reason: None,
+        },
+        Err(e) => GpuCompute {
+            built_with_cuda,
+            auto_device: "cpu".into(),
+            reason: Some(format!("no GPU compute: {e:#}")),
+        },
+    }
+}

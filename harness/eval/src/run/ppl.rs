@@ -11,7 +11,7 @@ use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-use crate::perplexity::{perplexity, PerplexityOptions};
+use crate::perplexity::{perplexity_in, PerplexityOptions};
 use anyhow::{bail, Context, Result};
 use effbench_core::LoadedModel;
 use effbench_stats::{
@@ -109,6 +109,7 @@ impl BaselineRows {
 /// Scores the windows not yet recorded for `technique`, appending a record per window.
 pub fn score_technique(
     loaded: &LoadedModel,
+    kv: &dyn effbench_core::KvCacheBuilder,
     plan: &PplPlan,
     run_dir: &RunDir,
     technique: &str,
@@ -137,10 +138,11 @@ pub fn score_technique(
         };
         let mut rows: Vec<Vec<f64>> = Vec::with_capacity(plan.scored_per_window());
         let mut nll = Vec::with_capacity(plan.scored_per_window());
-        perplexity(
+        perplexity_in(
             &loaded.model,
             window,
             &opts,
+            kv,
             |_, _, _| {},
             |pos, lp| {
                 nll.push(-lp[window[pos + 1] as usize]);
