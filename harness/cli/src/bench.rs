@@ -121,24 +121,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut measured = Vec::new();
     let kv = &effbench_core::CONTIGUOUS_F32;
     if args.n_prompt > 0 {
-        measured.push(speed::prefill_at(
-            model,
-            args.n_prompt,
-            args.depth,
-            args.repetitions,
-            kv,
-        )
-        .map_err(|e| crate::common::name_flags(e, "lower --depth, -p or -n"))?);
+        measured.push(
+            speed::prefill_at(model, args.n_prompt, args.depth, args.repetitions, kv)
+                .map_err(|e| crate::common::name_flags(e, "lower --depth, -p or -n"))?,
+        );
     }
     if args.n_gen > 0 {
-        measured.push(speed::decode_at(
-            model,
-            args.n_gen,
-            args.depth,
-            args.repetitions,
-            kv,
-        )
-        .map_err(|e| crate::common::name_flags(e, "lower --depth, -p or -n"))?);
+        measured.push(
+            speed::decode_at(model, args.n_gen, args.depth, args.repetitions, kv)
+                .map_err(|e| crate::common::name_flags(e, "lower --depth, -p or -n"))?,
+        );
     }
     for m in measured {
         results.push(TestResult {

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use effbench_core::source::{sniff, GgufSource, ModelFormat, SafetensorsSource, WeightSource};
 use effbench_core::LoadedModel;
 use effbench_distill::data::{self, GenerateOptions};
-use effbench_distill::train::{read_log, read_state, Checkpointing};
+use effbench_distill::train::{check_tokenizers, read_log, read_state, Checkpointing};
 use effbench_distill::{LayerSelection, Student, TrainOptions, TrainState};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -401,19 +401,23 @@ fn eval(args: EvalArgs) -> Result<()> {
     }
     let mut techniques = vec![args.teacher.weights.technique_name()];
     techniques.extend(args.student.iter().map(|s| format!("student:{s}")));
-    let mut config = crate::view::config(&args.teacher, &crate::view::ViewArgs {
-        suite: if args.text == "wikitext-2" {
-            args.text.clone()
-        } else {
-            format!("ppl:{}", args.text)
+    let mut config = crate::view::config(
+        &args.teacher,
+        &crate::view::ViewArgs {
+            suite: if args.text == "wikitext-2" {
+                args.text.clone()
+            } else {
+                format!("ppl:{}", args.text)
+            },
+            ctx: args.ctx,
+            chunks: args.chunks,
+            out: args.out,
+            resume: args.resume,
+            json: false,
+            prices: args.prices,
         },
-        ctx: args.ctx,
-        chunks: args.chunks,
-        out: args.out,
-        resume: args.resume,
-        json: false,
-        prices: args.prices,
-    }, techniques);
+        techniques,
+    );
     config.speed.no_speed = args.speed_reps == 0;
     config.speed.speed_reps = args.speed_reps.max(1);
     let dir = crate::view::run(config)?;

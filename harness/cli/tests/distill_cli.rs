@@ -118,24 +118,22 @@ fn distill_writes_a_student_effbench_loads_and_resumes_it() {
     );
     assert_eq!(report.techniques.len(), 2);
     assert_eq!(report.baseline, "as-stored");
-    let (teacher_tokens, student_tokens, kl) = match (
-        &report.techniques[0].quality,
-        &report.techniques[1].quality,
-    ) {
-        (
-            effbench_report::schema::Quality::Perplexity {
-                tokens: t,
-                vs_baseline: None,
-                ..
-            },
-            effbench_report::schema::Quality::Perplexity {
-                tokens: s,
-                vs_baseline: Some(d),
-                ..
-            },
-        ) => (*t, *s, d.kl_mean),
-        other => panic!("{other:?}"),
-    };
+    let (teacher_tokens, student_tokens, kl) =
+        match (&report.techniques[0].quality, &report.techniques[1].quality) {
+            (
+                effbench_report::schema::Quality::Perplexity {
+                    tokens: t,
+                    vs_baseline: None,
+                    ..
+                },
+                effbench_report::schema::Quality::Perplexity {
+                    tokens: s,
+                    vs_baseline: Some(d),
+                    ..
+                },
+            ) => (*t, *s, d.kl_mean),
+            other => panic!("{other:?}"),
+        };
     assert!(
         kl > 0.01,
         "a two-layer student differs from its teacher: {kl}"
@@ -155,7 +153,10 @@ fn distill_writes_a_student_effbench_loads_and_resumes_it() {
         "f32",
     ]);
     assert_ne!(code, 0);
-    assert!(one_error_line(&stderr).contains("--student-weights"), "{stderr}");
+    assert!(
+        one_error_line(&stderr).contains("--student-weights"),
+        "{stderr}"
+    );
 
     // Starting again over a checkpoint without --resume is refused.
     let (code, _, stderr) = distill(&teacher, &out, &["--steps", "4"]);

@@ -150,7 +150,10 @@ fn serve_bench_refuses_what_cannot_fit_and_serves_the_rest() {
     assert_eq!(paged.refusals.len(), 2);
     assert!(paged.waste_pct.is_some());
     // A hash per request, empty for the refused ones.
-    assert_eq!(paged.output_hashes.iter().filter(|h| h.is_empty()).count(), 2);
+    assert_eq!(
+        paged.output_hashes.iter().filter(|h| h.is_empty()).count(),
+        2
+    );
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("### Serving") && md.contains("Waste %"), "{md}");
     assert!(out.join("trace.jsonl").exists());

@@ -60,14 +60,21 @@ fn spec_bench_is_a_run_whose_report_has_every_draft_and_keeps_greedy_output() {
     assert_eq!(report.baseline, "f32");
     assert!(report.provenance.git_dirty.is_some() || report.provenance.git_commit == "unknown");
     // The plain row, then three drafts, each at k=2 and adaptive up to 2.
-    let names: Vec<&str> = report.techniques.iter().map(|t| t.technique.as_str()).collect();
+    let names: Vec<&str> = report
+        .techniques
+        .iter()
+        .map(|t| t.technique.as_str())
+        .collect();
     assert_eq!(names.len(), 7, "{names:?}");
     assert!(names.contains(&"f32+spec:ngram@2"), "{names:?}");
     assert!(names.contains(&"f32+spec:layers:6@adaptive:2"), "{names:?}");
     let base = report.baseline().unwrap();
     assert!(base.decoding.is_none());
     for t in report.techniques.iter().skip(1) {
-        let d = t.decoding.as_ref().unwrap_or_else(|| panic!("{}", t.technique));
+        let d = t
+            .decoding
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}", t.technique));
         // Dense weights: greedy speculative output is plain greedy output.
         assert_eq!((d.identical, d.compared), (1, 1), "{}: {d:?}", t.technique);
         assert!(d.mismatched.is_empty() && d.sampling.is_none());
@@ -79,7 +86,12 @@ fn spec_bench_is_a_run_whose_report_has_every_draft_and_keeps_greedy_output() {
         assert_eq!(d.verify_cost_ms.len(), 3, "{}", t.technique);
         // Decoding leaves log-likelihoods as they are: the row scores as its weights do.
         assert_eq!(d.quality_from.as_deref(), Some("f32"));
-        assert_eq!(t.quality.headline(), base.quality.headline(), "{}", t.technique);
+        assert_eq!(
+            t.quality.headline(),
+            base.quality.headline(),
+            "{}",
+            t.technique
+        );
     }
     // The model drafting for itself has every proposal accepted.
     let own = report
@@ -89,7 +101,10 @@ fn spec_bench_is_a_run_whose_report_has_every_draft_and_keeps_greedy_output() {
         .unwrap();
     assert_eq!(own.decoding.as_ref().unwrap().acceptance_rate, Some(1.0));
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
-    assert!(md.contains("By prompt type") && md.contains("Theory"), "{md}");
+    assert!(
+        md.contains("By prompt type") && md.contains("Theory"),
+        "{md}"
+    );
 
     // `effbench report` reads it like any run.
     let (code, stdout, stderr) = effbench(&["report", out_dir.to_str().unwrap()]);

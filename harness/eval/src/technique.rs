@@ -380,12 +380,24 @@ mod tests {
 
     #[test]
     fn a_weights_format_is_named_as_the_registry_parses_it() {
-        for name in ["as-stored", "f16", "f32", "int4", "int2-gptq", "int4-g32-sym-f16head"] {
+        for name in [
+            "as-stored",
+            "f16",
+            "f32",
+            "int4",
+            "int2-gptq",
+            "int4-g32-sym-f16head",
+        ] {
             let Weights::Format(w) = Stack::parse(name).unwrap().weights else {
                 panic!("{name} is a format");
             };
             let again = Stack::parse(&w.technique_name()).unwrap().weights;
-            assert_eq!(again, Weights::Format(w), "{name} -> {}", w.technique_name());
+            assert_eq!(
+                again,
+                Weights::Format(w),
+                "{name} -> {}",
+                w.technique_name()
+            );
         }
     }
 

@@ -695,7 +695,8 @@ fn same_outputs(first: &[String], these: &[String]) -> String {
 /// and Leviathan et al.'s expectation beside it, then the cost of verifying k drafts in one
 /// pass; empty for reports that predate these figures.
 pub fn decoding_kinds_table(report: &RunReport) -> String {
-    let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+    let opt =
+        |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
     let times = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}x"));
     let mut rows = Vec::new();
     for t in &report.techniques {

@@ -195,7 +195,11 @@ pub fn measure(
     let per_kind = config
         .kinds
         .iter()
-        .filter_map(|k| by_kind.get(k.as_str()).map(|rs| summarize(k, rs, technique.k)))
+        .filter_map(|k| {
+            by_kind
+                .get(k.as_str())
+                .map(|rs| summarize(k, rs, technique.k))
+        })
         .collect();
     let mut stats = SpecStats::default();
     for r in &runs {
@@ -282,9 +286,7 @@ fn summarize(kind: &str, runs: &[&PromptRun], schedule: KSchedule) -> DecodingKi
         // One target step costs 1 in the theory's denominator; the measured verification
         // pass costs `v` instead.
         theory_with_measured_verify: match (theory, cost_ratio, verify_ratio) {
-            (Some(t), Some(c), Some(v)) => {
-                Some(t * (k as f64 * c + 1.0) / (k as f64 * c + v))
-            }
+            (Some(t), Some(c), Some(v)) => Some(t * (k as f64 * c + 1.0) / (k as f64 * c + v)),
             _ => None,
         },
         identical: runs.iter().filter(|r| r.identical).count(),

@@ -185,13 +185,8 @@ pub fn measure(
             args.speed_prompt, args.speed_reps, args.speed_gen
         );
         let pp = speed::prefill_in(model, args.speed_prompt.max(1), args.speed_reps.max(1), kv)?;
-        let m = super::decoding::measure(
-            &session.loaded,
-            spec,
-            kv,
-            args.speed_gen.max(2),
-            prompts,
-        )?;
+        let m =
+            super::decoding::measure(&session.loaded, spec, kv, args.speed_gen.max(2), prompts)?;
         let reason = "energy is read over the tg test, which a decoding technique replaces with real prompts".to_string();
         let speed = Speed {
             prefill_tok_per_s: pp.median(),
@@ -287,7 +282,12 @@ pub fn measure(
         params.insert("model_sha256".into(), effbench_assets::sha256_file(path)?);
     }
     let serving = if serve.serve {
-        Some(super::serving::measure(run_dir, &session.loaded, kv, serve)?)
+        Some(super::serving::measure(
+            run_dir,
+            &session.loaded,
+            kv,
+            serve,
+        )?)
     } else {
         None
     };

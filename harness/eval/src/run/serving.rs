@@ -92,9 +92,8 @@ pub fn measure(
             hex::encode(&h.finalize()[..8])
         })
         .collect();
-    let pct = |p: &Option<effbench_kvcache::Percentiles>, f: fn(&effbench_kvcache::Percentiles) -> f64| {
-        p.as_ref().map(f)
-    };
+    let pct = |p: &Option<effbench_kvcache::Percentiles>,
+               f: fn(&effbench_kvcache::Percentiles) -> f64| { p.as_ref().map(f) };
     Ok(ServingReport {
         cache: builder.describe(),
         kv_budget_bytes: budget,
