@@ -681,7 +681,7 @@ fn open_run(
                 hardware: effbench_hw::detect(),
                 threads,
                 model_path: model_path.display().to_string(),
-                model_sha256: effbench_assets::sha256_file(model_path)?,
+                model_sha256: crate::session::model_sha256(model_path)?,
                 fewshot_source: fewshot_label.to_string(),
                 skipped_rows: skipped,
                 device: device.clone(),

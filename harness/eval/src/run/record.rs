@@ -279,7 +279,7 @@ pub fn measure(
     if stack.student().is_some() {
         let path = &session.loaded.path;
         params.insert("model_path".into(), path.display().to_string());
-        params.insert("model_sha256".into(), effbench_assets::sha256_file(path)?);
+        params.insert("model_sha256".into(), crate::session::model_sha256(path)?);
     }
     let serving = if serve.serve {
         Some(super::serving::measure(
