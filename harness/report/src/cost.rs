@@ -99,7 +99,7 @@ impl PriceTable {
                         return self.price(entry, threads);
                     }
                     return Err(ReportError::Prices(format!(
-                        "no price for GPU `{}` in the price table (hint: price the run per hour, or as an entry of the table)",
+                        "no price for GPU `{}` in the price table",
                         gpu.name
                     )));
                 }
@@ -116,7 +116,7 @@ impl PriceTable {
             .find(|i| i.cpu_vendor.as_deref() == Some(vendor))
             .ok_or_else(|| {
                 ReportError::Prices(format!(
-                    "no price for CPU vendor `{vendor}` in the price table (hint: price the run per hour, or as an entry of the table)"
+                    "no price for CPU vendor `{vendor}` in the price table"
                 ))
             })?;
         self.price(entry, threads)

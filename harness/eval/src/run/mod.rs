@@ -1379,10 +1379,9 @@ fn run_ppl(
             let stack = technique_stack(technique)?;
             ppl::score_technique(
                 &session.loaded,
-                stack.kv_or_contiguous(),
+                &stack,
                 &plan,
                 &run_dir,
-                technique,
                 i == 0,
                 &mut done,
                 |_| bar.inc(1),

@@ -106,17 +106,19 @@ impl BaselineRows {
     }
 }
 
-/// Scores the windows not yet recorded for `technique`, appending a record per window.
+/// Scores the windows not yet recorded for the row `stack` (by its name, in its KV cache),
+/// appending a record per window.
 pub fn score_technique(
     loaded: &LoadedModel,
-    kv: &dyn effbench_core::KvCacheBuilder,
+    stack: &crate::Stack,
     plan: &PplPlan,
     run_dir: &RunDir,
-    technique: &str,
     is_baseline: bool,
     done: &mut BTreeMap<String, WindowRecord>,
     mut on_window: impl FnMut(&WindowRecord),
 ) -> Result<()> {
+    let technique = stack.name.as_str();
+    let kv = stack.kv_or_contiguous();
     let vocab = loaded.model.config().vocab_size;
     let rows_file = BaselineRows {
         path: run_dir.path.join("baseline-logprobs.f16"),

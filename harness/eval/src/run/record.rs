@@ -100,11 +100,18 @@ impl PriceConfig {
         let threads = report.provenance.threads;
         Ok(match &self.instance {
             Some(name) => table.price(table.get(name)?, threads)?,
-            None => table.for_hardware(
-                &report.provenance.hardware,
-                &report.provenance.device,
-                threads,
-            )?,
+            None => table
+                .for_hardware(
+                    &report.provenance.hardware,
+                    &report.provenance.device,
+                    threads,
+                )
+                .map_err(|e| {
+                    crate::hint::hinted(
+                        e.to_string(),
+                        "{price_per_hour} USD, or {instance} with an entry of the price table",
+                    )
+                })?,
         })
     }
 }
