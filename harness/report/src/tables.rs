@@ -637,7 +637,7 @@ pub fn serving_table(report: &RunReport) -> String {
         })
         .collect();
     let mut md = format!(
-        "\n### Serving\n\n{}\nEvery row served the same trace ({}) in a {} KV budget{}. Waste: reserved KV bytes not holding K/V, averaged over the run weighted by step time. Internal fragmentation: the share of a finished sequence's reservation it never filled. Same output: requests whose tokens equal the first row's, of those both completed; weights whose kernels quantize activations can flip a near-tie between caches, dense weights must not.\n",
+        "\n### Serving\n\n{}\n\nEvery row served the same trace ({}) in a {} KV budget{}. Waste: reserved KV bytes not holding K/V, averaged over the run weighted by step time. Internal fragmentation: the share of a finished sequence's reservation it never filled. Same output: requests whose tokens equal the first row's, of those both completed; weights whose kernels quantize activations can flip a near-tie between caches, dense weights must not.\n",
         markdown_table(
             &[
                 "Technique",
@@ -727,7 +727,7 @@ pub fn decoding_kinds_table(report: &RunReport) -> String {
         .iter()
         .find_map(|t| t.decoding.as_ref()?.sampling.clone());
     let mut md = format!(
-        "\n#### By prompt type\n\n{}\nc: drafting time per drafted token over plain decoding time per token. Verify: one verification pass over one plain decoding step. Theory: Leviathan et al.'s expected speedup (1 - a^(k+1)) / ((1 - a)(k c + 1)) at the measured acceptance a and c; with measured verify, the verification pass costs what was measured instead of one step.{}\n",
+        "\n#### By prompt type\n\n{}\n\nc: drafting time per drafted token over plain decoding time per token. Verify: one verification pass over one plain decoding step. Theory: Leviathan et al.'s expected speedup (1 - a^(k+1)) / ((1 - a)(k c + 1)) at the measured acceptance a and c; with measured verify, the verification pass costs what was measured instead of one step.{}\n",
         markdown_table(
             &[
                 "Technique",
@@ -770,7 +770,7 @@ pub fn decoding_kinds_table(report: &RunReport) -> String {
             })
             .collect();
         md.push_str(&format!(
-            "\nCost of one forward pass of {} by tokens scored (verifying k drafts scores k + 1):\n\n{}\n",
+            "\nCost of one forward pass of the model ({}) by tokens scored (verifying k drafts scores k + 1):\n\n{}\n",
             t.label,
             markdown_table(&["Tokens per pass", "ms (median of 5)", "x one token"], rows)
         ));
