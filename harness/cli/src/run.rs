@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use effbench_eval::run::{self as engine, shard, BuildInfo, KvChoice, RunConfig};
-use effbench_eval::run::{PriceConfig, ServeConfig, SpeedConfig};
+use effbench_eval::run::{DecodingConfig, PriceConfig, Printed, ServeConfig, SpeedConfig};
 
 #[derive(Args, Clone)]
 pub struct RunArgs {
@@ -235,6 +235,7 @@ impl From<ServeArgs> for ServeConfig {
             serve_rate: a.serve_rate,
             serve_seed: a.serve_seed,
             kv_budget_mib: a.kv_budget_mib,
+            ..ServeConfig::default()
         }
     }
 }
@@ -274,9 +275,14 @@ impl From<RunArgs> for RunConfig {
             device: a.device,
             ctx: a.ctx,
             chunks: a.chunks,
-            json: a.json,
+            print: if a.json {
+                Printed::SummaryJson
+            } else {
+                Printed::Markdown
+            },
             shard: a.shard,
             speed: a.speed.into(),
+            decoding: DecodingConfig::default(),
             serve: a.serve.into(),
             prices: a.prices.into(),
             kv: a.kv.into(),
@@ -292,7 +298,7 @@ impl From<RunArgs> for RunConfig {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    engine::run(args.into())
+    engine::run(args.into()).map(drop)
 }
 
 pub fn merge(args: MergeArgs) -> Result<()> {
@@ -302,4 +308,5 @@ pub fn merge(args: MergeArgs) -> Result<()> {
         json: args.json,
         prices: args.prices.into(),
     })
+    .map(drop)
 }

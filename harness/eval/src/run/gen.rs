@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Context, Result};
 use effbench_core::{KvCacheBuilder, KvShape, LoadedModel, LogitsFor, SeqChunk};
 use effbench_datasets::{GenItem, GenerativeTask, SuiteManifest};
@@ -133,7 +135,7 @@ pub fn run_gen(
     source: &GenSource,
     model_path: &std::path::Path,
     threads: usize,
-) -> Result<()> {
+) -> Result<PathBuf> {
     let (items, per_task, skipped) = load_problems(args, source)?;
     let manifest = SuiteManifest::for_generation(args.suite.clone(), args.seed, per_task, &items);
     let settings = RunSettings {
@@ -294,7 +296,13 @@ pub fn run_gen(
         flags,
     );
     let report_md = record::publish_report(&run_dir, &full, &args.prices)?;
-    super::publish_summary(&run_dir, &summary, &format!("{md}\n{report_md}"), args.json)
+    super::publish_summary(
+        &run_dir,
+        &summary,
+        &full,
+        &format!("{md}\n{report_md}"),
+        args.print,
+    )
 }
 
 /// A decoding row answers as its base row did; this generates the suite's first problems again

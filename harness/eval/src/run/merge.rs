@@ -250,7 +250,7 @@ fn collect_measures(
     Ok(out)
 }
 
-pub fn merge(args: MergeConfig) -> Result<()> {
+pub fn merge(args: MergeConfig) -> Result<std::path::PathBuf> {
     let dirs = shard_dirs(&args.dirs)?;
     let mut shards = dirs
         .iter()
@@ -423,7 +423,12 @@ pub fn merge(args: MergeConfig) -> Result<()> {
     super::publish_summary(
         &out,
         &summary_json,
+        &full,
         &format!("{md}\n{report_md}"),
-        args.json,
+        if args.json {
+            super::Printed::SummaryJson
+        } else {
+            super::Printed::Markdown
+        },
     )
 }
