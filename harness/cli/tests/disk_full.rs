@@ -121,9 +121,12 @@ fn fill_the_disk_then_resume(args: &[String], last_measure: &str, fractions: &[f
     let reference = records(&reference_out);
     let needed = pages_needed(&reference_out);
 
+    // At most two pages short of the reference: a run's files differ from the reference's by
+    // a few bytes (its timing figures), which can move one file across a page boundary, so one
+    // page short is not always short.
     let mut sizes: Vec<u64> = fractions
         .iter()
-        .map(|f| ((needed as f64 * f).round() as u64).clamp(2, needed - 1))
+        .map(|f| ((needed as f64 * f).round() as u64).clamp(2, needed - 2))
         .collect();
     sizes.dedup();
     let mut failed_while_scoring = 0;
