@@ -117,9 +117,10 @@ fn cases() -> Option<Vec<Case>> {
 /// Every kernel variant is within f32 summation noise of the scalar reference, which sums
 /// `d_w * d_x * (integer block dot product)` in block order as ggml does: at most `REL` of the
 /// output's magnitude `sum_i |w_i x_i|` (the dequantized weights against the same activations).
-/// A few dozen f32 additions stay well below that (the AVX2 kernels reach 0.05-0.11 of it on
-/// these matrices); a misread block, a wrong scale or a lost block is orders of magnitude over.
-const REL: f64 = 2e-6;
+/// A few dozen f32 additions stay below that (the AVX2 kernels reach 0.1-0.4 of it on these
+/// matrices); a zero point removed in f32 after the scales reached twice it, and a misread
+/// block, a wrong scale or a lost block is orders of magnitude over.
+const REL: f64 = 6e-7;
 
 #[test]
 fn gemma3_q8_0_matrices_on_real_hidden_states_match_the_reference() {
