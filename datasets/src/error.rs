@@ -12,7 +12,7 @@ pub enum Error {
         source: io::Error,
     },
 
-    #[error("{}:{line}: {reason}; hint: fix or delete that row, or run without --strict to skip and count bad rows", file.display())]
+    #[error("{}:{line}: {reason}; hint: fix or delete that row, or load leniently to skip and count bad rows", file.display())]
     BadRow {
         file: PathBuf,
         line: usize,
@@ -38,7 +38,7 @@ pub enum Error {
     #[error("{}: {reason}; hint: effbench reads a subset of lm-eval's task YAML, listed in docs/tasks.md (\"Your own lm-eval task YAML\")", path.display())]
     TaskYaml { path: PathBuf, reason: String },
 
-    #[error("few-shot: subject `{subject}` has {available} exemplars but {requested} were asked for; hint: lower --shots, or take exemplars from the test split")]
+    #[error("few-shot: subject `{subject}` has {available} exemplars but {requested} were asked for; hint: fewer shots, or take exemplars from the test split")]
     NotEnoughShots {
         subject: String,
         available: usize,

@@ -121,22 +121,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut measured = Vec::new();
     let kv = &effbench_core::CONTIGUOUS_F32;
     if args.n_prompt > 0 {
-        measured.push(speed::prefill_at(
-            model,
-            args.n_prompt,
-            args.depth,
-            args.repetitions,
-            kv,
-        )?);
+        measured.push(
+            speed::prefill_at(model, args.n_prompt, args.depth, args.repetitions, kv)
+                .map_err(|e| crate::common::name_flags(e, "lower --depth, -p or -n"))?,
+        );
     }
     if args.n_gen > 0 {
-        measured.push(speed::decode_at(
-            model,
-            args.n_gen,
-            args.depth,
-            args.repetitions,
-            kv,
-        )?);
+        measured.push(
+            speed::decode_at(model, args.n_gen, args.depth, args.repetitions, kv)
+                .map_err(|e| crate::common::name_flags(e, "lower --depth, -p or -n"))?,
+        );
     }
     for m in measured {
         results.push(TestResult {
@@ -153,8 +147,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         device: device_label(model.device()),
         weight_bytes: model.weight_bytes().total,
         block_bits_per_weight: model.weight_bytes().block_bits_per_weight,
-        decode_bytes_per_token: decode_bytes_per_token(model, args.n_gen, args.depth),
-        prefill_flops_per_token: prefill_flops_per_token(model),
+        decode_bytes_per_token: speed::decode_bytes_per_token(model, args.n_gen, args.depth),
+        prefill_flops_per_token: speed::prefill_flops_per_token(model),
         threads: subject.threads,
         repetitions: args.repetitions,
         depth: args.depth,
@@ -183,30 +177,4 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     println!("{}", b.build().with(Style::markdown()));
     Ok(())
-}
-
-fn decode_bytes_per_token(model: &effbench_core::Model, n_gen: usize, depth: usize) -> f64 {
-    let w = model.weight_bytes();
-    let vocab = model.config().vocab_size.max(1);
-    // A tied head that shares the GGML table reports no bytes of its own but reads all of them.
-    let head = if w.output_head == 0 {
-        w.embeddings
-    } else {
-        w.output_head
-    };
-    let embedding_row = w.embeddings as f64 / vocab as f64;
-    // The tg test starts from a cache holding `depth` tokens, so a step attends to those,
-    // (n_gen - 1) / 2 earlier tokens of its own on average, and itself.
-    let mean_context = depth as f64 + (n_gen.max(1) - 1) as f64 / 2.0 + 1.0;
-    let kv = effbench_core::KvShape::of(model.config()).bytes_per_token() as f64 * mean_context;
-    (w.linear + w.norms_and_biases + head) as f64 + embedding_row + kv
-}
-
-fn prefill_flops_per_token(model: &effbench_core::Model) -> f64 {
-    let weights: usize = model
-        .linear_weights()
-        .iter()
-        .map(|(_, w)| w.in_features() * w.out_features())
-        .sum();
-    2.0 * weights as f64
 }

@@ -1,7 +1,7 @@
 //! The model arguments every model-running command shares, as clap parses them; loading,
 //! device selection and path resolution are effbench-eval's (`effbench_eval::session`).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
@@ -65,7 +65,7 @@ pub fn parse_weights(name: &str) -> Result<WeightsArg> {
 
 pub use effbench_eval::session::{
     device_label, encode_leading, mib, parse_device, resolve_model_path, resolve_text,
-    select_device, DeviceSpec, Session, BUILT_WITH_CUDA,
+    select_device, DeviceSpec, Session,
 };
 
 impl ModelArgs {
@@ -84,17 +84,19 @@ pub fn load_model(args: &ModelArgs) -> Result<Session> {
     effbench_eval::session::load_model(&args.config())
 }
 
-/// The policy, for commands that load weights directly and so cannot take a GPTQ file.
-pub fn load_policy(
-    weights: WeightsArg,
-    device: &candle_core::Device,
-) -> Result<Box<dyn effbench_core::WeightPolicy>> {
-    weights.policy(device).context(
-        "GPTQ weights come from a quantized file (hint: `effbench quantize --method gptq ... --out FILE`, then pass FILE as the model)",
-    )
-}
-
 /// clap's value parser for `--device`: rejects a misspelt device before any work starts.
 pub fn check_device(spec: &str) -> Result<String> {
     parse_device(spec).map(|_| spec.trim().to_string())
+}
+
+/// A library error whose hint names settings in words, with the flags that set them on this
+/// command line added to the hint: libraries do not know which command runs them. An error
+/// without a hint passes unchanged.
+pub fn name_flags(e: impl Into<anyhow::Error>, flags: &str) -> anyhow::Error {
+    let e = e.into();
+    let msg = e.to_string();
+    match msg.strip_suffix(')') {
+        Some(head) if head.contains("(hint: ") => anyhow::anyhow!("{head}: {flags})"),
+        _ => e,
+    }
 }

@@ -6,19 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
-use effbench_core::model::{argmax, log_softmax, logits_rows};
 use effbench_core::source::{sniff, GgufSource, ModelFormat, SafetensorsSource, WeightSource};
-use effbench_core::{ContiguousKvCache, KvShape, LoadedModel, LogitsFor, SeqChunk};
+use effbench_core::LoadedModel;
 use effbench_distill::data::{self, GenerateOptions};
 use effbench_distill::train::{check_tokenizers, read_log, read_state, Checkpointing};
 use effbench_distill::{LayerSelection, Student, TrainOptions, TrainState};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
-use tabled::{builder::Builder, settings::Style};
 
-use crate::common::{
-    encode_leading, load_model, resolve_model_path, resolve_text, ModelArgs, WeightsArg,
-};
+use crate::common::{load_model, resolve_model_path, resolve_text, ModelArgs};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -113,16 +108,16 @@ struct TrainArgs {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// The teacher (`-m`).
+    /// The teacher (`-m`), the baseline row.
     #[command(flatten)]
     teacher: ModelArgs,
-    /// Student checkpoints (directories or files), repeatable.
+    /// Student checkpoints (directories or files), repeatable: a row `student:PATH` each.
     #[arg(long, required = true)]
     student: Vec<String>,
-    /// Weight format the students run in (as the teacher's --weights): compare both in one
-    /// format for a like-for-like speed and cost.
-    #[arg(long, value_parser = crate::common::parse_weights, default_value = "as-stored")]
-    student_weights: WeightsArg,
+    /// No longer taken: a student runs as stored (a distilled student is saved in f32). Give
+    /// the teacher --weights f32 for a like-for-like speed and cost.
+    #[arg(long, hide = true)]
+    student_weights: Option<String>,
     /// Text to score: a file, or `wikitext-2`.
     #[arg(long, default_value = "wikitext-2")]
     text: String,
@@ -134,10 +129,15 @@ struct EvalArgs {
     /// Repetitions of pp512/tg128 per model for speed and cost (0: skip).
     #[arg(long, default_value_t = 0)]
     speed_reps: usize,
-    /// Price entry of the report crate's table (priced per thread used when per-vCPU).
-    #[arg(long, default_value = "aws-c7a")]
-    instance: String,
-    /// Also write the figures as JSON here.
+    #[command(flatten)]
+    prices: crate::run::PriceArgs,
+    /// The run directory (report.json, report.md, records). Default: results/<run-id>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the interrupted run in --out (or the latest with the same settings).
+    #[arg(long)]
+    resume: bool,
+    /// Also write the run's report.json here.
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -191,11 +191,11 @@ fn train(args: TrainArgs) -> Result<()> {
             out.display()
         ),
         (false, Some((state, _))) => {
-            return Err(effbench_distill::DistillError::CheckpointExists {
+            let e = effbench_distill::DistillError::CheckpointExists {
                 path: out,
                 step: state.step,
-            }
-            .into())
+            };
+            bail!("{e} (hint: --resume to continue it, or another --out)")
         }
         (false, None) => {
             let student = if let Some(config) = &args.random_init {
@@ -260,7 +260,7 @@ fn train(args: TrainArgs) -> Result<()> {
     );
 
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    write_tokenizer_files(loaded, &out)?;
+    effbench_distill::student::write_tokenizer_files(loaded, &out)?;
     let corpus = training_data(&args, loaded, &teacher_path, &out)?;
     let tokens: usize = corpus.iter().map(|s| s.len()).sum();
     eprintln!(
@@ -272,7 +272,7 @@ fn train(args: TrainArgs) -> Result<()> {
 
     let checkpoint = Checkpointing {
         dir: &out,
-        extra_config: special_token_config(loaded),
+        extra_config: effbench_distill::student::special_token_config(loaded),
     };
     let bar = ProgressBar::new(opts.steps as u64);
     bar.set_style(
@@ -310,40 +310,6 @@ fn train(args: TrainArgs) -> Result<()> {
             out.display()
         );
     }
-    Ok(())
-}
-
-/// bos/eos ids in config.json, as Hugging Face checkpoints carry them, so generation stops.
-fn special_token_config(loaded: &LoadedModel) -> serde_json::Value {
-    let mut extra = serde_json::json!({});
-    if let Some(bos) = loaded.special.bos {
-        extra["bos_token_id"] = bos.into();
-    }
-    match loaded.special.eog.as_slice() {
-        [] => {}
-        [one] => extra["eos_token_id"] = (*one).into(),
-        many => extra["eos_token_id"] = many.to_vec().into(),
-    }
-    extra
-}
-
-/// The teacher's tokenizer beside the student, so effbench and Hugging Face tools tokenize the
-/// student exactly as the teacher.
-fn write_tokenizer_files(loaded: &LoadedModel, out: &Path) -> Result<()> {
-    let path = out.join("tokenizer.json");
-    loaded
-        .tokenizer
-        .save(&path, false)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-    let token = |id: Option<u32>| id.and_then(|i| loaded.tokenizer.id_to_token(i));
-    let config = serde_json::json!({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": token(loaded.special.bos),
-        "eos_token": token(loaded.special.eos),
-    });
-    let path = out.join("tokenizer_config.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&config)?)
-        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -426,238 +392,40 @@ fn training_data(
     Ok(corpus)
 }
 
-#[derive(Serialize)]
-struct ModelFigures {
-    model: String,
-    variant: String,
-    layers: usize,
-    weight_bytes: usize,
-    perplexity: f64,
-    perplexity_stderr: f64,
-    /// Mean KL(teacher ‖ model) over scored positions, nats per token (0 for the teacher).
-    kl_vs_teacher: f64,
-    top1_agreement: f64,
-    scored_tokens: usize,
-    prefill_tok_per_s: Option<f64>,
-    decode_tok_per_s: Option<f64>,
-    usd_per_million_input: Option<f64>,
-    usd_per_million_output: Option<f64>,
-}
-
-struct Scores {
-    nll: Vec<f64>,
-    kl: f64,
-    agree: usize,
-}
-
+/// Teacher and students side by side as a perplexity run: the teacher's row is the baseline,
+/// so every student's row carries its perplexity, KL from the teacher and top-1 agreement on
+/// the same tokens, and with `--speed-reps` its speed and cost.
 fn eval(args: EvalArgs) -> Result<()> {
-    let teacher = load_model(&args.teacher)?;
-    let threads = teacher.threads;
-    let device = teacher.loaded.model.device().clone();
-    let mut students = Vec::new();
-    for s in &args.student {
-        let path = resolve_model_path(s)?;
-        let loaded = effbench_core::load(
-            &path,
-            crate::common::load_policy(args.student_weights, &device)?.as_ref(),
-            &device,
-        )
-        .with_context(|| format!("loading student {}", path.display()))?;
-        let (t, v) = (
-            teacher.loaded.model.config().vocab_size,
-            loaded.model.config().vocab_size,
-        );
-        if t != v {
-            return Err(effbench_distill::DistillError::VocabularyMismatch {
-                teacher: t,
-                student: v,
-            }
-            .into());
-        }
-        check_tokenizers(&teacher.loaded.tokenizer, &loaded.tokenizer)?;
-        students.push(loaded);
+    if args.student_weights.is_some() {
+        bail!("--student-weights is no longer taken: a student runs as stored (hint: give the teacher --weights f32 to compare both in f32)");
     }
-    let text_path = resolve_text(&args.text)?;
-    let text = effbench_datasets::read_corpus(&text_path)?;
-    let tokens = encode_leading(&teacher.loaded, &text, Some(args.chunks * args.ctx))?;
-    let windows = (tokens.len() / args.ctx).min(args.chunks);
-    if windows == 0 || args.ctx < 4 {
-        bail!(
-            "the text has {} tokens, fewer than one window of {} (hint: lower --ctx)",
-            tokens.len(),
-            args.ctx
-        );
-    }
-    let first_scored = args.ctx / 2;
-    let mut teacher_nll = Vec::new();
-    let mut scores: Vec<Scores> = students
-        .iter()
-        .map(|_| Scores {
-            nll: Vec::new(),
-            kl: 0.0,
-            agree: 0,
-        })
-        .collect();
-    let bar = ProgressBar::new(windows as u64);
-    bar.set_style(
-        ProgressStyle::with_template("scoring [{bar:30}] {pos}/{len} windows [{elapsed}<{eta}]")
-            .expect("valid template"),
+    let mut techniques = vec![args.teacher.weights.technique_name()];
+    techniques.extend(args.student.iter().map(|s| format!("student:{s}")));
+    let mut config = crate::view::config(
+        &args.teacher,
+        &crate::view::ViewArgs {
+            suite: if args.text == "wikitext-2" {
+                args.text.clone()
+            } else {
+                format!("ppl:{}", args.text)
+            },
+            ctx: args.ctx,
+            chunks: args.chunks,
+            out: args.out,
+            resume: args.resume,
+            json: false,
+            prices: args.prices,
+        },
+        techniques,
     );
-    let all_logits = |model: &effbench_core::Model, window: &[u32]| -> Result<Vec<Vec<f32>>> {
-        let mut cache = ContiguousKvCache::new(KvShape::of(model.config()), window.len(), &device);
-        let out = model.forward(
-            &[SeqChunk::new(0, window.to_vec(), LogitsFor::All)],
-            &mut cache,
-        )?;
-        Ok(logits_rows(
-            &out.per_chunk[0].clone().expect("asked for logits"),
-        )?)
-    };
-    for c in 0..windows {
-        let window = &tokens[c * args.ctx..(c + 1) * args.ctx];
-        let teacher_rows = all_logits(&teacher.loaded.model, window)?;
-        let teacher_lp: Vec<Vec<f64>> = (first_scored..args.ctx - 1)
-            .map(|p| log_softmax(&teacher_rows[p]))
-            .collect();
-        for (i, p) in (first_scored..args.ctx - 1).enumerate() {
-            teacher_nll.push(-teacher_lp[i][window[p + 1] as usize]);
-        }
-        for (student, score) in students.iter().zip(scores.iter_mut()) {
-            let rows = all_logits(&student.model, window)?;
-            for (i, p) in (first_scored..args.ctx - 1).enumerate() {
-                let lp = log_softmax(&rows[p]);
-                let lt = &teacher_lp[i];
-                score.nll.push(-lp[window[p + 1] as usize]);
-                score.kl += lt
-                    .iter()
-                    .zip(&lp)
-                    .map(|(t, s)| t.exp() * (t - s))
-                    .sum::<f64>();
-                if argmax(&rows[p]) == argmax(&teacher_rows[p]) {
-                    score.agree += 1;
-                }
-            }
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-
-    let price = if args.speed_reps > 0 {
-        let table = effbench_report::cost::PriceTable::shipped();
-        Some(table.price(table.get(&args.instance)?, threads)?)
-    } else {
-        None
-    };
-    let mut figures = Vec::new();
-    let models: Vec<(&LoadedModel, Option<&Scores>)> = std::iter::once((&teacher.loaded, None))
-        .chain(students.iter().zip(scores.iter().map(Some)))
-        .collect();
-    for (loaded, score) in models {
-        let nll = score.map_or(&teacher_nll, |s| &s.nll);
-        let n = nll.len() as f64;
-        let mean = nll.iter().sum::<f64>() / n;
-        let var = nll.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-        let ppl = mean.exp();
-        let (pp, tg) = if args.speed_reps > 0 {
-            eprintln!("speed: {}", loaded.path.display());
-            let pp = effbench_eval::speed::prefill(&loaded.model, 512, args.speed_reps)?.median();
-            let tg = effbench_eval::speed::decode(&loaded.model, 128, args.speed_reps)?.median();
-            (Some(pp), Some(tg))
-        } else {
-            (None, None)
-        };
-        let cost = match (&price, pp, tg) {
-            (Some(price), Some(pp), Some(tg)) => Some(effbench_report::cost::cost(
-                &effbench_report::schema::Speed {
-                    prefill_tok_per_s: pp,
-                    decode_tok_per_s: tg,
-                    prompt_tokens: 512,
-                    generated_tokens: 128,
-                    prefill_samples: vec![pp],
-                    decode_samples: vec![tg],
-                },
-                price,
-            )),
-            _ => None,
-        };
-        figures.push(ModelFigures {
-            model: loaded.path.display().to_string(),
-            variant: loaded.model.label().to_string(),
-            layers: loaded.model.config().num_layers,
-            weight_bytes: loaded.model.weight_bytes().total,
-            perplexity: ppl,
-            perplexity_stderr: ppl * (var / n).sqrt(),
-            kl_vs_teacher: score.map_or(0.0, |s| s.kl / n),
-            top1_agreement: score.map_or(1.0, |s| s.agree as f64 / n),
-            scored_tokens: nll.len(),
-            prefill_tok_per_s: pp,
-            decode_tok_per_s: tg,
-            usd_per_million_input: cost.map(|c| c.usd_per_million_input),
-            usd_per_million_output: cost.map(|c| c.usd_per_million_output),
-        });
-    }
-
-    let mut b = Builder::default();
-    b.push_record([
-        "model",
-        "layers",
-        "weights",
-        "PPL",
-        "KL vs teacher",
-        "top-1 agree",
-        "pp512 t/s",
-        "tg128 t/s",
-        "$/1M in",
-        "$/1M out",
-    ]);
-    let opt = |v: Option<f64>, digits: usize| v.map_or("-".into(), |x| format!("{x:.digits$}"));
-    for f in &figures {
-        b.push_record([
-            format!("{} ({})", short_name(&f.model), f.variant),
-            f.layers.to_string(),
-            crate::common::mib(f.weight_bytes),
-            format!("{:.3} ± {:.3}", f.perplexity, f.perplexity_stderr),
-            format!("{:.4}", f.kl_vs_teacher),
-            format!("{:.1}%", f.top1_agreement * 100.0),
-            opt(f.prefill_tok_per_s, 1),
-            opt(f.decode_tok_per_s, 1),
-            opt(f.usd_per_million_input, 4),
-            opt(f.usd_per_million_output, 4),
-        ]);
-    }
-    println!("{}", b.build().with(Style::markdown()));
-    println!(
-        "{} windows of {} tokens from {}, positions {}..{} scored ({} per model); KL is the mean over scored positions of KL(teacher ‖ model), nats{}",
-        windows,
-        args.ctx,
-        text_path.display(),
-        first_scored,
-        args.ctx - 1,
-        teacher_nll.len(),
-        price.as_ref().map_or(String::new(), |p| format!(
-            "; cost at ${:.5}/h ({}): median pp512/tg128 over {} repetitions",
-            p.usd_per_hour, p.basis, args.speed_reps
-        ))
-    );
+    config.speed.no_speed = args.speed_reps == 0;
+    config.speed.speed_reps = args.speed_reps.max(1);
+    let dir = crate::view::run(config)?;
     if let Some(path) = &args.json {
-        let json = serde_json::json!({
-            "text": text_path.display().to_string(),
-            "ctx": args.ctx,
-            "windows": windows,
-            "first_scored": first_scored,
-            "threads": threads,
-            "price": price,
-            "speed_repetitions": args.speed_reps,
-            "models": figures,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let report = dir.join(effbench_report::schema::REPORT_FILE);
+        let bytes =
+            std::fs::read(&report).with_context(|| format!("reading {}", report.display()))?;
+        effbench_report::write_atomic(path, &bytes)?;
     }
     Ok(())
-}
-
-fn short_name(path: &str) -> String {
-    Path::new(path)
-        .file_name()
-        .map_or_else(|| path.to_string(), |n| n.to_string_lossy().to_string())
 }

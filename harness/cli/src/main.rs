@@ -13,6 +13,7 @@ mod report;
 mod run;
 mod serve;
 mod speculative;
+mod view;
 
 use std::process::ExitCode;
 
@@ -58,10 +59,11 @@ enum Command {
     /// Put runs of the same suite from different machines or versions side by side.
     Compare(report::CompareArgs),
     /// Serve a request trace with continuous batching under one KV memory budget, contiguous vs
-    /// paged cache: waste, concurrency, throughput, TTFT/TPOT percentiles.
+    /// paged cache: waste, concurrency, throughput, TTFT/TPOT percentiles. A run with
+    /// W+kv:contiguous and W+kv:paged rows; writes the run's report.json.
     ServeBench(serve::ServeBenchArgs),
     /// Train a smaller student from a teacher by knowledge distillation (`distill eval`: teacher
-    /// and students side by side).
+    /// and students side by side, as a perplexity run with student:M rows).
     Distill(Box<distill::DistillArgs>),
     /// Quantize a model's weights to int4/int2 (RTN or GPTQ) once and write a GGUF file
     /// (plus a sidecar for effbench's own packed formats) that `--model FILE` loads again.
@@ -69,6 +71,7 @@ enum Command {
     /// The default job: generate and perplexity on the default model.
     Demo(generate::DemoArgs),
     /// Speculative decoding against plain decoding: acceptance, draft cost, speedup vs theory.
+    /// A run with W+spec:DRAFT@K rows; writes the run's report.json.
     SpecBench(speculative::SpecBenchArgs),
 }
 

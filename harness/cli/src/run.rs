@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use effbench_eval::run::{self as engine, shard, BuildInfo, KvChoice, RunConfig};
-use effbench_eval::run::{PriceConfig, ServeConfig, SpeedConfig};
+use effbench_eval::run::{DecodingConfig, PriceConfig, Printed, ServeConfig, SpeedConfig};
 
 #[derive(Args, Clone)]
 pub struct RunArgs {
@@ -68,6 +68,11 @@ pub struct RunArgs {
     /// otherwise; GSM8K's is 512). Part of what the suite is, so it changes the manifest.
     #[arg(long)]
     pub max_gen_tokens: Option<usize>,
+    /// Generative suites: problems on which a decoding row (spec:...), which answers as its
+    /// base row did, generates again plainly and with its draft, compared token for token;
+    /// 0 skips the check.
+    #[arg(long, default_value_t = 8)]
+    pub decoding_check: usize,
     /// Where run directories go.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -230,6 +235,7 @@ impl From<ServeArgs> for ServeConfig {
             serve_rate: a.serve_rate,
             serve_seed: a.serve_seed,
             kv_budget_mib: a.kv_budget_mib,
+            ..ServeConfig::default()
         }
     }
 }
@@ -261,6 +267,7 @@ impl From<RunArgs> for RunConfig {
             batch: a.batch,
             gen_batch: a.gen_batch,
             max_gen_tokens: a.max_gen_tokens,
+            decoding_check: a.decoding_check,
             out: a.out,
             run_id: a.run_id,
             resume: a.resume,
@@ -268,9 +275,14 @@ impl From<RunArgs> for RunConfig {
             device: a.device,
             ctx: a.ctx,
             chunks: a.chunks,
-            json: a.json,
+            print: if a.json {
+                Printed::SummaryJson
+            } else {
+                Printed::Markdown
+            },
             shard: a.shard,
             speed: a.speed.into(),
+            decoding: DecodingConfig::default(),
             serve: a.serve.into(),
             prices: a.prices.into(),
             kv: a.kv.into(),
@@ -286,7 +298,7 @@ impl From<RunArgs> for RunConfig {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    engine::run(args.into())
+    engine::run(args.into()).map(drop)
 }
 
 pub fn merge(args: MergeArgs) -> Result<()> {
@@ -296,4 +308,5 @@ pub fn merge(args: MergeArgs) -> Result<()> {
         json: args.json,
         prices: args.prices.into(),
     })
+    .map(drop)
 }

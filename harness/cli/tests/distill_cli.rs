@@ -104,21 +104,59 @@ fn distill_writes_a_student_effbench_loads_and_resumes_it() {
         "1",
         "--json",
         json_path.to_str().unwrap(),
+        "--out",
+        dir.path().join("eval-run").to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("KL vs teacher"), "{stdout}");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
-    let models = json["models"].as_array().unwrap();
-    assert_eq!(models.len(), 2);
-    assert_eq!(models[0]["kl_vs_teacher"], 0.0);
-    assert_eq!(models[0]["top1_agreement"], 1.0);
-    let kl = models[1]["kl_vs_teacher"].as_f64().unwrap();
+    assert!(stdout.contains("Mean KLD"), "{stdout}");
+    // The run's report.json, in the schema `report` and `compare` read: the teacher is the
+    // baseline, and the student's row is measured against it on the same tokens.
+    let report = effbench_report::RunReport::load_file(&json_path).unwrap();
+    assert_eq!(
+        report,
+        effbench_report::RunReport::load_dir(&dir.path().join("eval-run")).unwrap()
+    );
+    assert_eq!(report.techniques.len(), 2);
+    assert_eq!(report.baseline, "as-stored");
+    let (teacher_tokens, student_tokens, kl) =
+        match (&report.techniques[0].quality, &report.techniques[1].quality) {
+            (
+                effbench_report::schema::Quality::Perplexity {
+                    tokens: t,
+                    vs_baseline: None,
+                    ..
+                },
+                effbench_report::schema::Quality::Perplexity {
+                    tokens: s,
+                    vs_baseline: Some(d),
+                    ..
+                },
+            ) => (*t, *s, d.kl_mean),
+            other => panic!("{other:?}"),
+        };
     assert!(
         kl > 0.01,
         "a two-layer student differs from its teacher: {kl}"
     );
-    assert_eq!(models[0]["scored_tokens"], models[1]["scored_tokens"]);
+    assert_eq!(teacher_tokens, student_tokens);
+    assert!(report.techniques[1].technique.starts_with("student:"));
+
+    // The flag that no longer has a meaning is one line.
+    let (code, _, stderr) = effbench(&[
+        "distill",
+        "eval",
+        "-m",
+        teacher.to_str().unwrap(),
+        "--student",
+        out.to_str().unwrap(),
+        "--student-weights",
+        "f32",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        one_error_line(&stderr).contains("--student-weights"),
+        "{stderr}"
+    );
 
     // Starting again over a checkpoint without --resume is refused.
     let (code, _, stderr) = distill(&teacher, &out, &["--steps", "4"]);

@@ -108,14 +108,103 @@ fn gsm8k_generates_stops_scores_and_resumes() {
     );
     assert_eq!(std::fs::read_to_string(&records_path).unwrap(), records);
 
-    // Few-shot is the task's own, and generation does not shard yet: both are refused.
+    // Few-shot is the task's own: refused.
     let shots = effbench(dir.path(), &["--shots", "5"]);
     assert!(!shots.status.success());
     assert!(String::from_utf8_lossy(&shots.stderr).contains("--shots"));
-    let shard = effbench(dir.path(), &["--shard", "0/2", "--run-id", "s"]);
-    assert!(!shard.status.success());
-    assert!(String::from_utf8_lossy(&shard.stderr).contains("do not shard"));
-    assert!(!dir.path().join("s").exists());
+}
+
+/// GSM8K shards as multiple choice does, by (problem, technique) pair: two shards answer every
+/// problem once between them, and merged they give the single-machine run's answers and table.
+#[test]
+fn gsm8k_shards_merge_into_the_single_machine_run() {
+    if !effbench_assets::cached_or_skip(&["smollm2-135m-instruct", "olmes-tasks"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--items-per-subject",
+        "4",
+        "--max-gen-tokens",
+        "24",
+        "--techniques",
+        "as-stored,int4",
+    ];
+    let whole = effbench(dir.path(), &[&args[..], &["--run-id", "whole"]].concat());
+    assert!(
+        whole.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
+    for shard in ["0/2", "1/2"] {
+        let out = effbench(
+            dir.path(),
+            &[&args[..], &["--run-id", "split", "--shard", shard]].concat(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let split = dir.path().join("split");
+    let mut per_shard = Vec::new();
+    for shard in ["shard-0-of-2", "shard-1-of-2"] {
+        let n: usize = ["as-stored", "int4"]
+            .iter()
+            .map(|t| {
+                std::fs::read_to_string(split.join(shard).join(format!("items-{t}.jsonl")))
+                    .map_or(0, |s| s.lines().count())
+            })
+            .sum();
+        per_shard.push(n);
+    }
+    assert_eq!(per_shard.iter().sum::<usize>(), 8, "{per_shard:?}");
+    assert!(
+        per_shard.iter().all(|&n| n < 8),
+        "one shard did all the work: {per_shard:?}"
+    );
+
+    let merged = Command::new(env!("CARGO_BIN_EXE_effbench"))
+        .arg("merge")
+        .arg(&split)
+        .output()
+        .unwrap();
+    assert!(
+        merged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
+    let answers = |run: &Path, t: &str| -> Vec<(String, serde_json::Value, bool)> {
+        let mut v: Vec<(String, serde_json::Value, bool)> =
+            std::fs::read_to_string(run.join(format!("items-{t}.jsonl")))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                    (
+                        r["item"].as_str().unwrap().to_string(),
+                        r["tokens"].clone(),
+                        r["correct"].as_bool().unwrap(),
+                    )
+                })
+                .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    for t in ["as-stored", "int4"] {
+        assert_eq!(
+            answers(&split, t),
+            answers(&dir.path().join("whole"), t),
+            "{t}"
+        );
+    }
+    let summary = |run: &Path| json(&run.join("summary.json"))["tasks"].clone();
+    assert_eq!(summary(&split), summary(&dir.path().join("whole")));
+    assert_eq!(
+        json(&split.join("report.json"))["suite"]["kind"],
+        "generation"
+    );
 }
 
 /// A user's own lm-eval `generate_until` task file, given as `mc:PATH`, is answered by
@@ -178,4 +267,77 @@ fn an_lm_eval_generate_until_yaml_runs_as_a_generative_suite() {
         assert!(r["tokens"].as_array().unwrap().len() <= 12, "{r}");
         assert!(!r["output"].as_str().unwrap().contains('\n'), "{r}");
     }
+}
+
+/// A decoding row answers GSM8K as its base row did, and proves it on the suite's own problems:
+/// the first problems are generated again plainly and with the draft, and on SmolLM2's Q4_1
+/// weights greedy speculative output equals plain output token for token. The check is recorded
+/// once and read back on resume.
+#[test]
+fn a_decoding_row_checks_its_shared_answers_against_plain_decoding() {
+    if !effbench_assets::cached_or_skip(&["smollm2-135m-instruct", "olmes-tasks"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run_args = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_effbench"))
+            .args(["run", "--suite", "gsm8k", "--threads", "2"])
+            .args(["--items-per-subject", "3", "--max-gen-tokens", "48"])
+            .args(["--techniques", "as-stored,as-stored+spec:ngram:2"])
+            .args(["--decoding-check", "2", "--run-id", "c"])
+            .args([
+                "--speed-prompt",
+                "16",
+                "--speed-gen",
+                "16",
+                "--speed-reps",
+                "1",
+            ])
+            .args(extra)
+            .arg("--out")
+            .arg(dir.path())
+            .output()
+            .expect("run effbench")
+    };
+    let out = run_args(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let run = dir.path().join("c");
+    let report = json(&run.join("report.json"));
+    let row = report["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["technique"] == "as-stored+spec:ngram:2")
+        .expect("the decoding row");
+    let check = &row["decoding"]["suite_check"];
+    assert_eq!(check["suite"], "gsm8k", "{row}");
+    assert_eq!(check["compared"], 2, "{check}");
+    assert_eq!(check["identical"], 2, "{check}");
+    assert_eq!(check["mismatched"].as_array().unwrap().len(), 0, "{check}");
+    assert!(check["plain_tok_per_s"].as_f64().unwrap() > 0.0, "{check}");
+    assert!(check["same_as_scored"].as_u64().unwrap() <= 2, "{check}");
+    let table = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        table.contains("identical to plain decoding on 2/2"),
+        "{table}"
+    );
+
+    // Resumed: the recorded check is read back, not generated again.
+    let check_file = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("check-")
+        })
+        .expect("the recorded check");
+    let recorded = std::fs::read_to_string(&check_file).unwrap();
+    let again = run_args(&["--resume", "c"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(!stderr.contains("generated again"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&check_file).unwrap(), recorded);
 }

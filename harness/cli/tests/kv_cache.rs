@@ -127,6 +127,9 @@ fn serve_bench_refuses_what_cannot_fit_and_serves_the_rest() {
         "2",
         "--trace",
         trace.to_str().unwrap(),
+        "--no-speed",
+        "--ctx",
+        "64",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -137,12 +140,25 @@ fn serve_bench_refuses_what_cannot_fit_and_serves_the_rest() {
         "{stderr}"
     );
     assert!(stderr.contains("whole budget"), "{stderr}");
-    let report = json(&out.join("summary.json"));
-    let paged = &report["results"][0]["summary"];
-    assert_eq!(paged["completed"], 2, "{report}");
-    assert_eq!(paged["refused"], 2);
-    assert_eq!(paged["output_tokens"], 7);
-    assert!(out.join("summary.md").exists() && out.join("trace.jsonl").exists());
+    // A run: its report.json is the schema `report` and `compare` read.
+    let report = effbench_report::RunReport::load_dir(&out).unwrap();
+    assert_eq!(report.baseline, "as-stored+kv:paged:16");
+    let paged = report.techniques[0].serving.as_ref().unwrap();
+    assert_eq!(paged.completed, 2, "{paged:?}");
+    assert_eq!(paged.refused, 2);
+    assert_eq!(paged.output_tokens, 7);
+    assert_eq!(paged.refusals.len(), 2);
+    assert!(paged.waste_pct.is_some());
+    // A hash per request, empty for the refused ones.
+    assert_eq!(
+        paged.output_hashes.iter().filter(|h| h.is_empty()).count(),
+        2
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("### Serving") && md.contains("Waste %"), "{md}");
+    assert!(out.join("trace.jsonl").exists());
+    let again = effbench_kvcache::trace::read_jsonl(&out.join("trace.jsonl")).unwrap();
+    assert_eq!(again.len(), 4);
 
     // A malformed trace names its line and exits non-zero.
     std::fs::write(&trace, "{\"arrival_s\": 0.0, \"output_tokens\": 4}\n").unwrap();

@@ -6,7 +6,7 @@ use candle_core::DType;
 use serde::Serialize;
 
 use effbench_core::error::{CoreError, Result};
-use effbench_core::kv::{ContiguousKvCache, KvCache, KvShape};
+use effbench_core::kv::{ContiguousBuilder, KvCacheBuilder, KvShape};
 use effbench_core::model::{log_softmax, logits_rows, LogitsFor, Model, SeqChunk};
 
 #[derive(Debug, Clone)]
@@ -59,6 +59,23 @@ pub fn perplexity(
     model: &Model,
     tokens: &[u32],
     opts: &PerplexityOptions,
+    on_chunk: impl FnMut(usize, usize, f64),
+    on_scored: impl FnMut(usize, &[f64]),
+) -> Result<PerplexityResult> {
+    let contiguous = ContiguousBuilder {
+        dtype: opts.kv_dtype,
+    };
+    perplexity_in(model, tokens, opts, &contiguous, on_chunk, on_scored)
+}
+
+/// [`perplexity`] with the windows run in a cache `kv` builds (a run scores each row in its own
+/// KV cache, so a cache that changes what attention reads shows in its quality); the cache's
+/// own storage type stands in for `opts.kv_dtype`.
+pub fn perplexity_in(
+    model: &Model,
+    tokens: &[u32],
+    opts: &PerplexityOptions,
+    kv: &dyn KvCacheBuilder,
     mut on_chunk: impl FnMut(usize, usize, f64),
     mut on_scored: impl FnMut(usize, &[f64]),
 ) -> Result<PerplexityResult> {
@@ -71,7 +88,7 @@ pub fn perplexity(
     let available = tokens.len() / opts.ctx;
     if available == 0 {
         return Err(CoreError::Invalid(format!(
-            "the text has {} tokens, fewer than one window of {} (hint: lower --ctx)",
+            "the text has {} tokens, fewer than one window of {} (hint: a shorter window)",
             tokens.len(),
             opts.ctx
         )));
@@ -79,16 +96,13 @@ pub fn perplexity(
     let chunks = opts.max_chunks.map_or(available, |m| m.min(available));
     let mut nlls: Vec<f64> = Vec::new();
     let mut running = Vec::with_capacity(chunks);
-    let mut cache = ContiguousKvCache::new(
-        KvShape::of(model.config()).with_dtype(opts.kv_dtype),
-        opts.ctx,
-        model.device(),
-    );
+    let mut cache = kv.build(KvShape::of(model.config()), opts.ctx, 1, model.device())?;
     for c in 0..chunks {
         let mut window = tokens[c * opts.ctx..(c + 1) * opts.ctx].to_vec();
         if let Some(bos) = opts.bos {
             window[0] = bos;
         }
+        // Each window starts from an empty cache.
         cache.remove(0);
         let batch = opts.batch.max(1);
         let mut pos = 0;
@@ -102,7 +116,7 @@ pub fn perplexity(
             };
             let out = model.forward(
                 &[SeqChunk::new(0, window[pos..end].to_vec(), want)],
-                &mut cache,
+                cache.as_mut(),
             )?;
             if let Some(logits) = out.per_chunk.into_iter().next().flatten() {
                 let rows = logits_rows(&logits)?;

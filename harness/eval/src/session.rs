@@ -10,6 +10,7 @@ use effbench_core::{LoadedModel, WeightPolicy};
 use crate::hint::hinted;
 use crate::quantized::Calibration;
 use crate::WeightsArg;
+use sha2::{Digest, Sha256};
 
 /// Which model to load and how: the plain form of the binary's model arguments.
 #[derive(Clone, Debug)]
@@ -224,4 +225,75 @@ pub fn encode_leading(loaded: &LoadedModel, text: &str, needed: Option<usize>) -
         }
     }
     Ok(loaded.encode(&text[..end])?)
+}
+
+/// What identifies a model's weights: a file's sha256, or for a Hugging Face directory (a
+/// distilled student) the sha256 over its config.json and .safetensors files' own, by name,
+/// since a directory has no bytes of its own to hash.
+pub fn model_sha256(path: &std::path::Path) -> Result<String> {
+    if !path.is_dir() {
+        return Ok(effbench_assets::sha256_file(path)?);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "safetensors")
+                || p.file_name().is_some_and(|n| n == "config.json")
+        })
+        .collect();
+    files.sort();
+    let mut h = Sha256::new();
+    for f in &files {
+        h.update(f.file_name().unwrap_or_default().as_encoded_bytes());
+        h.update(effbench_assets::sha256_file(f)?.as_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Whether this binary can run a model on a GPU: a property of the build as much as of the
+/// machine, so it is reported beside what NVML sees (`gpus`).
+#[derive(Debug, serde::Serialize)]
+pub struct GpuCompute {
+    /// Built with the `cuda` feature.
+    pub built_with_cuda: bool,
+    /// The device the `auto` setting takes.
+    pub auto_device: String,
+    /// Why `auto` does not take a GPU; absent when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What `auto` takes on this machine with this build, and why not a GPU when it does not.
+pub fn gpu_compute(hw: &effbench_hw::HardwareInfo) -> GpuCompute {
+    let built_with_cuda = BUILT_WITH_CUDA;
+    if !built_with_cuda {
+        let seen = match &hw.gpus {
+            effbench_hw::GpuReport::Nvidia { devices, .. } if !devices.is_empty() => format!(
+                "; NVML sees {} GPU(s): scripts/build-cuda.sh builds a binary that uses them",
+                devices.len()
+            ),
+            _ => String::new(),
+        };
+        return GpuCompute {
+            built_with_cuda,
+            auto_device: "cpu".into(),
+            reason: Some(format!(
+                "no GPU compute: built without the `cuda` feature{seen}"
+            )),
+        };
+    }
+    match select_device("cuda:0") {
+        Ok(d) => GpuCompute {
+            built_with_cuda,
+            auto_device: device_label(&d),
+            reason: None,
+        },
+        Err(e) => GpuCompute {
+            built_with_cuda,
+            auto_device: "cpu".into(),
+            reason: Some(format!("no GPU compute: {e:#}")),
+        },
+    }
 }

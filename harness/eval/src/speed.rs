@@ -187,7 +187,7 @@ impl<'a> Start<'a> {
         let context_len = model.config().max_position_embeddings;
         if depth + n > context_len {
             return Err(CoreError::Invalid(format!(
-                "{test} needs {} positions, beyond the model's context of {context_len} (hint: lower --depth or the test's token count)",
+                "{test} needs {} positions, beyond the model's context of {context_len} (hint: a smaller depth or fewer test tokens)",
                 depth + n
             )));
         }
@@ -261,6 +261,37 @@ impl<'a> Start<'a> {
             samples_tok_per_s: samples,
         })
     }
+}
+
+/// Memory one decode step of a tg test of `n_gen` tokens at `depth` reads on average: every
+/// block weight, the output head (the embedding table when tied), one embedding row, and the
+/// K/V of the context so far. The machine's bandwidth over this is the decode roofline.
+pub fn decode_bytes_per_token(model: &Model, n_gen: usize, depth: usize) -> f64 {
+    let w = model.weight_bytes();
+    let vocab = model.config().vocab_size.max(1);
+    // A tied head that shares the GGML table reports no bytes of its own but reads all of them.
+    let head = if w.output_head == 0 {
+        w.embeddings
+    } else {
+        w.output_head
+    };
+    let embedding_row = w.embeddings as f64 / vocab as f64;
+    // The tg test starts from a cache holding `depth` tokens, so a step attends to those,
+    // (n_gen - 1) / 2 earlier tokens of its own on average, and itself.
+    let mean_context = depth as f64 + (n_gen.max(1) - 1) as f64 / 2.0 + 1.0;
+    let kv = KvShape::of(model.config()).bytes_per_token() as f64 * mean_context;
+    (w.linear + w.norms_and_biases + head) as f64 + embedding_row + kv
+}
+
+/// Multiply-adds times two per prefilled token in the linear layers and head: the GEMM peak
+/// over this bounds prefill from above (attention's share is left out).
+pub fn prefill_flops_per_token(model: &Model) -> f64 {
+    let weights: usize = model
+        .linear_weights()
+        .iter()
+        .map(|(_, w)| w.in_features() * w.out_features())
+        .sum();
+    2.0 * weights as f64
 }
 
 #[cfg(test)]

@@ -56,6 +56,22 @@ impl WeightsArg {
     /// candle's quantized CUDA kernels; effbench's own packed formats have no CUDA kernel and
     /// are dequantized to f16 as they load, which their label says ("int4 storage, f16
     /// compute").
+    /// The registry's name for these weights, which parses back to them: what a command that
+    /// takes weights as a flag names its row in a run.
+    pub fn technique_name(self) -> String {
+        match self {
+            Self::AsStored => "as-stored".into(),
+            Self::F16 => "f16".into(),
+            Self::F32 => "f32".into(),
+            Self::Quant(r) => format!(
+                "{}-{}{}",
+                r.spec,
+                r.method.name(),
+                if r.f16_head { "-f16head" } else { "" }
+            ),
+        }
+    }
+
     pub fn policy(self, device: &Device) -> Option<Box<dyn WeightPolicy>> {
         Some(match self {
             Self::AsStored => Box::new(AsStored),
@@ -361,6 +377,29 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_weights_format_is_named_as_the_registry_parses_it() {
+        for name in [
+            "as-stored",
+            "f16",
+            "f32",
+            "int4",
+            "int2-gptq",
+            "int4-g32-sym-f16head",
+        ] {
+            let Weights::Format(w) = Stack::parse(name).unwrap().weights else {
+                panic!("{name} is a format");
+            };
+            let again = Stack::parse(&w.technique_name()).unwrap().weights;
+            assert_eq!(
+                again,
+                Weights::Format(w),
+                "{name} -> {}",
+                w.technique_name()
+            );
+        }
+    }
 
     #[test]
     fn a_stack_takes_one_of_each_kind_in_any_order() {

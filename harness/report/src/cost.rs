@@ -99,7 +99,7 @@ impl PriceTable {
                         return self.price(entry, threads);
                     }
                     return Err(ReportError::Prices(format!(
-                        "no price for GPU `{}` (hint: --price-per-hour USD)",
+                        "no price for GPU `{}` in the price table",
                         gpu.name
                     )));
                 }
@@ -116,7 +116,7 @@ impl PriceTable {
             .find(|i| i.cpu_vendor.as_deref() == Some(vendor))
             .ok_or_else(|| {
                 ReportError::Prices(format!(
-                    "no price for CPU vendor `{vendor}` (hint: --price-per-hour USD)"
+                    "no price for CPU vendor `{vendor}` in the price table"
                 ))
             })?;
         self.price(entry, threads)
@@ -151,7 +151,7 @@ impl Price {
     pub fn per_hour(usd_per_hour: f64) -> Self {
         Self {
             usd_per_hour,
-            basis: "--price-per-hour".into(),
+            basis: "price per hour given".into(),
             source: "given on the command line".into(),
         }
     }

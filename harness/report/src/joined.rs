@@ -99,7 +99,7 @@ pub fn rows(runs: &[RunReport]) -> Result<Vec<JoinedRow>> {
         let other = models(r);
         if r.model.sha256 != first.model.sha256 || other != names || r.baseline != first.baseline {
             return Err(ReportError::Incomparable(format!(
-                "run `{}` ({}; {}) and run `{}` ({}; {}) are not the same model and techniques (hint: join the suites of one `effbench run --suite A,B`)",
+                "run `{}` ({}; {}) and run `{}` ({}; {}) are not the same model and techniques (hint: join the suites of one multi-suite run)",
                 r.run_id,
                 r.model.name,
                 other.join(","),
@@ -260,7 +260,7 @@ pub fn markdown(runs: &[RunReport], rows: &[JoinedRow]) -> String {
             "Speed: medians of the speed test in run `{}` ({} threads, {}).",
             r.run_id, r.provenance.threads, r.provenance.device
         ),
-        None => "Speed was not measured (--no-speed).".into(),
+        None => "Speed was not measured in this run.".into(),
     };
     format!(
         "## {} on {}: {}\n\n{}\n\n{speed_note} Quality: each suite's own run directory, beside this file, holds its per-item records and full report.\n",

@@ -7,7 +7,9 @@
 //!   [`crate::v1`].
 //! - 2: `report.json` as defined here: quality, speed, memory and energy per technique, plus
 //!   provenance with start and end time. Later optional fields, which older readers ignore and
-//!   older files lack: `gpu` per technique (NVML samples of a GPU run).
+//!   older files lack: `gpu` per technique (NVML samples of a GPU run); `decoding.sampling`,
+//!   `decoding.per_kind` and `decoding.verify_cost_ms` (spec-bench's figures); the serving
+//!   row's waste, fragmentation, p95s, scheduler, refusals and output hashes (serve-bench's).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -164,6 +166,30 @@ pub struct ServingReport {
     /// Peak KV bytes the cache held (reserved) and held K/V in (used).
     pub peak_kv_reserved_bytes: usize,
     pub peak_kv_used_bytes: usize,
+    /// Reserved KV bytes not holding K/V, averaged over the run weighted by step time (absent
+    /// in reports written before it was recorded, as are the fields below).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waste_pct: Option<f64>,
+    /// The share of a finished sequence's reservation it never filled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_fragmentation_pct: Option<f64>,
+    /// The share of the budget holding K/V, averaged like `waste_pct`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_used_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms_p95: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpot_ms_p95: Option<f64>,
+    /// The scheduler's limits: most sequences together, most tokens a pass, longest sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<String>,
+    /// Why requests were refused, the first few, as `request id: reason`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<String>,
+    /// A hash of each request's output tokens, in trace order (empty for a refused one), so
+    /// rows serving the same trace can be compared token for token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_hashes: Vec<String>,
 }
 
 /// A decoding technique (speculative decoding) measured against the same weights decoding
@@ -196,6 +222,68 @@ pub struct DecodingReport {
     /// they are), when that row was in the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality_from: Option<String>,
+    /// How tokens were picked when not greedily, e.g. `temperature 0.7, top-p 0.9, seed 0`:
+    /// then outputs may differ from plain decoding's by design (absent: greedy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<String>,
+    /// The same comparison per prompt type, with the cost figures that explain the speedup
+    /// (absent in reports written before it was recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_kind: Vec<DecodingKind>,
+    /// Median milliseconds of one forward pass of the row's model over m = 1, 2, ... new
+    /// tokens: what verifying m - 1 drafted tokens costs next to decoding one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_cost_ms: Vec<(usize, f64)>,
+    /// In a generative suite, where the row shares its base row's answers: some of the suite's
+    /// own problems generated again, plainly and with the draft, and compared token for token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite_check: Option<SuiteCheck>,
+}
+
+/// A decoding row's greedy answers on a generative suite's problems, regenerated one stream at
+/// a time plainly and with the draft, each as long as the answer the suite scored: the check
+/// that the answers the row shares with its base row are the answers it would give.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SuiteCheck {
+    pub suite: String,
+    /// Problems regenerated, the suite's first in its order.
+    pub compared: usize,
+    /// Problems whose speculative output equalled plain decoding's, token for token.
+    pub identical: usize,
+    #[serde(default)]
+    pub mismatched: Vec<String>,
+    /// Problems whose plain single-stream output equalled the answer the suite scored, which
+    /// was decoded in batches with a shared few-shot prefix; a difference there comes from
+    /// batching's float order at a near-tie, not from the draft.
+    pub same_as_scored: usize,
+    /// Decode tokens per second over these problems.
+    pub plain_tok_per_s: f64,
+    pub spec_tok_per_s: f64,
+    pub acceptance_rate: Option<f64>,
+}
+
+/// A decoding technique on the prompts of one type, against plain decoding of the same prompts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DecodingKind {
+    /// e.g. `prose`, `code`, `summarization`.
+    pub kind: String,
+    pub prompts: usize,
+    pub acceptance_rate: Option<f64>,
+    pub accepted_per_step: Option<f64>,
+    /// Tokens each target step produced, accepted drafts plus the target's own.
+    pub tokens_per_step: Option<f64>,
+    /// Drafting time per drafted token over plain decoding time per token (c).
+    pub cost_ratio: Option<f64>,
+    /// One verification pass over plain decoding time per token.
+    pub verify_ratio: Option<f64>,
+    pub plain_tok_per_s: f64,
+    pub spec_tok_per_s: f64,
+    pub speedup: f64,
+    /// Leviathan et al.'s expected speedup at the measured acceptance and cost ratio.
+    pub theoretical_speedup: Option<f64>,
+    /// The same with the measured verification cost in place of one target step.
+    pub theory_with_measured_verify: Option<f64>,
+    pub identical: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

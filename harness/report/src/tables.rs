@@ -518,7 +518,9 @@ pub fn markdown(report: &RunReport, v: &ReportView) -> String {
             md.push_str(&format!("- {line}\n"));
         }
     }
+    md.push_str(&serving_table(report));
     md.push_str(&decoding_table(report));
+    md.push_str(&decoding_kinds_table(report));
     md.push_str("\n### Cost per million tokens\n\n");
     md.push_str(&cost_table(v));
     md.push_str(&format!(
@@ -570,8 +572,39 @@ pub fn decoding_table(report: &RunReport) -> String {
     let Some(first) = report.techniques.iter().find_map(|t| t.decoding.as_ref()) else {
         return String::new();
     };
+    let checks: String = report
+        .techniques
+        .iter()
+        .filter_map(|t| {
+            let c = t.decoding.as_ref()?.suite_check.as_ref()?;
+            let differs = if c.mismatched.is_empty() {
+                String::new()
+            } else {
+                format!(" (differs: {})", c.mismatched.join(", "))
+            };
+            Some(format!(
+                "- `{}` on {}'s first {} problems: speculative output identical to plain decoding on {}/{}{differs}; plain single-stream output equal to the scored answer on {}/{}; {:.1} against {:.1} tok/s plain ({:.2}x), acceptance {}.\n",
+                t.technique,
+                c.suite,
+                c.compared,
+                c.identical,
+                c.compared,
+                c.same_as_scored,
+                c.compared,
+                c.spec_tok_per_s,
+                c.plain_tok_per_s,
+                c.spec_tok_per_s / c.plain_tok_per_s.max(1e-9),
+                c.acceptance_rate.map_or("-".into(), |a| format!("{a:.2}"))
+            ))
+        })
+        .collect();
+    let checks = if checks.is_empty() {
+        checks
+    } else {
+        format!("\nA decoding row answers a generative suite as its base row did; these problems were generated again, one stream each, as long as the scored answer:\n\n{checks}")
+    };
     format!(
-        "\n### Decoding\n\n{}\nEach decoding technique generated {} new tokens greedily on real prompts ({}), and the same weights and KV cache decoded the same prompts plainly, before and after it. Its row's decode speed above is the speculative figure; acceptance is the share of drafted tokens the model kept. Greedy speculative decoding must give exactly the plain output: \"same output\" counts the prompts where it did.\n",
+        "\n### Decoding\n\n{}\nEach decoding technique generated {} new tokens {} on real prompts ({}), and the same weights and KV cache decoded the same prompts plainly, before and after it. Its row's decode speed above is the speculative figure; acceptance is the share of drafted tokens the model kept. Greedy speculative decoding must give exactly the plain output: \"same output\" counts the prompts where it did.\n{checks}",
         markdown_table(
             &[
                 "Technique",
@@ -588,8 +621,192 @@ pub fn decoding_table(report: &RunReport) -> String {
             rows
         ),
         first.max_tokens,
+        first
+            .sampling
+            .as_ref()
+            .map_or("greedily".to_string(), |s| format!("sampling ({s})")),
         first.prompts
     )
+}
+
+/// The serving rows' KV figures: what each cache wasted of the budget and how many sequences
+/// it held, beside throughput and latency percentiles, and whether its outputs equal the first
+/// serving row's; empty when the run did not serve, or its report predates these figures.
+pub fn serving_table(report: &RunReport) -> String {
+    let served: Vec<(&TechniqueReport, &crate::schema::ServingReport)> = report
+        .techniques
+        .iter()
+        .filter_map(|t| Some((t, t.serving.as_ref()?)))
+        .filter(|(_, s)| s.waste_pct.is_some())
+        .collect();
+    let Some((_, first)) = served.first() else {
+        return String::new();
+    };
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    let ms = |a: Option<f64>, b: Option<f64>, c: Option<f64>| match (a, b, c) {
+        (Some(a), Some(b), Some(c)) => format!("{a:.0} / {b:.0} / {c:.0}"),
+        _ => "-".into(),
+    };
+    let rows = served
+        .iter()
+        .map(|(t, s)| {
+            vec![
+                t.technique.clone(),
+                s.cache.clone(),
+                pct(s.waste_pct),
+                pct(s.internal_fragmentation_pct),
+                pct(s.budget_used_pct),
+                s.peak_running.to_string(),
+                format!("{:.1}", s.mean_running),
+                s.preemptions.to_string(),
+                format!("{:.1}", s.output_tok_per_s),
+                ms(s.ttft_ms_p50, s.ttft_ms_p95, s.ttft_ms_p99),
+                ms(s.tpot_ms_p50, s.tpot_ms_p95, s.tpot_ms_p99),
+                format!("{}/{}", s.completed, s.requests),
+                same_outputs(&first.output_hashes, &s.output_hashes),
+            ]
+        })
+        .collect();
+    let mut md = format!(
+        "\n### Serving\n\n{}\n\nEvery row served the same trace ({}) in a {} KV budget{}. Waste: reserved KV bytes not holding K/V, averaged over the run weighted by step time. Internal fragmentation: the share of a finished sequence's reservation it never filled. Same output: requests whose tokens equal the first row's, of those both completed; weights whose kernels quantize activations can flip a near-tie between caches, dense weights must not.\n",
+        markdown_table(
+            &[
+                "Technique",
+                "KV cache",
+                "Waste %",
+                "Internal frag. %",
+                "Budget holding K/V %",
+                "Peak seqs",
+                "Mean seqs",
+                "Preemptions",
+                "Output tok/s",
+                "TTFT p50/p95/p99 ms",
+                "TPOT p50/p95/p99 ms",
+                "Completed",
+                "Same output",
+            ],
+            rows
+        ),
+        first.trace,
+        mib(first.kv_budget_bytes),
+        first
+            .scheduler
+            .as_ref()
+            .map_or(String::new(), |s| format!(", scheduler {s}"))
+    );
+    for (t, s) in &served {
+        for r in &s.refusals {
+            md.push_str(&format!("\n- {} refused request {r}", t.technique));
+        }
+    }
+    if served.iter().any(|(_, s)| !s.refusals.is_empty()) {
+        md.push('\n');
+    }
+    md
+}
+
+/// Requests whose output hashes agree, of those both rows completed.
+fn same_outputs(first: &[String], these: &[String]) -> String {
+    if first.is_empty() || first.len() != these.len() {
+        return "-".into();
+    }
+    let both: Vec<(&String, &String)> = first
+        .iter()
+        .zip(these)
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .collect();
+    format!(
+        "{}/{}",
+        both.iter().filter(|(a, b)| a == b).count(),
+        both.len()
+    )
+}
+
+/// The decoding techniques per prompt type, with the cost figures that explain their speedup
+/// and Leviathan et al.'s expectation beside it, then the cost of verifying k drafts in one
+/// pass; empty for reports that predate these figures.
+pub fn decoding_kinds_table(report: &RunReport) -> String {
+    let opt =
+        |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+    let times = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}x"));
+    let mut rows = Vec::new();
+    for t in &report.techniques {
+        let Some(d) = &t.decoding else { continue };
+        for k in &d.per_kind {
+            rows.push(vec![
+                t.technique.clone(),
+                k.kind.clone(),
+                k.prompts.to_string(),
+                opt(k.acceptance_rate, 2),
+                opt(k.tokens_per_step, 2),
+                opt(k.cost_ratio, 3),
+                opt(k.verify_ratio, 2),
+                format!("{:.1}", k.plain_tok_per_s),
+                format!("{:.1}", k.spec_tok_per_s),
+                format!("{:.2}x", k.speedup),
+                times(k.theoretical_speedup),
+                times(k.theory_with_measured_verify),
+                format!("{}/{}", k.identical, k.prompts),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let sampling = report
+        .techniques
+        .iter()
+        .find_map(|t| t.decoding.as_ref()?.sampling.clone());
+    let mut md = format!(
+        "\n#### By prompt type\n\n{}\n\nc: drafting time per drafted token over plain decoding time per token. Verify: one verification pass over one plain decoding step. Theory: Leviathan et al.'s expected speedup (1 - a^(k+1)) / ((1 - a)(k c + 1)) at the measured acceptance a and c; with measured verify, the verification pass costs what was measured instead of one step.{}\n",
+        markdown_table(
+            &[
+                "Technique",
+                "Prompts",
+                "n",
+                "Acceptance",
+                "Tokens/step",
+                "c (draft/target)",
+                "Verify/target",
+                "Plain tok/s",
+                "Speculative tok/s",
+                "Speedup",
+                "Theory",
+                "Theory (measured verify)",
+                "Same output",
+            ],
+            rows
+        ),
+        sampling.map_or(String::new(), |s| format!(
+            " Tokens were sampled ({s}), so outputs may differ from plain decoding's by design."
+        ))
+    );
+    // The curve belongs to the weights, so one per distinct model label.
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &report.techniques {
+        let Some(d) = &t.decoding else { continue };
+        if d.verify_cost_ms.is_empty() || !seen.insert(t.label.clone()) {
+            continue;
+        }
+        let one = d.verify_cost_ms[0].1;
+        let rows = d
+            .verify_cost_ms
+            .iter()
+            .map(|(m, ms)| {
+                vec![
+                    m.to_string(),
+                    format!("{ms:.1}"),
+                    format!("{:.2}", ms / one.max(1e-12)),
+                ]
+            })
+            .collect();
+        md.push_str(&format!(
+            "\nCost of one forward pass of the model ({}) by tokens scored (verifying k drafts scores k + 1):\n\n{}\n",
+            t.label,
+            markdown_table(&["Tokens per pass", "ms (median of 5)", "x one token"], rows)
+        ));
+    }
+    md
 }
 
 /// For each stacked row (`a+b+c`) whose parts were measured on their own in the run, its

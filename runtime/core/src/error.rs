@@ -12,7 +12,7 @@ pub enum CoreError {
     },
     #[error("{path} is not a GGUF or safetensors model (hint: pass a .gguf file, a .safetensors file, or a directory with config.json and *.safetensors)")]
     UnknownFormat { path: PathBuf },
-    #[error("{path}: corrupt or truncated GGUF: {detail} (hint: re-download it, e.g. `effbench fetch --force NAME`)")]
+    #[error("{path}: corrupt or truncated GGUF: {detail} (hint: download it again)")]
     BadGguf { path: PathBuf, detail: String },
     #[error("{path}: corrupt safetensors: {detail} (hint: the header disagrees with the file; re-download it)")]
     BadSafetensors { path: PathBuf, detail: String },
@@ -36,7 +36,7 @@ pub enum CoreError {
     },
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] effbench_tokenizer::TokenizerError),
-    #[error("sequence {seq} would reach {needed} tokens, beyond the cache capacity of {capacity} (hint: lower --max-tokens or --ctx)")]
+    #[error("sequence {seq} would reach {needed} tokens, beyond the cache capacity of {capacity} (hint: fewer new tokens or a shorter context)")]
     CacheFull {
         seq: u64,
         needed: usize,
@@ -44,7 +44,7 @@ pub enum CoreError {
     },
     /// The cache has no room now; it may have later, when other sequences finish or are
     /// preempted. A scheduler catches this one.
-    #[error("KV cache budget exhausted: sequence {seq} needs {needed_bytes} more bytes, {free_bytes} free (hint: raise --kv-budget-mib or admit fewer sequences)")]
+    #[error("KV cache budget exhausted: sequence {seq} needs {needed_bytes} more bytes, {free_bytes} free (hint: a larger KV budget, or fewer sequences at once)")]
     KvBudgetExhausted {
         seq: u64,
         needed_bytes: usize,

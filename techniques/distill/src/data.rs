@@ -84,7 +84,7 @@ pub fn generate_corpus(
     }
     if let Some(p) = prompts.iter().find(|p| p.len() >= opts.seq_len) {
         return Err(DistillError::Invalid(format!(
-            "a seed prompt of {} tokens leaves no room in sequences of {} (hint: raise --seq-len)",
+            "a seed prompt of {} tokens leaves no room in sequences of {} (hint: longer training sequences)",
             p.len(),
             opts.seq_len
         )));

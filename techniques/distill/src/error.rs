@@ -4,15 +4,15 @@ use std::path::PathBuf;
 /// where it helps, what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum DistillError {
-    #[error("the student's vocabulary ({student} tokens) differs from the teacher's ({teacher}): distillation compares the two distributions token by token, so both must use one tokenizer (hint: start the student from this teacher with --keep-layers, or give --random-init a config with vocab_size {teacher})")]
+    #[error("the student's vocabulary ({student} tokens) differs from the teacher's ({teacher}): distillation compares the two distributions token by token, so both must use one tokenizer (hint: start the student from this teacher's own layers, or from a config with vocab_size {teacher})")]
     VocabularyMismatch { teacher: usize, student: usize },
     #[error("the student's tokenizer differs from the teacher's: {detail}; the distributions would be compared for different tokens (hint: use a student built on the teacher's tokenizer)")]
     TokenizerMismatch { detail: String },
     #[error("checkpoint {path} does not match its config.json: {detail} (hint: the weights come from another model or the files were mixed up; write the checkpoint again or point at the directory it was saved to)")]
     CheckpointMismatch { path: PathBuf, detail: String },
-    #[error("bad layer selection: {0} (hint: --keep-layers takes teacher layer indices like 0,2,4 in increasing order)")]
+    #[error("bad layer selection: {0} (hint: a selection is teacher layer indices like 0,2,4 in increasing order, `every-other` or `all`)")]
     BadLayers(String),
-    #[error("{path} already holds a checkpoint at step {step} (hint: pass --resume to continue it, or choose another --out)")]
+    #[error("{path} already holds a checkpoint at step {step}")]
     CheckpointExists { path: PathBuf, step: usize },
     #[error("nothing to train on: {0}")]
     NoData(String),
@@ -27,7 +27,7 @@ pub enum DistillError {
     #[error("invalid option: {0}")]
     Invalid(String),
     #[error(
-        "training diverged at step {step}: the loss is {loss} (hint: lower --lr or raise --warmup)"
+        "training diverged at step {step}: the loss is {loss} (hint: a lower learning rate or a longer warm-up)"
     )]
     Diverged { step: usize, loss: f32 },
     #[error(transparent)]

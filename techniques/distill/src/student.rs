@@ -495,3 +495,41 @@ fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
         .collect();
     Ok(Tensor::from_vec(mask, (t, t), device)?)
 }
+
+/// bos/eos ids for a student's config.json, as Hugging Face checkpoints carry them, so
+/// generation with the student stops where the teacher's does.
+pub fn special_token_config(teacher: &effbench_core::LoadedModel) -> serde_json::Value {
+    let mut extra = serde_json::json!({});
+    if let Some(bos) = teacher.special.bos {
+        extra["bos_token_id"] = bos.into();
+    }
+    match teacher.special.eog.as_slice() {
+        [] => {}
+        [one] => extra["eos_token_id"] = (*one).into(),
+        many => extra["eos_token_id"] = many.to_vec().into(),
+    }
+    extra
+}
+
+/// The teacher's tokenizer beside the student in `out` (tokenizer.json and
+/// tokenizer_config.json), so effbench and Hugging Face tools tokenize the student exactly as
+/// the teacher.
+pub fn write_tokenizer_files(teacher: &effbench_core::LoadedModel, out: &Path) -> Result<()> {
+    let path = out.join("tokenizer.json");
+    teacher
+        .tokenizer
+        .save(&path, false)
+        .map_err(|e| DistillError::BadFile {
+            path: path.clone(),
+            detail: format!("writing the tokenizer: {e}"),
+        })?;
+    let token = |id: Option<u32>| id.and_then(|i| teacher.tokenizer.id_to_token(i));
+    let config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": token(teacher.special.bos),
+        "eos_token": token(teacher.special.eos),
+    });
+    let path = out.join("tokenizer_config.json");
+    let text = serde_json::to_string_pretty(&config).expect("a JSON value serialises");
+    std::fs::write(&path, text).map_err(io(&path))
+}

@@ -231,7 +231,7 @@ pub fn train(
     }
     if opts.seqs_per_step == 0 || opts.save_every == 0 {
         return Err(DistillError::Invalid(
-            "--batch and --save-every must be at least 1".into(),
+            "sequences per step and steps between checkpoints must be at least 1".into(),
         ));
     }
     let schedule = WarmupCosine {

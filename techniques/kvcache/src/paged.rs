@@ -280,7 +280,7 @@ impl PagedKvCache {
         }
         if !device.is_cpu() {
             return Err(CoreError::Invalid(
-                "the paged KV cache runs on the CPU (hint: --device cpu, or the contiguous cache)"
+                "the paged KV cache runs on the CPU (hint: run it on the CPU, or use the contiguous cache)"
                     .into(),
             ));
         }

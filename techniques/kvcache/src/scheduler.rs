@@ -344,7 +344,7 @@ fn refusal(r: &Request, max_len: usize, per_seq_limit: Option<usize>) -> Option<
     }
     if len > max_len {
         return Some(format!(
-            "prompt {} + output {} = {len} tokens is longer than the model context of {max_len} (hint: shorten it or raise --max-model-len)",
+            "prompt {} + output {} = {len} tokens is longer than the model context of {max_len} (hint: shorten it or raise the longest sequence served)",
             r.prompt.len(),
             r.max_new_tokens
         ));
@@ -352,7 +352,7 @@ fn refusal(r: &Request, max_len: usize, per_seq_limit: Option<usize>) -> Option<
     if let Some(limit) = per_seq_limit {
         if len > limit {
             return Some(format!(
-                "{len} tokens need more KV memory than the whole budget holds ({limit} tokens) (hint: raise --kv-budget-mib)"
+                "{len} tokens need more KV memory than the whole budget holds ({limit} tokens) (hint: a larger KV budget)"
             ));
         }
     }

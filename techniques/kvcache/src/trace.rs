@@ -92,7 +92,7 @@ impl TraceSpec {
     pub fn generate(&self) -> Result<Vec<TraceEntry>, Error> {
         if self.rate.is_nan() || self.rate <= 0.0 {
             return Err(Error::Config(format!(
-                "request rate must be positive, got {} (hint: --rate inf sends every request at once)",
+                "request rate must be positive, got {} (hint: a rate of inf sends every request at once)",
                 self.rate
             )));
         }
@@ -215,7 +215,7 @@ mod tests {
             .unwrap();
         assert!(a.iter().all(|e| e.arrival_s == 0.0));
         let err = TraceSpec::chat_like(5, 0.0, 1).generate().unwrap_err();
-        assert!(err.to_string().contains("--rate inf"), "{err}");
+        assert!(err.to_string().contains("rate of inf"), "{err}");
     }
 
     #[test]

@@ -151,7 +151,9 @@ fn bad_requests_are_refused_and_the_rest_completes() {
     );
     let budget = by_id(2).refused.clone().unwrap();
     assert!(
-        budget.contains("whole budget") && budget.contains("--kv-budget-mib"),
+        budget.contains("whole budget")
+            && budget.contains("larger KV budget")
+            && !budget.contains("--"),
         "{budget}"
     );
     assert!(by_id(3).refused.clone().unwrap().contains("empty prompt"));

@@ -51,7 +51,7 @@ impl LinearWeight for PackedLinear {
     fn forward(&self, x: &Tensor) -> effbench_core::Result<Tensor> {
         if !x.device().is_cpu() {
             return Err(CoreError::Invalid(
-                "effbench's packed int4/int2 kernels run on the CPU only (hint: --device cpu)"
+                "effbench's packed int4/int2 kernels run on the CPU only (hint: run them on the CPU)"
                     .into(),
             ));
         }

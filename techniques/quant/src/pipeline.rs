@@ -105,7 +105,7 @@ pub fn quantize_loaded(
     }
     if windows.is_empty() {
         return Err(QuantError::Invalid(
-            "GPTQ needs calibration sequences (hint: --calib-sequences > 0)".into(),
+            "GPTQ needs calibration sequences (hint: at least one calibration sequence)".into(),
         ));
     }
     report.calibration_tokens = windows.iter().map(Vec::len).sum();

@@ -30,7 +30,7 @@ impl QuantSpec {
     pub fn new(bits: u32, group: usize, sym: bool) -> Result<Self> {
         if bits != 4 && bits != 2 {
             return Err(QuantError::Invalid(format!(
-                "{bits}-bit weights are not supported (hint: --bits 4 or --bits 2)"
+                "{bits}-bit weights are not supported (hint: 4 or 2 bits)"
             )));
         }
         let allowed = Self::allowed_groups(bits);

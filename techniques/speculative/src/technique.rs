@@ -6,11 +6,11 @@ use crate::{DraftSpec, KSchedule};
 
 pub const GRAMMAR: TechniqueGrammar = TechniqueGrammar {
     kind: TechniqueKind::Decoding,
-    syntax: "spec:ngram[:N] | spec:model:M | spec:layers:N, then optionally @K or @adaptive",
+    syntax: "spec:ngram[:N] | spec:model:M | spec:layers:N, then optionally @K or @adaptive[:MAX]",
     help: "speculative decoding: a draft proposes K tokens a step (default 4) that the model \
            verifies in one pass; ngram looks the continuation up in the prompt, model:M runs a \
            smaller model with the same tokenizer, layers:N the model's own first N layers; \
-           @adaptive picks K each step up to 8",
+           @adaptive picks K each step up to 8 (or MAX)",
 };
 
 /// Draft tokens per step when the name gives no `@K`: the middle of spec-bench's 2, 4, 8.
@@ -40,6 +40,15 @@ impl SpecTechnique {
                 Ok(KSchedule::Adaptive {
                     max: ADAPTIVE_MAX_K,
                 }),
+            ),
+            Some((draft, a)) if a.starts_with("adaptive:") => (
+                draft,
+                match a["adaptive:".len()..].parse::<usize>() {
+                    Ok(max) if max > 0 => Ok(KSchedule::Adaptive { max }),
+                    _ => Err(format!(
+                        "`{name}`: after @adaptive: comes the largest draft length (at least 1)"
+                    )),
+                },
             ),
             Some((draft, k)) => (
                 draft,
@@ -87,6 +96,14 @@ mod tests {
                 max: ADAPTIVE_MAX_K
             }
         );
+        let t = SpecTechnique::parse("spec:ngram:3@adaptive:4")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.draft, DraftSpec::Ngram(3));
+        assert_eq!(t.k, KSchedule::Adaptive { max: 4 });
+        assert!(SpecTechnique::parse("spec:ngram@adaptive:0")
+            .unwrap()
+            .is_err());
         assert!(SpecTechnique::parse("spec:ngram@0").unwrap().is_err());
         assert_eq!(SpecTechnique::parse("spec:beam"), None);
         assert!(SpecTechnique::parse("spec:layers:x").unwrap().is_err());

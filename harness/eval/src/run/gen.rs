@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Context, Result};
 use effbench_core::{KvCacheBuilder, KvShape, LoadedModel, LogitsFor, SeqChunk};
 use effbench_datasets::{GenItem, GenerativeTask, SuiteManifest};
@@ -133,16 +135,7 @@ pub fn run_gen(
     source: &GenSource,
     model_path: &std::path::Path,
     threads: usize,
-) -> Result<()> {
-    if args.shard.is_some() {
-        return Err(hinted(
-            "generative suites do not shard yet",
-            format!(
-                "run `{}` on one node; {{items_per_subject}} sizes it",
-                args.suite
-            ),
-        ));
-    }
+) -> Result<PathBuf> {
     let (items, per_task, skipped) = load_problems(args, source)?;
     let manifest = SuiteManifest::for_generation(args.suite.clone(), args.seed, per_task, &items);
     let settings = RunSettings {
@@ -155,7 +148,7 @@ pub fn run_gen(
         seed: args.seed,
         subjects: Vec::new(),
         manifest_hash: manifest.content_hash.clone(),
-        shard: None,
+        shard: args.shard,
     };
     let OpenedRun {
         dir: run_dir,
@@ -209,13 +202,21 @@ pub fn run_gen(
         let mut done: BTreeMap<String, GenRecord> = run_dir.load_records(technique)?;
         let session = technique_session(model_path, technique, threads, &args.device)?;
         labels.insert(technique.clone(), technique_label(technique, &session));
-        let pending: Vec<&GenItem> = items.iter().filter(|i| !done.contains_key(&i.id)).collect();
-        if let Some(base) = shared_quality_row(args, technique)? {
+        // A shard answers the (problem, technique) pairs it owns, as multiple choice does.
+        let owned = |i: &&GenItem| args.shard.is_none_or(|s| s.owns_item(technique, &i.id));
+        let owned_count = items.iter().filter(owned).count();
+        let pending: Vec<&GenItem> = items
+            .iter()
+            .filter(owned)
+            .filter(|i| !done.contains_key(&i.id))
+            .collect();
+        let quality_base = shared_quality_row(args, technique)?;
+        if let Some(base) = &quality_base {
             // Greedy decoding with a draft gives exactly the tokens of plain decoding (tested in
             // effbench-speculative), so a decoding row answers as its base row did.
             let missing: Vec<GenRecord> = pending
                 .iter()
-                .filter_map(|i| all[&base].get(&i.id))
+                .filter_map(|i| all[base].get(&i.id))
                 .cloned()
                 .collect();
             eprintln!(
@@ -228,7 +229,7 @@ pub fn run_gen(
             }
         } else if !pending.is_empty() {
             let bar = progress(
-                items.len() as u64,
+                owned_count as u64,
                 done.len() as u64,
                 format!("{technique} ({})", session.loaded.model.label()),
                 "problems",
@@ -263,8 +264,23 @@ pub fn run_gen(
         }
         all.insert(technique.clone(), done);
         measure_if_owned(args, &run_dir, technique, &session, &mut measures)?;
+        if let Some(base) = &quality_base {
+            check_shared_answers(
+                args,
+                &run_dir,
+                technique,
+                &session,
+                &items,
+                &all[base],
+                &mut measures,
+            )?;
+        }
     }
 
+    if let Some(shard) = args.shard {
+        let counts = all.iter().map(|(t, r)| (t.clone(), r.len())).collect();
+        return super::finish_shard(&run_dir, shard, labels, counts, items.len());
+    }
     let summary = summarize(&run_manifest, &items, &all, &labels, &seconds)?;
     let md = report::markdown(&run_manifest, &summary) + &routing_md;
     let flags = record::flags(&[
@@ -280,12 +296,85 @@ pub fn run_gen(
         flags,
     );
     let report_md = record::publish_report(&run_dir, &full, &args.prices)?;
-    super::publish_summary(&run_dir, &summary, &format!("{md}\n{report_md}"), args.json)
+    super::publish_summary(
+        &run_dir,
+        &summary,
+        &full,
+        &format!("{md}\n{report_md}"),
+        args.print,
+    )
+}
+
+/// A decoding row answers as its base row did; this generates the suite's first problems again
+/// with the row's weights and KV cache, plainly and with its draft, and attaches the comparison
+/// to the row's decoding report. Recorded in the run directory once, so a resumed run reads it
+/// back instead of generating again.
+fn check_shared_answers(
+    args: &RunConfig,
+    run_dir: &super::store::RunDir,
+    technique: &str,
+    session: &crate::session::Session,
+    items: &[GenItem],
+    scored: &BTreeMap<String, GenRecord>,
+    measures: &mut BTreeMap<String, record::TechniqueMeasure>,
+) -> Result<()> {
+    let stack = technique_stack(technique)?;
+    let (Some(spec), Some(decoding)) = (
+        stack.decoding.as_ref(),
+        measures
+            .get_mut(technique)
+            .and_then(|m| m.decoding.as_mut()),
+    ) else {
+        // Without the speed test a row has no decoding report to hold the check.
+        return Ok(());
+    };
+    if args.decoding_check == 0 {
+        return Ok(());
+    }
+    let file = format!("check-{}.json", super::store::file_key(technique));
+    let check = if run_dir.path.join(&file).exists() {
+        run_dir.read_json(&file)?
+    } else {
+        let answers: Vec<super::decoding::ScoredAnswer> = items
+            .iter()
+            .take(args.decoding_check)
+            .map(|i| {
+                let record = scored
+                    .get(&i.id)
+                    .with_context(|| format!("no scored answer for problem {}", i.id))?;
+                Ok(super::decoding::ScoredAnswer {
+                    id: &i.id,
+                    prompt: session.loaded.encode(&i.prompt)?,
+                    tokens: &record.tokens,
+                })
+            })
+            .collect::<Result<_>>()?;
+        eprintln!(
+            "{technique}: the first {} problems' answers generated again, plainly and with the draft, one stream each",
+            answers.len()
+        );
+        let kv = stack.kv.clone().unwrap_or_else(|| args.kv.builder());
+        let check = super::decoding::check_answers(
+            &args.suite,
+            &session.loaded,
+            spec,
+            kv.as_ref(),
+            &answers,
+        )?;
+        run_dir.write_json(&file, &check)?;
+        check
+    };
+    eprintln!(
+        "{technique}: speculative output identical to plain decoding on {}/{} problems",
+        check.identical, check.compared
+    );
+    decoding.suite_check = Some(check);
+    Ok(())
 }
 
 /// The run's summary: every technique on the primary metric, and the per-task view with both
 /// extraction rules.
-fn summarize(
+pub(super) fn summarize(
     manifest: &super::RunManifest,
     items: &[GenItem],
     records: &BTreeMap<String, BTreeMap<String, GenRecord>>,

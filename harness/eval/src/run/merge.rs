@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use effbench_report::records::GenRecord;
+
 use super::mc::ItemRecord;
 use super::ppl::WindowRecord;
 use super::record::{self, PriceConfig, TechniqueMeasure};
@@ -248,7 +250,7 @@ fn collect_measures(
     Ok(out)
 }
 
-pub fn merge(args: MergeConfig) -> Result<()> {
+pub fn merge(args: MergeConfig) -> Result<std::path::PathBuf> {
     let dirs = shard_dirs(&args.dirs)?;
     let mut shards = dirs
         .iter()
@@ -349,7 +351,40 @@ pub fn merge(args: MergeConfig) -> Result<()> {
             (md, full, serde_json::to_value(&summary)?)
         }
         SuiteKind::Generation(_) => {
-            bail!("generative suites are not sharded, so there is nothing to merge")
+            let mut all = BTreeMap::new();
+            for t in &techniques {
+                let records: BTreeMap<String, GenRecord> = union_records(&shards, t)?;
+                require_complete(&records, &manifest.suite.item_ids, t)?;
+                out.write_records(t, &records)?;
+                all.insert(t.clone(), records);
+            }
+            // The summary groups problems by task and scores the records' own verdicts; the
+            // prompts it does not read are not in the run directory.
+            let any = &all[&techniques[0]];
+            let items: Vec<effbench_datasets::GenItem> = manifest
+                .suite
+                .item_ids
+                .iter()
+                .map(|id| effbench_datasets::GenItem {
+                    id: id.clone(),
+                    subject: any[id].subject.clone(),
+                    prompt: String::new(),
+                    until: Vec::new(),
+                    max_new_tokens: 0,
+                    gold: any[id].gold.clone(),
+                })
+                .collect();
+            let summary = super::gen::summarize(&manifest, &items, &all, &labels, &no_seconds)?;
+            let md = report::markdown(&manifest, &summary);
+            let full = record::mc_report(
+                effbench_report::schema::SuiteKind::Generation,
+                &manifest,
+                &summary,
+                &measures,
+                &manifest.provenance.device,
+                flags,
+            );
+            (md, full, serde_json::to_value(&summary)?)
         }
         SuiteKind::Perplexity(_) => {
             let windows = first.done.total_units;
@@ -388,7 +423,12 @@ pub fn merge(args: MergeConfig) -> Result<()> {
     super::publish_summary(
         &out,
         &summary_json,
+        &full,
         &format!("{md}\n{report_md}"),
-        args.json,
+        if args.json {
+            super::Printed::SummaryJson
+        } else {
+            super::Printed::Markdown
+        },
     )
 }

@@ -10,6 +10,7 @@ mod record;
 mod routing;
 pub mod serving;
 pub mod shard;
+pub use decoding::DecodingConfig;
 pub use record::{PriceConfig, ServeConfig, SpeedConfig};
 mod report;
 pub mod store;
@@ -77,6 +78,9 @@ pub struct RunConfig {
     /// Generative suites: cap every problem's generated tokens at this (the task's own limit
     /// otherwise; GSM8K's is 512). Part of what the suite is, so it changes the manifest.
     pub max_gen_tokens: Option<usize>,
+    /// Generative suites: problems on which a decoding row, which answers as its base row did,
+    /// generates again plainly and with its draft, compared token for token; 0 skips the check.
+    pub decoding_check: usize,
     /// Where run directories go.
     pub out: PathBuf,
     /// Name of the run directory (default: suite, model, shots and a timestamp).
@@ -90,13 +94,15 @@ pub struct RunConfig {
     pub ctx: usize,
     /// Perplexity suites: windows to evaluate, from the start of the text.
     pub chunks: usize,
-    /// Print the summary as JSON.
-    pub json: bool,
+    /// What the finished run prints on stdout.
+    pub print: Printed,
     /// Run only shard I of N (0-based) of the work, for a Slurm job array or a Kubernetes
     /// Indexed Job: quality units are (item, technique) pairs, perplexity windows and speed
     /// tests whole techniques. Every shard needs the same `run_id`; [`merge`] joins them.
     pub shard: Option<shard::Shard>,
     pub speed: record::SpeedConfig,
+    /// What a decoding row is timed on (prompts, sampling); its new tokens are `speed.speed_gen`.
+    pub decoding: DecodingConfig,
     pub serve: record::ServeConfig,
     pub prices: record::PriceConfig,
     /// Multiple-choice suites: the KV cache that scores items (paged shares the few-shot
@@ -113,6 +119,18 @@ pub struct RunConfig {
     pub build: BuildInfo,
     /// The command that asked for the run, as `run.json` records it.
     pub command: Vec<String>,
+}
+
+/// What a finished run prints on stdout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Printed {
+    /// The summary and the report as markdown tables.
+    #[default]
+    Markdown,
+    /// The summary as JSON.
+    SummaryJson,
+    /// `report.json`: the results schema every command writes.
+    ReportJson,
 }
 
 /// The build that ran a run, recorded in its provenance. The binary knows its own commit; the
@@ -666,7 +684,7 @@ fn open_run(
                 hardware: effbench_hw::detect(),
                 threads,
                 model_path: model_path.display().to_string(),
-                model_sha256: effbench_assets::sha256_file(model_path)?,
+                model_sha256: crate::session::model_sha256(model_path)?,
                 fewshot_source: fewshot_label.to_string(),
                 skipped_rows: skipped,
                 device: device.clone(),
@@ -753,7 +771,8 @@ fn progress(len: u64, pos: u64, prefix: String, unit: &str) -> ProgressBar {
     bar
 }
 
-pub fn run(mut args: RunConfig) -> Result<()> {
+/// Runs `args`; the run directory it wrote (for several suites, the one that holds them).
+pub fn run(mut args: RunConfig) -> Result<PathBuf> {
     if let Some(student) = &args.student {
         args.techniques.push(format!("student:{student}"));
     }
@@ -883,7 +902,7 @@ fn suite_dir_name(suite: &str) -> String {
 /// suite), and
 /// `table.md` / `table.json` join them: a row per technique with memory, speed and every
 /// suite's quality figures.
-fn run_suites(args: RunConfig, suites: Vec<String>) -> Result<()> {
+fn run_suites(args: RunConfig, suites: Vec<String>) -> Result<PathBuf> {
     if args.shard.is_some() {
         return Err(hinted(
             format!("a sharded run takes one suite, not `{}`", suites.join(",")),
@@ -980,7 +999,7 @@ fn run_suites(args: RunConfig, suites: Vec<String>) -> Result<()> {
         }
     }
     let (md, rows) = join_suites(&parent.path)?;
-    if args.json {
+    if args.print != Printed::Markdown {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         println!("{md}");
@@ -989,7 +1008,7 @@ fn run_suites(args: RunConfig, suites: Vec<String>) -> Result<()> {
         "joined table: {}",
         parent.path.join(format!("{JOINED_TABLE}.md")).display()
     );
-    Ok(())
+    Ok(parent.path)
 }
 
 /// Writes (and returns) the joined table of the multi-suite run in `dir`, from its suites'
@@ -1032,7 +1051,7 @@ fn latest_suites_run(out: &std::path::Path, manifest: &SuitesManifest) -> Option
     })
 }
 
-fn run_mc(args: &RunConfig, model_path: &std::path::Path, threads: usize) -> Result<()> {
+fn run_mc(args: &RunConfig, model_path: &std::path::Path, threads: usize) -> Result<PathBuf> {
     let suite = load_suite(args)?;
     eprintln!(
         "suite {}: {} items over {} subjects, manifest {} (seed {}, {}-shot; exemplars: {})",
@@ -1232,7 +1251,13 @@ fn run_mc(args: &RunConfig, model_path: &std::path::Path, threads: usize) -> Res
         flags,
     );
     let report_md = record::publish_report(&run_dir, &full, &args.prices)?;
-    publish_summary(&run_dir, &summary, &format!("{md}\n{report_md}"), args.json)
+    publish_summary(
+        &run_dir,
+        &summary,
+        &full,
+        &format!("{md}\n{report_md}"),
+        args.print,
+    )
 }
 
 fn run_ppl(
@@ -1240,7 +1265,7 @@ fn run_ppl(
     text: &str,
     model_path: &std::path::Path,
     threads: usize,
-) -> Result<()> {
+) -> Result<PathBuf> {
     let text_path = crate::session::resolve_text(text)?;
     let corpus = effbench_datasets::read_corpus(&text_path)?;
     // Every technique of a run shares the checkpoint and so its tokenizer: tokenize once.
@@ -1353,11 +1378,13 @@ fn run_ppl(
                 "windows",
             );
             let start = Instant::now();
+            // Scored in the row's KV cache, as multiple-choice items are.
+            let stack = technique_stack(technique)?;
             ppl::score_technique(
                 &session.loaded,
+                &stack,
                 &plan,
                 &run_dir,
-                technique,
                 i == 0,
                 &mut done,
                 |_| bar.inc(1),
@@ -1387,7 +1414,13 @@ fn run_ppl(
         flags,
     );
     let report_md = record::publish_report(&run_dir, &full, &args.prices)?;
-    publish_summary(&run_dir, &summary, &format!("{md}\n{report_md}"), args.json)
+    publish_summary(
+        &run_dir,
+        &summary,
+        &full,
+        &format!("{md}\n{report_md}"),
+        args.print,
+    )
 }
 
 /// Speed is one work unit per technique, measured by the one shard that owns it.
@@ -1407,6 +1440,7 @@ fn measure_if_owned(
             session,
             &args.speed,
             &args.serve,
+            &args.decoding,
         )?;
         if let Some(d) = m.decoding.as_mut() {
             d.quality_from = shared_quality_row(args, technique)?;
@@ -1422,7 +1456,7 @@ fn finish_shard(
     labels: BTreeMap<String, String>,
     records: BTreeMap<String, usize>,
     total_units: usize,
-) -> Result<()> {
+) -> Result<PathBuf> {
     run_dir.write_json(
         shard::DONE_FILE,
         &shard::ShardDone {
@@ -1441,7 +1475,7 @@ fn finish_shard(
         run_dir.path.display(),
         parent.display()
     );
-    Ok(())
+    Ok(run_dir.path.clone())
 }
 
 fn check_same_vocabulary(
@@ -1462,16 +1496,17 @@ fn check_same_vocabulary(
 fn publish_summary<T: Serialize>(
     run_dir: &RunDir,
     summary: &T,
+    report: &effbench_report::RunReport,
     md: &str,
-    json: bool,
-) -> Result<()> {
+    print: Printed,
+) -> Result<PathBuf> {
     run_dir.write_json("summary.json", summary)?;
     // Last, so that its presence means the run finished (see `run_suites`).
     run_dir.write_atomic(SUMMARY_MD, md.as_bytes())?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(summary)?);
-    } else {
-        println!("{md}");
+    match print {
+        Printed::Markdown => println!("{md}"),
+        Printed::SummaryJson => println!("{}", serde_json::to_string_pretty(summary)?),
+        Printed::ReportJson => println!("{}", serde_json::to_string_pretty(report)?),
     }
-    Ok(())
+    Ok(run_dir.path.clone())
 }

@@ -11,7 +11,7 @@ use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-use crate::perplexity::{perplexity, PerplexityOptions};
+use crate::perplexity::{perplexity_in, PerplexityOptions};
 use anyhow::{bail, Context, Result};
 use effbench_core::LoadedModel;
 use effbench_stats::{
@@ -106,16 +106,19 @@ impl BaselineRows {
     }
 }
 
-/// Scores the windows not yet recorded for `technique`, appending a record per window.
+/// Scores the windows not yet recorded for the row `stack` (by its name, in its KV cache),
+/// appending a record per window.
 pub fn score_technique(
     loaded: &LoadedModel,
+    stack: &crate::Stack,
     plan: &PplPlan,
     run_dir: &RunDir,
-    technique: &str,
     is_baseline: bool,
     done: &mut BTreeMap<String, WindowRecord>,
     mut on_window: impl FnMut(&WindowRecord),
 ) -> Result<()> {
+    let technique = stack.name.as_str();
+    let kv = stack.kv_or_contiguous();
     let vocab = loaded.model.config().vocab_size;
     let rows_file = BaselineRows {
         path: run_dir.path.join("baseline-logprobs.f16"),
@@ -137,10 +140,11 @@ pub fn score_technique(
         };
         let mut rows: Vec<Vec<f64>> = Vec::with_capacity(plan.scored_per_window());
         let mut nll = Vec::with_capacity(plan.scored_per_window());
-        perplexity(
+        perplexity_in(
             &loaded.model,
             window,
             &opts,
+            kv,
             |_, _, _| {},
             |pos, lp| {
                 nll.push(-lp[window[pos + 1] as usize]);

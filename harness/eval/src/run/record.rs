@@ -46,6 +46,29 @@ pub struct ServeConfig {
     pub serve_seed: u64,
     /// KV cache budget each row serves in, MiB.
     pub kv_budget_mib: usize,
+    /// Replay this JSONL trace instead of generating one: one request per line,
+    /// {"arrival_s", "prompt_tokens" or "prompt", "output_tokens"}.
+    pub trace: Option<std::path::PathBuf>,
+    /// The scheduler's limits: most sequences together, most tokens a pass, longest sequence.
+    pub scheduler: effbench_kvcache::SchedulerConfig,
+    /// Text that fills prompts given only as lengths (a known text name or a path).
+    pub filler_text: String,
+}
+
+impl Default for ServeConfig {
+    /// What a run serves with `serve` set: a small chat-like trace in 512 MiB.
+    fn default() -> Self {
+        Self {
+            serve: false,
+            serve_requests: 16,
+            serve_rate: 8.0,
+            serve_seed: 0,
+            kv_budget_mib: 512,
+            trace: None,
+            scheduler: effbench_kvcache::SchedulerConfig::default(),
+            filler_text: "wikitext-2".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -77,11 +100,18 @@ impl PriceConfig {
         let threads = report.provenance.threads;
         Ok(match &self.instance {
             Some(name) => table.price(table.get(name)?, threads)?,
-            None => table.for_hardware(
-                &report.provenance.hardware,
-                &report.provenance.device,
-                threads,
-            )?,
+            None => table
+                .for_hardware(
+                    &report.provenance.hardware,
+                    &report.provenance.device,
+                    threads,
+                )
+                .map_err(|e| {
+                    crate::hint::hinted(
+                        e.to_string(),
+                        "{price_per_hour} USD, or {instance} with an entry of the price table",
+                    )
+                })?,
         })
     }
 }
@@ -125,6 +155,7 @@ pub fn measure(
     session: &Session,
     args: &SpeedConfig,
     serve: &ServeConfig,
+    prompts: &super::decoding::DecodingConfig,
 ) -> Result<TechniqueMeasure> {
     let name = file_name(technique);
     if run_dir.path.join(&name).exists() {
@@ -145,7 +176,7 @@ pub fn measure(
     };
     let mut decoding = None;
     let (speed, energy, gpu) = if args.no_speed {
-        let reason = "speed test skipped (--no-speed)".to_string();
+        let reason = "speed test skipped: the run asked for none".to_string();
         (
             None,
             Energy::NotMeasured {
@@ -161,7 +192,8 @@ pub fn measure(
             args.speed_prompt, args.speed_reps, args.speed_gen
         );
         let pp = speed::prefill_in(model, args.speed_prompt.max(1), args.speed_reps.max(1), kv)?;
-        let m = super::decoding::measure(&session.loaded, spec, kv, args.speed_gen.max(2))?;
+        let m =
+            super::decoding::measure(&session.loaded, spec, kv, args.speed_gen.max(2), prompts)?;
         let reason = "energy is read over the tg test, which a decoding technique replaces with real prompts".to_string();
         let speed = Speed {
             prefill_tok_per_s: pp.median(),
@@ -254,10 +286,15 @@ pub fn measure(
     if stack.student().is_some() {
         let path = &session.loaded.path;
         params.insert("model_path".into(), path.display().to_string());
-        params.insert("model_sha256".into(), effbench_assets::sha256_file(path)?);
+        params.insert("model_sha256".into(), crate::session::model_sha256(path)?);
     }
     let serving = if serve.serve {
-        Some(super::serving::measure(&session.loaded, kv, serve)?)
+        Some(super::serving::measure(
+            run_dir,
+            &session.loaded,
+            kv,
+            serve,
+        )?)
     } else {
         None
     };
