@@ -1,8 +1,6 @@
 //! Fast CPU matrix multiplication for GGML-quantized weights (Q4_1, Q4_0, Q5_0, Q5_1, Q8_0,
 //! and the K-quants Q4_K and Q6_K, whose 256-element super-blocks have kernels of their own in
-//! `kquants.rs` and, on AVX-512 VNNI, `kquants_avx512.rs`). On AVX-512 VNNI, Q4_0 and Q8_0
-//! can take `lanes_avx512.rs`, which lays 16 blocks across one vector's lanes, instead of the
-//! tiles described below; it is off unless `EFFBENCH_Q8_LANES=1` (see [`LANES_ENV`]).
+//! `kquants.rs` and, on AVX-512 VNNI, `kquants_avx512.rs`).
 //!
 //! candle 0.9's CPU path for Q4_1 has no SIMD dot product and multiplies one activation row at
 //! a time, which leaves a small model like SmolLM2-135M an order of magnitude behind llama.cpp.
@@ -38,8 +36,6 @@ mod formats;
 mod kquants;
 #[cfg(target_arch = "x86_64")]
 mod kquants_avx512;
-#[cfg(target_arch = "x86_64")]
-mod lanes_avx512;
 mod packed;
 mod q8;
 pub mod reference;
@@ -227,17 +223,6 @@ fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
     })
 }
 
-/// Turns on the block-per-lane Q4_0/Q8_0 kernel (`lanes_avx512.rs`) where AVX-512 VNNI is
-/// available. Off by default: with it, Gemma-3-270M's eight-window WikiText-2 perplexity reads
-/// 17.0089 against llama-perplexity's 17.1039 (-0.56%), while the default tiles give 17.1078,
-/// and whether that is a bias of the kernel or rounding chance is not settled.
-pub const LANES_ENV: &str = "EFFBENCH_Q8_LANES";
-
-fn lanes_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os(LANES_ENV).is_some_and(|v| v == "1"))
-}
-
 /// [`matmul`] with a caller-owned activation buffer and an explicit kernel variant.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_with(
@@ -270,16 +255,7 @@ pub fn matmul_with(
         #[cfg(target_arch = "x86_64")]
         _ => {
             scratch.quantize(x, m, k);
-            // The formats llama.cpp's int4 and int8 users run; the other formats keep the
-            // two-blocks-a-vector tiles of `avx512.rs`, which Q4_0 and Q8_0 no longer reach.
-            if isa == Isa::Avx512Vnni
-                && matches!(format, WeightFormat::Q4_0 | WeightFormat::Q8_0)
-                && lanes_enabled()
-            {
-                lanes_avx512::matmul(format, weights, n, k, scratch, out);
-            } else {
-                simd_matmul(isa, format, weights, n, k, scratch, out);
-            }
+            simd_matmul(isa, format, weights, n, k, scratch, out);
         }
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("only the scalar kernel is available off x86-64"),
