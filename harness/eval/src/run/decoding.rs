@@ -344,16 +344,12 @@ pub fn check_answers(
     kv: &dyn KvCacheBuilder,
     answers: &[ScoredAnswer],
 ) -> Result<SuiteCheck> {
-    let kmax = match technique.k {
-        KSchedule::Fixed(k) => k,
-        KSchedule::Adaptive { max } => max,
-    };
     let capacity = answers
         .iter()
         .map(|a| a.prompt.len() + a.tokens.len())
         .max()
         .unwrap_or(0)
-        + kmax
+        + technique.k.max_k()
         + 2;
     let draft = build_draft(&technique.draft, target, WeightsArg::AsStored, capacity)?;
     let request = |answer: &ScoredAnswer| GenerateRequest {

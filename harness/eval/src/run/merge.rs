@@ -221,6 +221,24 @@ fn require_complete<R>(
     Ok(())
 }
 
+/// Every technique's records joined across the shards, each checked complete against the
+/// suite's units and written to the merged run.
+fn merged_records<R: serde::de::DeserializeOwned + serde::Serialize + Keyed>(
+    shards: &[ShardRun],
+    techniques: &[String],
+    expected: &[String],
+    out: &RunDir,
+) -> Result<BTreeMap<String, BTreeMap<String, R>>> {
+    let mut all = BTreeMap::new();
+    for t in techniques {
+        let records: BTreeMap<String, R> = union_records(shards, t)?;
+        require_complete(&records, expected, t)?;
+        out.write_records(t, &records)?;
+        all.insert(t.clone(), records);
+    }
+    Ok(all)
+}
+
 /// Each technique's speed from the one shard that measured it, labelled with that node.
 fn collect_measures(
     shards: &[ShardRun],
@@ -308,13 +326,8 @@ pub fn merge(args: MergeConfig) -> Result<std::path::PathBuf> {
     let no_seconds = BTreeMap::new();
     let (md, full, summary_json) = match suite_kind(&manifest.settings.suite)? {
         SuiteKind::MultipleChoice => {
-            let mut all = BTreeMap::new();
-            for t in &techniques {
-                let records: BTreeMap<String, ItemRecord> = union_records(&shards, t)?;
-                require_complete(&records, &manifest.suite.item_ids, t)?;
-                out.write_records(t, &records)?;
-                all.insert(t.clone(), records);
-            }
+            let all: BTreeMap<String, BTreeMap<String, ItemRecord>> =
+                merged_records(&shards, &techniques, &manifest.suite.item_ids, &out)?;
             // The summary needs each item's id and subject, which the records carry, and for a
             // battery each task's metric, which the suite's source does.
             let norms = super::suite_norms(&manifest.settings.suite)?;
@@ -351,13 +364,8 @@ pub fn merge(args: MergeConfig) -> Result<std::path::PathBuf> {
             (md, full, serde_json::to_value(&summary)?)
         }
         SuiteKind::Generation(_) => {
-            let mut all = BTreeMap::new();
-            for t in &techniques {
-                let records: BTreeMap<String, GenRecord> = union_records(&shards, t)?;
-                require_complete(&records, &manifest.suite.item_ids, t)?;
-                out.write_records(t, &records)?;
-                all.insert(t.clone(), records);
-            }
+            let all: BTreeMap<String, BTreeMap<String, GenRecord>> =
+                merged_records(&shards, &techniques, &manifest.suite.item_ids, &out)?;
             // The summary groups problems by task and scores the records' own verdicts; the
             // prompts it does not read are not in the run directory.
             let any = &all[&techniques[0]];
@@ -389,13 +397,8 @@ pub fn merge(args: MergeConfig) -> Result<std::path::PathBuf> {
         SuiteKind::Perplexity(_) => {
             let windows = first.done.total_units;
             let expected: Vec<String> = (0..windows).map(|w| format!("{w:06}")).collect();
-            let mut all = BTreeMap::new();
-            for t in &techniques {
-                let records: BTreeMap<String, WindowRecord> = union_records(&shards, t)?;
-                require_complete(&records, &expected, t)?;
-                out.write_records(t, &records)?;
-                all.insert(t.clone(), records);
-            }
+            let all: BTreeMap<String, BTreeMap<String, WindowRecord>> =
+                merged_records(&shards, &techniques, &expected, &out)?;
             let summary = ppl::summarize(&techniques, &all, &labels, &no_seconds)?;
             let md = ppl::markdown(
                 &format!("{} on {}", manifest.suite.name, manifest.settings.model),
