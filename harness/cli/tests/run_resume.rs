@@ -74,6 +74,20 @@ fn deterministic_and_resumable_after_sigkill() {
     let mut kept: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
     kept.push_str(&text.lines().nth(4).unwrap()[..20]);
     std::fs::write(&items, kept).unwrap();
+    // As a run recorded before its measurement settings were kept: it still resumes.
+    let run_json = cut.join("r").join("run.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&run_json).unwrap()).unwrap();
+    let measurement = manifest["settings"]
+        .as_object_mut()
+        .unwrap()
+        .remove("measurement")
+        .expect("run.json records the measurement settings");
+    assert!(
+        measurement.as_str().unwrap().contains("pp16 tg4 x1"),
+        "{measurement}"
+    );
+    std::fs::write(&run_json, manifest.to_string()).unwrap();
     let o = effbench(&run_args(&cut, &["--resume"]));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(records(&cut), ra);
@@ -115,6 +129,16 @@ fn deterministic_and_resumable_after_sigkill() {
         summary(&killed)["techniques"][0]["accuracy"],
         summary(&a)["techniques"][0]["accuracy"]
     );
+
+    // The speed test's token counts are part of the run: a resume asking for others is
+    // refused, rather than keeping figures timed over another count.
+    let mut other = run_args(&a, &["--resume"]);
+    let at = other.iter().position(|a| a == "--speed-gen").unwrap();
+    other[at + 1] = "8".into();
+    let o = effbench(&other);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("was started with other settings"), "{err}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -149,6 +149,7 @@ pub fn run_gen(
         subjects: Vec::new(),
         manifest_hash: manifest.content_hash.clone(),
         shard: args.shard,
+        measurement: Some(super::measurement_settings(args)),
     };
     let OpenedRun {
         dir: run_dir,

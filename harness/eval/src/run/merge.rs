@@ -130,6 +130,10 @@ fn agreeing_fields(m: &RunManifest) -> Vec<(&'static str, String)> {
         ("seed", s.seed.to_string()),
         ("subjects", s.subjects.join(",")),
         ("items per subject", format!("{:?}", s.items_per_subject)),
+        (
+            "speed, decoding and serving settings",
+            s.measurement.clone().unwrap_or_default(),
+        ),
         ("effbench version", m.provenance.effbench_version.clone()),
         ("device", m.provenance.device.clone()),
         ("run id", m.run_id.clone()),

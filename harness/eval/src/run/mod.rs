@@ -175,6 +175,85 @@ pub struct RunSettings {
     /// Absent for a whole run (and in runs recorded before sharding existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<shard::Shard>,
+    /// What the recorded speed, decoding and serving figures were measured with
+    /// ([`measurement_settings`]): a resume with other token counts, prompts, sampling or
+    /// trace would otherwise keep figures measured under the old ones. Absent in runs recorded
+    /// before it was kept, which then resume whatever these settings are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurement: Option<String>,
+}
+
+impl RunSettings {
+    /// Whether a run recorded with `self` may be continued by a run asked for with `asked`.
+    fn resumable_as(&self, asked: &RunSettings) -> bool {
+        let measurement_agrees = match (&self.measurement, &asked.measurement) {
+            (None, _) => true,
+            (recorded, asked) => recorded == asked,
+        };
+        measurement_agrees
+            && RunSettings {
+                measurement: None,
+                ..self.clone()
+            } == RunSettings {
+                measurement: None,
+                ..asked.clone()
+            }
+    }
+}
+
+/// The settings a run's measurements depend on beyond its suite and techniques, as one line
+/// of text (`run.json` shows it as it is): the speed test's token counts and repetitions, the
+/// prompts and sampling decoding rows are timed on, and the trace rows serve. A prompt file or
+/// trace counts by its contents, so an edited file is another run.
+pub fn measurement_settings(args: &RunConfig) -> String {
+    let file = |path: &Option<PathBuf>| match path {
+        None => "built-in".to_string(),
+        Some(p) => match std::fs::read(p) {
+            Ok(bytes) => format!(
+                "sha256:{}",
+                &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))[..16]
+            ),
+            // Reading it again later gives the error with its cause; here it only has to differ.
+            Err(_) => format!("unreadable {}", p.display()),
+        },
+    };
+    let sp = &args.speed;
+    let speed = if sp.no_speed {
+        "speed: none".to_string()
+    } else {
+        format!(
+            "speed: pp{} tg{} x{}",
+            sp.speed_prompt, sp.speed_gen, sp.speed_reps
+        )
+    };
+    let d = &args.decoding;
+    let decoding = format!(
+        "decoding: {} x{} from {}, temperature {} top-p {} seed {}",
+        d.kinds.join(","),
+        d.per_type,
+        file(&d.prompt_file),
+        d.temperature,
+        d.top_p,
+        d.seed
+    );
+    let sv = &args.serve;
+    let serving = if sv.serve {
+        format!(
+            "serving: {} requests at {}/s seed {} from {}, {} MiB, max {} sequences, {} tokens a pass, {} long, filler {}",
+            sv.serve_requests,
+            sv.serve_rate,
+            sv.serve_seed,
+            file(&sv.trace),
+            sv.kv_budget_mib,
+            sv.scheduler.max_running,
+            sv.scheduler.max_batched_tokens,
+            sv.scheduler.max_model_len,
+            sv.filler_text
+        )
+    } else {
+        "serving: none".to_string()
+    };
+    format!("{speed}; {decoding}; {serving}")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -475,7 +554,7 @@ fn print_skipped(skipped: &[effbench_datasets::BadRow]) {
 
 fn find_resumable(out: &std::path::Path, settings: &RunSettings) -> Option<String> {
     newest_run_where(out, "run.json", |m: &RunManifest, _| {
-        (m.settings == *settings).then(|| m.run_id.clone())
+        m.settings.resumable_as(settings).then(|| m.run_id.clone())
     })
 }
 
@@ -645,9 +724,9 @@ fn open_run(
         let m: RunManifest = dir
             .read_json("run.json")
             .with_context(|| format!("run `{run_id}` cannot be resumed"))?;
-        if m.settings != *settings {
+        if !m.settings.resumable_as(settings) {
             return Err(hinted(
-                format!("run `{run_id}` was started with other settings (suite, model, techniques, shots, seed or items); resuming would mix results"),
+                format!("run `{run_id}` was started with other settings (suite, model, techniques, shots, seed, items, or the speed, decoding or serving settings); resuming would mix results"),
                 "repeat its original command with {resume}",
             ));
         }
@@ -1073,6 +1152,7 @@ fn run_mc(args: &RunConfig, model_path: &std::path::Path, threads: usize) -> Res
         subjects: args.subjects.clone(),
         manifest_hash: suite.manifest.content_hash.clone(),
         shard: args.shard,
+        measurement: Some(measurement_settings(args)),
     };
     let OpenedRun {
         dir: run_dir,
@@ -1320,6 +1400,7 @@ fn run_ppl(
         subjects: Vec::new(),
         manifest_hash: token_hash,
         shard: args.shard,
+        measurement: Some(measurement_settings(args)),
     };
     let OpenedRun {
         dir: run_dir,
