@@ -64,8 +64,7 @@ pub fn parse_weights(name: &str) -> Result<WeightsArg> {
 }
 
 pub use effbench_eval::session::{
-    device_label, encode_leading, mib, parse_device, resolve_model_path, resolve_text,
-    select_device, DeviceSpec, Session,
+    mib, parse_device, resolve_model_path, resolve_text, select_device, DeviceSpec, Session,
 };
 
 impl ModelArgs {

@@ -4,7 +4,9 @@
 //! for a row, the suites, the run directory and its records, shards and merge, and the report.
 //! It takes plain configuration; the binary owns the command line.
 
+pub mod bench;
 pub mod draft;
+pub mod generate;
 pub mod hint;
 pub mod perplexity;
 pub mod quantized;

@@ -150,3 +150,59 @@ pub fn perplexity_in(
         running,
     })
 }
+
+/// How `effbench perplexity` scores a text: llama.cpp's method with these changes.
+#[derive(Debug, Clone)]
+pub struct TextSettings {
+    pub ctx: usize,
+    /// Windows from the start of the text; None: every whole window.
+    pub chunks: Option<usize>,
+    /// None: ctx/2, as llama.cpp.
+    pub first_scored: Option<usize>,
+    pub kv_dtype: effbench_kvcache::KvDtype,
+}
+
+/// One text's perplexity, in the JSON shape `effbench perplexity --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct TextPerplexity {
+    pub model: String,
+    pub variant: String,
+    pub file: String,
+    pub threads: usize,
+    pub result: PerplexityResult,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+}
+
+/// The perplexity of the text file at `path` under the session's model, read with LF line
+/// endings and tokenized only as far as the windows asked for; `on_window` as [`perplexity`]'s
+/// `on_chunk`.
+pub fn text_perplexity(
+    session: &crate::session::Session,
+    path: &std::path::Path,
+    s: &TextSettings,
+    on_window: impl FnMut(usize, usize, f64),
+) -> anyhow::Result<TextPerplexity> {
+    let text = effbench_datasets::read_corpus(path)?;
+    let loaded = &session.loaded;
+    let tokens = crate::session::encode_leading(loaded, &text, s.chunks.map(|c| c * s.ctx))?;
+    let mut opts = PerplexityOptions::llama_cpp(s.ctx);
+    opts.max_chunks = s.chunks;
+    opts.kv_dtype = s.kv_dtype.dtype();
+    opts.bos = loaded.window_bos();
+    if let Some(f) = s.first_scored {
+        opts.first_scored = f;
+    }
+    let start = std::time::Instant::now();
+    let result = perplexity(&loaded.model, &tokens, &opts, on_window, |_, _| {})?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(TextPerplexity {
+        model: loaded.path.display().to_string(),
+        variant: loaded.model.label().to_string(),
+        file: path.display().to_string(),
+        threads: session.threads,
+        tokens_per_second: (result.chunks * s.ctx) as f64 / seconds,
+        result,
+        seconds,
+    })
+}
