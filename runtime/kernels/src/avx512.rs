@@ -18,13 +18,15 @@ pub(crate) trait Format2 {
     /// Weight rows a decode step (one activation row) reads side by side. See [`rows`].
     const DECODE_ROWS: usize;
     /// Blocks `b` (at `p`) and `b + 1` (at `p + second`) as 64 u8 lanes, and
-    /// `[d_b, m_b, d_b+1, m_b+1]` with `w = d * q + m`.
+    /// `[d_b, m_b, d_b+1, m_b+1]` with `w = d * (q - ZERO_POINT) + m`.
     unsafe fn load2(p: *const u8, second: usize) -> (__m512i, __m128);
-    /// Whether the lanes hold signed weights plus 128, a zero point taken out of the integer
-    /// dot products rather than through `m`: in f32, `128 d` times the activations' sum is
-    /// far larger than the product it corrects, and on Gemma-3-270M's value projections the
-    /// cancellation cost 2.9 times the error of a block-order f32 sum.
-    const PLUS_128: bool = false;
+    /// The integer zero point `z` of formats whose weights are `d * (q - z)` (Q4_0's 8, Q5_0's
+    /// 16, and Q8_0's 128 after its shift to unsigned), taken out of the integer dot products,
+    /// as ggml does, rather than through `m` in f32: there `z d` times the activations' sum is
+    /// far larger than the product it corrects, and for Q8_0 on Gemma-3-270M's value
+    /// projections the cancellation cost 2.9 times the error of a block-order f32 sum. 0 for
+    /// the formats with a float minimum `m`.
+    const ZERO_POINT: u8 = 0;
 }
 
 /// 2 x 16 bytes of nibbles to 64 lanes: `[lo_b, hi_b, lo_b+1, hi_b+1]` in 128-bit lanes, the
@@ -73,10 +75,9 @@ impl Format2 for Q4_0 {
     #[inline(always)]
     unsafe fn load2(p: *const u8, second: usize) -> (__m512i, __m128) {
         let p1 = p.add(second);
-        let d = _mm_permute_ps::<0b10_10_00_00>(two_f16(p, p1));
-        let dm = _mm_mul_ps(d, _mm_setr_ps(1.0, -8.0, 1.0, -8.0));
-        (unpack_nibbles2(p.add(2), p1.add(2)), dm)
+        (unpack_nibbles2(p.add(2), p1.add(2)), two_f16(p, p1))
     }
+    const ZERO_POINT: u8 = 8;
 }
 
 /// Two Q5 blocks (`qh` word then nibbles, at `p0` and `p1`) as 64 u8 lanes of 5-bit values in
@@ -115,10 +116,9 @@ impl Format2 for Q5_0 {
     #[inline(always)]
     unsafe fn load2(p: *const u8, second: usize) -> (__m512i, __m128) {
         let p1 = p.add(second);
-        let d = _mm_permute_ps::<0b10_10_00_00>(two_f16(p, p1));
-        let dm = _mm_mul_ps(d, _mm_setr_ps(1.0, -16.0, 1.0, -16.0));
-        (unpack_q5_2(p.add(2), p1.add(2)), dm)
+        (unpack_q5_2(p.add(2), p1.add(2)), two_f16(p, p1))
     }
+    const ZERO_POINT: u8 = 16;
 }
 
 pub(crate) struct Q8_0;
@@ -137,7 +137,7 @@ impl Format2 for Q8_0 {
         let u = _mm512_xor_si512(w, _mm512_set1_epi8(-128));
         (u, two_f16(p, p1))
     }
-    const PLUS_128: bool = true;
+    const ZERO_POINT: u8 = 128;
 }
 
 /// One `R x C` tile over the full depth; see `x86::tile` for the shape of the computation.
@@ -154,7 +154,7 @@ unsafe fn tile<F: Format2, const R: usize, const C: usize>(a: &Args, n0: usize, 
     let lo_hi = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
     let m_lanes = _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3);
     let d8_lanes = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    let plus_128 = _mm512_set1_epi8(-128);
+    let zero_point = _mm512_set1_epi8(F::ZERO_POINT as i8);
     let mut b = 0;
     while b < a.nb {
         let second = if b + 1 < a.nb { F::BLOCK_BYTES } else { 0 };
@@ -165,7 +165,7 @@ unsafe fn tile<F: Format2, const R: usize, const C: usize>(a: &Args, n0: usize, 
             let (w, dm) = F::load2(w0.add(r * a.row_bytes + b * F::BLOCK_BYTES), second);
             wq[r] = w;
             d4[r] = _mm512_permutexvar_ps(lo_hi, _mm512_castps128_ps512(dm));
-            if !F::PLUS_128 {
+            if F::ZERO_POINT == 0 {
                 let m4 = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(dm), m_lanes);
                 acc_min[r] = _mm256_fmadd_ps(m4, s8, acc_min[r]);
             }
@@ -174,10 +174,10 @@ unsafe fn tile<F: Format2, const R: usize, const C: usize>(a: &Args, n0: usize, 
             let q8 = _mm512_loadu_si512(a.qs.add((c0 + c) * a.kp + b * QK).cast());
             let d8 = _mm_castsi128_ps(_mm_loadl_epi64(a.d.add((c0 + c) * a.nbp + b).cast()));
             let d8 = _mm512_permutexvar_ps(d8_lanes, _mm512_castps128_ps512(d8));
-            // The dot products start from -128 times each lane's activation sum, once per
+            // The dot products start from -z times each lane's activation sum, once per
             // activation row for all R weight rows.
-            let start = if F::PLUS_128 {
-                let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), plus_128, q8);
+            let start = if F::ZERO_POINT != 0 {
+                let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), zero_point, q8);
                 _mm512_sub_epi32(_mm512_setzero_si512(), sums)
             } else {
                 _mm512_setzero_si512()
