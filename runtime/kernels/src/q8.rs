@@ -38,7 +38,16 @@ pub struct Scratch {
     pub(crate) nbp: usize,
     /// The same activations in the 256-element blocks the K-quant kernels take.
     pub(crate) kacts: crate::kquants::KActs,
+    /// The same activations in the one-block-per-lane layout of `lanes_avx512.rs`.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) lanes: Vec<Line>,
 }
+
+/// A 512-bit vector's worth of bytes, aligned so the kernels' loads never split cache lines.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy)]
+#[repr(align(64))]
+pub(crate) struct Line(pub(crate) [u8; 64]);
 
 impl Scratch {
     /// An empty scratch buffer; it allocates on first use.

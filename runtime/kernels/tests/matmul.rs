@@ -595,3 +595,55 @@ fn a_rows_outputs_do_not_depend_on_how_many_rows_share_the_call() {
         }
     }
 }
+
+/// The block-per-lane kernels (Q4_0 and Q8_0 on AVX-512 VNNI) group 16 blocks to a vector and
+/// end a row in a group of 2, 4 or 8 blocks: k of 1, 2, 3, 5, 15, 16, 17, 18, 24 and 33 blocks
+/// leave every kind of last group; m = 7, 9 and 17 partial 8-row activation tiles; n = 700
+/// rows at k = 576 more decoded weight rows than one task keeps at once (256 KB), so a call
+/// that runs on one thread takes several chunks. Each row must also not depend on the others.
+#[test]
+fn block_per_lane_groups_tiles_and_chunks_match_the_reference() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let mut cases = Vec::new();
+    for blocks in [1, 2, 3, 5, 15, 16, 17, 18, 24, 33] {
+        for (n, m) in [(3, 1), (9, 7), (5, 9), (2, 17)] {
+            cases.push((n, 32 * blocks, m));
+        }
+    }
+    cases.push((700, 576, 9));
+    for format in [WeightFormat::Q4_0, WeightFormat::Q8_0] {
+        for &(n, k, m) in &cases {
+            let w = random_weights(format, n, k, &mut rng);
+            let x = random_x(m, k, &mut rng);
+            let mut want = vec![0f32; m * n];
+            reference::matmul(format, &w, n, k, &x, m, &mut want).unwrap();
+            let e = exact(format, &w, n, k, &x, m);
+            for isa in simd_isas() {
+                let mut got = vec![f32::NAN; m * n];
+                let mut scratch = Scratch::new();
+                one_thread.install(|| {
+                    matmul_with(isa, format, &w, n, k, &x, m, &mut got, &mut scratch).unwrap()
+                });
+                for i in 0..m * n {
+                    let tol = F32_REL * e.magnitude[i] + 1e-6;
+                    let diff = (got[i] as f64 - want[i] as f64).abs();
+                    assert!(
+                        diff <= tol,
+                        "{isa:?} {format:?} n={n} k={k} m={m} out[{i}]: {} vs reference {} \
+                         (diff {diff:e} > tol {tol:e})",
+                        got[i],
+                        want[i],
+                    );
+                }
+                let what = format!("{isa:?} {format:?} n={n} k={k}");
+                assert_rows_independent(&x, m, (n, k), &what, |x, m, out| {
+                    matmul_with(isa, format, &w, n, k, x, m, out, &mut scratch).unwrap()
+                });
+            }
+        }
+    }
+}

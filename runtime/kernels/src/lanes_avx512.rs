@@ -1,0 +1,540 @@
+//! Q4_0 and Q8_0 on AVX-512 VNNI: one 32-bit lane per weight block, so that one float
+//! multiply-add applies the two block scales to a whole block's dot product.
+//!
+//! The kernels in `avx512.rs` hold two blocks per vector, eight lanes each, and so convert
+//! and scale every `vpdpbusd` result: four instructions per 64 multiply-adds and tile cell,
+//! plus the nibble decoding, which they repeat for every four activation rows. Here a group of
+//! 16 blocks is laid out as 8 vectors in which lane `l` of every vector belongs to one block,
+//! so 8 `vpdpbusd` leave 16 finished block dot products, and one convert, one multiply and one
+//! fused multiply-add finish 512 multiply-adds. This is the layout of `kquants_avx512.rs` with a block per lane instead
+//! of 16 elements per lane, and serves the purpose of ggml's repacked `block_q4_0x8`.
+//!
+//! Both sides are permuted to it: the activations once per call ([`prepare_acts`]), each
+//! weight row once per chunk of rows into a per-task buffer. A row whose last group has fewer
+//! than 16 blocks ends in a smaller group (2, 4 or 8 blocks, in 1, 2 or 4 vectors, `16 / bg`
+//! lanes per block), so SmolLM2's 18 blocks per row cost 9 vectors, not 16.
+//!
+//! Every output is computed by the same instruction sequence whatever `m`, tile or thread
+//! count (one accumulator per output, groups in order, one final reduction), so results do not
+//! depend on them.
+
+use std::arch::x86_64::*;
+
+use crate::formats::WeightFormat;
+use crate::q8::{Line, Scratch, QK};
+
+/// Blocks in a full group, one per 32-bit lane.
+const GROUP: usize = 16;
+/// Vectors of a full group of weights: 8 of quantized values, then the scales.
+const FULL_W: usize = 9;
+/// Vectors of a full group of activations: 8 of quantized values, the scales, then the
+/// zero-point terms the dot products start from.
+const FULL_X: usize = 10;
+/// Activation rows a tile takes. One weight row at a time: its 9 vectors stay in registers
+/// while the activation vectors go straight from memory into `vpdpbusd`; two weight rows made
+/// the compiler load each activation vector once for both and run out of registers, as in
+/// `kquants_avx512.rs`.
+const TILE_C: usize = 8;
+/// Bytes of decoded weight rows a task keeps while every activation tile passes over them:
+/// they stay in L2 (2 MB a core here), and the activation tile (8 rows) in L1.
+const DECODED_BYTES: usize = 256 << 10;
+
+/// Blocks a group spans when `t` real blocks remain: a power of two from 2 to 16.
+fn group_blocks(t: usize) -> usize {
+    t.next_power_of_two().clamp(2, GROUP)
+}
+
+/// What lane `l` of vector `v` holds in a group spanning `bg` blocks: (block in the group,
+/// half `h`, 4-byte word `j`). A Q4_0 lane takes the nibbles `h` of nibble-byte word `j`, a
+/// Q8_0 lane the bytes `16h + 4j..`; both are elements `16h + 4j..16h + 4j + 4`. A full group
+/// orders its blocks `4(l % 4) + l / 4`, what the in-register transpose of `decode_full`
+/// produces.
+fn slot(bg: usize, v: usize, l: usize) -> (usize, usize, usize) {
+    let per_block = GROUP / bg;
+    let blk = if bg == GROUP {
+        4 * (l % 4) + l / 4
+    } else {
+        l / per_block
+    };
+    let s = v * per_block + l % per_block;
+    (blk, s / 4, s % 4)
+}
+
+/// How a row of `nb` blocks splits into groups.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    nb: usize,
+    full: usize,
+    /// Vectors of quantized values in the last group if it spans fewer than 16 blocks or is
+    /// short of them (0 if none).
+    tail_v: usize,
+    /// Vectors per row of decoded weights.
+    w_lines: usize,
+    /// Vectors per row of activations.
+    x_lines: usize,
+}
+
+impl Layout {
+    fn new(nb: usize) -> Self {
+        let full = nb / GROUP;
+        let t = nb % GROUP;
+        let tail_v = if t == 0 { 0 } else { group_blocks(t) / 2 };
+        let tail = usize::from(t > 0);
+        Layout {
+            nb,
+            full,
+            tail_v,
+            w_lines: full * FULL_W + tail * (tail_v + 1),
+            x_lines: full * FULL_X + tail * (tail_v + 2),
+        }
+    }
+
+    fn groups(&self) -> usize {
+        self.full + usize::from(self.tail_v > 0)
+    }
+}
+
+/// Writes the quantized activations in `scratch` into `scratch.lanes` in the group layout:
+/// per group the quantized vectors, then `d` per lane, then `-zero * sum(q)` of each block as
+/// an i32 on its first lane (where the weights' shifted values meet it) and 0 on the others.
+///
+/// The zero point of weights stored as `u - zero` is thus removed in integers, before the
+/// scales: `sum((w + zero) * q) - zero * sum(q)` is the exact block dot product, as ggml
+/// computes it. Removed in f32 through the float block sum `d * sum(q)` instead, it leaves the
+/// rounding of `d_w * d_x * sum((w + zero) * q)`, up to `zero / |w|` times that of the product,
+/// in every output: on Gemma-3-270M's hidden states, with Q8_0's zero of 128, five times the
+/// error of the other kernels (`runtime/core/tests/real_gemma3_q8_0.rs`).
+fn prepare_acts(scratch: &mut Scratch, lay: &Layout, zero: i32) {
+    let (m, kp, nbp) = (scratch.m, scratch.kp(), scratch.nbp);
+    scratch.lanes.clear();
+    scratch.lanes.resize(m * lay.x_lines, Line([0; 64]));
+    for c in 0..m {
+        let row = &mut scratch.lanes[c * lay.x_lines..(c + 1) * lay.x_lines];
+        let src = ActRow {
+            qs: &scratch.qs[c * kp..(c + 1) * kp],
+            d: &scratch.d[c * nbp..(c + 1) * nbp],
+            zero,
+        };
+        let mut at = 0;
+        for g in 0..lay.groups() {
+            let b0 = g * GROUP;
+            let t = (lay.nb - b0).min(GROUP);
+            let out = &mut row[at..];
+            // Constant spans, so that `slot` folds to shifts and masks.
+            at += match group_blocks(t) {
+                2 => src.group::<2>(b0, t, out),
+                4 => src.group::<4>(b0, t, out),
+                8 => src.group::<8>(b0, t, out),
+                _ => src.group::<16>(b0, t, out),
+            };
+        }
+    }
+}
+
+/// One activation row of `Scratch`.
+struct ActRow<'a> {
+    qs: &'a [i8],
+    d: &'a [f32],
+    zero: i32,
+}
+
+impl ActRow<'_> {
+    /// The group spanning `BG` blocks from `b0`, `t` of them real, into `out`; returns the
+    /// vectors written.
+    #[inline(always)]
+    fn group<const BG: usize>(&self, b0: usize, t: usize, out: &mut [Line]) -> usize {
+        let vs = BG / 2;
+        if BG == GROUP && t == GROUP {
+            let (q, out) = (&self.qs[b0 * QK..(b0 + GROUP) * QK], &mut out[..vs]);
+            // SAFETY: this layout is only built for the AVX-512 kernels, on a CPU that has
+            // them; `q` holds the group's 16 blocks and `out` its 8 vectors.
+            unsafe { acts_full(q.as_ptr(), out.as_mut_ptr()) };
+        } else {
+            for (v, line) in out[..vs].iter_mut().enumerate() {
+                for l in 0..GROUP {
+                    let (blk, h, j) = slot(BG, v, l);
+                    if blk < t {
+                        let at = (b0 + blk) * QK + 16 * h + 4 * j;
+                        for e in 0..4 {
+                            line.0[4 * l + e] = self.qs[at + e] as u8;
+                        }
+                    }
+                }
+            }
+        }
+        for l in 0..GROUP {
+            let (blk, _, _) = slot(BG, 0, l);
+            if blk >= t {
+                continue;
+            }
+            let d = self.d[b0 + blk];
+            out[vs].0[4 * l..4 * l + 4].copy_from_slice(&d.to_ne_bytes());
+            if l % (GROUP / BG) == 0 {
+                let q = &self.qs[(b0 + blk) * QK..(b0 + blk + 1) * QK];
+                let sum: i32 = q.iter().map(|&q| i32::from(q)).sum();
+                let start = -self.zero * sum;
+                out[vs + 1].0[4 * l..4 * l + 4].copy_from_slice(&start.to_ne_bytes());
+            }
+        }
+        vs + 2
+    }
+}
+
+/// A block format as the group layout takes it.
+pub(crate) trait Blocks {
+    const BLOCK_BYTES: usize;
+    /// `z` in `w = d * (u - z)`, `u` the unsigned byte a lane holds.
+    const ZERO: i32;
+    /// Whether both halves `h` come from the same 16 bytes (nibbles).
+    const NIBBLES: bool;
+    /// The 16 bytes half `h` is taken from.
+    unsafe fn chunk(p: *const u8, h: usize) -> __m128i;
+    /// Bytes from [`chunk`](Self::chunk), shifted down to half `h` if nibbles, to unsigned
+    /// values.
+    unsafe fn finish(v: __m512i, h: usize) -> __m512i;
+}
+
+pub(crate) struct Q4_0;
+impl Blocks for Q4_0 {
+    const BLOCK_BYTES: usize = 18;
+    const ZERO: i32 = 8;
+    const NIBBLES: bool = true;
+    #[inline(always)]
+    unsafe fn chunk(p: *const u8, _h: usize) -> __m128i {
+        _mm_loadu_si128(p.add(2).cast())
+    }
+    #[inline(always)]
+    unsafe fn finish(v: __m512i, h: usize) -> __m512i {
+        let v = if h == 0 { v } else { _mm512_srli_epi16::<4>(v) };
+        _mm512_and_si512(v, _mm512_set1_epi8(0x0f))
+    }
+}
+
+pub(crate) struct Q8_0;
+impl Blocks for Q8_0 {
+    const BLOCK_BYTES: usize = 34;
+    // AVX-512 has no vpsignb to move the weight's sign onto the activation, so the weights
+    // are shifted to unsigned: d * w = d * (w + 128) - 128 d.
+    const ZERO: i32 = 128;
+    const NIBBLES: bool = false;
+    #[inline(always)]
+    unsafe fn chunk(p: *const u8, h: usize) -> __m128i {
+        _mm_loadu_si128(p.add(2 + 16 * h).cast())
+    }
+    #[inline(always)]
+    unsafe fn finish(v: __m512i, _h: usize) -> __m512i {
+        _mm512_xor_si512(v, _mm512_set1_epi8(-128))
+    }
+}
+
+/// Scales of a group into `out[vs]`.
+#[inline(always)]
+unsafe fn scales<F: Blocks>(p: *const u8, t: usize, bg: usize, out: *mut __m512i) {
+    let mut d16 = [0u16; GROUP];
+    for (l, d) in d16.iter_mut().enumerate() {
+        let (blk, _, _) = slot(bg, 0, l);
+        if blk < t {
+            *d = p.add(blk * F::BLOCK_BYTES).cast::<u16>().read_unaligned();
+        }
+    }
+    let d = _mm512_cvtph_ps(_mm256_loadu_si256(d16.as_ptr().cast()));
+    _mm512_store_ps(out.add(bg / 2).cast(), d);
+}
+
+/// A group spanning 16 blocks, `t` of them at `p` (the rest zero), into 9 vectors at `out`.
+#[inline(always)]
+unsafe fn decode_full<F: Blocks>(p: *const u8, t: usize, out: *mut __m512i) {
+    transpose_full::<F>(p, t, out);
+    scales::<F>(p, t, GROUP, out);
+}
+
+/// The 8 vectors of quantized values of a group spanning 16 blocks, `t` of them at `p` (the
+/// rest zero). Four 128-bit chunks per vector (blocks `4q..4q + 4`), transposed as 4 x 4
+/// words within each 128-bit lane, put word `j` of block `4q + i` at lane `4i + q` of vector
+/// `j`: the order [`slot`] gives.
+#[inline(always)]
+unsafe fn transpose_full<F: Blocks>(p: *const u8, t: usize, out: *mut __m512i) {
+    let halves = if F::NIBBLES { 1 } else { 2 };
+    for hc in 0..halves {
+        let z = [
+            four::<F>(p, 0, t, hc),
+            four::<F>(p, 4, t, hc),
+            four::<F>(p, 8, t, hc),
+            four::<F>(p, 12, t, hc),
+        ];
+        let t0 = _mm512_unpacklo_epi32(z[0], z[1]);
+        let t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+        let t2 = _mm512_unpacklo_epi32(z[2], z[3]);
+        let t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+        let r = [
+            _mm512_unpacklo_epi64(t0, t2),
+            _mm512_unpackhi_epi64(t0, t2),
+            _mm512_unpacklo_epi64(t1, t3),
+            _mm512_unpackhi_epi64(t1, t3),
+        ];
+        for h in 0..2 {
+            if !F::NIBBLES && h != hc {
+                continue;
+            }
+            for (j, &rj) in r.iter().enumerate() {
+                _mm512_store_si512(out.add(4 * h + j).cast(), F::finish(rj, h));
+            }
+        }
+    }
+}
+
+/// Chunk `h` of block `blk` at `p`, or zeros past the `t` blocks there.
+// Helpers rather than closures or `array::map`: those were left out of line, compiled without
+// AVX-512, and halved Q8_0 decode.
+#[inline(always)]
+unsafe fn chunk_or_zero<F: Blocks>(p: *const u8, blk: usize, t: usize, h: usize) -> __m128i {
+    if blk < t {
+        F::chunk(p.add(blk * F::BLOCK_BYTES), h)
+    } else {
+        _mm_setzero_si128()
+    }
+}
+
+/// Chunks `h` of blocks `b0..b0 + 4` in the four 128-bit lanes.
+#[inline(always)]
+unsafe fn four<F: Blocks>(p: *const u8, b0: usize, t: usize, h: usize) -> __m512i {
+    let v = _mm512_castsi128_si512(chunk_or_zero::<F>(p, b0, t, h));
+    let v = _mm512_inserti32x4::<1>(v, chunk_or_zero::<F>(p, b0 + 1, t, h));
+    let v = _mm512_inserti32x4::<2>(v, chunk_or_zero::<F>(p, b0 + 2, t, h));
+    _mm512_inserti32x4::<3>(v, chunk_or_zero::<F>(p, b0 + 3, t, h))
+}
+
+/// Quantized activations as [`transpose_full`] takes them: a "block" is 32 i8 values, kept
+/// as they are.
+struct Acts;
+impl Blocks for Acts {
+    const BLOCK_BYTES: usize = QK;
+    const ZERO: i32 = 0;
+    const NIBBLES: bool = false;
+    #[inline(always)]
+    unsafe fn chunk(p: *const u8, h: usize) -> __m128i {
+        _mm_loadu_si128(p.add(16 * h).cast())
+    }
+    #[inline(always)]
+    unsafe fn finish(v: __m512i, _h: usize) -> __m512i {
+        v
+    }
+}
+
+/// The 8 vectors of quantized activations of a full group of 16 blocks at `p`.
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn acts_full(p: *const i8, out: *mut Line) {
+    transpose_full::<Acts>(p.cast(), GROUP, out.cast());
+}
+
+/// A last group spanning `BG` < 16 blocks, `t` of them at `p`, from whole 16-byte chunks:
+/// 128-bit lane `i` of vector `v` is the chunk of block `i / 2`, half `i % 2` (BG = 2), of
+/// block `i`, half `v` (BG = 4), or the 8-byte halves `v % 2` of blocks `2i` and `2i + 1`,
+/// half `v / 2` (BG = 8), which is the order [`slot`] gives. Blocks past `t` are zero.
+#[inline(always)]
+unsafe fn decode_tail<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *mut __m512i) {
+    for v in 0..BG / 2 {
+        let mut lanes = [_mm_setzero_si128(); 4];
+        let mut shift = [0i64; 8];
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            let h = match BG {
+                2 => i % 2,
+                4 => v,
+                _ => v / 2,
+            };
+            *lane = match BG {
+                2 => chunk_or_zero::<F>(p, i / 2, t, h),
+                4 => chunk_or_zero::<F>(p, i, t, h),
+                _ if v % 2 == 0 => _mm_unpacklo_epi64(
+                    chunk_or_zero::<F>(p, 2 * i, t, h),
+                    chunk_or_zero::<F>(p, 2 * i + 1, t, h),
+                ),
+                _ => _mm_unpackhi_epi64(
+                    chunk_or_zero::<F>(p, 2 * i, t, h),
+                    chunk_or_zero::<F>(p, 2 * i + 1, t, h),
+                ),
+            };
+            if F::NIBBLES {
+                shift[2 * i] = 4 * h as i64;
+                shift[2 * i + 1] = 4 * h as i64;
+            }
+        }
+        let mut w = _mm512_castsi128_si512(lanes[0]);
+        w = _mm512_inserti32x4::<1>(w, lanes[1]);
+        w = _mm512_inserti32x4::<2>(w, lanes[2]);
+        w = _mm512_inserti32x4::<3>(w, lanes[3]);
+        if F::NIBBLES {
+            w = _mm512_srlv_epi64(w, _mm512_loadu_si512(shift.as_ptr().cast()));
+        }
+        _mm512_store_si512(out.add(v).cast(), F::finish(w, 0));
+    }
+    scales::<F>(p, t, BG, out);
+}
+
+#[inline(always)]
+unsafe fn decode_row<F: Blocks>(a: &LArgs, r: usize, out: *mut __m512i) {
+    let src = a.w.add(r * a.row_bytes);
+    let lay = &a.lay;
+    for g in 0..lay.full {
+        decode_full::<F>(
+            src.add(g * GROUP * F::BLOCK_BYTES),
+            GROUP,
+            out.add(g * FULL_W),
+        );
+    }
+    if lay.tail_v > 0 {
+        let b0 = lay.full * GROUP;
+        let (p, t) = (src.add(b0 * F::BLOCK_BYTES), lay.nb - b0);
+        let out = out.add(lay.full * FULL_W);
+        match lay.tail_v {
+            1 => decode_tail::<F, 2>(p, t, out),
+            2 => decode_tail::<F, 4>(p, t, out),
+            4 => decode_tail::<F, 8>(p, t, out),
+            _ => decode_full::<F>(p, t, out),
+        }
+    }
+}
+
+/// One group of one weight row (`w`) against activation rows `x + c * xs`. Every output takes
+/// this sequence for every group, whatever the tile.
+#[inline(always)]
+unsafe fn group<const V: usize, const C: usize>(
+    w: *const __m512i,
+    x: *const __m512i,
+    xs: usize,
+    acc: &mut [__m512; C],
+) {
+    let mut wq = [_mm512_setzero_si512(); V];
+    for (v, wv) in wq.iter_mut().enumerate() {
+        *wv = _mm512_load_si512(w.add(v).cast());
+    }
+    let dw = _mm512_load_ps(w.add(V).cast());
+    for (c, acc) in acc.iter_mut().enumerate() {
+        let xr = x.add(c * xs);
+        // Starting from `-z * sum(q)` leaves each block's exact integer dot product. No
+        // overflow: a lane sums 32 products of at most 255 * 128, and the start is at most
+        // 128 * 32 * 127 in size.
+        let mut dot = _mm512_load_si512(xr.add(V + 1).cast());
+        for (v, &wv) in wq.iter().enumerate() {
+            dot = _mm512_dpbusd_epi32(dot, wv, _mm512_load_si512(xr.add(v).cast()));
+        }
+        let da = _mm512_load_ps(xr.add(V).cast());
+        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, da), *acc);
+    }
+}
+
+/// Decoded weight row `w` (output column `r`) against activation rows `c0..c0 + C`.
+#[inline(always)]
+unsafe fn tile<const C: usize>(a: &LArgs, w: *const __m512i, r: usize, c0: usize) {
+    let lay = &a.lay;
+    let xs = lay.x_lines;
+    let x = a.acts.add(c0 * xs);
+    let mut acc = [_mm512_setzero_ps(); C];
+    for g in 0..lay.full {
+        group::<8, C>(w.add(g * FULL_W), x.add(g * FULL_X), xs, &mut acc);
+    }
+    let (w, x) = (w.add(lay.full * FULL_W), x.add(lay.full * FULL_X));
+    match lay.tail_v {
+        0 => {}
+        1 => group::<1, C>(w, x, xs, &mut acc),
+        2 => group::<2, C>(w, x, xs, &mut acc),
+        4 => group::<4, C>(w, x, xs, &mut acc),
+        _ => group::<8, C>(w, x, xs, &mut acc),
+    }
+    for (c, acc) in acc.iter().enumerate() {
+        *a.out.add((c0 + c) * a.n + r) = _mm512_reduce_add_ps(*acc);
+    }
+}
+
+/// Everything the tasks share, as raw pointers.
+pub(crate) struct LArgs {
+    w: *const u8,
+    row_bytes: usize,
+    n: usize,
+    m: usize,
+    lay: Layout,
+    acts: *const __m512i,
+    out: *mut f32,
+}
+
+// SAFETY: the pointers are only read, except `out`, which the tasks write at disjoint columns.
+unsafe impl Send for LArgs {}
+unsafe impl Sync for LArgs {}
+
+/// Output columns `n0..n1` for every activation row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows<F: Blocks>(a: &LArgs, n0: usize, n1: usize) {
+    let rl = a.lay.w_lines;
+    // Fewer activation rows than a tile: decode a row and use it while it is in L1.
+    let chunk = if a.m < TILE_C {
+        1
+    } else {
+        (DECODED_BYTES / (rl * 64)).max(1)
+    };
+    let mut buf = vec![_mm512_setzero_si512(); chunk.min(n1 - n0) * rl];
+    let dec = buf.as_mut_ptr();
+    let mut r0 = n0;
+    while r0 < n1 {
+        let r1 = (r0 + chunk).min(n1);
+        for r in r0..r1 {
+            decode_row::<F>(a, r, dec.add((r - r0) * rl));
+        }
+        let mut c = 0;
+        while c < a.m {
+            let cc = TILE_C.min(a.m - c);
+            for r in r0..r1 {
+                let w = dec.add((r - r0) * rl);
+                match cc {
+                    8 => tile::<8>(a, w, r, c),
+                    7 => tile::<7>(a, w, r, c),
+                    6 => tile::<6>(a, w, r, c),
+                    5 => tile::<5>(a, w, r, c),
+                    4 => tile::<4>(a, w, r, c),
+                    3 => tile::<3>(a, w, r, c),
+                    2 => tile::<2>(a, w, r, c),
+                    _ => tile::<1>(a, w, r, c),
+                }
+            }
+            c += cc;
+        }
+        r0 = r1;
+    }
+}
+
+/// `out = x · Wᵀ` for Q4_0 or Q8_0 weights, `scratch` holding the quantized activations.
+/// The caller has checked the sizes and that the CPU has AVX-512 VNNI.
+pub(crate) fn matmul(
+    format: WeightFormat,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
+    let lay = Layout::new(k / QK);
+    let zero = match format {
+        WeightFormat::Q4_0 => Q4_0::ZERO,
+        WeightFormat::Q8_0 => Q8_0::ZERO,
+        _ => unreachable!("only Q4_0 and Q8_0 take the block-per-lane kernel"),
+    };
+    prepare_acts(scratch, &lay, zero);
+    let m = scratch.m;
+    let args = LArgs {
+        w: weights.as_ptr(),
+        row_bytes: (k / QK) * format.block_bytes(),
+        n,
+        m,
+        lay,
+        acts: scratch.lanes.as_ptr().cast(),
+        out: out.as_mut_ptr(),
+    };
+    type Kernel = unsafe fn(&LArgs, usize, usize);
+    let kernel: Kernel = match format {
+        WeightFormat::Q4_0 => rows::<Q4_0>,
+        WeightFormat::Q8_0 => rows::<Q8_0>,
+        _ => unreachable!("only Q4_0 and Q8_0 take the block-per-lane kernel"),
+    };
+    // SAFETY: the caller checked the CPU and the sizes; `lanes` holds `m` rows of the layout,
+    // and tasks write disjoint columns of `out`.
+    crate::split_rows(n, m, k, &|n0, n1| unsafe { kernel(&args, n0, n1) });
+}
