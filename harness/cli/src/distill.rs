@@ -1,16 +1,14 @@
 //! `effbench distill`: train a smaller student from a teacher by knowledge distillation, and
 //! `effbench distill eval`: put teacher and students side by side on the same text.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use candle_core::Device;
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use effbench_core::source::{sniff, GgufSource, ModelFormat, SafetensorsSource, WeightSource};
-use effbench_core::LoadedModel;
-use effbench_distill::data::{self, GenerateOptions};
-use effbench_distill::train::{check_tokenizers, read_log, read_state, Checkpointing};
-use effbench_distill::{LayerSelection, Student, TrainOptions, TrainState};
+use effbench_distill::session::{
+    CorpusSource, DataOptions, Origin, Session, StudentInit, TrainSetup,
+};
+use effbench_distill::DistillError;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::common::{load_model, resolve_model_path, resolve_text, ModelArgs};
@@ -149,18 +147,10 @@ pub fn run(args: DistillArgs) -> Result<()> {
     }
 }
 
-fn open_source(path: &Path, device: &Device) -> Result<Box<dyn WeightSource>> {
-    Ok(match sniff(path)? {
-        ModelFormat::Gguf => Box::new(GgufSource::open(path, device)?),
-        _ => Box::new(SafetensorsSource::open(path, device)?),
-    })
-}
-
 fn train(args: TrainArgs) -> Result<()> {
     let out = args.out.clone().expect("clap requires --out");
     let teacher = load_model(&args.teacher)?;
     let loaded = &teacher.loaded;
-    let device = loaded.model.device().clone();
     let teacher_path = resolve_model_path(&args.teacher.model)?;
     eprintln!(
         "teacher: {} ({}, {} layers, vocab {})",
@@ -170,141 +160,109 @@ fn train(args: TrainArgs) -> Result<()> {
         loaded.model.config().vocab_size
     );
 
-    let saved = read_state(&out)?;
-    let (student, state, opts) = match (args.resume, saved) {
-        (true, Some((state, mut opts))) => {
-            let student = Student::load(&out, &device)?;
-            if let Some(steps) = args.steps {
-                opts.steps = steps;
-            }
-            opts.max_seconds = args.max_minutes.map(|m| m * 60.0);
-            // The log may run past the checkpoint if training was interrupted.
-            read_log(&out, Some(state.step))?;
-            eprintln!(
-                "resuming at step {}/{} ({} tokens seen)",
-                state.step, opts.steps, state.tokens
-            );
-            (student, state, opts)
-        }
-        (true, None) => bail!(
-            "{} holds no checkpoint to resume (hint: drop --resume to start one there)",
-            out.display()
-        ),
-        (false, Some((state, _))) => {
-            let e = effbench_distill::DistillError::CheckpointExists {
-                path: out,
-                step: state.step,
-            };
-            bail!("{e} (hint: --resume to continue it, or another --out)")
-        }
-        (false, None) => {
-            let student = if let Some(config) = &args.random_init {
-                let cfg = effbench_core::ModelConfig::from_hf_config_json(config)?;
-                Student::random(cfg, args.seed, &device)?
-            } else if let Some(init) = &args.student_init {
-                let path = resolve_model_path(init)?;
-                let student = if path.join("model.safetensors").is_file() {
-                    Student::load(&path, &device)?
-                } else {
-                    let mut source = open_source(&path, &device)?;
-                    // Refused before dequantizing a whole model of the wrong vocabulary.
-                    let (t, s) = (loaded.model.config().vocab_size, source.config().vocab_size);
-                    if t != s {
-                        return Err(effbench_distill::DistillError::VocabularyMismatch {
-                            teacher: t,
-                            student: s,
-                        }
-                        .into());
-                    }
-                    Student::from_teacher(source.as_mut(), &LayerSelection::All, &device)?
-                };
-                if student.config().vocab_size == loaded.model.config().vocab_size {
-                    check_tokenizers(
-                        &loaded.tokenizer,
-                        &effbench_core::loader::tokenizer_of(&path)?,
-                    )?;
-                }
-                student
-            } else {
-                let mut source = open_source(&teacher_path, &device)?;
-                let selection = LayerSelection::parse(&args.keep_layers)?;
-                eprintln!(
-                    "student: teacher layers {:?}",
-                    selection.resolve(source.config().num_layers)?
-                );
-                Student::from_teacher(source.as_mut(), &selection, &device)?
-            };
-            let opts = TrainOptions {
-                steps: args.steps.unwrap_or(300),
-                seqs_per_step: args.batch,
-                lr: args.lr,
-                warmup_steps: args.warmup,
-                min_lr_ratio: args.min_lr_ratio,
-                weight_decay: args.weight_decay,
-                temperature: args.temperature,
-                alpha: args.alpha,
-                grad_clip: args.grad_clip,
-                save_every: args.save_every,
-                seed: args.seed,
-                max_seconds: args.max_minutes.map(|m| m * 60.0),
-                stop_at_step: None,
-            };
-            (student, TrainState::default(), opts)
-        }
+    let student = if let Some(config) = &args.random_init {
+        StudentInit::Random(config.clone())
+    } else if let Some(init) = &args.student_init {
+        StudentInit::Model(init.clone())
+    } else {
+        StudentInit::KeepLayers(args.keep_layers.clone())
     };
-    effbench_distill::train::check_vocabulary(&loaded.model, &student)?;
+    let setup = TrainSetup {
+        out: out.clone(),
+        resume: args.resume,
+        student,
+        steps: args.steps,
+        seqs_per_step: args.batch,
+        lr: args.lr,
+        warmup_steps: args.warmup,
+        min_lr_ratio: args.min_lr_ratio,
+        weight_decay: args.weight_decay,
+        temperature: args.temperature,
+        alpha: args.alpha,
+        grad_clip: args.grad_clip,
+        save_every: args.save_every,
+        seed: args.seed,
+        max_seconds: args.max_minutes.map(|m| m * 60.0),
+    };
+    let session = Session::start(loaded, &teacher_path, &setup, |name| {
+        resolve_model_path(name).map_err(Into::into)
+    })
+    .map_err(flag_hint)?;
+    match &session.origin {
+        Origin::Resumed => eprintln!(
+            "resuming at step {}/{} ({} tokens seen)",
+            session.state.step, session.options.steps, session.state.tokens
+        ),
+        Origin::KeptLayers(kept) => eprintln!("student: teacher layers {kept:?}"),
+        Origin::Random | Origin::Model(_) => {}
+    }
     eprintln!(
         "student: {} layers, {:.1}M parameters",
-        student.config().num_layers,
-        student.num_parameters() as f64 / 1e6
+        session.student.config().num_layers,
+        session.student.num_parameters() as f64 / 1e6
     );
 
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    effbench_distill::student::write_tokenizer_files(loaded, &out)?;
-    let corpus = training_data(&args, loaded, &teacher_path, &out)?;
-    let tokens: usize = corpus.iter().map(|s| s.len()).sum();
-    eprintln!(
-        "data: {} sequences, {tokens} tokens; {} steps of {} sequences",
-        corpus.len(),
-        opts.steps,
-        opts.seqs_per_step
-    );
-
-    let checkpoint = Checkpointing {
-        dir: &out,
-        extra_config: effbench_distill::student::special_token_config(loaded),
+    let data = DataOptions {
+        text: args.data.as_deref().map(resolve_text).transpose()?,
+        sequences: args.sequences,
+        seq_len: args.seq_len,
+        prompts: args.prompts.clone(),
+        temperature: args.gen_temperature,
+        top_p: args.gen_top_p,
+        seed: args.seed,
     };
-    let bar = ProgressBar::new(opts.steps as u64);
+    let mut bar: Option<ProgressBar> = None;
+    let corpus = session
+        .training_data(loaded, &teacher_path, &data, |done, total| {
+            bar.get_or_insert_with(|| {
+                let bar = ProgressBar::new(total as u64);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "teacher writes its corpus [{bar:30}] {pos}/{len} tokens [{elapsed}<{eta}]",
+                    )
+                    .expect("valid template"),
+                );
+                bar
+            })
+            .set_position(done as u64)
+        })
+        .map_err(flag_hint)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let CorpusSource::Cached(cache) = &corpus.source {
+        eprintln!("data: teacher-generated corpus from {}", cache.display());
+    }
+    let tokens: usize = corpus.sequences.iter().map(|s| s.len()).sum();
+    let steps = session.options.steps;
+    eprintln!(
+        "data: {} sequences, {tokens} tokens; {steps} steps of {} sequences",
+        corpus.sequences.len(),
+        session.options.seqs_per_step
+    );
+
+    let bar = ProgressBar::new(steps as u64);
     bar.set_style(
         ProgressStyle::with_template("distill [{bar:30}] {pos}/{len} {msg} [{elapsed}<{eta}]")
             .expect("valid template"),
     );
-    bar.set_position(state.step as u64);
-    let end = effbench_distill::train(
-        &student,
-        &loaded.model,
-        &corpus,
-        &opts,
-        state,
-        Some(&checkpoint),
-        |r| {
-            bar.set_position(r.step as u64);
-            bar.set_message(format!(
-                "loss {:.4} kl {:.4} ce {:.3} lr {:.2e} {:.0} tok/s",
-                r.loss, r.kl, r.ce, r.lr, r.tok_per_s
-            ));
-        },
-    )?;
+    bar.set_position(session.state.step as u64);
+    let end = session.train(loaded, &corpus.sequences, |r| {
+        bar.set_position(r.step as u64);
+        bar.set_message(format!(
+            "loss {:.4} kl {:.4} ce {:.3} lr {:.2e} {:.0} tok/s",
+            r.loss, r.kl, r.ce, r.lr, r.tok_per_s
+        ));
+    })?;
     bar.finish_and_clear();
     println!(
-        "student at step {}/{} ({} tokens, {:.1} min of training) in {}",
+        "student at step {}/{steps} ({} tokens, {:.1} min of training) in {}",
         end.step,
-        opts.steps,
         end.tokens,
         end.elapsed_s / 60.0,
         out.display()
     );
-    if end.step < opts.steps {
+    if end.step < steps {
         println!(
             "stopped early: continue with `effbench distill ... --out {} --resume`",
             out.display()
@@ -313,83 +271,15 @@ fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn training_data(
-    args: &TrainArgs,
-    loaded: &LoadedModel,
-    teacher_path: &Path,
-    out: &Path,
-) -> Result<Vec<Vec<u32>>> {
-    if let Some(file) = &args.data {
-        let path = resolve_text(file)?;
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let corpus = data::windows(&loaded.encode(&text)?, args.seq_len);
-        if corpus.is_empty() {
-            bail!(
-                "{} gives no training sequence (hint: it needs at least 16 tokens)",
-                path.display()
-            );
-        }
-        return Ok(corpus);
-    }
-    let prompt_texts: Vec<String> = match &args.prompts {
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("reading {}", p.display()))?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect(),
-        None => data::SEED_PROMPTS.iter().map(|s| s.to_string()).collect(),
+/// The library words its refusals without flags; these are the flags that answer them here.
+fn flag_hint(e: DistillError) -> anyhow::Error {
+    let hint = match &e {
+        DistillError::NoCheckpoint { .. } => "drop --resume to start one there",
+        DistillError::CheckpointExists { .. } => "--resume to continue it, or another --out",
+        DistillError::NoSeedPrompts { .. } => "--prompts needs one prompt per line",
+        _ => return e.into(),
     };
-    if prompt_texts.is_empty() {
-        bail!("no seed prompts (hint: --prompts needs one prompt per line)");
-    }
-    let opts = GenerateOptions {
-        sequences: args.sequences,
-        seq_len: args.seq_len,
-        temperature: args.gen_temperature,
-        top_p: args.gen_top_p,
-        seed: args.seed,
-        batch: 16,
-    };
-    let teacher_bytes = std::fs::metadata(teacher_path)
-        .map(|m| m.len())
-        .unwrap_or(0);
-    let fingerprint = data::fingerprint(&[
-        &teacher_path.display().to_string(),
-        &teacher_bytes.to_string(),
-        &prompt_texts.join("\n"),
-        &format!("{opts:?}"),
-    ]);
-    let cache = out.join("teacher-corpus.jsonl");
-    // A resumed run trains on the corpus it started with, whatever the data flags say now.
-    let wanted = (!args.resume).then_some(fingerprint.as_str());
-    if let Some(corpus) = data::read_cache(&cache, wanted)? {
-        eprintln!("data: teacher-generated corpus from {}", cache.display());
-        return Ok(corpus);
-    }
-    let prompts = prompt_texts
-        .iter()
-        .map(|p| loaded.encode(p))
-        .collect::<effbench_core::Result<Vec<_>>>()?;
-    let bar = ProgressBar::new((opts.sequences * opts.seq_len) as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "teacher writes its corpus [{bar:30}] {pos}/{len} tokens [{elapsed}<{eta}]",
-        )
-        .expect("valid template"),
-    );
-    let corpus = data::generate_corpus(
-        &loaded.model,
-        &prompts,
-        &loaded.stop_tokens(),
-        &opts,
-        |done, _| bar.set_position(done as u64),
-    )?;
-    bar.finish_and_clear();
-    data::write_cache(&cache, &fingerprint, &corpus)?;
-    Ok(corpus)
+    anyhow!("{e} (hint: {hint})")
 }
 
 /// Teacher and students side by side as a perplexity run: the teacher's row is the baseline,

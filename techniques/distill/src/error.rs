@@ -14,6 +14,12 @@ pub enum DistillError {
     BadLayers(String),
     #[error("{path} already holds a checkpoint at step {step}")]
     CheckpointExists { path: PathBuf, step: usize },
+    #[error("{path} holds no checkpoint to resume")]
+    NoCheckpoint { path: PathBuf },
+    #[error("{path} gives no training sequence (hint: it needs at least 16 tokens)")]
+    TextTooShort { path: PathBuf },
+    #[error("no seed prompts in {path}")]
+    NoSeedPrompts { path: PathBuf },
     #[error("nothing to train on: {0}")]
     NoData(String),
     #[error("cannot read or write {path}: {source}")]
@@ -30,6 +36,9 @@ pub enum DistillError {
         "training diverged at step {step}: the loss is {loss} (hint: a lower learning rate or a longer warm-up)"
     )]
     Diverged { step: usize, loss: f32 },
+    /// The caller's own failure to find a model it named, passed through unchanged.
+    #[error(transparent)]
+    Resolve(Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Core(#[from] effbench_core::CoreError),
     #[error("tensor operation failed: {0}")]

@@ -11,12 +11,15 @@
 //! - [`data`] reads a text file or has the teacher write its own corpus from seed prompts.
 //! - [`train::train`] runs AdamW with warm-up and cosine decay, gradient accumulation,
 //!   checkpoints and resume.
+//! - [`session::Session`] is one run into an output directory: the student started or resumed
+//!   there, its data (with the teacher's corpus cached beside it), training with checkpoints.
 
 pub mod data;
 pub mod error;
 pub mod loss;
 pub mod plot;
 pub mod schedule;
+pub mod session;
 pub mod student;
 pub mod teacher;
 pub mod technique;
