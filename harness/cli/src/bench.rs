@@ -7,9 +7,8 @@ use anyhow::Result;
 use clap::Args;
 use effbench_eval::bench::{bench, synthetic, BenchSettings, Subject};
 use effbench_eval::run::BuildInfo;
-use tabled::{builder::Builder, settings::Style};
 
-use crate::common::{load_model, mib, select_device, ModelArgs};
+use crate::common::{load_model, select_device, ModelArgs};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -42,7 +41,7 @@ fn subject(args: &BenchArgs) -> Result<Subject> {
     match &args.synthetic {
         Some(shape) => {
             let device = select_device(&args.model.device)?;
-            synthetic(shape, args.model.threads, &device)
+            Ok(synthetic(shape, args.model.threads, &device)?)
         }
         None => {
             let session = load_model(&args.model)?;
@@ -73,21 +72,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    let mut b = Builder::default();
-    b.push_record(["model", "variant", "size", "threads", "test", "t/s"]);
-    let name = std::path::Path::new(&report.model)
-        .file_name()
-        .map_or_else(|| report.model.clone(), |n| n.to_string_lossy().to_string());
-    for r in &report.results {
-        b.push_record([
-            name.clone(),
-            report.variant.clone(),
-            mib(report.weight_bytes),
-            report.threads.to_string(),
-            r.test.clone(),
-            format!("{:.2} ± {:.2}", r.mean_tok_per_s, r.sd_tok_per_s),
-        ]);
-    }
-    println!("{}", b.build().with(Style::markdown()));
+    println!("{}", report.markdown());
     Ok(())
 }

@@ -80,12 +80,13 @@ impl ModelArgs {
 }
 
 pub fn load_model(args: &ModelArgs) -> Result<Session> {
-    effbench_eval::session::load_model(&args.config())
+    Ok(effbench_eval::session::load_model(&args.config())?)
 }
 
 /// clap's value parser for `--device`: rejects a misspelt device before any work starts.
 pub fn check_device(spec: &str) -> Result<String> {
-    parse_device(spec).map(|_| spec.trim().to_string())
+    parse_device(spec)?;
+    Ok(spec.trim().to_string())
 }
 
 /// A library error whose hint names settings in words, with the flags that set them on this

@@ -9,7 +9,8 @@ use effbench_distill::session::{
     CorpusSource, DataOptions, Origin, Session, StudentInit, TrainSetup,
 };
 use effbench_distill::DistillError;
-use indicatif::{ProgressBar, ProgressStyle};
+use effbench_eval::progress;
+use indicatif::ProgressBar;
 
 use crate::common::{load_model, resolve_model_path, resolve_text, ModelArgs};
 
@@ -215,14 +216,10 @@ fn train(args: TrainArgs) -> Result<()> {
     let corpus = session
         .training_data(loaded, &teacher_path, &data, |done, total| {
             bar.get_or_insert_with(|| {
-                let bar = ProgressBar::new(total as u64);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "teacher writes its corpus [{bar:30}] {pos}/{len} tokens [{elapsed}<{eta}]",
-                    )
-                    .expect("valid template"),
-                );
-                bar
+                progress::bar(
+                    total as u64,
+                    "teacher writes its corpus [{bar:30}] {pos}/{len} tokens [{elapsed}<{eta}]",
+                )
             })
             .set_position(done as u64)
         })
@@ -241,10 +238,9 @@ fn train(args: TrainArgs) -> Result<()> {
         session.options.seqs_per_step
     );
 
-    let bar = ProgressBar::new(steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("distill [{bar:30}] {pos}/{len} {msg} [{elapsed}<{eta}]")
-            .expect("valid template"),
+    let bar = progress::bar(
+        steps as u64,
+        "distill [{bar:30}] {pos}/{len} {msg} [{elapsed}<{eta}]",
     );
     bar.set_position(session.state.step as u64);
     let end = session.train(loaded, &corpus.sequences, |r| {
@@ -289,8 +285,10 @@ fn eval(args: EvalArgs) -> Result<()> {
     if args.student_weights.is_some() {
         bail!("--student-weights is no longer taken: a student runs as stored (hint: give the teacher --weights f32 to compare both in f32)");
     }
-    let mut techniques = vec![args.teacher.weights.technique_name()];
-    techniques.extend(args.student.iter().map(|s| format!("student:{s}")));
+    let techniques = effbench_eval::run::views::student_rows(
+        &args.teacher.weights.technique_name(),
+        &args.student,
+    );
     let mut config = crate::view::config(
         &args.teacher,
         &crate::view::ViewArgs {

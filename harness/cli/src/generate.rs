@@ -3,9 +3,8 @@ use std::io::Write;
 use anyhow::Result;
 use clap::Args;
 use effbench_eval::generate::{generate, GenerateSettings, Generation};
-use tabled::{builder::Builder, settings::Style};
 
-use crate::common::{load_model, mib, ModelArgs, Session};
+use crate::common::{load_model, ModelArgs, Session};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -53,7 +52,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
         let outcome = streamed(&session, &args.settings())?;
-        print_timing(&session, &outcome);
+        eprintln!("{}", outcome.timing_markdown());
     }
     Ok(())
 }
@@ -71,47 +70,6 @@ fn streamed(session: &Session, settings: &GenerateSettings) -> Result<Generation
     Ok(outcome)
 }
 
-fn fmt_opt(v: Option<f64>, unit: &str) -> String {
-    v.map_or("-".into(), |v| format!("{v:.2} {unit}"))
-}
-
-fn print_timing(session: &Session, o: &Generation) {
-    let m = &o.metrics;
-    let mut b = Builder::default();
-    b.push_record(["metric", "value"]);
-    b.push_record(["variant".into(), session.loaded.model.label().to_string()]);
-    b.push_record(["threads".into(), session.threads.to_string()]);
-    b.push_record([
-        "tokens (prompt / output)".into(),
-        format!("{} / {}", o.prompt_tokens, o.output_tokens),
-    ]);
-    b.push_record(["TTFT".into(), fmt_opt(m.ttft_ms, "ms")]);
-    b.push_record(["TPOT".into(), fmt_opt(m.tpot_ms, "ms")]);
-    b.push_record(["prefill".into(), fmt_opt(m.prefill_tok_per_s, "tok/s")]);
-    b.push_record(["decode".into(), fmt_opt(m.decode_tok_per_s, "tok/s")]);
-    let wb = &o.weight_bytes;
-    b.push_record([
-        "weights".into(),
-        format!(
-            "{} ({:.2} bits/weight in blocks)",
-            mib(wb.total),
-            wb.block_bits_per_weight
-        ),
-    ]);
-    b.push_record([
-        "KV cache (used / reserved)".into(),
-        format!("{} / {}", mib(o.kv_bytes_used), mib(o.kv_bytes_reserved)),
-    ]);
-    b.push_record([
-        "peak RSS".into(),
-        o.peak_rss_bytes
-            .map_or("not measured".into(), |b| mib(b as usize)),
-    ]);
-    eprintln!("{}", b.build().with(Style::markdown()));
-}
-
-/// The default job: greedy continuation of a fixed prompt, then perplexity on a slice of
-/// WikiText-2, on the default model.
 pub fn demo(args: DemoArgs) -> Result<()> {
     let session = load_model(&args.model)?;
     eprintln!(
@@ -130,7 +88,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             seed: 0,
         },
     )?;
-    print_timing(&session, &outcome);
+    eprintln!("{}", outcome.timing_markdown());
     crate::perplexity::run_on_session(
         &session,
         "wikitext-2",

@@ -2,7 +2,6 @@ use anyhow::{ensure, Result};
 use clap::Args;
 use effbench_hw::roofline::{calibrate, CalibrateOptions, Roofline};
 use serde::Serialize;
-use tabled::{builder::Builder, settings::Style};
 
 #[derive(Args)]
 pub struct HwArgs {
@@ -67,38 +66,14 @@ pub fn run(args: HwArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    let mut b = Builder::default();
-    b.push_record(["field", "value"]);
-    for (k, v) in info.rows() {
-        b.push_record([k, v]);
-    }
-    b.push_record([
-        "GPU compute".to_string(),
-        match &compute.reason {
-            None => format!("{} (built with `cuda`)", compute.auto_device),
-            Some(r) => r.clone(),
-        },
-    ]);
-    println!("{}", b.build().with(Style::markdown()));
-    if !roofline.is_empty() {
-        let mut b = Builder::default();
-        b.push_record(["threads", "triad GB/s", "read GB/s", "f32 GEMM GFLOP/s"]);
-        for r in &roofline {
-            b.push_record([
-                r.threads.to_string(),
-                format!("{:.1}", r.triad_gb_per_s),
-                format!("{:.1}", r.read_gb_per_s),
-                format!("{:.1}", r.gemm_f32_gflop_per_s),
-            ]);
-        }
-        println!();
-        println!("{}", b.build().with(Style::markdown()));
-        let first = &roofline[0];
-        println!(
-            "\nDecode ceiling: a model that reads 1 GB per token decodes at most {:.0} tok/s at {} thread(s) (triad bandwidth / bytes per token).",
-            first.decode_tok_per_s(1e9),
-            first.threads
-        );
-    }
+    let gpu = match &compute.reason {
+        None => format!("{} (built with `cuda`)", compute.auto_device),
+        Some(r) => r.clone(),
+    };
+    let extra = vec![("GPU compute".to_string(), gpu)];
+    println!(
+        "{}",
+        effbench_report::tables::hardware_markdown(&info, extra, &roofline)
+    );
     Ok(())
 }

@@ -97,26 +97,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the cause chain joined, so the hint at the end of the root cause shows.
-            // A cause some errors already print inside their own message (as `path: cause`) is
-            // not repeated.
-            let mut msg: Vec<String> = Vec::new();
-            for cause in e.chain().map(worded) {
-                if !msg.last().is_some_and(|m| m.ends_with(&cause)) {
-                    msg.push(cause);
-                }
-            }
-            eprintln!("error: {}", msg.join(": "));
+            let flag = |field: &str| format!("--{}", field.replace('_', "-"));
+            eprintln!(
+                "error: {}",
+                effbench_eval::error::one_line(e.as_ref(), flag)
+            );
             ExitCode::FAILURE
         }
-    }
-}
-
-/// One cause of an error as the command line words it: the engine's hints name settings by
-/// their field (`{run_id}`), which here are the flags of the same name (`--run-id`).
-fn worded(cause: &(dyn std::error::Error + 'static)) -> String {
-    match cause.downcast_ref::<effbench_eval::hint::Hinted>() {
-        Some(hinted) => hinted.render(|field| format!("--{}", field.replace('_', "-"))),
-        None => cause.to_string(),
     }
 }

@@ -2,7 +2,6 @@ use anyhow::Result;
 use clap::Args;
 use effbench_eval::perplexity::{text_perplexity, TextSettings};
 use effbench_kvcache::KvDtype;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::common::{load_model, resolve_text, ModelArgs, Session};
 
@@ -43,10 +42,9 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
 
 pub fn run_on_session(session: &Session, file: &str, s: &TextSettings, json: bool) -> Result<()> {
     let path = resolve_text(file)?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("perplexity [{bar:30}] {pos}/{len} windows {msg} ETA {eta}")
-            .expect("valid template"),
+    let bar = effbench_eval::progress::bar(
+        0,
+        "perplexity [{bar:30}] {pos}/{len} windows {msg} ETA {eta}",
     );
     let out = text_perplexity(session, &path, s, |done, total, ppl| {
         bar.set_length(total as u64);
@@ -57,17 +55,7 @@ pub fn run_on_session(session: &Session, file: &str, s: &TextSettings, json: boo
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        let r = &out.result;
-        println!(
-            "perplexity: {:.4} ± {:.4} ({} windows of {} tokens, {} scored, {}, {:.1}s)",
-            r.perplexity,
-            r.perplexity_stderr,
-            r.chunks,
-            r.ctx,
-            r.scored_tokens,
-            out.variant,
-            out.seconds
-        );
+        println!("{out}");
     }
     Ok(())
 }

@@ -98,19 +98,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
-            "{}: {} matrices in {:.1} s ({} calibration tokens, {} passes, calibration {:.1} s, quantization {:.1} s)",
-            recipe.canonical(),
-            report.quantize.matrices,
-            report.quantize.total_seconds,
-            report.quantize.calibration_tokens,
-            report.quantize.passes,
-            report.quantize.calibration_seconds,
-            report.quantize.quantize_seconds
-        );
-        for f in &report.files {
-            println!("wrote {}", f.display());
-        }
+        println!("{report}");
     }
     Ok(())
 }

@@ -38,9 +38,7 @@ pub struct CompareArgs {
 pub fn report(args: ReportArgs) -> Result<()> {
     if args.index {
         for dir in &args.runs {
-            let md = effbench_report::index::index_markdown(dir)?;
-            let path = dir.join("README.md");
-            effbench_report::write_atomic(&path, md.as_bytes())?;
+            let path = effbench_report::index::write_index(dir)?;
             eprintln!("wrote {}", path.display());
         }
         return Ok(());
@@ -85,7 +83,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     let prices = runs
         .iter()
         .map(|r| price_config.price_for(r))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     println!(
         "{}",
         effbench_report::compare::compare_markdown(&runs, &prices)?

@@ -298,7 +298,8 @@ impl From<RunArgs> for RunConfig {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    engine::run(args.into()).map(drop)
+    engine::run(args.into())?;
+    Ok(())
 }
 
 pub fn merge(args: MergeArgs) -> Result<()> {
@@ -307,6 +308,6 @@ pub fn merge(args: MergeArgs) -> Result<()> {
         out: args.out,
         json: args.json,
         prices: args.prices.into(),
-    })
-    .map(drop)
+    })?;
+    Ok(())
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use effbench_eval::run::serving::check_trace;
-use effbench_eval::run::ServeConfig;
+use effbench_eval::run::{views, ServeConfig};
 use effbench_kvcache::{KvDtype, SchedulerConfig};
 
 use crate::common::ModelArgs;
@@ -75,20 +75,13 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
     if args.kv_budget_mib == 0 {
         bail!("--kv-budget-mib must be at least 1");
     }
-    let base = args.model.weights.technique_name();
-    let mut techniques = Vec::new();
-    if args.cache != CacheChoice::Paged {
-        techniques.push(match args.kv_dtype {
-            KvDtype::F32 => format!("{base}+kv:contiguous"),
-            KvDtype::F16 => format!("{base}+kv:f16"),
-        });
-    }
-    if args.cache != CacheChoice::Contiguous {
-        if args.kv_dtype != KvDtype::F32 {
-            bail!("the paged cache stores K/V in f32 only (hint: --cache contiguous with --kv-dtype f16, or drop --kv-dtype)");
-        }
-        techniques.push(format!("{base}+kv:paged:{}", args.block_size));
-    }
+    let techniques = views::serving_rows(
+        &args.model.weights.technique_name(),
+        args.cache != CacheChoice::Paged,
+        args.cache != CacheChoice::Contiguous,
+        args.kv_dtype,
+        args.block_size,
+    )?;
     let mut config = view::config(&args.model, &args.view, techniques);
     config.speed.no_speed = args.no_speed;
     config.serve = ServeConfig {

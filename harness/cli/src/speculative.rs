@@ -7,8 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use effbench_eval::run::DecodingConfig;
-use effbench_speculative::DraftSpec;
+use effbench_eval::run::{views, DecodingConfig};
 
 use crate::common::ModelArgs;
 use crate::view::{self, ViewArgs};
@@ -55,25 +54,11 @@ pub struct SpecBenchArgs {
 }
 
 pub fn run(args: SpecBenchArgs) -> Result<()> {
-    if args.k.is_empty() || args.k.contains(&0) {
-        bail!("--k needs counts of at least 1 (e.g. --k 2,4,8)");
-    }
     if args.max_tokens < 2 {
         bail!("-n must be at least 2: decode speed is measured after the first token");
     }
-    // Each draft is checked before any row runs, so a misspelt one fails at once.
-    for d in &args.draft {
-        d.parse::<DraftSpec>()?;
-    }
     let base = args.model.weights.technique_name();
-    let kmax = *args.k.iter().max().expect("k is not empty");
-    let mut techniques = vec![base.clone()];
-    for d in &args.draft {
-        techniques.extend(args.k.iter().map(|k| format!("{base}+spec:{d}@{k}")));
-        if args.adaptive {
-            techniques.push(format!("{base}+spec:{d}@adaptive:{kmax}"));
-        }
-    }
+    let techniques = views::speculative_rows(&base, &args.draft, &args.k, args.adaptive)?;
     let mut config = view::config(&args.model, &args.view, techniques);
     config.speed.speed_gen = args.max_tokens;
     config.decoding = DecodingConfig {

@@ -86,5 +86,5 @@ pub fn place(c: &mut RunConfig, dir: Option<&Path>, resume: bool) {
 
 /// Runs the view's run; the directory it wrote.
 pub fn run(config: RunConfig) -> Result<PathBuf> {
-    effbench_eval::run::run(config)
+    Ok(effbench_eval::run::run(config)?)
 }

@@ -2,7 +2,7 @@
 //! reports them, with what the roofline needs; and the synthetic-weights models that time a
 //! published shape no file on hand has.
 
-use anyhow::Result;
+use crate::error::Result;
 use candle_core::{DType, Device};
 use effbench_core::{Dequantize, Model};
 use serde::Serialize;
@@ -85,6 +85,29 @@ pub struct BenchReport {
 }
 
 /// Times `subject` in an f32 contiguous cache, as llama-bench's tests.
+impl BenchReport {
+    /// llama-bench's table: a row per test, mean ± sd tok/s.
+    pub fn markdown(&self) -> String {
+        let name = std::path::Path::new(&self.model)
+            .file_name()
+            .map_or_else(|| self.model.clone(), |n| n.to_string_lossy().to_string());
+        let rows = self.results.iter().map(|r| {
+            vec![
+                name.clone(),
+                self.variant.clone(),
+                crate::session::mib(self.weight_bytes),
+                self.threads.to_string(),
+                r.test.clone(),
+                format!("{:.2} ± {:.2}", r.mean_tok_per_s, r.sd_tok_per_s),
+            ]
+        });
+        effbench_report::markdown_table(
+            &["model", "variant", "size", "threads", "test", "t/s"],
+            rows.collect(),
+        )
+    }
+}
+
 pub fn bench(subject: &Subject, s: BenchSettings, build: &BuildInfo) -> Result<BenchReport> {
     let model = &subject.model;
     let kv = &effbench_core::CONTIGUOUS_F32;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use effbench_core::decode::GenerateOutput;
 use effbench_core::{ContiguousKvCache, KvShape, LoadedModel, Model};
 use effbench_speculative::{

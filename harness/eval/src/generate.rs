@@ -1,7 +1,7 @@
 //! One prompt's generation with its timings and memory: what `effbench generate` and the
 //! default job report.
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use effbench_core::decode::{
     DecodingStrategy, GenerateRequest, Greedy, PlainDecoding, TemperatureTopP,
 };
@@ -9,7 +9,7 @@ use effbench_core::timing::GenerationMetrics;
 use effbench_core::{ContiguousKvCache, KvCache, KvShape, WeightBytes};
 use serde::Serialize;
 
-use crate::session::Session;
+use crate::session::{mib, Session};
 
 /// What to generate: raw text (no chat template) and how to sample it.
 #[derive(Clone, Debug)]
@@ -40,6 +40,55 @@ pub struct Generation {
     pub kv_bytes_used: usize,
     pub peak_rss_bytes: Option<u64>,
     pub load_seconds: f64,
+}
+
+impl Generation {
+    /// The timing figures as the command line prints them after the text.
+    pub fn timing_markdown(&self) -> String {
+        let m = &self.metrics;
+        let figure =
+            |v: Option<f64>, unit: &str| v.map_or("-".into(), |v| format!("{v:.2} {unit}"));
+        let wb = &self.weight_bytes;
+        let rows = [
+            ("variant", self.variant.clone()),
+            ("threads", self.threads.to_string()),
+            (
+                "tokens (prompt / output)",
+                format!("{} / {}", self.prompt_tokens, self.output_tokens),
+            ),
+            ("TTFT", figure(m.ttft_ms, "ms")),
+            ("TPOT", figure(m.tpot_ms, "ms")),
+            ("prefill", figure(m.prefill_tok_per_s, "tok/s")),
+            ("decode", figure(m.decode_tok_per_s, "tok/s")),
+            (
+                "weights",
+                format!(
+                    "{} ({:.2} bits/weight in blocks)",
+                    mib(wb.total),
+                    wb.block_bits_per_weight
+                ),
+            ),
+            (
+                "KV cache (used / reserved)",
+                format!(
+                    "{} / {}",
+                    mib(self.kv_bytes_used),
+                    mib(self.kv_bytes_reserved)
+                ),
+            ),
+            (
+                "peak RSS",
+                self.peak_rss_bytes
+                    .map_or("not measured".into(), |b| mib(b as usize)),
+            ),
+        ];
+        effbench_report::markdown_table(
+            &["metric", "value"],
+            rows.into_iter()
+                .map(|(k, v)| vec![k.to_string(), v])
+                .collect(),
+        )
+    }
 }
 
 /// Generates from `s.prompt`, handing `on_text` each piece of new text as soon as it decodes

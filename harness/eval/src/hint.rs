@@ -29,8 +29,8 @@ impl fmt::Display for Hinted {
 impl std::error::Error for Hinted {}
 
 /// An error of `message` with `hint`, whose settings are written `{field}`.
-pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Hinted {
+pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> crate::error::EvalError {
+    crate::error::EvalError::Hinted(Hinted {
         message: message.into(),
         hint: hint.into(),
     })

@@ -6,13 +6,16 @@
 
 pub mod bench;
 pub mod draft;
+pub mod error;
 pub mod generate;
 pub mod hint;
 pub mod perplexity;
+pub mod progress;
 pub mod quantized;
 pub mod run;
 pub mod session;
 pub mod speed;
 pub mod technique;
 
+pub use error::{EvalError, Result};
 pub use technique::{Stack, TechniqueError, WeightsArg};

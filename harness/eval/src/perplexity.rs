@@ -174,6 +174,23 @@ pub struct TextPerplexity {
     pub tokens_per_second: f64,
 }
 
+impl std::fmt::Display for TextPerplexity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.result;
+        write!(
+            f,
+            "perplexity: {:.4} ± {:.4} ({} windows of {} tokens, {} scored, {}, {:.1}s)",
+            r.perplexity,
+            r.perplexity_stderr,
+            r.chunks,
+            r.ctx,
+            r.scored_tokens,
+            self.variant,
+            self.seconds
+        )
+    }
+}
+
 /// The perplexity of the text file at `path` under the session's model, read with LF line
 /// endings and tokenized only as far as the windows asked for; `on_window` as [`perplexity`]'s
 /// `on_chunk`.
@@ -182,7 +199,7 @@ pub fn text_perplexity(
     path: &std::path::Path,
     s: &TextSettings,
     on_window: impl FnMut(usize, usize, f64),
-) -> anyhow::Result<TextPerplexity> {
+) -> crate::error::Result<TextPerplexity> {
     let text = effbench_datasets::read_corpus(path)?;
     let loaded = &session.loaded;
     let tokens = crate::session::encode_leading(loaded, &text, s.chunks.map(|c| c * s.ctx))?;

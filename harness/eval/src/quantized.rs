@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use candle_core::Device;
 use effbench_quant::calib::{calibration_windows, generate_corpus};
 use effbench_quant::pipeline::{load_for_quantization, quantize_loaded, GptqSettings};
@@ -42,6 +42,28 @@ pub struct Report {
     pub files: Vec<PathBuf>,
     pub quantize: effbench_quant::pipeline::QuantizeReport,
     pub wall_seconds: f64,
+}
+
+impl std::fmt::Display for Report {
+    /// What was quantized, how long each part took, and the files written, a line each.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = &self.quantize;
+        write!(
+            f,
+            "{}: {} matrices in {:.1} s ({} calibration tokens, {} passes, calibration {:.1} s, quantization {:.1} s)",
+            self.recipe,
+            q.matrices,
+            q.total_seconds,
+            q.calibration_tokens,
+            q.passes,
+            q.calibration_seconds,
+            q.quantize_seconds
+        )?;
+        for file in &self.files {
+            write!(f, "\nwrote {}", file.display())?;
+        }
+        Ok(())
+    }
 }
 
 /// Quantizes the checkpoint at `path` to `recipe` (GPTQ calibrated on `calib`) into `out`.

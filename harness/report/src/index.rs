@@ -5,6 +5,13 @@ use std::path::Path;
 use crate::error::{ReportError, Result};
 use crate::schema::RunReport;
 
+/// Writes the index of `results` to its README.md, atomically; returns that path.
+pub fn write_index(results: &Path) -> Result<std::path::PathBuf> {
+    let path = results.join("README.md");
+    crate::write_atomic(&path, index_markdown(results)?.as_bytes())?;
+    Ok(path)
+}
+
 /// The index of a results directory: runs effbench recorded (with their command), then any
 /// other published directory with the first heading of its markdown.
 pub fn index_markdown(results: &Path) -> Result<String> {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 pub use cost::{cost, Cost, Price, PriceTable};
 pub use error::{ReportError, Result};
 pub use schema::{RunReport, SCHEMA_VERSION};
-pub use tables::ReportView;
+pub use tables::{markdown_table, ReportView};
 
 pub const MARKDOWN_FILE: &str = "report.md";
 pub const PLOT_FILE: &str = "quality-vs-cost.svg";

@@ -339,7 +339,45 @@ fn dollars(x: f64) -> String {
     }
 }
 
-pub(crate) fn markdown_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+/// `effbench hw`'s tables: the machine, field by field (with `extra` rows after), and each
+/// calibrated roofline with the decode ceiling it implies.
+pub fn hardware_markdown(
+    info: &effbench_hw::HardwareInfo,
+    extra: Vec<(String, String)>,
+    roofline: &[effbench_hw::roofline::Roofline],
+) -> String {
+    let rows = info
+        .rows()
+        .into_iter()
+        .chain(extra)
+        .map(|(k, v)| vec![k, v]);
+    let mut out = markdown_table(&["field", "value"], rows.collect());
+    let Some(first) = roofline.first() else {
+        return out;
+    };
+    let rows = roofline.iter().map(|r| {
+        vec![
+            r.threads.to_string(),
+            format!("{:.1}", r.triad_gb_per_s),
+            format!("{:.1}", r.read_gb_per_s),
+            format!("{:.1}", r.gemm_f32_gflop_per_s),
+        ]
+    });
+    out.push_str("\n\n");
+    out.push_str(&markdown_table(
+        &["threads", "triad GB/s", "read GB/s", "f32 GEMM GFLOP/s"],
+        rows.collect(),
+    ));
+    out.push_str(&format!(
+        "\n\nDecode ceiling: a model that reads 1 GB per token decodes at most {:.0} tok/s at {} thread(s) (triad bandwidth / bytes per token).",
+        first.decode_tok_per_s(1e9),
+        first.threads
+    ));
+    out
+}
+
+/// A markdown table of `rows` under `header`, as every table effbench prints is laid out.
+pub fn markdown_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut b = Builder::default();
     b.push_record(header.iter().map(|s| s.to_string()));
     for r in rows {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use effbench_core::decode::{
     DecodingStrategy, GenerateOutput, GenerateRequest, Greedy, PlainDecoding, TemperatureTopP,
 };

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use effbench_core::{KvCacheBuilder, KvShape, LoadedModel, LogitsFor, SeqChunk};
 use effbench_datasets::{GenItem, GenerativeTask, SuiteManifest};
 use effbench_kvcache::{Outcome, Request, SchedulerConfig, SharedPrefix, Watcher, WatcherError};
@@ -16,7 +16,7 @@ use effbench_report::records::GenRecord;
 
 use super::report::{self, TaskOutcomes};
 use super::{
-    measure_if_owned, open_run, progress, record, routing, shared_quality_row, technique_label,
+    measure_if_owned, open_run, record, routing, shared_quality_row, technique_label,
     technique_session, technique_stack, OpenedRun, RunConfig, RunSettings,
 };
 use crate::hint::hinted;
@@ -229,7 +229,7 @@ pub fn run_gen(
                 done.insert(r.item.clone(), r);
             }
         } else if !pending.is_empty() {
-            let bar = progress(
+            let bar = crate::progress::counted(
                 owned_count as u64,
                 done.len() as u64,
                 format!("{technique} ({})", session.loaded.model.label()),
@@ -472,7 +472,7 @@ fn generate(
     });
     for (i, item) in items.iter().enumerate() {
         let prompt = loaded.encode(&item.prompt)?;
-        anyhow::ensure!(
+        crate::error::ensure!(
             prompt.starts_with(shared),
             "problem {}'s prompt does not start with the suite's shared prefix",
             item.id

@@ -5,7 +5,7 @@
 //! it saves), and items are scored in batches. A paged cache shares the prefix's blocks; a
 //! contiguous one copies its whole reservation per fork.
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use effbench_core::model::{argmax, log_softmax, logits_rows};
 use std::sync::Arc;
 
@@ -141,7 +141,7 @@ fn score_sharing(
                 Some(v) => v,
                 None => {
                     let ids = loaded.encode(&context)?;
-                    anyhow::ensure!(
+                    crate::error::ensure!(
                         ids.starts_with(&prefix_ids),
                         "item {}: choice {c}'s context does not start with the shared prefix",
                         item.id
@@ -158,7 +158,7 @@ fn score_sharing(
             } else {
                 loaded.tokenizer_ids_without_specials(cont)?
             };
-            anyhow::ensure!(
+            crate::error::ensure!(
                 !ids.is_empty(),
                 "continuation {cont:?} of item {} tokenizes to nothing",
                 item.id

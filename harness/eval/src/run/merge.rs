@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 
 use effbench_report::records::GenRecord;
 
@@ -85,10 +85,10 @@ fn load_shard(dir: &Path) -> Result<ShardRun> {
     // First: a shard still running has no done file yet, and the useful thing to say is who is
     // writing it.
     let lock = RunLock::acquire_existing(dir)?.map_err(|held| {
-        anyhow::anyhow!(
+        crate::error::EvalError::msg(format!(
             "shard {} is still being written by {held} (hint: wait for it to finish, then merge)",
             dir.display()
-        )
+        ))
     })?;
     let manifest: RunManifest = run.read_json("run.json")?;
     let Some(shard) = manifest.settings.shard else {

@@ -10,6 +10,7 @@ mod record;
 mod routing;
 pub mod serving;
 pub mod shard;
+pub mod views;
 pub use decoding::DecodingConfig;
 pub use record::{PriceConfig, ServeConfig, SpeedConfig};
 mod report;
@@ -19,9 +20,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use effbench_datasets::{FewShotSource, LoadReport, McItem, SuiteManifest};
-use indicatif::{ProgressBar, ProgressStyle};
+
 use serde::{Deserialize, Serialize};
 
 use crate::hint::hinted;
@@ -837,19 +838,6 @@ fn technique_label(technique: &str, session: &crate::session::Session) -> String
     }
 }
 
-fn progress(len: u64, pos: u64, prefix: String, unit: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_position(pos);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{per_sec}} ETA {{eta}} {{msg}}"
-        ))
-        .expect("valid template"),
-    );
-    bar.set_prefix(prefix);
-    bar
-}
-
 /// Runs `args`; the run directory it wrote (for several suites, the one that holds them).
 pub fn run(mut args: RunConfig) -> Result<PathBuf> {
     if let Some(student) = &args.student {
@@ -1238,7 +1226,7 @@ fn run_mc(args: &RunConfig, model_path: &std::path::Path, threads: usize) -> Res
             measure_if_owned(args, &run_dir, technique, &session, &mut measures)?;
             continue;
         }
-        let bar = progress(
+        let bar = crate::progress::counted(
             owned_count as u64,
             done.len() as u64,
             format!("{technique} ({})", session.loaded.model.label()),
@@ -1452,7 +1440,7 @@ fn run_ppl(
             }
         }
         if done.len() < plan.owned_windows() {
-            let bar = progress(
+            let bar = crate::progress::counted(
                 plan.owned_windows() as u64,
                 done.len() as u64,
                 format!("{technique} ({})", session.loaded.model.label()),

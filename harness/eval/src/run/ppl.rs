@@ -11,8 +11,8 @@ use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
+use crate::error::{bail, Context, Result};
 use crate::perplexity::{perplexity_in, PerplexityOptions};
-use anyhow::{bail, Context, Result};
 use effbench_core::LoadedModel;
 use effbench_stats::{
     log_softmax, KlSummary, Perplexity, PerplexityComparison, TokenDivergence, TopAgreement,

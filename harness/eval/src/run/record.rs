@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use crate::error::Result;
 use effbench_core::KvShape;
 use effbench_hw::gpu_sampler::{GpuMeasurement, GpuSampler};
 use effbench_report::schema::{
@@ -328,7 +328,7 @@ pub fn publish_report(
             {
                 crate::hint::hinted(format!("{what}: {e}"), super::store::DISK_FULL_HINT)
             }
-            _ => anyhow::Error::new(e).context(what),
+            _ => crate::error::EvalError::from(e).within(what),
         }
     })?;
     Ok(rendered.markdown)

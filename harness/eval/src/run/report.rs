@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use effbench_datasets::{McItem, ScoreNorm, Stratified};
 use effbench_stats::{compare_binary, Accuracy, CompareOptions, PowerSpec, SuitePower};
 use serde::{Deserialize, Serialize};

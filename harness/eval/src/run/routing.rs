@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use effbench_datasets::{GenItem, McItem, ScoreNorm};
 use effbench_report::records::GenRecord;
 use effbench_report::schema::{Energy, Memory, RoutingReport, Speed};

@@ -2,7 +2,7 @@
 //! row's weights and KV cache at a KV budget, on a seeded chat-like trace (or a trace file)
 //! every row shares.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use effbench_core::{KvCacheBuilder, KvShape, LoadedModel};
 use effbench_kvcache::trace::read_jsonl;
 use effbench_kvcache::{serve, summarize, Request, TraceEntry, TraceSpec};

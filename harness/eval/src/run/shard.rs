@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use anyhow::{bail, Result};
+use crate::error::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +22,7 @@ pub struct Shard {
 }
 
 impl FromStr for Shard {
-    type Err = anyhow::Error;
+    type Err = crate::error::EvalError;
 
     fn from_str(s: &str) -> Result<Self> {
         let Some((i, n)) = s.split_once('/') else {

@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use effbench_report::records::{parse_records, RecordsError};
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -102,14 +102,14 @@ impl RunDir {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let parsed = parse_records::<R>(&bytes).map_err(|e| match e {
-            RecordsError::Duplicate { line, key } => anyhow::anyhow!(
+            RecordsError::Duplicate { line, key } => crate::error::EvalError::msg(format!(
                 "{}:{line}: item `{key}` is recorded twice (hint: the run directory was edited by hand; delete the duplicate line)",
                 path.display()
-            ),
-            RecordsError::Unreadable { line, reason } => anyhow::anyhow!(
+            )),
+            RecordsError::Unreadable { line, reason } => crate::error::EvalError::msg(format!(
                 "{}:{line}: unreadable record: {reason} (hint: only the last line may be incomplete after a kill)",
                 path.display()
-            ),
+            )),
         })?;
         if parsed.complete_len != bytes.len() {
             OpenOptions::new()
@@ -187,11 +187,11 @@ pub const DISK_FULL_HINT: &str = "free space there, then repeat the command with
 
 /// An I/O error with its path; a full disk gets a hint, since it is the one cause the user fixes
 /// outside effbench and then resumes from.
-fn io_error(e: std::io::Error, what: &str) -> anyhow::Error {
+fn io_error(e: std::io::Error, what: &str) -> crate::error::EvalError {
     if e.kind() == std::io::ErrorKind::StorageFull {
         crate::hint::hinted(format!("{what}: {e}"), DISK_FULL_HINT)
     } else {
-        anyhow::Error::new(e).context(what.to_string())
+        crate::error::EvalError::from(e).within(what)
     }
 }
 
