@@ -89,17 +89,14 @@ pub fn one_line(
     let mut words: Vec<String> = Vec::new();
     let mut next = Some(error);
     while let Some(cause) = next {
-        // A context holds its cause boxed, and the box is what the chain hands on.
+        // A context holds its cause boxed, and the box is what the chain hands on. A hint only
+        // ever travels inside `EvalError::Hinted` (`hint::hinted` makes nothing else).
         let engine = cause
             .downcast_ref::<EvalError>()
             .or_else(|| cause.downcast_ref::<Box<EvalError>>().map(|b| &**b));
-        let hinted = match engine {
-            Some(EvalError::Hinted(hinted)) => Some(hinted),
-            _ => cause.downcast_ref::<Hinted>(),
-        };
-        let worded = match hinted {
-            Some(hinted) => hinted.render(&setting),
-            None => cause.to_string(),
+        let worded = match engine {
+            Some(EvalError::Hinted(hinted)) => hinted.render(&setting),
+            _ => cause.to_string(),
         };
         if !words.last().is_some_and(|w| w.ends_with(&worded)) {
             words.push(worded);

@@ -22,7 +22,6 @@ use std::time::Instant;
 
 use crate::error::{bail, Context, Result};
 use effbench_datasets::{FewShotSource, LoadReport, McItem, SuiteManifest};
-
 use serde::{Deserialize, Serialize};
 
 use crate::hint::hinted;
