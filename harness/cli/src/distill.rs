@@ -5,12 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use effbench_distill::session::{
-    CorpusSource, DataOptions, Origin, Session, StudentInit, TrainSetup,
-};
+use effbench_distill::session::{DataOptions, StudentInit, TrainSetup};
 use effbench_distill::DistillError;
-use effbench_eval::progress;
-use indicatif::ProgressBar;
+use effbench_eval::EvalError;
 
 use crate::common::{load_model, resolve_model_path, resolve_text, ModelArgs};
 
@@ -151,16 +148,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
 fn train(args: TrainArgs) -> Result<()> {
     let out = args.out.clone().expect("clap requires --out");
     let teacher = load_model(&args.teacher)?;
-    let loaded = &teacher.loaded;
     let teacher_path = resolve_model_path(&args.teacher.model)?;
-    eprintln!(
-        "teacher: {} ({}, {} layers, vocab {})",
-        teacher_path.display(),
-        loaded.model.label(),
-        loaded.model.config().num_layers,
-        loaded.model.config().vocab_size
-    );
-
     let student = if let Some(config) = &args.random_init {
         StudentInit::Random(config.clone())
     } else if let Some(init) = &args.student_init {
@@ -185,24 +173,6 @@ fn train(args: TrainArgs) -> Result<()> {
         seed: args.seed,
         max_seconds: args.max_minutes.map(|m| m * 60.0),
     };
-    let session = Session::start(loaded, &teacher_path, &setup, |name| {
-        resolve_model_path(name).map_err(Into::into)
-    })
-    .map_err(flag_hint)?;
-    match &session.origin {
-        Origin::Resumed => eprintln!(
-            "resuming at step {}/{} ({} tokens seen)",
-            session.state.step, session.options.steps, session.state.tokens
-        ),
-        Origin::KeptLayers(kept) => eprintln!("student: teacher layers {kept:?}"),
-        Origin::Random | Origin::Model(_) => {}
-    }
-    eprintln!(
-        "student: {} layers, {:.1}M parameters",
-        session.student.config().num_layers,
-        session.student.num_parameters() as f64 / 1e6
-    );
-
     let data = DataOptions {
         text: args.data.as_deref().map(resolve_text).transpose()?,
         sequences: args.sequences,
@@ -212,53 +182,17 @@ fn train(args: TrainArgs) -> Result<()> {
         top_p: args.gen_top_p,
         seed: args.seed,
     };
-    let mut bar: Option<ProgressBar> = None;
-    let corpus = session
-        .training_data(loaded, &teacher_path, &data, |done, total| {
-            bar.get_or_insert_with(|| {
-                progress::bar(
-                    total as u64,
-                    "teacher writes its corpus [{bar:30}] {pos}/{len} tokens [{elapsed}<{eta}]",
-                )
-            })
-            .set_position(done as u64)
-        })
-        .map_err(flag_hint)?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    if let CorpusSource::Cached(cache) = &corpus.source {
-        eprintln!("data: teacher-generated corpus from {}", cache.display());
-    }
-    let tokens: usize = corpus.sequences.iter().map(|s| s.len()).sum();
-    let steps = session.options.steps;
-    eprintln!(
-        "data: {} sequences, {tokens} tokens; {steps} steps of {} sequences",
-        corpus.sequences.len(),
-        session.options.seqs_per_step
-    );
-
-    let bar = progress::bar(
-        steps as u64,
-        "distill [{bar:30}] {pos}/{len} {msg} [{elapsed}<{eta}]",
-    );
-    bar.set_position(session.state.step as u64);
-    let end = session.train(loaded, &corpus.sequences, |r| {
-        bar.set_position(r.step as u64);
-        bar.set_message(format!(
-            "loss {:.4} kl {:.4} ce {:.3} lr {:.2e} {:.0} tok/s",
-            r.loss, r.kl, r.ce, r.lr, r.tok_per_s
-        ));
-    })?;
-    bar.finish_and_clear();
+    let end =
+        effbench_eval::distill::train(&teacher, &teacher_path, &setup, &data).map_err(flag_hint)?;
     println!(
-        "student at step {}/{steps} ({} tokens, {:.1} min of training) in {}",
-        end.step,
-        end.tokens,
-        end.elapsed_s / 60.0,
+        "student at step {}/{} ({} tokens, {:.1} min of training) in {}",
+        end.state.step,
+        end.steps,
+        end.state.tokens,
+        end.state.elapsed_s / 60.0,
         out.display()
     );
-    if end.step < steps {
+    if end.stopped_early() {
         println!(
             "stopped early: continue with `effbench distill ... --out {} --resume`",
             out.display()
@@ -268,11 +202,15 @@ fn train(args: TrainArgs) -> Result<()> {
 }
 
 /// The library words its refusals without flags; these are the flags that answer them here.
-fn flag_hint(e: DistillError) -> anyhow::Error {
+fn flag_hint(e: EvalError) -> anyhow::Error {
     let hint = match &e {
-        DistillError::NoCheckpoint { .. } => "drop --resume to start one there",
-        DistillError::CheckpointExists { .. } => "--resume to continue it, or another --out",
-        DistillError::NoSeedPrompts { .. } => "--prompts needs one prompt per line",
+        EvalError::Distill(DistillError::NoCheckpoint { .. }) => "drop --resume to start one there",
+        EvalError::Distill(DistillError::CheckpointExists { .. }) => {
+            "--resume to continue it, or another --out"
+        }
+        EvalError::Distill(DistillError::NoSeedPrompts { .. }) => {
+            "--prompts needs one prompt per line"
+        }
         _ => return e.into(),
     };
     anyhow!("{e} (hint: {hint})")

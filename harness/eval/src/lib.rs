@@ -5,6 +5,7 @@
 //! It takes plain configuration; the binary owns the command line.
 
 pub mod bench;
+pub mod distill;
 pub mod draft;
 pub mod error;
 pub mod generate;
