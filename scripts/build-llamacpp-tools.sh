@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's own command-line tools (llama-perplexity, llama-bench, llama-quantize,
-# llama-tokenize) from the source the llama-cpp-python sdist vendors, into effbench's cache, for
+# llama-tokenize, llama-completion) from the source the llama-cpp-python sdist vendors, into effbench's cache, for
 # the peer checks (never through a binding): scripts/compare_llamacpp.py times llama-bench and
 # derives GGUFs with llama-quantize; the peer_*.py scripts run llama-perplexity;
-# scripts/llamacpp_token_ids.py records llama-tokenize's ids. Idempotent: builds only the
+# scripts/llamacpp_token_ids.py records llama-tokenize's ids; scripts/peer_generation.py runs
+# llama-completion's greedy decoding for LAMBADA and GSM8K. Idempotent: builds only the
 # tools missing. Prints the directory holding the binaries. ~10 min on 2 cores from scratch.
 #
 # AMX is turned off: on these virtual machines the CPU reports AMX, so -march=native compiles
@@ -15,7 +16,7 @@ VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 ROOT="$CACHE/llama.cpp-$VERSION"
 SRC="$ROOT/llama_cpp_python-$VERSION/vendor/llama.cpp"
 BIN="$SRC/build/bin"
-TOOLS=(llama-perplexity llama-bench llama-quantize llama-tokenize)
+TOOLS=(llama-perplexity llama-bench llama-quantize llama-tokenize llama-completion)
 missing=()
 for tool in "${TOOLS[@]}"; do
   [ -x "$BIN/$tool" ] || missing+=("$tool")
