@@ -13,8 +13,9 @@ cache) and runs `llama-completion` on it, greedy (`--temp 0 --top-k 1`), one pro
 
 - LAMBADA: as many tokens as the record's continuation has; the passage counts as right when
   llama.cpp's text is the continuation (lm-eval's `is_greedy`, effbench's `acc_greedy`).
-- GSM8K: up to the task's token limit or an end-of-sequence token; the output is cut at the
-  task's stop sequences and its answer extracted with lm-eval's two rules, as effbench does.
+- GSM8K: up to the task's token limit, an end-of-sequence token or a stop sequence (`-r`, which
+  halts llama-completion when its output ends with one); the output is cut at the task's stop
+  sequences and its answer extracted with lm-eval's two rules, as effbench does.
 
 Writes `comparison.md` and `comparison.json` under --out: both accuracies, per-item agreement
 (and, for GSM8K, identical outputs), the items that disagree, and the command lines.
@@ -84,8 +85,9 @@ def cut_at_stop(out, until):
     return out[: min(at)] if at else out
 
 
-def complete(args, prompt, n_tokens):
-    """llama-completion's greedy continuation of `prompt`: (text, ended_with_eos)."""
+def complete(args, prompt, n_tokens, stops=()):
+    """llama-completion's greedy continuation of `prompt`, halted after a stop sequence:
+    (text, ended_with_eos, command)."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
         # `-f` drops one trailing newline from the file; this one is the one it drops.
         f.write(prompt + "\n")
@@ -95,6 +97,9 @@ def complete(args, prompt, n_tokens):
         "-n", str(n_tokens), "--temp", "0", "--top-k", "1", "-no-cnv", "--no-display-prompt",
         "--no-escape", "-t", str(args.threads), "-c", str(args.ctx),
     ]
+    for stop in stops:
+        if stop:
+            cmd += ["-r", stop]
     try:
         done = subprocess.run(cmd, capture_output=True, check=False)
     finally:
@@ -168,7 +173,7 @@ def main():
                          "effbench_right": ours_right, "llama_cpp_right": peer_right})
         else:
             limit = req["request"].get("generation_kwargs", {}).get("max_gen_toks", 512)
-            text, eos, command = complete(args, context, limit)
+            text, eos, command = complete(args, context, limit, req["request"]["stop_sequences"])
             cut = cut_at_stop(text, req["request"]["stop_sequences"])
             flexible = extract_flexible(cut)
             rows.append({
