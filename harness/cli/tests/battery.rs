@@ -311,6 +311,64 @@ fn lambada_greedy_accuracy_agrees_with_greedy_generation() {
     assert!((ppl - (-mean_ll).exp()).abs() < 1e-9 * ppl, "{ppl}");
 }
 
+/// LAMBADA's verdicts against an outside reference: llama.cpp's own greedy decoder
+/// (`llama-completion`, run by `scripts/peer_generation.py` on the same 500 passages with the
+/// Q4_1 file widened to f16, recorded in `results/peer-lambada/f16/comparison.json`). effbench's
+/// `f16` row holds the same weights, so every passage must get llama.cpp's verdict.
+#[test]
+fn lambada_verdicts_on_f16_equal_llama_cpp_greedy_decoding() {
+    if !effbench_assets::cached_or_skip(&["smollm2-135m-instruct", "olmes-tasks"]) {
+        return;
+    }
+    let peer = json(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../results/peer-lambada/f16/comparison.json"),
+    );
+    let llama_cpp_right = |item: &str| {
+        peer["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["item"] == item)
+            .unwrap_or_else(|| panic!("{item} is not among llama.cpp's passages"))
+            ["llama_cpp_right"]
+            .as_bool()
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = effbench(
+        dir.path(),
+        "lambada",
+        &[
+            "--items-per-subject",
+            "24",
+            "--techniques",
+            "f16",
+            "--no-speed",
+            "--run-id",
+            "l",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records(&dir.path().join("l").join("items-f16.jsonl"));
+    assert_eq!(recs.len(), 24);
+    let mut right = 0;
+    for r in &recs {
+        let ours = r["greedy"][0].as_bool().unwrap();
+        right += usize::from(ours);
+        assert_eq!(
+            ours,
+            llama_cpp_right(r["item"].as_str().unwrap()),
+            "effbench and llama.cpp disagree: {r}"
+        );
+    }
+    assert!(right > 0 && right < recs.len(), "{right} of {}", recs.len());
+}
+
 /// A battery run in shards merges into the per-task table the whole run prints: each task's
 /// metric comes from the suite's source, since the records do not carry it.
 #[test]
