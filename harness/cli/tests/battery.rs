@@ -49,6 +49,31 @@ fn argmax(xs: &[f64]) -> usize {
     (0..xs.len()).fold(0, |best, i| if xs[i] > xs[best] { i } else { best })
 }
 
+/// Runs `--suite lambada` on `items` seeded passages with one technique (no speed test) into
+/// `dir/l`, and returns that technique's records.
+fn lambada_records(dir: &Path, items: usize, technique: &str) -> Vec<serde_json::Value> {
+    let items = items.to_string();
+    let out = effbench(
+        dir,
+        "lambada",
+        &[
+            "--items-per-subject",
+            &items,
+            "--techniques",
+            technique,
+            "--no-speed",
+            "--run-id",
+            "l",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    records(&dir.join("l").join(format!("items-{technique}.jsonl")))
+}
+
 #[test]
 fn core_battery_scores_every_task_on_its_own_metric() {
     if !effbench_assets::cached_or_skip(&["smollm2-135m-instruct", "olmes-tasks"]) {
@@ -235,26 +260,8 @@ fn lambada_greedy_accuracy_agrees_with_greedy_generation() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = effbench(
-        dir.path(),
-        "lambada",
-        &[
-            "--items-per-subject",
-            "12",
-            "--techniques",
-            "as-stored",
-            "--no-speed",
-            "--run-id",
-            "l",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let recs = lambada_records(dir.path(), 12, "as-stored");
     let run = dir.path().join("l");
-    let recs = records(&run.join("items-as-stored.jsonl"));
     assert_eq!(recs.len(), 12);
     let wheel = effbench_assets::fetch("olmes-tasks", &Default::default()).unwrap();
     let items = effbench_datasets::load_olmes_task_as(
@@ -336,25 +343,7 @@ fn lambada_verdicts_on_f16_equal_llama_cpp_greedy_decoding() {
             .unwrap()
     };
     let dir = tempfile::tempdir().unwrap();
-    let out = effbench(
-        dir.path(),
-        "lambada",
-        &[
-            "--items-per-subject",
-            "24",
-            "--techniques",
-            "f16",
-            "--no-speed",
-            "--run-id",
-            "l",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let recs = records(&dir.path().join("l").join("items-f16.jsonl"));
+    let recs = lambada_records(dir.path(), 24, "f16");
     assert_eq!(recs.len(), 24);
     let mut right = 0;
     for r in &recs {
