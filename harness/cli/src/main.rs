@@ -76,6 +76,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    effbench_core::allocator::retain_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Hw(a)) => hw::run(a),

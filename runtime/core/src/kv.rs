@@ -208,20 +208,91 @@ fn matmul_attention(
     let group = nh / nkv;
     let q = q.reshape((nkv, group * n, hd))?;
     let scale = 1.0 / (hd as f64).sqrt();
-    let scores = (q.matmul(&k_all.t()?)? * scale)?;
-    // A single query sees every key unless a window hides the oldest.
-    let hides_any = n > 1 || first_visible(start, window) > 0;
-    let scores = if hides_any {
-        let mask = causal_mask(n, start, window, q.device())?;
-        scores
-            .reshape((nkv, group, n, total))?
-            .broadcast_add(&mask)?
-            .reshape((nkv, group * n, total))?
-    } else {
-        scores
+    let scores = q.matmul(&k_all.t()?)?;
+    let probs = match masked_softmax_on_cpu(&scores, scale, n, start, window)? {
+        Some(probs) => probs,
+        None => {
+            let scores = (scores * scale)?;
+            // A single query sees every key unless a window hides the oldest.
+            let hides_any = n > 1 || first_visible(start, window) > 0;
+            let scores = if hides_any {
+                let mask = causal_mask(n, start, window, q.device())?;
+                scores
+                    .reshape((nkv, group, n, total))?
+                    .broadcast_add(&mask)?
+                    .reshape((nkv, group * n, total))?
+            } else {
+                scores
+            };
+            candle_nn::ops::softmax_last_dim(&scores)?
+        }
     };
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     Ok(probs.matmul(&v_all.contiguous()?)?.reshape((nh, n, hd))?)
+}
+
+/// The CPU route's `softmax(scores * scale + causal mask)` over the last axis, as one pass per
+/// row split over the pool: candle runs the scale and the mask on one thread (at pp512 on
+/// Qwen2.5-1.5B, 3M scores a layer, about 3% of the pass). Each row repeats candle's arithmetic
+/// in its order (`s * scale + 0.0`, plus 0 or -inf; a sequential max; `exp(x - max)`; candle's
+/// own vectorised sum; a division), so the probabilities are candle's bit for bit. Rows are
+/// `[kv head][query head in group][query]` with `n` queries, the first at position `start`.
+/// None unless `scores` is contiguous f32 on the CPU.
+fn masked_softmax_on_cpu(
+    scores: &Tensor,
+    scale: f64,
+    n: usize,
+    start: usize,
+    window: Option<usize>,
+) -> Result<Option<Tensor>> {
+    use candle_core::cpu::kernels::VecOps;
+    use rayon::prelude::*;
+    if !scores.device().is_cpu() || scores.dtype() != DType::F32 || !scores.is_contiguous() {
+        return Ok(None);
+    }
+    let total = start + n;
+    let (storage, layout) = scores.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Ok(None);
+    };
+    let src = &cpu.as_slice::<f32>()?[layout.start_offset()..][..scores.elem_count()];
+    // candle's affine: `v * mul + add` with both converted to the tensor's dtype.
+    let (mul, add) = (scale as f32, 0f32);
+    let mut out = effbench_kernels::elementwise::zeros(src.len());
+    let row = |r: usize, src: &[f32], dst: &mut [f32]| {
+        let pos = start + r % n;
+        let first = first_visible(pos, window);
+        for (j, (d, &v)) in dst.iter_mut().zip(src).enumerate() {
+            let mask = if j > pos || j < first {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            };
+            *d = (v * mul + add) + mask;
+        }
+        let mut max = f32::NEG_INFINITY;
+        // SAFETY: `dst` holds `total` > 0 initialised values; `max` and `sum` are valid.
+        unsafe { f32::vec_reduce_max(dst.as_ptr(), &mut max, total) };
+        for d in dst.iter_mut() {
+            *d = (*d - max).exp();
+        }
+        let mut sum = 0f32;
+        unsafe { f32::vec_reduce_sum(dst.as_ptr(), &mut sum, total) };
+        for d in dst.iter_mut() {
+            *d /= sum;
+        }
+    };
+    if src.len() >= 1 << 15 {
+        out.par_chunks_mut(total)
+            .zip(src.par_chunks(total))
+            .enumerate()
+            .for_each(|(r, (dst, src))| row(r, src, dst));
+    } else {
+        for (r, (dst, src)) in out.chunks_mut(total).zip(src.chunks(total)).enumerate() {
+            row(r, src, dst);
+        }
+    }
+    drop(storage);
+    Ok(Some(Tensor::from_vec(out, scores.dims(), scores.device())?))
 }
 
 /// Chunks of up to this many queries (decode, speculative verification, small batches) attend
@@ -608,6 +679,57 @@ impl KvCache for ContiguousKvCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pooled softmax replaces three candle ops in every prefill; the logits may not move,
+    /// so its probabilities must be candle's bit for bit: causal, windowed, after a prefix, and
+    /// on both the pooled (large) and the one-thread (small) path.
+    #[test]
+    fn pooled_masked_softmax_equals_candles_ops_bit_for_bit() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for (nkv, group, n, start, window) in [
+            (2, 3, 128, 0, None),
+            (1, 4, 96, 64, Some(100)),
+            (2, 2, 48, 100, None),
+            (1, 4, 40, 30, Some(25)),
+            (1, 2, 3, 5, None),
+            (2, 1, 1, 9, Some(4)),
+        ] {
+            let total = start + n;
+            let scores = (seeded((nkv, group * n, total), 7 + n as u64) * 40.0).unwrap();
+            let scale = 1.0 / 64f64.sqrt();
+            let ours = pool
+                .install(|| masked_softmax_on_cpu(&scores, scale, n, start, window))
+                .unwrap()
+                .expect("CPU f32 takes the pooled route");
+            let scaled = (&scores * scale).unwrap();
+            let mask = causal_mask(n, start, window, &Device::Cpu).unwrap();
+            let masked = scaled
+                .reshape((nkv, group, n, total))
+                .unwrap()
+                .broadcast_add(&mask)
+                .unwrap()
+                .reshape((nkv, group * n, total))
+                .unwrap();
+            let candle = candle_nn::ops::softmax_last_dim(&masked).unwrap();
+            let bits = |t: &Tensor| -> Vec<u32> {
+                t.flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            assert_eq!(
+                bits(&ours),
+                bits(&candle),
+                "n {n}, start {start}, window {window:?}"
+            );
+        }
+    }
 
     fn seeded(dims: (usize, usize, usize), seed: u64) -> Tensor {
         let mut state = seed;

@@ -9,8 +9,10 @@
 //! The forward pass ([`model::Model::forward`]) takes a batch of per-sequence chunks of any length,
 //! so prefill, decode, speculative verification and continuous batching are one code path.
 
+pub mod allocator;
 pub mod config;
 pub mod decode;
+pub mod elementwise;
 pub mod error;
 pub mod kv;
 pub mod linear;

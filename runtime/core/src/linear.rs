@@ -228,7 +228,7 @@ impl DenseLinear {
         let ws = &w_cpu.as_slice::<half::f16>()?[w0..w0 + n * k];
         let x0 = x_layout.start_offset();
         let xs = &x_cpu.as_slice::<f32>()?[x0..x0 + m * k];
-        let mut out = vec![0f32; m * n];
+        let mut out = effbench_kernels::elementwise::zeros(m * n);
         effbench_kernels::matmul_f16(ws, n, k, xs, m, &mut out)
             .map_err(|e| CoreError::Invalid(format!("f16 matmul: {e}")))?;
         let mut dims = x.dims().to_vec();
@@ -333,7 +333,7 @@ impl GgmlLinear {
         };
         let xs = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
         let weights = self.qtensor.data()?;
-        let mut out = vec![0f32; m * n];
+        let mut out = effbench_kernels::elementwise::zeros(m * n);
         effbench_kernels::matmul(format, &weights, n, k, xs, m, &mut out)
             .map_err(|e| CoreError::Invalid(format!("quantized matmul: {e}")))?;
         let mut out_dims = dims;

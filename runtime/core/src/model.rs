@@ -12,6 +12,7 @@ use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{DType, Device, DeviceLocation, Tensor};
 
 use crate::config::{Activation, ModelConfig, RopeStyle};
+use crate::elementwise;
 use crate::error::{CoreError, Result};
 use crate::kv::{ContiguousKvCache, KvCache, KvShape, SeqId};
 use crate::linear::{LinearWeight, SourceTensor, WeightPolicy, WeightRole};
@@ -615,16 +616,16 @@ impl Model {
             })
         };
         let attn_out = post_norm(layer.o.forward(&attn)?, &layer.post_attn_norm)?;
-        let x = (x + attn_out)?;
+        let x = elementwise::add(&x, &attn_out)?;
         let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
         let gate = layer.gate.forward(&h)?;
-        let gate = match self.config.block.activation {
-            Activation::Silu => candle_nn::ops::silu(&gate)?,
-            Activation::GeluTanh => gate.gelu()?,
-        };
         let up = layer.up.forward(&h)?;
-        let mlp_out = post_norm(layer.down.forward(&(gate * up)?)?, &layer.post_ffn_norm)?;
-        Ok((&x + mlp_out)?)
+        let gated = match self.config.block.activation {
+            Activation::Silu => elementwise::silu_mul(&gate, &up)?,
+            Activation::GeluTanh => (gate.gelu()? * up)?,
+        };
+        let mlp_out = post_norm(layer.down.forward(&gated)?, &layer.post_ffn_norm)?;
+        elementwise::add(&x, &mlp_out)
     }
 
     #[allow(clippy::too_many_arguments)]

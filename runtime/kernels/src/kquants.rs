@@ -57,107 +57,131 @@ pub(crate) struct KActs {
 }
 
 impl KActs {
+    /// Sizes the buffers for `m` rows of `k`. Their old contents are left in place: `quantize`
+    /// overwrites every element, and clearing first would cost a pass over `m * k` bytes.
     fn reset(&mut self, m: usize, k: usize) {
         let nsb = k / QK_K;
         self.m = m;
         self.k = k;
-        self.qs.clear();
         self.qs.resize(m * k, 0);
-        self.d.clear();
         self.d.resize(m * nsb, 0.0);
-        self.s.clear();
         self.s.resize(m * nsb * NS, 0.0);
     }
 
     /// Quantizes `x` (`m` rows of `k`, `k` a multiple of 256); `simd` picks the AVX2 quantizer,
-    /// which produces the same bytes as the scalar one.
+    /// which produces the same bytes as the scalar one. Prefill-sized inputs are split over the
+    /// current rayon pool by super-block, which changes no byte of the result.
     pub fn quantize(&mut self, x: &[f32], m: usize, k: usize, simd: bool) {
         self.reset(m, k);
-        for sb in 0..m * (k / QK_K) {
-            let xs = &x[sb * QK_K..(sb + 1) * QK_K];
+        let n_blocks = m * (k / QK_K);
+        let block = |(((xs, qs), d), s): BlockSlices| {
             #[cfg(target_arch = "x86_64")]
             if simd {
                 // SAFETY: the caller asks for SIMD only where AVX2 was detected.
-                unsafe { self.quantize_block_avx2(xs, sb) };
-                continue;
+                *d = unsafe { quantize_block_avx2(xs, qs, s) };
+                return;
             }
             let _ = simd;
-            self.quantize_block_scalar(xs, sb);
-        }
-    }
-
-    fn quantize_block_scalar(&mut self, xs: &[f32], sb: usize) {
-        let (hi, lo) = xs
-            .iter()
-            .fold((0f32, 0f32), |(hi, lo), &v| (hi.max(v), lo.min(v)));
-        let (d, id) = q8k_scale(hi, lo);
-        let qs = &mut self.qs[sb * QK_K..(sb + 1) * QK_K];
-        for (t, (x16, q16)) in xs.chunks_exact(QS).zip(qs.chunks_exact_mut(QS)).enumerate() {
-            let mut sum = 0i32;
-            for (q, &v) in q16.iter_mut().zip(x16) {
-                *q = ((v * id).round_ties_even() as i32).min(127) as i8;
-                sum += *q as i32;
-            }
-            self.s[sb * NS + t] = d * sum as f32;
-        }
-        self.d[sb] = d;
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn quantize_block_avx2(&mut self, xs: &[f32], sb: usize) {
-        use std::arch::x86_64::*;
-        let p = xs.as_ptr();
-        let mut hi = _mm256_setzero_ps();
-        let mut lo = _mm256_setzero_ps();
-        for i in 0..QK_K / 8 {
-            let v = _mm256_loadu_ps(p.add(8 * i));
-            hi = _mm256_max_ps(hi, v);
-            lo = _mm256_min_ps(lo, v);
-        }
-        let reduce = |v: __m256, f: unsafe fn(__m128, __m128) -> __m128| {
-            let x4 = f(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let x2 = f(x4, _mm_movehl_ps(x4, x4));
-            _mm_cvtss_f32(f(x2, _mm_movehdup_ps(x2)))
+            *d = quantize_block_scalar(xs, qs, s);
         };
-        let (d, id) = q8k_scale(
-            reduce(hi, |a, b| _mm_max_ps(a, b)),
-            reduce(lo, |a, b| _mm_min_ps(a, b)),
+        let x = &x[..n_blocks * QK_K];
+        if n_blocks >= MIN_PARALLEL_BLOCKS && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            x.par_chunks_exact(QK_K)
+                .zip(self.qs.par_chunks_exact_mut(QK_K))
+                .zip(self.d.par_iter_mut())
+                .zip(self.s.par_chunks_exact_mut(NS))
+                .with_min_len(MIN_PARALLEL_BLOCKS / 4)
+                .for_each(block);
+        } else {
+            x.chunks_exact(QK_K)
+                .zip(self.qs.chunks_exact_mut(QK_K))
+                .zip(self.d.iter_mut())
+                .zip(self.s.chunks_exact_mut(NS))
+                .for_each(block);
+        }
+    }
+}
+
+/// One super-block's input, and its quantized values, scale and partial sums to fill.
+type BlockSlices<'a> = (((&'a [f32], &'a mut [i8]), &'a mut f32), &'a mut [f32]);
+
+/// Super-blocks below which quantizing on one thread beats waking the pool (a decode step's
+/// activations are 6-35 of them).
+const MIN_PARALLEL_BLOCKS: usize = 256;
+
+/// Quantizes one super-block `xs` into `qs` and its 16-element partial sums `s`; returns `d`.
+fn quantize_block_scalar(xs: &[f32], qs: &mut [i8], s: &mut [f32]) -> f32 {
+    let (hi, lo) = xs
+        .iter()
+        .fold((0f32, 0f32), |(hi, lo), &v| (hi.max(v), lo.min(v)));
+    let (d, id) = q8k_scale(hi, lo);
+    for ((x16, q16), s) in xs.chunks_exact(QS).zip(qs.chunks_exact_mut(QS)).zip(s) {
+        let mut sum = 0i32;
+        for (q, &v) in q16.iter_mut().zip(x16) {
+            *q = ((v * id).round_ties_even() as i32).min(127) as i8;
+            sum += *q as i32;
+        }
+        *s = d * sum as f32;
+    }
+    d
+}
+
+/// [`quantize_block_scalar`] with AVX2; the same bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_block_avx2(xs: &[f32], qs: &mut [i8], s: &mut [f32]) -> f32 {
+    use std::arch::x86_64::*;
+    debug_assert!(xs.len() == QK_K && qs.len() == QK_K && s.len() == NS);
+    let p = xs.as_ptr();
+    let mut hi = _mm256_setzero_ps();
+    let mut lo = _mm256_setzero_ps();
+    for i in 0..QK_K / 8 {
+        let v = _mm256_loadu_ps(p.add(8 * i));
+        hi = _mm256_max_ps(hi, v);
+        lo = _mm256_min_ps(lo, v);
+    }
+    let reduce = |v: __m256, f: unsafe fn(__m128, __m128) -> __m128| {
+        let x4 = f(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let x2 = f(x4, _mm_movehl_ps(x4, x4));
+        _mm_cvtss_f32(f(x2, _mm_movehdup_ps(x2)))
+    };
+    let (d, id) = q8k_scale(
+        reduce(hi, |a, b| _mm_max_ps(a, b)),
+        reduce(lo, |a, b| _mm_min_ps(a, b)),
+    );
+    let vid = _mm256_set1_ps(id);
+    let top = _mm256_set1_epi32(127);
+    // packs_epi32/packs_epi16 interleave 128-bit lanes; this puts them back in order.
+    let unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let hsum = |v: __m256i| {
+        let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+        _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b01)))
+    };
+    // Round to nearest, ties to even (the default MXCSR mode), as the scalar path.
+    let quant = |q: *const f32| {
+        _mm256_min_epi32(
+            _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q), vid)),
+            top,
+        )
+    };
+    let dst = qs.as_mut_ptr();
+    for g in 0..QK_K / 32 {
+        let q = p.add(32 * g);
+        let (q0, q1, q2, q3) = (
+            quant(q),
+            quant(q.add(8)),
+            quant(q.add(16)),
+            quant(q.add(24)),
         );
-        let vid = _mm256_set1_ps(id);
-        let top = _mm256_set1_epi32(127);
-        // packs_epi32/packs_epi16 interleave 128-bit lanes; this puts them back in order.
-        let unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-        let hsum = |v: __m256i| {
-            let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-            let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
-            _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b01)))
-        };
-        // Round to nearest, ties to even (the default MXCSR mode), as the scalar path.
-        let quant = |q: *const f32| {
-            _mm256_min_epi32(
-                _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q), vid)),
-                top,
-            )
-        };
-        let dst = self.qs.as_mut_ptr().add(sb * QK_K);
-        for g in 0..QK_K / 32 {
-            let q = p.add(32 * g);
-            // Round to nearest, ties to even (the default MXCSR mode), as the scalar path.
-            let (q0, q1, q2, q3) = (
-                quant(q),
-                quant(q.add(8)),
-                quant(q.add(16)),
-                quant(q.add(24)),
-            );
-            self.s[sb * NS + 2 * g] = d * hsum(_mm256_add_epi32(q0, q1)) as f32;
-            self.s[sb * NS + 2 * g + 1] = d * hsum(_mm256_add_epi32(q2, q3)) as f32;
-            let packed = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
-            let packed = _mm256_permutevar8x32_epi32(packed, unshuffle);
-            _mm256_storeu_si256(dst.add(32 * g).cast(), packed);
-        }
-        self.d[sb] = d;
+        s[2 * g] = d * hsum(_mm256_add_epi32(q0, q1)) as f32;
+        s[2 * g + 1] = d * hsum(_mm256_add_epi32(q2, q3)) as f32;
+        let packed = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
+        let packed = _mm256_permutevar8x32_epi32(packed, unshuffle);
+        _mm256_storeu_si256(dst.add(32 * g).cast(), packed);
     }
+    d
 }
 
 /// The scale `d` and its inverse for a super-block whose largest value is `hi` and smallest `lo`,
@@ -602,5 +626,49 @@ mod simd {
     #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
     pub(crate) unsafe fn rows_avxvnni<F: K256>(a: &KArgs, n0: usize, n1: usize) {
         rows256::<F, VnniMadd>(a, n0, n1)
+    }
+}
+
+#[cfg(test)]
+mod quantize_tests {
+    use super::*;
+
+    /// The pooled quantizer must give the bytes of one thread quantizing block by block, also
+    /// when the buffers still hold a larger earlier call's values (reset no longer clears them).
+    #[test]
+    fn pooled_quantize_equals_serial_blocks_and_overwrites_old_contents() {
+        let (m, k) = (40, 2048);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i as u32).wrapping_mul(2654435761) % 10007) as f32 / 997.0 - 5.0)
+            .collect();
+        let mut expect = (
+            vec![0i8; m * k],
+            vec![0f32; m * k / QK_K],
+            vec![0f32; m * k / QS],
+        );
+        for sb in 0..m * k / QK_K {
+            expect.1[sb] = quantize_block_scalar(
+                &x[sb * QK_K..][..QK_K],
+                &mut expect.0[sb * QK_K..][..QK_K],
+                &mut expect.2[sb * NS..][..NS],
+            );
+        }
+        #[cfg(target_arch = "x86_64")]
+        let simd = crate::x86::has_avx2();
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = false;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let mut acts = KActs::default();
+        let big: Vec<f32> = x.iter().chain(&x).map(|v| v * 3.0).collect();
+        pool.install(|| acts.quantize(&big, 2 * m, k, simd));
+        assert!(
+            2 * m * k / QK_K >= MIN_PARALLEL_BLOCKS,
+            "takes the pooled path"
+        );
+        pool.install(|| acts.quantize(&x, m, k, simd));
+        assert_eq!((acts.qs, acts.d, acts.s), expect);
     }
 }

@@ -33,6 +33,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod elementwise;
 mod f16;
 mod formats;
 mod kquants;
