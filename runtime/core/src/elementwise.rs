@@ -52,29 +52,10 @@ fn on_cpu_f32(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use crate::testing::{f32_bits as bits, seeded_tensor};
 
     fn seeded(shape: (usize, usize), seed: u64) -> Tensor {
-        let mut state = seed;
-        let data: Vec<f32> = (0..shape.0 * shape.1)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 24.0
-            })
-            .collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-    }
-
-    fn bits(t: &Tensor) -> Vec<u32> {
-        t.flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect()
+        seeded_tensor(&[shape.0, shape.1], 12.0, seed)
     }
 
     /// The forward pass's logits must not move when these replace candle's ops, so each is

@@ -281,7 +281,7 @@ fn masked_softmax_on_cpu(
             *d /= sum;
         }
     };
-    if src.len() >= 1 << 15 {
+    if src.len() >= effbench_kernels::elementwise::MIN_PARALLEL_LEN {
         out.par_chunks_mut(total)
             .zip(src.par_chunks(total))
             .enumerate()
@@ -714,18 +714,9 @@ mod tests {
                 .reshape((nkv, group * n, total))
                 .unwrap();
             let candle = candle_nn::ops::softmax_last_dim(&masked).unwrap();
-            let bits = |t: &Tensor| -> Vec<u32> {
-                t.flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .collect()
-            };
             assert_eq!(
-                bits(&ours),
-                bits(&candle),
+                crate::testing::f32_bits(&ours),
+                crate::testing::f32_bits(&candle),
                 "n {n}, start {start}, window {window:?}"
             );
         }

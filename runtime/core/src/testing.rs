@@ -105,6 +105,16 @@ pub fn seeded_tensor(shape: &[usize], scale: f32, seed: u64) -> Tensor {
     Tensor::from_vec(data, shape, &Device::Cpu).expect("shape matches data")
 }
 
+/// The bit patterns of an f32 tensor's values, for tests that demand equality to the bit.
+pub fn f32_bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("an f32 tensor")
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
 /// Every tensor of a model of `config`, dense f32, by canonical name, in Hugging Face layout
 /// (q/k rows not permuted).
 pub fn tiny_weights(config: &ModelConfig, seed: u64) -> HashMap<String, Tensor> {

@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 /// Below this many elements one thread finishes before the pool would wake.
-const MIN_PARALLEL_LEN: usize = 1 << 15;
+pub const MIN_PARALLEL_LEN: usize = 1 << 15;
 /// Elements per task: large enough to amortise a steal, small enough to balance 2-64 threads.
 const TASK_LEN: usize = 1 << 13;
 
