@@ -66,6 +66,10 @@ fn bench(c: &mut Criterion) {
             Weights::Packed(PackedFormat::new(4, 128, false).unwrap()),
         ),
         (
+            "int4-g128-asym",
+            Weights::Packed(PackedFormat::new(4, 128, true).unwrap()),
+        ),
+        (
             "int2-g32-asym",
             Weights::Packed(PackedFormat::new(2, 32, true).unwrap()),
         ),

@@ -21,12 +21,16 @@
 use std::arch::x86_64::*;
 
 use crate::formats::WeightFormat;
+use crate::packed::PackedFormat;
 use crate::q8::{Line, Scratch, QK};
 
 /// Blocks in a full group, one per 32-bit lane.
 const GROUP: usize = 16;
-/// Vectors of a full group of weights: 8 of quantized values, then the scales.
-const FULL_W: usize = 9;
+/// Vectors of a full group of weights: 8 of quantized values, then the scales, then (formats
+/// with an offset, `w = d * u + m`) the offsets.
+const fn full_w(asym: bool) -> usize {
+    9 + asym as usize
+}
 /// Vectors of a full group of activations: 8 of quantized values, the scales, then the
 /// zero-point terms the dot products start from.
 const FULL_X: usize = 10;
@@ -75,7 +79,7 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    fn new(nb: usize) -> Self {
+    fn new(nb: usize, asym: bool) -> Self {
         let full = nb / GROUP;
         let t = nb % GROUP;
         let tail_v = if t == 0 { 0 } else { group_blocks(t) / 2 };
@@ -84,7 +88,7 @@ impl Layout {
             nb,
             full,
             tail_v,
-            w_lines: full * FULL_W + tail * (tail_v + 1),
+            w_lines: full * full_w(asym) + tail * (tail_v + 1 + asym as usize),
             x_lines: full * FULL_X + tail * (tail_v + 2),
         }
     }
@@ -94,9 +98,19 @@ impl Layout {
     }
 }
 
+/// What the last vector of an activation group holds, on each block's first lane (0 on the
+/// others).
+#[derive(Clone, Copy)]
+enum Start {
+    /// `-zero * sum(q)` as an i32, where the dot products start: for weights `d * (u - zero)`.
+    ZeroPoint(i32),
+    /// The block sum `d * sum(q)` as an f32, which meets the weights' offsets: for weights
+    /// `d * u + m`.
+    BlockSums,
+}
+
 /// Writes the quantized activations in `scratch` into `scratch.lanes` in the group layout:
-/// per group the quantized vectors, then `d` per lane, then `-zero * sum(q)` of each block as
-/// an i32 on its first lane (where the weights' shifted values meet it) and 0 on the others.
+/// per group the quantized vectors, then `d` per lane, then the [`Start`] terms.
 ///
 /// The zero point of weights stored as `u - zero` is thus removed in integers, before the
 /// scales: `sum((w + zero) * q) - zero * sum(q)` is the exact block dot product, as ggml
@@ -104,7 +118,7 @@ impl Layout {
 /// rounding of `d_w * d_x * sum((w + zero) * q)`, up to `zero / |w|` times that of the product,
 /// in every output: on Gemma-3-270M's hidden states, with Q8_0's zero of 128, five times the
 /// error of the other kernels (`runtime/core/tests/real_gemma3_q8_0.rs`).
-fn prepare_acts(scratch: &mut Scratch, lay: &Layout, zero: i32) {
+fn prepare_acts(scratch: &mut Scratch, lay: &Layout, start: Start) {
     let (m, kp, nbp) = (scratch.m, scratch.kp(), scratch.nbp);
     scratch.lanes.clear();
     scratch.lanes.resize(m * lay.x_lines, Line([0; 64]));
@@ -113,7 +127,10 @@ fn prepare_acts(scratch: &mut Scratch, lay: &Layout, zero: i32) {
         let src = ActRow {
             qs: &scratch.qs[c * kp..(c + 1) * kp],
             d: &scratch.d[c * nbp..(c + 1) * nbp],
-            zero,
+            s: &scratch.s,
+            row: c,
+            nbp,
+            start,
         };
         let mut at = 0;
         for g in 0..lay.groups() {
@@ -135,7 +152,11 @@ fn prepare_acts(scratch: &mut Scratch, lay: &Layout, zero: i32) {
 struct ActRow<'a> {
     qs: &'a [i8],
     d: &'a [f32],
-    zero: i32,
+    /// `Scratch::s`, the block sums `d * sum(q)` of every row, and where this row's are.
+    s: &'a [f32],
+    row: usize,
+    nbp: usize,
+    start: Start,
 }
 
 impl ActRow<'_> {
@@ -170,10 +191,17 @@ impl ActRow<'_> {
             let d = self.d[b0 + blk];
             out[vs].0[4 * l..4 * l + 4].copy_from_slice(&d.to_ne_bytes());
             if l % (GROUP / BG) == 0 {
-                let q = &self.qs[(b0 + blk) * QK..(b0 + blk + 1) * QK];
-                let sum: i32 = q.iter().map(|&q| i32::from(q)).sum();
-                let start = -self.zero * sum;
-                out[vs + 1].0[4 * l..4 * l + 4].copy_from_slice(&start.to_ne_bytes());
+                let start = match self.start {
+                    Start::ZeroPoint(zero) => {
+                        let q = &self.qs[(b0 + blk) * QK..(b0 + blk + 1) * QK];
+                        let sum: i32 = q.iter().map(|&q| i32::from(q)).sum();
+                        (-zero * sum).to_ne_bytes()
+                    }
+                    Start::BlockSums => {
+                        self.s[crate::q8::s_index(self.nbp, self.row, b0 + blk)].to_ne_bytes()
+                    }
+                };
+                out[vs + 1].0[4 * l..4 * l + 4].copy_from_slice(&start);
             }
         }
         vs + 2
@@ -332,7 +360,7 @@ unsafe fn acts_full(p: *const i8, out: *mut Line) {
 /// block `i`, half `v` (BG = 4), or the 8-byte halves `v % 2` of blocks `2i` and `2i + 1`,
 /// half `v / 2` (BG = 8), which is the order [`slot`] gives. Blocks past `t` are zero.
 #[inline(always)]
-unsafe fn decode_tail<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *mut __m512i) {
+unsafe fn transpose_tail<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *mut __m512i) {
     for v in 0..BG / 2 {
         let mut lanes = [_mm_setzero_si128(); 4];
         let mut shift = [0i64; 8];
@@ -368,37 +396,194 @@ unsafe fn decode_tail<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *
         }
         _mm512_store_si512(out.add(v).cast(), F::finish(w, 0));
     }
-    scales::<F>(p, t, BG, out);
 }
 
+/// The quantized values of a row's last group, which spans `bg` blocks (`t` of them real) and
+/// takes `bg / 2` vectors; [`transpose_full`] when `bg` is 16.
 #[inline(always)]
-unsafe fn decode_row<F: Blocks>(a: &LArgs, r: usize, out: *mut __m512i) {
-    let src = a.w.add(r * a.row_bytes);
-    let lay = &a.lay;
-    for g in 0..lay.full {
-        decode_full::<F>(
-            src.add(g * GROUP * F::BLOCK_BYTES),
-            GROUP,
-            out.add(g * FULL_W),
-        );
+unsafe fn transpose_last<F: Blocks>(p: *const u8, t: usize, bg: usize, out: *mut __m512i) {
+    match bg {
+        2 => transpose_tail::<F, 2>(p, t, out),
+        4 => transpose_tail::<F, 4>(p, t, out),
+        8 => transpose_tail::<F, 8>(p, t, out),
+        _ => transpose_full::<F>(p, t, out),
     }
-    if lay.tail_v > 0 {
-        let b0 = lay.full * GROUP;
-        let (p, t) = (src.add(b0 * F::BLOCK_BYTES), lay.nb - b0);
-        let out = out.add(lay.full * FULL_W);
-        match lay.tail_v {
-            1 => decode_tail::<F, 2>(p, t, out),
-            2 => decode_tail::<F, 4>(p, t, out),
-            4 => decode_tail::<F, 8>(p, t, out),
-            _ => decode_full::<F>(p, t, out),
+}
+
+/// How a weight format's rows become the decoded group layout. `ASYM`: whether the format
+/// has an offset per group (`w = d * u + m`), kept in an extra vector.
+pub(crate) trait Rows<const ASYM: bool> {
+    /// Weight row `r` into [`Layout::w_lines`] vectors at `out`.
+    unsafe fn decode_row(a: &LArgs, r: usize, out: *mut __m512i);
+}
+
+/// A GGML block format: each block carries its own scale.
+struct Ggml<F>(std::marker::PhantomData<F>);
+
+impl<F: Blocks> Rows<false> for Ggml<F> {
+    #[inline(always)]
+    unsafe fn decode_row(a: &LArgs, r: usize, out: *mut __m512i) {
+        let src = a.w.add(r * a.row_bytes);
+        let lay = &a.lay;
+        let fw = full_w(false);
+        for g in 0..lay.full {
+            decode_full::<F>(src.add(g * GROUP * F::BLOCK_BYTES), GROUP, out.add(g * fw));
         }
+        if lay.tail_v > 0 {
+            let b0 = lay.full * GROUP;
+            let (p, t) = (src.add(b0 * F::BLOCK_BYTES), lay.nb - b0);
+            let out = out.add(lay.full * fw);
+            let bg = 2 * lay.tail_v;
+            transpose_last::<F>(p, t, bg, out);
+            scales::<F>(p, t, bg, out);
+        }
+    }
+}
+
+/// One of effbench's packed formats with groups of 32 or more (`packed.rs`): a row's blocks of
+/// quantized values (`P`), then one record per group: the f16 scale, and with `ASYM` the f16
+/// offset.
+struct Packed<P, const ASYM: bool>(std::marker::PhantomData<P>);
+
+impl<P: Blocks, const ASYM: bool> Rows<ASYM> for Packed<P, ASYM> {
+    #[inline(always)]
+    unsafe fn decode_row(a: &LArgs, r: usize, out: *mut __m512i) {
+        let row = a.w.add(r * a.row_bytes);
+        let lay = &a.lay;
+        let fw = full_w(ASYM);
+        for g in 0..lay.full {
+            let (b0, out) = (g * GROUP, out.add(g * fw));
+            transpose_full::<P>(row.add(b0 * P::BLOCK_BYTES), GROUP, out);
+            packed_scales_full::<ASYM>(a, row, b0, out.add(GROUP / 2));
+        }
+        if lay.tail_v > 0 {
+            let b0 = lay.full * GROUP;
+            let t = lay.nb - b0;
+            let out = out.add(lay.full * fw);
+            let bg = 2 * lay.tail_v;
+            transpose_last::<P>(row.add(b0 * P::BLOCK_BYTES), t, bg, out);
+            packed_scales::<ASYM>(a, row, b0, t, bg, out.add(lay.tail_v));
+        }
+    }
+}
+
+/// [`packed_scales`] for a full group: its blocks' records are contiguous (at most 16, for
+/// groups of 32), so two masked loads take them all and a permute gives each lane its block's.
+/// A scalar loop over the lanes took more time than the rest of a decode step.
+#[inline(always)]
+unsafe fn packed_scales_full<const ASYM: bool>(
+    a: &LArgs,
+    row: *const u8,
+    b0: usize,
+    out: *mut __m512i,
+) {
+    let s = a.group_shift;
+    let first = b0 >> s;
+    let words = (((b0 + GROUP - 1) >> s) - first + 1) * if ASYM { 2 } else { 1 };
+    let p = row
+        .add(a.scale_off + first * if ASYM { 4 } else { 2 })
+        .cast::<i16>();
+    let mask = |n: usize| -> __mmask16 { ((1u32 << n.min(16)) - 1) as __mmask16 };
+    // Masked-off elements are not read, so nothing past the row's last record is touched.
+    let lo = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask(words), p));
+    let hi = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
+        mask(words.saturating_sub(16)),
+        p.add(16),
+    ));
+    // Lane l holds block 4(l % 4) + l / 4 of the group (see `slot`).
+    let blocks = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    let rel = _mm512_sub_epi32(
+        _mm512_srlv_epi32(
+            _mm512_add_epi32(_mm512_set1_epi32(b0 as i32), blocks),
+            _mm512_set1_epi32(s as i32),
+        ),
+        _mm512_set1_epi32(first as i32),
+    );
+    let d_at = if ASYM {
+        _mm512_slli_epi32::<1>(rel)
+    } else {
+        rel
+    };
+    _mm512_store_ps(out.cast(), _mm512_permutex2var_ps(lo, d_at, hi));
+    if ASYM {
+        let m_at = _mm512_add_epi32(d_at, _mm512_set1_epi32(1));
+        _mm512_store_ps(out.add(1).cast(), _mm512_permutex2var_ps(lo, m_at, hi));
+    }
+}
+
+/// The scales (and with `ASYM` the offsets) of the packed group of blocks `b0..b0 + t` of
+/// `row`, spanning `bg` blocks, into `out` (and `out + 1`). Each lane takes its block's group
+/// record; lanes past the real blocks get zeros.
+#[inline(always)]
+unsafe fn packed_scales<const ASYM: bool>(
+    a: &LArgs,
+    row: *const u8,
+    b0: usize,
+    t: usize,
+    bg: usize,
+    out: *mut __m512i,
+) {
+    let rec = if ASYM { 4 } else { 2 };
+    let (mut d16, mut m16) = ([0u16; GROUP], [0u16; GROUP]);
+    for l in 0..GROUP {
+        let (blk, _, _) = slot(bg, 0, l);
+        if blk < t {
+            let at = row.add(a.scale_off + ((b0 + blk) >> a.group_shift) * rec);
+            d16[l] = at.cast::<u16>().read_unaligned();
+            if ASYM {
+                m16[l] = at.add(2).cast::<u16>().read_unaligned();
+            }
+        }
+    }
+    let d = _mm512_cvtph_ps(_mm256_loadu_si256(d16.as_ptr().cast()));
+    _mm512_store_ps(out.cast(), d);
+    if ASYM {
+        let m = _mm512_cvtph_ps(_mm256_loadu_si256(m16.as_ptr().cast()));
+        _mm512_store_ps(out.add(1).cast(), m);
+    }
+}
+
+/// effbench's packed 4-bit blocks: 16 bytes, low nibbles elements 0..16, high nibbles 16..32.
+struct P4;
+impl Blocks for P4 {
+    const BLOCK_BYTES: usize = 16;
+    const ZERO: i32 = 8;
+    const NIBBLES: bool = true;
+    #[inline(always)]
+    unsafe fn chunk(p: *const u8, _h: usize) -> __m128i {
+        _mm_loadu_si128(p.cast())
+    }
+    #[inline(always)]
+    unsafe fn finish(v: __m512i, h: usize) -> __m512i {
+        Q4_0::finish(v, h)
+    }
+}
+
+/// effbench's packed 2-bit blocks: 8 bytes, element `e` in bits `2(e / 8)` of byte `e % 8`. The
+/// four 4-element words of half `h` (elements `16h + 4j..`) are thus byte words `j % 2` shifted
+/// by `4h + 2(j / 2)`, which `chunk` returns already masked.
+struct P2;
+impl Blocks for P2 {
+    const BLOCK_BYTES: usize = 8;
+    const ZERO: i32 = 2;
+    const NIBBLES: bool = false;
+    #[inline(always)]
+    unsafe fn chunk(p: *const u8, h: usize) -> __m128i {
+        let words = _mm_set1_epi64x(p.cast::<i64>().read_unaligned());
+        let s = 4 * h as i32;
+        let shifted = _mm_srlv_epi32(words, _mm_setr_epi32(s, s, s + 2, s + 2));
+        _mm_and_si128(shifted, _mm_set1_epi8(0x03))
+    }
+    #[inline(always)]
+    unsafe fn finish(v: __m512i, _h: usize) -> __m512i {
+        v
     }
 }
 
 /// One group of one weight row (`w`) against activation rows `x + c * xs`. Every output takes
 /// this sequence for every group, whatever the tile.
 #[inline(always)]
-unsafe fn group<const V: usize, const C: usize>(
+unsafe fn group<const V: usize, const C: usize, const ASYM: bool>(
     w: *const __m512i,
     x: *const __m512i,
     xs: usize,
@@ -413,33 +598,48 @@ unsafe fn group<const V: usize, const C: usize>(
         let xr = x.add(c * xs);
         // Starting from `-z * sum(q)` leaves each block's exact integer dot product. No
         // overflow: a lane sums 32 products of at most 255 * 128, and the start is at most
-        // 128 * 32 * 127 in size.
-        let mut dot = _mm512_load_si512(xr.add(V + 1).cast());
+        // 128 * 32 * 127 in size. With an offset there is no zero point to remove.
+        let mut dot = if ASYM {
+            _mm512_setzero_si512()
+        } else {
+            _mm512_load_si512(xr.add(V + 1).cast())
+        };
         for (v, &wv) in wq.iter().enumerate() {
             dot = _mm512_dpbusd_epi32(dot, wv, _mm512_load_si512(xr.add(v).cast()));
         }
         let da = _mm512_load_ps(xr.add(V).cast());
         *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, da), *acc);
+        if ASYM {
+            // The offset times the block sum, on each block's first lane (the others hold 0).
+            let sums = _mm512_load_ps(xr.add(V + 1).cast());
+            *acc = _mm512_fmadd_ps(_mm512_load_ps(w.add(V + 1).cast()), sums, *acc);
+        }
     }
 }
 
 /// Decoded weight row `w` (output column `r`) against activation rows `c0..c0 + C`.
 #[inline(always)]
-unsafe fn tile<const C: usize>(a: &LArgs, w: *const __m512i, r: usize, c0: usize) {
+unsafe fn tile<const C: usize, const ASYM: bool>(
+    a: &LArgs,
+    w: *const __m512i,
+    r: usize,
+    c0: usize,
+) {
     let lay = &a.lay;
     let xs = lay.x_lines;
+    let fw = full_w(ASYM);
     let x = a.acts.add(c0 * xs);
     let mut acc = [_mm512_setzero_ps(); C];
     for g in 0..lay.full {
-        group::<8, C>(w.add(g * FULL_W), x.add(g * FULL_X), xs, &mut acc);
+        group::<8, C, ASYM>(w.add(g * fw), x.add(g * FULL_X), xs, &mut acc);
     }
-    let (w, x) = (w.add(lay.full * FULL_W), x.add(lay.full * FULL_X));
+    let (w, x) = (w.add(lay.full * fw), x.add(lay.full * FULL_X));
     match lay.tail_v {
         0 => {}
-        1 => group::<1, C>(w, x, xs, &mut acc),
-        2 => group::<2, C>(w, x, xs, &mut acc),
-        4 => group::<4, C>(w, x, xs, &mut acc),
-        _ => group::<8, C>(w, x, xs, &mut acc),
+        1 => group::<1, C, ASYM>(w, x, xs, &mut acc),
+        2 => group::<2, C, ASYM>(w, x, xs, &mut acc),
+        4 => group::<4, C, ASYM>(w, x, xs, &mut acc),
+        _ => group::<8, C, ASYM>(w, x, xs, &mut acc),
     }
     for (c, acc) in acc.iter().enumerate() {
         *a.out.add((c0 + c) * a.n + r) = _mm512_reduce_add_ps(*acc);
@@ -450,6 +650,9 @@ unsafe fn tile<const C: usize>(a: &LArgs, w: *const __m512i, r: usize, c0: usize
 pub(crate) struct LArgs {
     w: *const u8,
     row_bytes: usize,
+    /// Packed formats: where a row's group records start, and log2 of the blocks per group.
+    scale_off: usize,
+    group_shift: u32,
     n: usize,
     m: usize,
     lay: Layout,
@@ -463,7 +666,7 @@ unsafe impl Sync for LArgs {}
 
 /// Output columns `n0..n1` for every activation row.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows<F: Blocks>(a: &LArgs, n0: usize, n1: usize) {
+unsafe fn rows<F: Rows<ASYM>, const ASYM: bool>(a: &LArgs, n0: usize, n1: usize) {
     let rl = a.lay.w_lines;
     // Fewer activation rows than a tile: decode a row and use it while it is in L1.
     let chunk = if a.m < TILE_C {
@@ -477,7 +680,7 @@ unsafe fn rows<F: Blocks>(a: &LArgs, n0: usize, n1: usize) {
     while r0 < n1 {
         let r1 = (r0 + chunk).min(n1);
         for r in r0..r1 {
-            decode_row::<F>(a, r, dec.add((r - r0) * rl));
+            F::decode_row(a, r, dec.add((r - r0) * rl));
         }
         let mut c = 0;
         while c < a.m {
@@ -485,14 +688,14 @@ unsafe fn rows<F: Blocks>(a: &LArgs, n0: usize, n1: usize) {
             for r in r0..r1 {
                 let w = dec.add((r - r0) * rl);
                 match cc {
-                    8 => tile::<8>(a, w, r, c),
-                    7 => tile::<7>(a, w, r, c),
-                    6 => tile::<6>(a, w, r, c),
-                    5 => tile::<5>(a, w, r, c),
-                    4 => tile::<4>(a, w, r, c),
-                    3 => tile::<3>(a, w, r, c),
-                    2 => tile::<2>(a, w, r, c),
-                    _ => tile::<1>(a, w, r, c),
+                    8 => tile::<8, ASYM>(a, w, r, c),
+                    7 => tile::<7, ASYM>(a, w, r, c),
+                    6 => tile::<6, ASYM>(a, w, r, c),
+                    5 => tile::<5, ASYM>(a, w, r, c),
+                    4 => tile::<4, ASYM>(a, w, r, c),
+                    3 => tile::<3, ASYM>(a, w, r, c),
+                    2 => tile::<2, ASYM>(a, w, r, c),
+                    _ => tile::<1, ASYM>(a, w, r, c),
                 }
             }
             c += cc;
@@ -500,6 +703,8 @@ unsafe fn rows<F: Blocks>(a: &LArgs, n0: usize, n1: usize) {
         r0 = r1;
     }
 }
+
+type Kernel = unsafe fn(&LArgs, usize, usize);
 
 /// `out = x · Wᵀ` for Q4_0 or Q8_0 weights, `scratch` holding the quantized activations.
 /// The caller has checked the sizes and that the CPU has AVX-512 VNNI.
@@ -511,28 +716,92 @@ pub(crate) fn matmul(
     scratch: &mut Scratch,
     out: &mut [f32],
 ) {
-    let lay = Layout::new(k / QK);
-    let zero = match format {
-        WeightFormat::Q4_0 => Q4_0::ZERO,
-        WeightFormat::Q8_0 => Q8_0::ZERO,
+    let (zero, kernel): (i32, Kernel) = match format {
+        WeightFormat::Q4_0 => (Q4_0::ZERO, rows::<Ggml<Q4_0>, false>),
+        WeightFormat::Q8_0 => (Q8_0::ZERO, rows::<Ggml<Q8_0>, false>),
         _ => unreachable!("only Q4_0 and Q8_0 take the block-per-lane kernel"),
     };
-    prepare_acts(scratch, &lay, zero);
+    let lay = Layout::new(k / QK, false);
+    let row_bytes = (k / QK) * format.block_bytes();
+    run(
+        kernel,
+        lay,
+        Start::ZeroPoint(zero),
+        weights,
+        row_bytes,
+        (0, 0),
+        n,
+        k,
+        scratch,
+        out,
+    );
+}
+
+/// `out = x · Wᵀ` for one of effbench's packed formats with groups of 32 or more, `scratch`
+/// holding the activations quantized at the padded `k`. The caller has checked the sizes and
+/// that the CPU has AVX-512 VNNI.
+pub(crate) fn matmul_packed(
+    format: PackedFormat,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
+    let kp = PackedFormat::padded_k(k);
+    let kernel: Kernel = match (format.bits(), format.asym()) {
+        (4, false) => rows::<Packed<P4, false>, false>,
+        (4, true) => rows::<Packed<P4, true>, true>,
+        (2, false) => rows::<Packed<P2, false>, false>,
+        (2, true) => rows::<Packed<P2, true>, true>,
+        _ => unreachable!("PackedFormat::new admits 2 or 4 bits"),
+    };
+    let start = match (format.asym(), format.bits()) {
+        (true, _) => Start::BlockSums,
+        (false, 4) => Start::ZeroPoint(P4::ZERO),
+        (false, _) => Start::ZeroPoint(P2::ZERO),
+    };
+    debug_assert!(
+        format.group() >= QK,
+        "groups of 16 take the tiles of packed.rs"
+    );
+    let records = (
+        kp * format.bits() as usize / 8,
+        (format.group() / QK).trailing_zeros(),
+    );
+    let lay = Layout::new(kp / QK, format.asym());
+    let row_bytes = format.row_bytes(k);
+    run(
+        kernel, lay, start, weights, row_bytes, records, n, kp, scratch, out,
+    );
+}
+
+/// Lays out the activations and runs `kernel` over the weight rows in tasks.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    kernel: Kernel,
+    lay: Layout,
+    start: Start,
+    weights: &[u8],
+    row_bytes: usize,
+    (scale_off, group_shift): (usize, u32),
+    n: usize,
+    k: usize,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
+    prepare_acts(scratch, &lay, start);
     let m = scratch.m;
     let args = LArgs {
         w: weights.as_ptr(),
-        row_bytes: (k / QK) * format.block_bytes(),
+        row_bytes,
+        scale_off,
+        group_shift,
         n,
         m,
         lay,
         acts: scratch.lanes.as_ptr().cast(),
         out: out.as_mut_ptr(),
-    };
-    type Kernel = unsafe fn(&LArgs, usize, usize);
-    let kernel: Kernel = match format {
-        WeightFormat::Q4_0 => rows::<Q4_0>,
-        WeightFormat::Q8_0 => rows::<Q8_0>,
-        _ => unreachable!("only Q4_0 and Q8_0 take the block-per-lane kernel"),
     };
     // SAFETY: the caller checked the CPU and the sizes; `lanes` holds `m` rows of the layout,
     // and tasks write disjoint columns of `out`.

@@ -573,7 +573,13 @@ pub fn matmul_packed_with(
         #[cfg(target_arch = "x86_64")]
         _ => {
             scratch.quantize(xs, m, kp);
-            simd_matmul_packed(isa, format, weights, n, k, scratch, out);
+            // Groups of 16 keep the tiles of `packed.rs`: two scales per block do not fit the
+            // block-per-lane layout.
+            if isa == Isa::Avx512Vnni && format.group() >= QK && lanes_enabled() {
+                lanes_avx512::matmul_packed(format, weights, n, k, scratch, out);
+            } else {
+                simd_matmul_packed(isa, format, weights, n, k, scratch, out);
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("only the scalar kernel is available off x86-64"),

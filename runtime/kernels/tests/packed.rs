@@ -19,7 +19,10 @@ const TOKENS: [usize; 4] = [1, 3, 4, 9];
 
 fn formats() -> Vec<PackedFormat> {
     let mut out = Vec::new();
-    for (bits, groups) in [(4u32, &[16usize, 32, 64, 128][..]), (2, &[16, 32, 64][..])] {
+    for (bits, groups) in [
+        (4u32, &[16usize, 32, 64, 128, 1024][..]),
+        (2, &[16, 32, 64][..]),
+    ] {
         for &g in groups {
             for asym in [false, true] {
                 out.push(PackedFormat::new(bits, g, asym).unwrap());
