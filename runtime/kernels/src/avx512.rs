@@ -162,7 +162,9 @@ unsafe fn tile<F: Format2, const R: usize, const C: usize>(a: &Args, n0: usize, 
         let mut d4 = [_mm512_setzero_ps(); R];
         let s8 = _mm256_loadu_ps(s_group.add(b * ROW_GROUP));
         for r in 0..R {
-            let (w, dm) = F::load2(w0.add(r * a.row_bytes + b * F::BLOCK_BYTES), second);
+            let p = w0.add(r * a.row_bytes + b * F::BLOCK_BYTES);
+            crate::x86::prefetch_ahead(p, a.prefetch, 2 * F::BLOCK_BYTES);
+            let (w, dm) = F::load2(p, second);
             wq[r] = w;
             d4[r] = _mm512_permutexvar_ps(lo_hi, _mm512_castps128_ps512(dm));
             if F::ZERO_POINT == 0 {

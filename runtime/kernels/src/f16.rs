@@ -83,6 +83,7 @@ pub fn matmul_f16_with(
         n,
         k,
         m,
+        prefetch: crate::prefetch_distance(),
     };
     match path {
         // SAFETY: `check_f16_sizes` proved every range the kernels touch; tasks write disjoint
@@ -143,6 +144,8 @@ struct F16Args {
     n: usize,
     k: usize,
     m: usize,
+    /// How far ahead the weights are prefetched (`crate::prefetch_distance`).
+    prefetch: usize,
 }
 
 // SAFETY: `w` and `x` are only read; tasks write `out` at disjoint columns.
@@ -308,6 +311,7 @@ mod simd {
         let mut acc = [[_mm512_setzero_ps(); 4]; C];
         let mut i = 0;
         while i + 64 <= k {
+            crate::x86::prefetch_ahead(w.add(i).cast(), a.prefetch, 128);
             for j in 0..4 {
                 let w0 = _mm512_cvtph_ps(_mm256_loadu_si256(w.add(i + 16 * j).cast()));
                 for c in 0..C {

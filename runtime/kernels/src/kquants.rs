@@ -366,6 +366,8 @@ mod simd {
         pub d: *const f32,
         pub s: *const f32,
         pub out: *mut f32,
+        /// How far ahead the weights are prefetched (`crate::prefetch_distance`).
+        pub prefetch: usize,
     }
 
     // SAFETY: the pointers are only read, except `out`, which tasks write at disjoint columns.
@@ -392,6 +394,7 @@ mod simd {
                 d: acts.d.as_ptr(),
                 s: acts.s.as_ptr(),
                 out: out.as_mut_ptr(),
+                prefetch: crate::prefetch_distance(),
             }
         }
     }

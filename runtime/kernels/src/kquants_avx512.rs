@@ -27,6 +27,7 @@
 use std::arch::x86_64::*;
 
 use crate::kquants::{q4k_scales_mins_packed, KArgs, NS, QK_K};
+use crate::x86::prefetch_ahead;
 
 /// Bytes of quantized activations one pass over the weight rows takes (see [`rows`]).
 const ACTS_PER_PASS: usize = 512 << 10;
@@ -230,7 +231,9 @@ unsafe fn row_direct<F: Decode, const C: usize>(a: &KArgs, n0: usize) {
     let mut acc = [_mm512_setzero_ps(); C];
     let src = a.w.add(n0 * a.row_bytes);
     for b in 0..a.nsb {
-        let w = F::decode(src.add(b * F::BLOCK_BYTES));
+        let p = src.add(b * F::BLOCK_BYTES);
+        prefetch_ahead(p, a.prefetch, F::BLOCK_BYTES);
+        let w = F::decode(p);
         for (c, acc) in acc.iter_mut().enumerate() {
             let (x, d8, s16) = acts(a, c, b);
             *acc = step(*acc, &w, &x, d8, s16);
@@ -296,7 +299,9 @@ pub(crate) unsafe fn rows<F: Decode>(a: &KArgs, n0: usize, n1: usize) {
             for i in 0..rr {
                 let src = a.w.add((r + i) * a.row_bytes);
                 for b in 0..a.nsb {
-                    let w = F::decode(src.add(b * F::BLOCK_BYTES));
+                    let p = src.add(b * F::BLOCK_BYTES);
+                    prefetch_ahead(p, a.prefetch, F::BLOCK_BYTES);
+                    let w = F::decode(p);
                     w.store(dec.add(i * stride + b * DECODED));
                 }
             }

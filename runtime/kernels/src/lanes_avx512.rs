@@ -23,6 +23,7 @@ use std::arch::x86_64::*;
 use crate::formats::WeightFormat;
 use crate::packed::PackedFormat;
 use crate::q8::{Line, Scratch, QK};
+use crate::x86::prefetch_ahead;
 
 /// Blocks in a full group, one per 32-bit lane.
 const GROUP: usize = 16;
@@ -427,7 +428,9 @@ impl<F: Blocks> Rows<false> for Ggml<F> {
         let lay = &a.lay;
         let fw = full_w(false);
         for g in 0..lay.full {
-            decode_full::<F>(src.add(g * GROUP * F::BLOCK_BYTES), GROUP, out.add(g * fw));
+            let p = src.add(g * GROUP * F::BLOCK_BYTES);
+            prefetch_ahead(p, a.prefetch, GROUP * F::BLOCK_BYTES);
+            decode_full::<F>(p, GROUP, out.add(g * fw));
         }
         if lay.tail_v > 0 {
             let b0 = lay.full * GROUP;
@@ -453,7 +456,9 @@ impl<P: Blocks, const ASYM: bool> Rows<ASYM> for Packed<P, ASYM> {
         let fw = full_w(ASYM);
         for g in 0..lay.full {
             let (b0, out) = (g * GROUP, out.add(g * fw));
-            transpose_full::<P>(row.add(b0 * P::BLOCK_BYTES), GROUP, out);
+            let p = row.add(b0 * P::BLOCK_BYTES);
+            prefetch_ahead(p, a.prefetch, GROUP * P::BLOCK_BYTES);
+            transpose_full::<P>(p, GROUP, out);
             packed_scales_full::<ASYM>(a, row, b0, out.add(GROUP / 2));
         }
         if lay.tail_v > 0 {
@@ -653,6 +658,8 @@ pub(crate) struct LArgs {
     /// Packed formats: where a row's group records start, and log2 of the blocks per group.
     scale_off: usize,
     group_shift: u32,
+    /// How far ahead the weights are prefetched (`crate::prefetch_distance`).
+    prefetch: usize,
     n: usize,
     m: usize,
     lay: Layout,
@@ -797,6 +804,7 @@ fn run(
         row_bytes,
         scale_off,
         group_shift,
+        prefetch: crate::prefetch_distance(),
         n,
         m,
         lay,

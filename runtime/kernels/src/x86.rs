@@ -35,6 +35,22 @@ pub(crate) fn has_avx512() -> bool {
         && is_x86_feature_detected!("avx512vnni")
 }
 
+/// Prefetches into L1 the `len` bytes that lie `distance` bytes past `p`, one request per cache
+/// line (nothing when `distance` is 0). The address may lie past the end of the weights: a
+/// prefetch never faults, and `wrapping_add` keeps the pointer arithmetic defined.
+#[inline(always)]
+pub(crate) unsafe fn prefetch_ahead(p: *const u8, distance: usize, len: usize) {
+    if distance == 0 {
+        return;
+    }
+    let ahead = p.wrapping_add(distance);
+    let mut at = 0;
+    while at < len {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at).cast());
+        at += 64;
+    }
+}
+
 /// Everything a tile kernel needs, as raw pointers so the rayon tasks can share it.
 #[derive(Clone, Copy)]
 pub(crate) struct Args {
@@ -51,6 +67,8 @@ pub(crate) struct Args {
     pub d: *const f32,
     pub s: *const f32,
     pub out: *mut f32,
+    /// How far ahead the weights are prefetched (`crate::prefetch_distance`).
+    pub prefetch: usize,
 }
 
 // SAFETY: the pointers are only read, except `out`, which the tasks write at disjoint columns.
