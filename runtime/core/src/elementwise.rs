@@ -15,6 +15,14 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `gelu(gate) * up` with candle's tanh-approximated GELU, the GeGLU gate.
+pub fn gelu_tanh_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    match on_cpu_f32(gate, up, elementwise::gelu_tanh_mul)? {
+        Some(out) => Ok(out),
+        None => Ok((gate.gelu()? * up)?),
+    }
+}
+
 /// `a + b` for tensors of one shape (a residual connection).
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     match on_cpu_f32(a, b, elementwise::add)? {
@@ -71,6 +79,9 @@ mod tests {
             let (s, a) = pool.install(|| (silu_mul(&g, &u).unwrap(), add(&g, &u).unwrap()));
             let candle_silu = (candle_nn::ops::silu(&g).unwrap() * &u).unwrap();
             assert_eq!(bits(&s), bits(&candle_silu), "silu_mul {shape:?}");
+            let gelu = pool.install(|| gelu_tanh_mul(&g, &u).unwrap());
+            let candle_gelu = (g.gelu().unwrap() * &u).unwrap();
+            assert_eq!(bits(&gelu), bits(&candle_gelu), "gelu_tanh_mul {shape:?}");
             assert_eq!(bits(&a), bits(&(&g + &u).unwrap()), "add {shape:?}");
             assert_eq!(s.dims(), g.dims());
         }

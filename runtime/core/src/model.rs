@@ -622,7 +622,7 @@ impl Model {
         let up = layer.up.forward(&h)?;
         let gated = match self.config.block.activation {
             Activation::Silu => elementwise::silu_mul(&gate, &up)?,
-            Activation::GeluTanh => (gate.gelu()? * up)?,
+            Activation::GeluTanh => elementwise::gelu_tanh_mul(&gate, &up)?,
         };
         let mlp_out = post_norm(layer.down.forward(&gated)?, &layer.post_ffn_norm)?;
         elementwise::add(&x, &mlp_out)

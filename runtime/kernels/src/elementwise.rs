@@ -24,6 +24,22 @@ pub fn silu_mul(gate: &[f32], up: &[f32]) -> Vec<f32> {
     )
 }
 
+/// candle's tanh-approximated GELU (its `gelu` op, Gemma's activation), rounded to f32, times
+/// `up`, as `gate.gelu() * up`.
+pub fn gelu_tanh_mul(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    assert_eq!(
+        gate.len(),
+        up.len(),
+        "gelu_tanh_mul operands differ in length"
+    );
+    let f = |(&g, &u): (&f32, &f32)| gelu_tanh(g) * u;
+    map_into_vec(
+        gate.len(),
+        || gate.iter().zip(up).map(f),
+        || gate.par_iter().zip(up).with_min_len(TASK_LEN).map(f),
+    )
+}
+
 /// `a + b`, element by element.
 pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     assert_eq!(a.len(), b.len(), "add operands differ in length");
@@ -49,6 +65,14 @@ pub fn zeros(len: usize) -> Vec<f32> {
 #[inline(always)]
 fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
+}
+
+/// candle 0.9's `Gelu::f32`, with its constant written the same way.
+#[inline(always)]
+fn gelu_tanh(v: f32) -> f32 {
+    #[allow(clippy::excessive_precision)]
+    const SQRT_TWO_OVER_PI: f32 = 0.79788456080286535587989211986876373;
+    0.5 * v * (1.0 + f32::tanh(SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)))
 }
 
 /// Collects `serial()` on this thread for short inputs, else `parallel()` written straight into
@@ -100,6 +124,9 @@ mod tests {
             let (s, a, z) = pool.install(|| (silu_mul(&g, &u), add(&g, &u), zeros(len)));
             assert_eq!(bits(&s), bits(&expect_silu), "silu_mul, len {len}");
             assert_eq!(bits(&a), bits(&expect_add), "add, len {len}");
+            let expect_gelu: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| gelu_tanh(g) * u).collect();
+            let gelu = pool.install(|| gelu_tanh_mul(&g, &u));
+            assert_eq!(bits(&gelu), bits(&expect_gelu), "gelu_tanh_mul, len {len}");
             assert_eq!(z.len(), len);
             assert!(z.iter().all(|&v| v.to_bits() == 0));
         }
