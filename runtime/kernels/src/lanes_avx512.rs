@@ -256,25 +256,27 @@ impl Blocks for Q8_0 {
     }
 }
 
-/// Scales of a group into `out[vs]`.
+/// Scales of a group spanning `BG` blocks into `out[BG / 2]`. `BG` is a constant so that
+/// `slot` folds to shifts and masks: with a run-time span the lane loop's divisions made a
+/// SmolLM2 decode step (one 2-block tail per row) twice as slow.
 #[inline(always)]
-unsafe fn scales<F: Blocks>(p: *const u8, t: usize, bg: usize, out: *mut __m512i) {
+unsafe fn scales<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *mut __m512i) {
     let mut d16 = [0u16; GROUP];
     for (l, d) in d16.iter_mut().enumerate() {
-        let (blk, _, _) = slot(bg, 0, l);
+        let (blk, _, _) = slot(BG, 0, l);
         if blk < t {
             *d = p.add(blk * F::BLOCK_BYTES).cast::<u16>().read_unaligned();
         }
     }
     let d = _mm512_cvtph_ps(_mm256_loadu_si256(d16.as_ptr().cast()));
-    _mm512_store_ps(out.add(bg / 2).cast(), d);
+    _mm512_store_ps(out.add(BG / 2).cast(), d);
 }
 
 /// A group spanning 16 blocks, `t` of them at `p` (the rest zero), into 9 vectors at `out`.
 #[inline(always)]
 unsafe fn decode_full<F: Blocks>(p: *const u8, t: usize, out: *mut __m512i) {
     transpose_full::<F>(p, t, out);
-    scales::<F>(p, t, GROUP, out);
+    scales::<F, GROUP>(p, t, out);
 }
 
 /// The 8 vectors of quantized values of a group spanning 16 blocks, `t` of them at `p` (the
@@ -399,17 +401,17 @@ unsafe fn transpose_tail<F: Blocks, const BG: usize>(p: *const u8, t: usize, out
     }
 }
 
-/// The quantized values of a row's last group, which spans `bg` blocks (`t` of them real) and
-/// takes `bg / 2` vectors; [`transpose_full`] when `bg` is 16.
+/// The quantized values of a row's last group, which spans `BG` blocks (`t` of them real) and
+/// takes `BG / 2` vectors; [`transpose_full`] when `BG` is 16.
 #[inline(always)]
-unsafe fn transpose_last<F: Blocks>(p: *const u8, t: usize, bg: usize, out: *mut __m512i) {
-    match bg {
-        2 => transpose_tail::<F, 2>(p, t, out),
-        4 => transpose_tail::<F, 4>(p, t, out),
-        8 => transpose_tail::<F, 8>(p, t, out),
-        _ => transpose_full::<F>(p, t, out),
+unsafe fn transpose_last<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *mut __m512i) {
+    if BG == GROUP {
+        transpose_full::<F>(p, t, out)
+    } else {
+        transpose_tail::<F, BG>(p, t, out)
     }
 }
+
 
 /// How a weight format's rows become the decoded group layout. `ASYM`: whether the format
 /// has an offset per group (`w = d * u + m`), kept in an extra vector.
@@ -436,9 +438,22 @@ impl<F: Blocks> Rows<false> for Ggml<F> {
             let b0 = lay.full * GROUP;
             let (p, t) = (src.add(b0 * F::BLOCK_BYTES), lay.nb - b0);
             let out = out.add(lay.full * fw);
-            let bg = 2 * lay.tail_v;
-            transpose_last::<F>(p, t, bg, out);
-            scales::<F>(p, t, bg, out);
+            #[inline(always)]
+            unsafe fn last<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *mut __m512i) {
+                transpose_last::<F, BG>(p, t, out);
+                scales::<F, BG>(p, t, out);
+            }
+            macro_rules! go {
+                ($bg:literal) => {
+                    last::<F, $bg>(p, t, out)
+                };
+            }
+            match lay.tail_v {
+                1 => go!(2),
+                2 => go!(4),
+                4 => go!(8),
+                _ => go!(16),
+            }
         }
     }
 }
@@ -465,9 +480,28 @@ impl<P: Blocks, const ASYM: bool> Rows<ASYM> for Packed<P, ASYM> {
             let b0 = lay.full * GROUP;
             let t = lay.nb - b0;
             let out = out.add(lay.full * fw);
-            let bg = 2 * lay.tail_v;
-            transpose_last::<P>(row.add(b0 * P::BLOCK_BYTES), t, bg, out);
-            packed_scales::<ASYM>(a, row, b0, t, bg, out.add(lay.tail_v));
+            #[inline(always)]
+            unsafe fn last<P: Blocks, const ASYM: bool, const BG: usize>(
+                a: &LArgs,
+                row: *const u8,
+                b0: usize,
+                t: usize,
+                out: *mut __m512i,
+            ) {
+                transpose_last::<P, BG>(row.add(b0 * P::BLOCK_BYTES), t, out);
+                packed_scales::<ASYM, BG>(a, row, b0, t, out.add(BG / 2));
+            }
+            macro_rules! go {
+                ($bg:literal) => {
+                    last::<P, ASYM, $bg>(a, row, b0, t, out)
+                };
+            }
+            match lay.tail_v {
+                1 => go!(2),
+                2 => go!(4),
+                4 => go!(8),
+                _ => go!(16),
+            }
         }
     }
 }
@@ -517,21 +551,20 @@ unsafe fn packed_scales_full<const ASYM: bool>(
 }
 
 /// The scales (and with `ASYM` the offsets) of the packed group of blocks `b0..b0 + t` of
-/// `row`, spanning `bg` blocks, into `out` (and `out + 1`). Each lane takes its block's group
+/// `row`, spanning `BG` blocks, into `out` (and `out + 1`). Each lane takes its block's group
 /// record; lanes past the real blocks get zeros.
 #[inline(always)]
-unsafe fn packed_scales<const ASYM: bool>(
+unsafe fn packed_scales<const ASYM: bool, const BG: usize>(
     a: &LArgs,
     row: *const u8,
     b0: usize,
     t: usize,
-    bg: usize,
     out: *mut __m512i,
 ) {
     let rec = if ASYM { 4 } else { 2 };
     let (mut d16, mut m16) = ([0u16; GROUP], [0u16; GROUP]);
     for l in 0..GROUP {
-        let (blk, _, _) = slot(bg, 0, l);
+        let (blk, _, _) = slot(BG, 0, l);
         if blk < t {
             let at = row.add(a.scale_off + ((b0 + blk) >> a.group_shift) * rec);
             d16[l] = at.cast::<u16>().read_unaligned();
