@@ -86,12 +86,16 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    # What the bench binary is built from: uncommitted Markdown and results do not change it.
+    dirty_paths = [line[3:] for line in git("status", "--porcelain", "--", ".", ":!results",
+                                           ":!*.md").splitlines()]
     binary = bench_binary()
     results = {t: run(binary, t) for t in threads}
     meta = {
         "command": "scripts/m_curve.py " + " ".join(sys.argv[1:]),
         "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--", ".", ":!results")),
+        "dirty": bool(dirty_paths),
+        "dirty_paths": dirty_paths,
         "started": started,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{cpu_model()}, {os.cpu_count()} logical CPUs",
