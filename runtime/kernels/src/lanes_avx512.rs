@@ -412,7 +412,6 @@ unsafe fn transpose_last<F: Blocks, const BG: usize>(p: *const u8, t: usize, out
     }
 }
 
-
 /// How a weight format's rows become the decoded group layout. `ASYM`: whether the format
 /// has an offset per group (`w = d * u + m`), kept in an extra vector.
 pub(crate) trait Rows<const ASYM: bool> {
