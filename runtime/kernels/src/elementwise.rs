@@ -15,40 +15,18 @@ const TASK_LEN: usize = 1 << 13;
 
 /// candle's SiLU (`x / (1 + exp(-x))`, rounded to f32) times `up`, as `silu(gate) * up`.
 pub fn silu_mul(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    assert_eq!(gate.len(), up.len(), "silu_mul operands differ in length");
-    let f = |(&g, &u): (&f32, &f32)| silu(g) * u;
-    map_into_vec(
-        gate.len(),
-        || gate.iter().zip(up).map(f),
-        || gate.par_iter().zip(up).with_min_len(TASK_LEN).map(f),
-    )
+    zip_map(gate, up, "silu_mul", |g, u| silu(g) * u)
 }
 
 /// candle's tanh-approximated GELU (its `gelu` op, Gemma's activation), rounded to f32, times
 /// `up`, as `gate.gelu() * up`.
 pub fn gelu_tanh_mul(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    assert_eq!(
-        gate.len(),
-        up.len(),
-        "gelu_tanh_mul operands differ in length"
-    );
-    let f = |(&g, &u): (&f32, &f32)| gelu_tanh(g) * u;
-    map_into_vec(
-        gate.len(),
-        || gate.iter().zip(up).map(f),
-        || gate.par_iter().zip(up).with_min_len(TASK_LEN).map(f),
-    )
+    zip_map(gate, up, "gelu_tanh_mul", |g, u| gelu_tanh(g) * u)
 }
 
 /// `a + b`, element by element.
 pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
-    assert_eq!(a.len(), b.len(), "add operands differ in length");
-    let f = |(&x, &y): (&f32, &f32)| x + y;
-    map_into_vec(
-        a.len(),
-        || a.iter().zip(b).map(f),
-        || a.par_iter().zip(b).with_min_len(TASK_LEN).map(f),
-    )
+    zip_map(a, b, "add", |x, y| x + y)
 }
 
 /// `len` zeros. A large zeroed buffer from a heap that keeps freed memory (see effbench-core's
@@ -73,6 +51,17 @@ fn gelu_tanh(v: f32) -> f32 {
     #[allow(clippy::excessive_precision)]
     const SQRT_TWO_OVER_PI: f32 = 0.79788456080286535587989211986876373;
     0.5 * v * (1.0 + f32::tanh(SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)))
+}
+
+/// `f` over the pairs of `a` and `b` (of equal length; `what` names the op in the panic).
+fn zip_map(a: &[f32], b: &[f32], what: &str, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "{what} operands differ in length");
+    let f = |(&x, &y): (&f32, &f32)| f(x, y);
+    map_into_vec(
+        a.len(),
+        || a.iter().zip(b).map(&f),
+        || a.par_iter().zip(b).with_min_len(TASK_LEN).map(&f),
+    )
 }
 
 /// Collects `serial()` on this thread for short inputs, else `parallel()` written straight into

@@ -257,8 +257,7 @@ impl Blocks for Q8_0 {
 }
 
 /// Scales of a group spanning `BG` blocks into `out[BG / 2]`. `BG` is a constant so that
-/// `slot` folds to shifts and masks: with a run-time span the lane loop's divisions made a
-/// SmolLM2 decode step (one 2-block tail per row) twice as slow.
+/// `slot` folds to shifts and masks (see `with_tail_span`).
 #[inline(always)]
 unsafe fn scales<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *mut __m512i) {
     let mut d16 = [0u16; GROUP];
@@ -412,6 +411,32 @@ unsafe fn transpose_last<F: Blocks, const BG: usize>(p: *const u8, t: usize, out
     }
 }
 
+/// `$call` with `BG`, the span of a row's last group (`$tail_v` vectors: 2, 4, 8 or 16 blocks),
+/// bound as a constant, so each span's code is specialised: with a run-time span `slot`'s
+/// divisions made a SmolLM2 decode step twice as slow.
+macro_rules! with_tail_span {
+    ($tail_v:expr, $call:expr) => {
+        match $tail_v {
+            1 => {
+                const BG: usize = 2;
+                $call
+            }
+            2 => {
+                const BG: usize = 4;
+                $call
+            }
+            4 => {
+                const BG: usize = 8;
+                $call
+            }
+            _ => {
+                const BG: usize = 16;
+                $call
+            }
+        }
+    };
+}
+
 /// How a weight format's rows become the decoded group layout. `ASYM`: whether the format
 /// has an offset per group (`w = d * u + m`), kept in an extra vector.
 pub(crate) trait Rows<const ASYM: bool> {
@@ -437,22 +462,10 @@ impl<F: Blocks> Rows<false> for Ggml<F> {
             let b0 = lay.full * GROUP;
             let (p, t) = (src.add(b0 * F::BLOCK_BYTES), lay.nb - b0);
             let out = out.add(lay.full * fw);
-            #[inline(always)]
-            unsafe fn last<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *mut __m512i) {
+            with_tail_span!(lay.tail_v, {
                 transpose_last::<F, BG>(p, t, out);
                 scales::<F, BG>(p, t, out);
-            }
-            macro_rules! go {
-                ($bg:literal) => {
-                    last::<F, $bg>(p, t, out)
-                };
-            }
-            match lay.tail_v {
-                1 => go!(2),
-                2 => go!(4),
-                4 => go!(8),
-                _ => go!(16),
-            }
+            })
         }
     }
 }
@@ -479,28 +492,10 @@ impl<P: Blocks, const ASYM: bool> Rows<ASYM> for Packed<P, ASYM> {
             let b0 = lay.full * GROUP;
             let t = lay.nb - b0;
             let out = out.add(lay.full * fw);
-            #[inline(always)]
-            unsafe fn last<P: Blocks, const ASYM: bool, const BG: usize>(
-                a: &LArgs,
-                row: *const u8,
-                b0: usize,
-                t: usize,
-                out: *mut __m512i,
-            ) {
+            with_tail_span!(lay.tail_v, {
                 transpose_last::<P, BG>(row.add(b0 * P::BLOCK_BYTES), t, out);
                 packed_scales::<ASYM, BG>(a, row, b0, t, out.add(BG / 2));
-            }
-            macro_rules! go {
-                ($bg:literal) => {
-                    last::<P, ASYM, $bg>(a, row, b0, t, out)
-                };
-            }
-            match lay.tail_v {
-                1 => go!(2),
-                2 => go!(4),
-                4 => go!(8),
-                _ => go!(16),
-            }
+            })
         }
     }
 }
@@ -788,17 +783,12 @@ pub(crate) fn matmul_packed(
     out: &mut [f32],
 ) {
     let kp = PackedFormat::padded_k(k);
-    let kernel: Kernel = match (format.bits(), format.asym()) {
-        (4, false) => rows::<Packed<P4, false>, false>,
-        (4, true) => rows::<Packed<P4, true>, true>,
-        (2, false) => rows::<Packed<P2, false>, false>,
-        (2, true) => rows::<Packed<P2, true>, true>,
+    let (kernel, start): (Kernel, Start) = match (format.bits(), format.asym()) {
+        (4, false) => (rows::<Packed<P4, false>, false>, Start::ZeroPoint(P4::ZERO)),
+        (4, true) => (rows::<Packed<P4, true>, true>, Start::BlockSums),
+        (2, false) => (rows::<Packed<P2, false>, false>, Start::ZeroPoint(P2::ZERO)),
+        (2, true) => (rows::<Packed<P2, true>, true>, Start::BlockSums),
         _ => unreachable!("PackedFormat::new admits 2 or 4 bits"),
-    };
-    let start = match (format.asym(), format.bits()) {
-        (true, _) => Start::BlockSums,
-        (false, 4) => Start::ZeroPoint(P4::ZERO),
-        (false, _) => Start::ZeroPoint(P2::ZERO),
     };
     debug_assert!(
         format.group() >= QK,
