@@ -35,6 +35,13 @@ const ACTS_PER_PASS: usize = 512 << 10;
 /// 512-bit vectors per decoded super-block: 4 of weights, `d * sc`, offsets.
 const DECODED: usize = 6;
 
+/// Activation rows up to which [`rows`] decodes each super-block in registers and uses it
+/// against every activation row ([`row_direct`]), instead of staging decoded rows for the tiles.
+/// At 5 to 8 rows the staging's stores and loads still cost more than they save: on the m-curve
+/// bench at one thread, Q4_K over 5 rows took 1.85x one row through the tiles and 1.41x
+/// direct. Eight accumulators and one decoded super-block (6 vectors) fit the 32 registers.
+const DIRECT_MAX_M: usize = 8;
+
 /// Permutes each 256-element super-block of `qs` into the order the decoded weights use:
 /// 32-bit word `16v + l` takes word `4l + v`.
 pub(crate) fn interleave_acts(qs: &mut [i8]) {
@@ -270,9 +277,13 @@ pub(crate) unsafe fn rows<F: Decode>(a: &KArgs, n0: usize, n1: usize) {
     // tiles the compiler kept all four rows' weight vectors in registers across the activation
     // rows and spilled them (264 instructions per super-block and tile, against 2 x 119 for two
     // 2 x 4 tiles); hiding the pointer from it (`black_box`) put the accumulators on the stack.
-    if a.m <= 4 {
+    if a.m <= DIRECT_MAX_M {
         for r in n0..n1 {
             match a.m {
+                8 => row_direct::<F, 8>(a, r),
+                7 => row_direct::<F, 7>(a, r),
+                6 => row_direct::<F, 6>(a, r),
+                5 => row_direct::<F, 5>(a, r),
                 4 => row_direct::<F, 4>(a, r),
                 3 => row_direct::<F, 3>(a, r),
                 2 => row_direct::<F, 2>(a, r),

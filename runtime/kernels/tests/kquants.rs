@@ -30,7 +30,7 @@ const SHAPES: [(usize, usize); 6] = [
     (7, 256),
 ];
 
-const MS: [usize; 5] = [1, 2, 3, 9, 17];
+const MS: [usize; 6] = [1, 2, 3, 6, 9, 17];
 
 /// Blocks from candle's own quantizer: the scale and min structure real checkpoints have.
 fn candle_weights(dtype: GgmlDType, n: usize, k: usize, rng: &mut StdRng) -> QTensor {
@@ -367,11 +367,17 @@ fn prefill_tiles_at_every_edge() {
 fn results_do_not_depend_on_batch_size_or_thread_count() {
     // The determinism audit: a row's outputs must not change with how many rows share the call
     // (prefill chunking, speculative verification) or with the thread count. On AVX-512, m = 4
-    // decodes weights in registers as it goes, m = 9 through a row buffer, m = 21 takes the
-    // prefill tiles and m = 58 at k = 8960 two passes.
+    // and m = 8 decode weights in registers as they go, m = 9 through a row buffer, m = 21
+    // takes the prefill tiles and m = 58 at k = 8960 two passes.
     let mut rng = StdRng::seed_from_u64(5);
     for (format, _) in FORMATS {
-        for (n, k, m) in [(13, 512, 4), (45, 512, 9), (47, 512, 21), (5, 8960, 58)] {
+        for (n, k, m) in [
+            (13, 512, 4),
+            (15, 512, 8),
+            (45, 512, 9),
+            (47, 512, 21),
+            (5, 8960, 58),
+        ] {
             let w = random_weights(format, n, k, &mut rng);
             let x = random_x(m, k, &mut rng);
             for isa in Isa::available() {

@@ -130,7 +130,7 @@ fn qwen_q4_k_m_chunk_rows_equal_one_token_passes() {
     let next = m
         .encode("if n < 2:\n        return n\n    return fibonacci(n - 1)")
         .unwrap();
-    for k in [2, 5, 9, 16] {
+    for k in [2, 5, 8, 9, 16] {
         let chunk = &next[..k.min(next.len())];
         let capacity = prompt.len() + chunk.len() + 1;
         let mut c = cache(&m.model, capacity);
