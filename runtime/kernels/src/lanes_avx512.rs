@@ -110,6 +110,32 @@ enum Start {
     BlockSums,
 }
 
+/// `$call` with `BG`, a group's span in blocks (`$blocks`: 2, 4, 8 or 16, from
+/// [`group_blocks`]), bound as a constant, so each span's code is specialised: with a run-time
+/// span `slot`'s divisions made a SmolLM2 decode step twice as slow.
+macro_rules! with_group_span {
+    ($blocks:expr, $call:expr) => {
+        match $blocks {
+            2 => {
+                const BG: usize = 2;
+                $call
+            }
+            4 => {
+                const BG: usize = 4;
+                $call
+            }
+            8 => {
+                const BG: usize = 8;
+                $call
+            }
+            _ => {
+                const BG: usize = 16;
+                $call
+            }
+        }
+    };
+}
+
 /// Writes the quantized activations in `scratch` into `scratch.lanes` in the group layout:
 /// per group the quantized vectors, then `d` per lane, then the [`Start`] terms.
 ///
@@ -138,13 +164,7 @@ fn prepare_acts(scratch: &mut Scratch, lay: &Layout, start: Start) {
             let b0 = g * GROUP;
             let t = (lay.nb - b0).min(GROUP);
             let out = &mut row[at..];
-            // Constant spans, so that `slot` folds to shifts and masks.
-            at += match group_blocks(t) {
-                2 => src.group::<2>(b0, t, out),
-                4 => src.group::<4>(b0, t, out),
-                8 => src.group::<8>(b0, t, out),
-                _ => src.group::<16>(b0, t, out),
-            };
+            at += with_group_span!(group_blocks(t), src.group::<BG>(b0, t, out));
         }
     }
 }
@@ -257,7 +277,7 @@ impl Blocks for Q8_0 {
 }
 
 /// Scales of a group spanning `BG` blocks into `out[BG / 2]`. `BG` is a constant so that
-/// `slot` folds to shifts and masks (see `with_tail_span`).
+/// `slot` folds to shifts and masks (see `with_group_span`).
 #[inline(always)]
 unsafe fn scales<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *mut __m512i) {
     let mut d16 = [0u16; GROUP];
@@ -411,32 +431,6 @@ unsafe fn transpose_last<F: Blocks, const BG: usize>(p: *const u8, t: usize, out
     }
 }
 
-/// `$call` with `BG`, the span of a row's last group (`$tail_v` vectors: 2, 4, 8 or 16 blocks),
-/// bound as a constant, so each span's code is specialised: with a run-time span `slot`'s
-/// divisions made a SmolLM2 decode step twice as slow.
-macro_rules! with_tail_span {
-    ($tail_v:expr, $call:expr) => {
-        match $tail_v {
-            1 => {
-                const BG: usize = 2;
-                $call
-            }
-            2 => {
-                const BG: usize = 4;
-                $call
-            }
-            4 => {
-                const BG: usize = 8;
-                $call
-            }
-            _ => {
-                const BG: usize = 16;
-                $call
-            }
-        }
-    };
-}
-
 /// How a weight format's rows become the decoded group layout. `ASYM`: whether the format
 /// has an offset per group (`w = d * u + m`), kept in an extra vector.
 pub(crate) trait Rows<const ASYM: bool> {
@@ -462,7 +456,7 @@ impl<F: Blocks> Rows<false> for Ggml<F> {
             let b0 = lay.full * GROUP;
             let (p, t) = (src.add(b0 * F::BLOCK_BYTES), lay.nb - b0);
             let out = out.add(lay.full * fw);
-            with_tail_span!(lay.tail_v, {
+            with_group_span!(2 * lay.tail_v, {
                 transpose_last::<F, BG>(p, t, out);
                 scales::<F, BG>(p, t, out);
             })
@@ -492,7 +486,7 @@ impl<P: Blocks, const ASYM: bool> Rows<ASYM> for Packed<P, ASYM> {
             let b0 = lay.full * GROUP;
             let t = lay.nb - b0;
             let out = out.add(lay.full * fw);
-            with_tail_span!(lay.tail_v, {
+            with_group_span!(2 * lay.tail_v, {
                 transpose_last::<P, BG>(row.add(b0 * P::BLOCK_BYTES), t, out);
                 packed_scales::<ASYM, BG>(a, row, b0, t, out.add(BG / 2));
             })
