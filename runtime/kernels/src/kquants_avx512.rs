@@ -38,8 +38,9 @@ const DECODED: usize = 6;
 /// Activation rows up to which [`rows`] decodes each super-block in registers and uses it
 /// against every activation row ([`row_direct`]), instead of staging decoded rows for the tiles.
 /// At 5 to 8 rows the staging's stores and loads still cost more than they save: on the m-curve
-/// bench at one thread, Q4_K over 5 rows took 1.85x one row through the tiles and 1.41x
-/// direct. Eight accumulators and one decoded super-block (6 vectors) fit the 32 registers.
+/// bench (`results/m-curve/`), Q4_K over 5 rows took 1.55x / 1.80x one row at 1 / 2 threads
+/// through the tiles and 1.31x / 1.43x direct. Eight accumulators and one decoded super-block
+/// (6 vectors) fit the 32 registers: the eight-row code spills no vector to the stack.
 const DIRECT_MAX_M: usize = 8;
 
 /// Permutes each 256-element super-block of `qs` into the order the decoded weights use:
