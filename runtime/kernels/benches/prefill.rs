@@ -1,6 +1,7 @@
 //! Prefill-shaped matmuls: a 512-row prompt pass (`PREFILL_M`) on the shapes of the models the
 //! project's llama-bench comparison uses, Qwen2.5-Coder-1.5B (Q4_K_M: Q4_K and Q6_K; k = 1536
-//! or 8960) and SmolLM2-135M (Q4_0, Q4_1, Q8_0; k = 576). Throughput is in multiply-accumulates
+//! or 8960) and SmolLM2-135M (Q4_0, Q4_1, Q8_0; k = 576), and Q5_0, which most of
+//! Qwen2.5-Coder-0.5B's Q4_K_M matrices are. Throughput is in multiply-accumulates
 //! (criterion's "elements"), so formats and shapes compare directly.
 //!
 //! Threads: RAYON_NUM_THREADS. `PREFILL_FORMATS=q4_k,q6_k` limits the run to those labels.
@@ -52,6 +53,7 @@ fn bench(c: &mut Criterion) {
         (WeightFormat::Q6_K, GgmlDType::Q6K, "q6_k"),
         (WeightFormat::Q4_0, GgmlDType::Q4_0, "q4_0"),
         (WeightFormat::Q4_1, GgmlDType::Q4_1, "q4_1"),
+        (WeightFormat::Q5_0, GgmlDType::Q5_0, "q5_0"),
         (WeightFormat::Q8_0, GgmlDType::Q8_0, "q8_0"),
     ];
     for (format, dtype, label) in formats {

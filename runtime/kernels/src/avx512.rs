@@ -1,6 +1,7 @@
 //! AVX-512 VNNI kernels: the tile structure of the AVX2 ones (see `x86.rs`), but every vector
 //! holds two consecutive blocks, halving the instructions per multiply-accumulate on cores with
-//! full-width 512-bit units (AMD Zen 5, Intel server cores).
+//! full-width 512-bit units (AMD Zen 5, Intel server cores). The formats of 32-element blocks
+//! take `lanes_avx512.rs` instead unless `EFFBENCH_Q8_LANES=0` (see `LANES_ENV`).
 //!
 //! Lanes 0..8 of a 16-lane accumulator belong to block `b` and lanes 8..16 to block `b + 1`;
 //! the scale vectors are built to match (`[d_b; 8] ++ [d_b+1; 8]`). An odd last block is paired

@@ -1,4 +1,5 @@
-//! Q4_0 and Q8_0 on AVX-512 VNNI: one 32-bit lane per weight block, so that one float
+//! The GGML formats of 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and effbench's packed
+//! formats on AVX-512 VNNI: one 32-bit lane per weight block, so that one float
 //! multiply-add applies the two block scales to a whole block's dot product.
 //!
 //! The kernels in `avx512.rs` hold two blocks per vector, eight lanes each, and so convert
@@ -236,6 +237,8 @@ pub(crate) trait Blocks {
     const ZERO: i32;
     /// Whether both halves `h` come from the same 16 bytes (nibbles).
     const NIBBLES: bool;
+    /// Q5 formats: where in a block the 32-bit word of each element's bit 4 is.
+    const QH: Option<usize> = None;
     /// The 16 bytes half `h` is taken from.
     unsafe fn chunk(p: *const u8, h: usize) -> __m128i;
     /// Bytes from [`chunk`](Self::chunk), shifted down to half `h` if nibbles, to unsigned
@@ -276,26 +279,132 @@ impl Blocks for Q8_0 {
     }
 }
 
-/// Scales of a group spanning `BG` blocks into `out[BG / 2]`. `BG` is a constant so that
-/// `slot` folds to shifts and masks (see `with_group_span`).
+/// Q4_1: f16 `d` and `m`, then Q4_0's nibbles; `w = d * u + m`.
+pub(crate) struct Q4_1;
+impl Blocks for Q4_1 {
+    const BLOCK_BYTES: usize = 20;
+    const ZERO: i32 = 0;
+    const NIBBLES: bool = true;
+    #[inline(always)]
+    unsafe fn chunk(p: *const u8, _h: usize) -> __m128i {
+        _mm_loadu_si128(p.add(4).cast())
+    }
+    #[inline(always)]
+    unsafe fn finish(v: __m512i, h: usize) -> __m512i {
+        Q4_0::finish(v, h)
+    }
+}
+
+/// Q5_0: f16 `d`, a 32-bit `qh` word, Q4_0's nibbles; `w = d * (u - 16)`, bit 4 of element
+/// `i`'s `u` being bit `i` of `qh` ([`high_bits`] adds it).
+pub(crate) struct Q5_0;
+impl Blocks for Q5_0 {
+    const BLOCK_BYTES: usize = 22;
+    const ZERO: i32 = 16;
+    const NIBBLES: bool = true;
+    const QH: Option<usize> = Some(2);
+    #[inline(always)]
+    unsafe fn chunk(p: *const u8, _h: usize) -> __m128i {
+        _mm_loadu_si128(p.add(6).cast())
+    }
+    #[inline(always)]
+    unsafe fn finish(v: __m512i, h: usize) -> __m512i {
+        Q4_0::finish(v, h)
+    }
+}
+
+/// Q5_1: f16 `d` and `m`, `qh`, nibbles; `w = d * u + m`.
+pub(crate) struct Q5_1;
+impl Blocks for Q5_1 {
+    const BLOCK_BYTES: usize = 24;
+    const ZERO: i32 = 0;
+    const NIBBLES: bool = true;
+    const QH: Option<usize> = Some(4);
+    #[inline(always)]
+    unsafe fn chunk(p: *const u8, _h: usize) -> __m128i {
+        _mm_loadu_si128(p.add(8).cast())
+    }
+    #[inline(always)]
+    unsafe fn finish(v: __m512i, h: usize) -> __m512i {
+        Q4_0::finish(v, h)
+    }
+}
+
+/// Adds bit 4 to the decoded nibbles of a Q5 group spanning `BG` blocks, `t` of them at `p`,
+/// from each block's `qh` word at byte `F::QH`. Lane `l` of vector `v` holds elements
+/// `16h + 4j..+4` of its block (see [`slot`]), so it takes bits `16h + 4j..+4` of that word.
 #[inline(always)]
-unsafe fn scales<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *mut __m512i) {
-    let mut d16 = [0u16; GROUP];
-    for (l, d) in d16.iter_mut().enumerate() {
+unsafe fn high_bits<F: Blocks, const BG: usize>(p: *const u8, t: usize, out: *mut __m512i) {
+    let Some(at) = F::QH else { return };
+    let qh = |blk: usize| {
+        p.add(blk * F::BLOCK_BYTES + at)
+            .cast::<u32>()
+            .read_unaligned()
+    };
+    let sixteen = _mm512_set1_epi8(0x10);
+    if BG == GROUP {
+        // A full group's vector v = 4h + j takes bits 4v..4v + 4 of every lane's word: byte
+        // v / 2, nibble v % 2. One shuffle spreads that byte over the lane's four bytes, and a
+        // test against bits 1, 2, 4, 8 (shifted to the nibble) gives each byte its bit.
+        let mut words = [0u32; GROUP];
+        for (l, w) in words.iter_mut().enumerate() {
+            let (blk, _, _) = slot(GROUP, 0, l);
+            if blk < t {
+                *w = qh(blk);
+            }
+        }
+        let words = _mm512_loadu_si512(words.as_ptr().cast());
+        let lane_base = _mm512_set4_epi32(0x0c0c_0c0c, 0x0808_0808, 0x0404_0404, 0);
+        for v in 0..GROUP / 2 {
+            let byte = _mm512_add_epi8(lane_base, _mm512_set1_epi8((v / 2) as i8));
+            let spread = _mm512_shuffle_epi8(words, byte);
+            let bits = _mm512_set1_epi32(0x0804_0201 << (4 * (v % 2)));
+            let high = _mm512_test_epi8_mask(spread, bits);
+            let w = _mm512_load_si512(out.add(v).cast());
+            _mm512_store_si512(out.add(v).cast(), _mm512_mask_add_epi8(w, high, w, sixteen));
+        }
+    } else {
+        for v in 0..BG / 2 {
+            let mut high = 0u64;
+            for l in 0..GROUP {
+                let (blk, h, j) = slot(BG, v, l);
+                if blk < t {
+                    let bits = (qh(blk) >> (16 * h + 4 * j)) & 0xf;
+                    high |= u64::from(bits) << (4 * l);
+                }
+            }
+            let w = _mm512_load_si512(out.add(v).cast());
+            _mm512_store_si512(out.add(v).cast(), _mm512_mask_add_epi8(w, high, w, sixteen));
+        }
+    }
+}
+
+/// Scales of a group spanning `BG` blocks into `out[BG / 2]`, and with `ASYM` the offsets (the
+/// f16 after each scale) into `out[BG / 2 + 1]`. `BG` is a constant so that `slot` folds to
+/// shifts and masks (see `with_group_span`).
+#[inline(always)]
+unsafe fn scales<F: Blocks, const BG: usize, const ASYM: bool>(
+    p: *const u8,
+    t: usize,
+    out: *mut __m512i,
+) {
+    let (mut d16, mut m16) = ([0u16; GROUP], [0u16; GROUP]);
+    for l in 0..GROUP {
         let (blk, _, _) = slot(BG, 0, l);
         if blk < t {
-            *d = p.add(blk * F::BLOCK_BYTES).cast::<u16>().read_unaligned();
+            let at = p.add(blk * F::BLOCK_BYTES);
+            d16[l] = at.cast::<u16>().read_unaligned();
+            if ASYM {
+                m16[l] = at.add(2).cast::<u16>().read_unaligned();
+            }
         }
     }
     let d = _mm512_cvtph_ps(_mm256_loadu_si256(d16.as_ptr().cast()));
     _mm512_store_ps(out.add(BG / 2).cast(), d);
-}
-
-/// A group spanning 16 blocks, `t` of them at `p` (the rest zero), into 9 vectors at `out`.
-#[inline(always)]
-unsafe fn decode_full<F: Blocks>(p: *const u8, t: usize, out: *mut __m512i) {
-    transpose_full::<F>(p, t, out);
-    scales::<F, GROUP>(p, t, out);
+    if ASYM {
+        let m = _mm512_cvtph_ps(_mm256_loadu_si256(m16.as_ptr().cast()));
+        _mm512_store_ps(out.add(BG / 2 + 1).cast(), m);
+    }
 }
 
 /// The 8 vectors of quantized values of a group spanning 16 blocks, `t` of them at `p` (the
@@ -438,19 +547,22 @@ pub(crate) trait Rows<const ASYM: bool> {
     unsafe fn decode_row(a: &LArgs, r: usize, out: *mut __m512i);
 }
 
-/// A GGML block format: each block carries its own scale.
+/// A GGML block format: each block carries its own scale, and with `ASYM` (Q4_1, Q5_1) its
+/// offset.
 struct Ggml<F>(std::marker::PhantomData<F>);
 
-impl<F: Blocks> Rows<false> for Ggml<F> {
+impl<F: Blocks, const ASYM: bool> Rows<ASYM> for Ggml<F> {
     #[inline(always)]
     unsafe fn decode_row(a: &LArgs, r: usize, out: *mut __m512i) {
         let src = a.w.add(r * a.row_bytes);
         let lay = &a.lay;
-        let fw = full_w(false);
+        let fw = full_w(ASYM);
         for g in 0..lay.full {
-            let p = src.add(g * GROUP * F::BLOCK_BYTES);
+            let (p, out) = (src.add(g * GROUP * F::BLOCK_BYTES), out.add(g * fw));
             prefetch_ahead(p, a.prefetch, GROUP * F::BLOCK_BYTES);
-            decode_full::<F>(p, GROUP, out.add(g * fw));
+            transpose_full::<F>(p, GROUP, out);
+            high_bits::<F, GROUP>(p, GROUP, out);
+            scales::<F, GROUP, ASYM>(p, GROUP, out);
         }
         if lay.tail_v > 0 {
             let b0 = lay.full * GROUP;
@@ -458,7 +570,8 @@ impl<F: Blocks> Rows<false> for Ggml<F> {
             let out = out.add(lay.full * fw);
             with_group_span!(2 * lay.tail_v, {
                 transpose_last::<F, BG>(p, t, out);
-                scales::<F, BG>(p, t, out);
+                high_bits::<F, BG>(p, t, out);
+                scales::<F, BG, ASYM>(p, t, out);
             })
         }
     }
@@ -734,8 +847,14 @@ unsafe fn rows<F: Rows<ASYM>, const ASYM: bool>(a: &LArgs, n0: usize, n1: usize)
 
 type Kernel = unsafe fn(&LArgs, usize, usize);
 
-/// `out = x · Wᵀ` for Q4_0 or Q8_0 weights, `scratch` holding the quantized activations.
-/// The caller has checked the sizes and that the CPU has AVX-512 VNNI.
+/// Whether [`matmul`] takes `format`: the GGML formats of 32-element blocks.
+pub(crate) fn takes(format: WeightFormat) -> bool {
+    use WeightFormat::*;
+    matches!(format, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+}
+
+/// `out = x · Wᵀ` for weights of a format [`takes`] admits, `scratch` holding the quantized
+/// activations. The caller has checked the sizes and that the CPU has AVX-512 VNNI.
 pub(crate) fn matmul(
     format: WeightFormat,
     weights: &[u8],
@@ -744,17 +863,21 @@ pub(crate) fn matmul(
     scratch: &mut Scratch,
     out: &mut [f32],
 ) {
-    let (zero, kernel): (i32, Kernel) = match format {
-        WeightFormat::Q4_0 => (Q4_0::ZERO, rows::<Ggml<Q4_0>, false>),
-        WeightFormat::Q8_0 => (Q8_0::ZERO, rows::<Ggml<Q8_0>, false>),
-        _ => unreachable!("only Q4_0 and Q8_0 take the block-per-lane kernel"),
+    let zero = |z| Start::ZeroPoint(z);
+    let (kernel, start, asym): (Kernel, Start, bool) = match format {
+        WeightFormat::Q4_0 => (rows::<Ggml<Q4_0>, false>, zero(Q4_0::ZERO), false),
+        WeightFormat::Q5_0 => (rows::<Ggml<Q5_0>, false>, zero(Q5_0::ZERO), false),
+        WeightFormat::Q8_0 => (rows::<Ggml<Q8_0>, false>, zero(Q8_0::ZERO), false),
+        WeightFormat::Q4_1 => (rows::<Ggml<Q4_1>, true>, Start::BlockSums, true),
+        WeightFormat::Q5_1 => (rows::<Ggml<Q5_1>, true>, Start::BlockSums, true),
+        _ => unreachable!("`takes` admits the formats of 32-element blocks only"),
     };
-    let lay = Layout::new(k / QK, false);
+    let lay = Layout::new(k / QK, asym);
     let row_bytes = (k / QK) * format.block_bytes();
     run(
         kernel,
         lay,
-        Start::ZeroPoint(zero),
+        start,
         weights,
         row_bytes,
         (0, 0),

@@ -1,8 +1,8 @@
 //! Fast CPU matrix multiplication for GGML-quantized weights (Q4_1, Q4_0, Q5_0, Q5_1, Q8_0,
 //! and the K-quants Q4_K and Q6_K, whose 256-element super-blocks have kernels of their own in
-//! `kquants.rs` and, on AVX-512 VNNI, `kquants_avx512.rs`). On AVX-512 VNNI, Q4_0 and Q8_0
-//! take `lanes_avx512.rs`, which lays 16 blocks across one vector's lanes, instead of the
-//! tiles described below (unless `EFFBENCH_Q8_LANES=0`, see [`LANES_ENV`]).
+//! `kquants.rs` and, on AVX-512 VNNI, `kquants_avx512.rs`). On AVX-512 VNNI, the formats of
+//! 32-element blocks take `lanes_avx512.rs`, which lays 16 blocks across one vector's lanes,
+//! instead of the tiles described below (unless `EFFBENCH_Q8_LANES=0`, see [`LANES_ENV`]).
 //!
 //! candle 0.9's CPU path for Q4_1 has no SIMD dot product and multiplies one activation row at
 //! a time, which leaves a small model like SmolLM2-135M an order of magnitude behind llama.cpp.
@@ -228,12 +228,15 @@ fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
     })
 }
 
-/// `EFFBENCH_Q8_LANES=0` turns off the block-per-lane Q4_0/Q8_0 kernel (`lanes_avx512.rs`),
-/// which AVX-512 VNNI machines otherwise run, for the two-blocks-a-vector tiles: to compare
-/// the two on one machine. On the kernel bench (one thread) the lanes kernel takes 1.6-3.2x
-/// less time at m = 512; at m = 1 it is 20-30% faster on Qwen2.5-1.5B's shapes and 5-10%
-/// slower on SmolLM2's smallest. Every output is its row's exact block dot products scaled in
-/// block order either way; they differ in the order of the f32 sums.
+/// `EFFBENCH_Q8_LANES=0` turns off the block-per-lane kernel of the 32-element block formats
+/// (`lanes_avx512.rs`), which AVX-512 VNNI machines otherwise run, for the two-blocks-a-vector
+/// tiles: to compare the two on one machine. On the kernel bench (one thread) the lanes kernel
+/// took 1.6-3.2x less time for Q4_0 and Q8_0 at m = 512; at m = 1 it was 20-30% faster on
+/// Qwen2.5-1.5B's shapes and 5-10% slower on SmolLM2's smallest. For Q4_1 and Q5_0 it took
+/// 2.6-3.4x less time at m = 512 and 40-50% less at m = 5 on the m-curve's matrix, where m = 1
+/// was level, measured in turn with the test suite running beside. Every output is its row's
+/// exact block dot products scaled in block order either way; they differ in the order of the
+/// f32 sums.
 pub const LANES_ENV: &str = "EFFBENCH_Q8_LANES";
 
 /// `EFFBENCH_PREFETCH=BYTES` sets how far ahead of their reads the weight-streaming kernels
@@ -294,12 +297,7 @@ pub fn matmul_with(
         #[cfg(target_arch = "x86_64")]
         _ => {
             scratch.quantize(x, m, k);
-            // The formats llama.cpp's int4 and int8 users run; the other formats keep the
-            // two-blocks-a-vector tiles of `avx512.rs`, which Q4_0 and Q8_0 no longer reach.
-            if isa == Isa::Avx512Vnni
-                && matches!(format, WeightFormat::Q4_0 | WeightFormat::Q8_0)
-                && lanes_enabled()
-            {
+            if isa == Isa::Avx512Vnni && lanes_avx512::takes(format) && lanes_enabled() {
                 lanes_avx512::matmul(format, weights, n, k, scratch, out);
             } else {
                 simd_matmul(isa, format, weights, n, k, scratch, out);

@@ -596,7 +596,7 @@ fn a_rows_outputs_do_not_depend_on_how_many_rows_share_the_call() {
     }
 }
 
-/// The block-per-lane kernels (Q4_0 and Q8_0 on AVX-512 VNNI) group 16 blocks to a vector and
+/// The block-per-lane kernels (every format here, on AVX-512 VNNI) group 16 blocks to a vector and
 /// end a row in a group of 2, 4 or 8 blocks: k of 1, 2, 3, 5, 15, 16, 17, 18, 24 and 33 blocks
 /// leave every kind of last group; m = 7, 9 and 17 partial 8-row activation tiles; n = 700
 /// rows at k = 576 more decoded weight rows than one task keeps at once (256 KB), so a call
@@ -615,7 +615,7 @@ fn block_per_lane_groups_tiles_and_chunks_match_the_reference() {
         }
     }
     cases.push((700, 576, 9));
-    for format in [WeightFormat::Q4_0, WeightFormat::Q8_0] {
+    for format in FORMATS {
         for &(n, k, m) in &cases {
             let w = random_weights(format, n, k, &mut rng);
             let x = random_x(m, k, &mut rng);
