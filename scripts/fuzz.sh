@@ -17,11 +17,13 @@
 #   FUZZ_BUILD_ARGS    extra cargo-fuzz flags for both build and run, e.g. "--dev": an
 #                      unoptimised build compiles in about half the time and runs slower, which
 #                      suits CI's short smoke runs
+#   FUZZ_JOBS          without --runs: how many targets run at once (default 1), each still
+#                      for SECONDS; their output goes to stderr as each one ends
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-    sed -n '3,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -73,9 +75,16 @@ json_escape() {
     printf '%s' "$s"
 }
 
-failed=()
-summary=()
-for t in "${targets[@]}"; do
+jobs="${FUZZ_JOBS:-1}"
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: FUZZ_JOBS must be a positive count" >&2; exit 2; }
+# A campaign's seconds and executions per target are only comparable one target at a time.
+[[ -z "$runs" ]] || jobs=1
+# Each target leaves its summary line (and a mark if it failed) here, read back in order.
+outcomes="$(mktemp -d)"
+trap 'rm -rf "$outcomes"' EXIT
+
+fuzz_one() {
+    local t="$1"
     seeds="fuzz/seeds/$t"
     corpus="fuzz/corpus/$t"
     artifacts="fuzz/artifacts/$t"
@@ -121,7 +130,12 @@ PY
     echo "fuzz.sh: ${command[*]}" >&2
     start=$SECONDS
     status=0
-    "${command[@]}" 2>&1 | tee "$log" >&2 || status=$?
+    if [[ "$jobs" -eq 1 ]]; then
+        "${command[@]}" 2>&1 | tee "$log" >&2 || status=$?
+    else
+        "${command[@]}" >"$log" 2>&1 || status=$?
+        { echo "fuzz.sh: output of $t:"; cat "$log"; } >&2
+    fi
     elapsed=$((SECONDS - start))
     # libFuzzer's last status line: "#N DONE cov: C ft: F corp: U/SIZE ...".
     last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -n 1 || true)
@@ -134,10 +148,10 @@ PY
     line="$t: ${execs:-?} executions in ${elapsed} s, cov ${cov:-?} ft ${ft:-?}, corpus ${corp:-?}"
     if [[ $status -ne 0 ]]; then
         line+=", FAILED (exit $status; input in $artifacts/)"
-        failed+=("$t")
+        touch "$outcomes/$t.failed"
         [[ $crashes -gt 0 ]] || crashes=1
     fi
-    summary+=("$line")
+    echo "$line" >"$outcomes/$t.line"
     if [[ -n "$runs" ]]; then
         mkdir -p results/fuzz
         commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -165,10 +179,31 @@ PY
 EOF
     fi
     rm -f "$log"
-done
+}
 
+for t in "${targets[@]}"; do
+    if [[ "$jobs" -eq 1 ]]; then
+        fuzz_one "$t"
+    else
+        while [[ $(jobs -rp | wc -l) -ge "$jobs" ]]; do
+            wait -n || true
+        done
+        fuzz_one "$t" &
+    fi
+done
+wait
+
+failed=()
 echo >&2
-printf '%s\n' "${summary[@]}"
+for t in "${targets[@]}"; do
+    if [[ -f "$outcomes/$t.line" ]]; then
+        cat "$outcomes/$t.line"
+    else
+        echo "$t: did not finish (see its output above)"
+        touch "$outcomes/$t.failed"
+    fi
+    [[ ! -f "$outcomes/$t.failed" ]] || failed+=("$t")
+done
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "fuzz.sh: crashes in: ${failed[*]} (see docs/fuzzing.md to turn one into a test)" >&2
     exit 1
