@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-    sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -40,6 +40,10 @@ else
     seconds="$2"
 fi
 [[ "$seconds" =~ ^[0-9]+$ ]] || usage
+jobs="${FUZZ_JOBS:-1}"
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: FUZZ_JOBS must be a positive count" >&2; exit 2; }
+# A campaign's seconds and executions per target are only comparable one target at a time.
+[[ -z "$runs" ]] || jobs=1
 
 # The nightly flags cargo-fuzz passes (sanitizers, coverage) are unlocked on stable by this.
 export RUSTC_BOOTSTRAP=1
@@ -75,10 +79,6 @@ json_escape() {
     printf '%s' "$s"
 }
 
-jobs="${FUZZ_JOBS:-1}"
-[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: FUZZ_JOBS must be a positive count" >&2; exit 2; }
-# A campaign's seconds and executions per target are only comparable one target at a time.
-[[ -z "$runs" ]] || jobs=1
 # Each target leaves its summary line (and a mark if it failed) here, read back in order.
 outcomes="$(mktemp -d)"
 trap 'rm -rf "$outcomes"' EXIT
@@ -199,12 +199,12 @@ for t in "${targets[@]}"; do
     if [[ -f "$outcomes/$t.line" ]]; then
         cat "$outcomes/$t.line"
     else
-        echo "$t: did not finish (see its output above)"
+        echo "$t: did not finish (its job stopped before the fuzzer ended)"
         touch "$outcomes/$t.failed"
     fi
     [[ ! -f "$outcomes/$t.failed" ]] || failed+=("$t")
 done
 if [[ ${#failed[@]} -gt 0 ]]; then
-    echo "fuzz.sh: crashes in: ${failed[*]} (see docs/fuzzing.md to turn one into a test)" >&2
+    echo "fuzz.sh: crashes or failures in: ${failed[*]} (see docs/fuzzing.md to turn a crash into a test)" >&2
     exit 1
 fi
