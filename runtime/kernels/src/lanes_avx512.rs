@@ -246,14 +246,21 @@ pub(crate) trait Blocks {
     unsafe fn finish(v: __m512i, h: usize) -> __m512i;
 }
 
-pub(crate) struct Q4_0;
-impl Blocks for Q4_0 {
-    const BLOCK_BYTES: usize = 18;
-    const ZERO: i32 = 8;
+/// A block whose 32 values are 16 nibble bytes at byte `AT` of its `BYTES` (element `i` in byte
+/// `i`'s low nibble, `16 + i` in its high one): `w = d * (u - Z)`, or `d * u + m` where `Z` is 0.
+/// With `QH_AT` > 0, a 32-bit word at that byte holds each element's bit 4 ([`high_bits`] adds
+/// it); no format keeps it at byte 0, where the scale is.
+pub(crate) struct Nibbles<const BYTES: usize, const AT: usize, const Z: i32, const QH_AT: usize>;
+impl<const BYTES: usize, const AT: usize, const Z: i32, const QH_AT: usize> Blocks
+    for Nibbles<BYTES, AT, Z, QH_AT>
+{
+    const BLOCK_BYTES: usize = BYTES;
+    const ZERO: i32 = Z;
     const NIBBLES: bool = true;
+    const QH: Option<usize> = if QH_AT == 0 { None } else { Some(QH_AT) };
     #[inline(always)]
     unsafe fn chunk(p: *const u8, _h: usize) -> __m128i {
-        _mm_loadu_si128(p.add(2).cast())
+        _mm_loadu_si128(p.add(AT).cast())
     }
     #[inline(always)]
     unsafe fn finish(v: __m512i, h: usize) -> __m512i {
@@ -261,6 +268,17 @@ impl Blocks for Q4_0 {
         _mm512_and_si512(v, _mm512_set1_epi8(0x0f))
     }
 }
+
+/// Q4_0: f16 `d`, nibbles; `w = d * (u - 8)`.
+pub(crate) type Q4_0 = Nibbles<18, 2, 8, 0>;
+/// Q4_1: f16 `d` and `m`, nibbles; `w = d * u + m`.
+pub(crate) type Q4_1 = Nibbles<20, 4, 0, 0>;
+/// Q5_0: f16 `d`, `qh`, nibbles; `w = d * (u - 16)`.
+pub(crate) type Q5_0 = Nibbles<22, 6, 16, 2>;
+/// Q5_1: f16 `d` and `m`, `qh`, nibbles; `w = d * u + m`.
+pub(crate) type Q5_1 = Nibbles<24, 8, 0, 4>;
+/// effbench's packed 4-bit blocks: 16 bytes of nibbles alone, the scales kept per group.
+type P4 = Nibbles<16, 0, 8, 0>;
 
 pub(crate) struct Q8_0;
 impl Blocks for Q8_0 {
@@ -276,57 +294,6 @@ impl Blocks for Q8_0 {
     #[inline(always)]
     unsafe fn finish(v: __m512i, _h: usize) -> __m512i {
         _mm512_xor_si512(v, _mm512_set1_epi8(-128))
-    }
-}
-
-/// Q4_1: f16 `d` and `m`, then Q4_0's nibbles; `w = d * u + m`.
-pub(crate) struct Q4_1;
-impl Blocks for Q4_1 {
-    const BLOCK_BYTES: usize = 20;
-    const ZERO: i32 = 0;
-    const NIBBLES: bool = true;
-    #[inline(always)]
-    unsafe fn chunk(p: *const u8, _h: usize) -> __m128i {
-        _mm_loadu_si128(p.add(4).cast())
-    }
-    #[inline(always)]
-    unsafe fn finish(v: __m512i, h: usize) -> __m512i {
-        Q4_0::finish(v, h)
-    }
-}
-
-/// Q5_0: f16 `d`, a 32-bit `qh` word, Q4_0's nibbles; `w = d * (u - 16)`, bit 4 of element
-/// `i`'s `u` being bit `i` of `qh` ([`high_bits`] adds it).
-pub(crate) struct Q5_0;
-impl Blocks for Q5_0 {
-    const BLOCK_BYTES: usize = 22;
-    const ZERO: i32 = 16;
-    const NIBBLES: bool = true;
-    const QH: Option<usize> = Some(2);
-    #[inline(always)]
-    unsafe fn chunk(p: *const u8, _h: usize) -> __m128i {
-        _mm_loadu_si128(p.add(6).cast())
-    }
-    #[inline(always)]
-    unsafe fn finish(v: __m512i, h: usize) -> __m512i {
-        Q4_0::finish(v, h)
-    }
-}
-
-/// Q5_1: f16 `d` and `m`, `qh`, nibbles; `w = d * u + m`.
-pub(crate) struct Q5_1;
-impl Blocks for Q5_1 {
-    const BLOCK_BYTES: usize = 24;
-    const ZERO: i32 = 0;
-    const NIBBLES: bool = true;
-    const QH: Option<usize> = Some(4);
-    #[inline(always)]
-    unsafe fn chunk(p: *const u8, _h: usize) -> __m128i {
-        _mm_loadu_si128(p.add(8).cast())
-    }
-    #[inline(always)]
-    unsafe fn finish(v: __m512i, h: usize) -> __m512i {
-        Q4_0::finish(v, h)
     }
 }
 
@@ -697,22 +664,6 @@ unsafe fn packed_scales<const ASYM: bool, const BG: usize>(
     if ASYM {
         let m = _mm512_cvtph_ps(_mm256_loadu_si256(m16.as_ptr().cast()));
         _mm512_store_ps(out.add(1).cast(), m);
-    }
-}
-
-/// effbench's packed 4-bit blocks: 16 bytes, low nibbles elements 0..16, high nibbles 16..32.
-struct P4;
-impl Blocks for P4 {
-    const BLOCK_BYTES: usize = 16;
-    const ZERO: i32 = 8;
-    const NIBBLES: bool = true;
-    #[inline(always)]
-    unsafe fn chunk(p: *const u8, _h: usize) -> __m128i {
-        _mm_loadu_si128(p.cast())
-    }
-    #[inline(always)]
-    unsafe fn finish(v: __m512i, h: usize) -> __m512i {
-        Q4_0::finish(v, h)
     }
 }
 
