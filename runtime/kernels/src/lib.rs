@@ -44,6 +44,7 @@ mod lanes_avx512;
 mod packed;
 mod q8;
 pub mod reference;
+pub mod softmax;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

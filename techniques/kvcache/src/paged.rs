@@ -190,12 +190,8 @@ impl<E: KvElem> Pool<E> {
                     scores.push(E::dot(qrow, &kp[base + s * hd..base + (s + 1) * hd]) * scale);
                 }
             }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for s in &mut scores {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
+            let max = effbench_kernels::softmax::max(&scores);
+            let sum = effbench_kernels::softmax::exp_shifted_sum(&mut scores, max);
             for (b, &block) in blocks.iter().enumerate() {
                 let first = b * g.block_size;
                 if first >= visible {
