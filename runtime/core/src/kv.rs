@@ -268,8 +268,7 @@ fn masked_softmax_on_cpu(
         for (d, &v) in visible.iter_mut().zip(&src[first..=pos]) {
             *d = v * mul + add;
         }
-        let max = softmax::max(visible);
-        let sum = softmax::exp_shifted_sum(visible, max);
+        let sum = softmax::exp_from_max(visible);
         for d in visible.iter_mut() {
             *d /= sum;
         }
@@ -351,8 +350,7 @@ fn rowwise_attention(
         let mut scores: Vec<f32> = (first..visible)
             .map(|j| dot(qh, &kd[g * ks[0] + j * ks[1]..][..hd]) * scale)
             .collect();
-        let max = effbench_kernels::softmax::max(&scores);
-        let sum = effbench_kernels::softmax::exp_shifted_sum(&mut scores, max);
+        let sum = effbench_kernels::softmax::exp_from_max(&mut scores);
         let inv = 1.0 / sum;
         out.fill(0.0);
         for (j, &p) in (first..).zip(&scores) {

@@ -88,9 +88,7 @@ mod tests {
     use super::*;
 
     fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len as u32)
-            .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 20001) as f32 / 1000.0 - 10.0)
-            .collect()
+        crate::hashed_values(len, seed, -10, 10)
     }
 
     #[test]

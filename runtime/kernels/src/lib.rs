@@ -60,6 +60,16 @@ pub use q8::Scratch;
 
 use q8::QK;
 
+/// `len` test values spread over `lo..=hi` in steps of 0.001 by a multiplicative hash of the
+/// index and `seed`: varied, reproducible, no RNG.
+#[cfg(test)]
+pub(crate) fn hashed_values(len: usize, seed: u32, lo: i32, hi: i32) -> Vec<f32> {
+    let steps = (hi - lo) as u32 * 1000 + 1;
+    (0..len as u32)
+        .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % steps) as f32 / 1000.0 + lo as f32)
+        .collect()
+}
+
 /// Why a matmul was refused. Nothing is written to `out` when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {

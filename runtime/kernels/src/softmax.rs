@@ -36,6 +36,13 @@ pub fn exp_shifted_sum(xs: &mut [f32], shift: f32) -> f32 {
     sum
 }
 
+/// Replaces every `x` with `exp(x - max)`, `max` the largest element, and returns their sum:
+/// a softmax's numerators and denominator, as every attention path computes them.
+pub fn exp_from_max(xs: &mut [f32]) -> f32 {
+    let shift = max(xs);
+    exp_shifted_sum(xs, shift)
+}
+
 #[cfg(target_arch = "x86_64")]
 fn has_avx512f() -> bool {
     is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma")
@@ -125,9 +132,7 @@ mod tests {
     use super::*;
 
     fn scores(len: usize, seed: u32) -> Vec<f32> {
-        (0..len as u32)
-            .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 40001) as f32 / 1000.0 - 30.0)
-            .collect()
+        crate::hashed_values(len, seed, -30, 10)
     }
 
     #[test]
@@ -177,7 +182,7 @@ mod tests {
             let m = max(&xs);
             assert_eq!(m, xs.iter().copied().fold(f32::NEG_INFINITY, f32::max));
             let mut e = xs.clone();
-            let sum = exp_shifted_sum(&mut e, m);
+            let sum = exp_from_max(&mut e);
             let want: Vec<f64> = xs.iter().map(|&x| (x as f64 - m as f64).exp()).collect();
             let want_sum: f64 = want.iter().sum();
             assert!((sum as f64 / want_sum - 1.0).abs() < 1e-5, "sum, len {len}");

@@ -190,8 +190,7 @@ impl<E: KvElem> Pool<E> {
                     scores.push(E::dot(qrow, &kp[base + s * hd..base + (s + 1) * hd]) * scale);
                 }
             }
-            let max = effbench_kernels::softmax::max(&scores);
-            let sum = effbench_kernels::softmax::exp_shifted_sum(&mut scores, max);
+            let sum = effbench_kernels::softmax::exp_from_max(&mut scores);
             for (b, &block) in blocks.iter().enumerate() {
                 let first = b * g.block_size;
                 if first >= visible {
