@@ -48,6 +48,11 @@ fn spec_bench_is_a_run_whose_report_has_every_draft_and_keeps_greedy_output() {
         "2",
         "--ctx",
         "64",
+        // The prefill test is not what this checks: a short one keeps the test quick.
+        "--speed-prompt",
+        "32",
+        "--speed-reps",
+        "1",
         "--json",
         "--out",
         out_dir.to_str().unwrap(),
