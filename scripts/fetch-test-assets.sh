@@ -4,5 +4,6 @@
 # $EFFBENCH_CACHE (default: the user's cache dir). Idempotent: a verified copy is not refetched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p effbench --quiet
-"${CARGO_TARGET_DIR:-target}/release/effbench" fetch smollm2-135m-instruct wikitext-2 mmlu qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct olmes-tasks gemma-3-270m "$@"
+# The test profile's binary, not release: the tests build it anyway, and CI then builds once.
+cargo build -p effbench --quiet
+"${CARGO_TARGET_DIR:-target}/debug/effbench" fetch smollm2-135m-instruct wikitext-2 mmlu qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct olmes-tasks gemma-3-270m "$@"

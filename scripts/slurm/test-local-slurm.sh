@@ -18,8 +18,10 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
     echo "installing slurm-wlm and munge" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null
 fi
-cargo build --release -q -p effbench
-bin="${CARGO_TARGET_DIR:-$repo/target}/release/effbench"
+# The test profile's build, which CI has already made for the tests: a release build here
+# would compile the whole workspace again.
+cargo build -q -p effbench
+bin="${CARGO_TARGET_DIR:-$repo/target}/debug/effbench"
 scripts/fetch-test-assets.sh >/dev/null
 
 work="$(mktemp -d /tmp/effbench-slurm.XXXXXX)"
