@@ -18,11 +18,9 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
     echo "installing slurm-wlm and munge" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null
 fi
-# The test profile's build, which CI has already made for the tests: a release build here
-# would compile the whole workspace again.
-cargo build -q -p effbench
-bin="${CARGO_TARGET_DIR:-$repo/target}/debug/effbench"
+# Builds the test profile's binary (CI has already made it for the tests) and fetches the model.
 scripts/fetch-test-assets.sh >/dev/null
+bin="${CARGO_TARGET_DIR:-$repo/target}/debug/effbench"
 
 work="$(mktemp -d /tmp/effbench-slurm.XXXXXX)"
 host="$(hostname -s)"

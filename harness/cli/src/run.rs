@@ -133,12 +133,20 @@ pub struct SpeedArgs {
     /// Skip the per-technique speed test (then no cost or latency figures).
     #[arg(long)]
     pub no_speed: bool,
-    /// Prompt tokens of the prefill speed test (llama-bench pp).
-    #[arg(long, default_value_t = 512)]
-    pub speed_prompt: usize,
+    #[command(flatten)]
+    pub prefill: PrefillSpeedArgs,
     /// Tokens of the decode speed test (llama-bench tg).
     #[arg(long, default_value_t = 128)]
     pub speed_gen: usize,
+}
+
+/// The prefill test's length and the repetitions of every speed test: `run`'s, and spec-bench's,
+/// whose decode test length is its `-n`.
+#[derive(Args, Clone, Debug)]
+pub struct PrefillSpeedArgs {
+    /// Prompt tokens of the prefill speed test (llama-bench pp).
+    #[arg(long, default_value_t = 512)]
+    pub speed_prompt: usize,
     /// Measured repetitions of each speed test, after a warm-up; medians are reported.
     #[arg(long, default_value_t = 3)]
     pub speed_reps: usize,
@@ -220,9 +228,9 @@ impl From<SpeedArgs> for SpeedConfig {
     fn from(a: SpeedArgs) -> Self {
         Self {
             no_speed: a.no_speed,
-            speed_prompt: a.speed_prompt,
+            speed_prompt: a.prefill.speed_prompt,
             speed_gen: a.speed_gen,
-            speed_reps: a.speed_reps,
+            speed_reps: a.prefill.speed_reps,
         }
     }
 }

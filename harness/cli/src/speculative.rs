@@ -10,6 +10,7 @@ use clap::Args;
 use effbench_eval::run::{views, DecodingConfig};
 
 use crate::common::ModelArgs;
+use crate::run::PrefillSpeedArgs;
 use crate::view::{self, ViewArgs};
 
 #[derive(Args)]
@@ -49,13 +50,8 @@ pub struct SpecBenchArgs {
     top_p: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Prompt tokens of each row's prefill speed test (llama-bench pp).
-    #[arg(long, default_value_t = 512)]
-    speed_prompt: usize,
-    /// Measured repetitions of each row's prefill and the plain row's decode speed test, after a
-    /// warm-up; medians are reported. The speculative timing on the prompts runs once.
-    #[arg(long, default_value_t = 3)]
-    speed_reps: usize,
+    #[command(flatten)]
+    speed: PrefillSpeedArgs,
     #[command(flatten)]
     view: ViewArgs,
 }
@@ -68,8 +64,8 @@ pub fn run(args: SpecBenchArgs) -> Result<()> {
     let techniques = views::speculative_rows(&base, &args.draft, &args.k, args.adaptive)?;
     let mut config = view::config(&args.model, &args.view, techniques);
     config.speed.speed_gen = args.max_tokens;
-    config.speed.speed_prompt = args.speed_prompt;
-    config.speed.speed_reps = args.speed_reps;
+    config.speed.speed_prompt = args.speed.speed_prompt;
+    config.speed.speed_reps = args.speed.speed_reps;
     config.decoding = DecodingConfig {
         kinds: args.prompts,
         per_type: args.per_type,
