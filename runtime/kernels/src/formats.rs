@@ -60,6 +60,15 @@ impl WeightFormat {
         matches!(self, Self::Q4_K | Self::Q6_K)
     }
 
+    /// How the activations' block sums are kept for this format: rounded to f16 as ggml's Q8_1
+    /// for the formats with an offset (llama.cpp folds it in with that sum), exact otherwise.
+    pub(crate) const fn block_sums(self) -> crate::q8::BlockSums {
+        match self {
+            Self::Q4_1 | Self::Q5_1 => crate::q8::BlockSums::GgmlF16,
+            _ => crate::q8::BlockSums::Exact,
+        }
+    }
+
     /// The `z` of formats stored as `value = d * (q - z)` (Q4_0: 8, Q5_0: 16), which ggml and
     /// candle dequantize with one rounding; `None` for the others.
     pub(crate) const fn zero_point(self) -> Option<i32> {

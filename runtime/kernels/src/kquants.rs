@@ -15,7 +15,7 @@
 //!   `ql[64h+l+32]` and bits 6-7. `w = d * sc_j * (q - 32)` with `j = element / 16`.
 //!
 //! Activations are quantized once per call to 8 bits per 256 by ggml's Q8_K rule (the value of
-//! largest magnitude maps to -128; `d8` kept in f32), with `s = d8 * sum(q8)` per 16 elements. Then per super-block, weight row
+//! largest magnitude maps to -127; `d8` kept in f32), with `s = d8 * sum(q8)` per 16 elements. Then per super-block, weight row
 //! `r` and activation row `c`:
 //!
 //! `out += d_r * d8_c * sum_j sc_j * dot(q_j, q8_j) + sum_t off_t * s_t`
@@ -185,15 +185,15 @@ unsafe fn quantize_block_avx2(xs: &[f32], qs: &mut [i8], s: &mut [f32]) -> f32 {
 }
 
 /// The scale `d` and its inverse for a super-block whose largest value is `hi` and smallest `lo`,
-/// by ggml's Q8_K rule (which llama.cpp's figures are computed with): the value of largest
-/// magnitude maps to -128 exactly, so the 8 bits hold 128 steps on its side (its negation would
-/// be +128, clamped to 127). A tie between `hi` and `-lo` takes `hi`.
+/// by ggml's Q8_K rule (which llama.cpp's figures are computed with, both its reference
+/// quantizer and its x86 repacked one): the value of largest magnitude maps to -127, so no value
+/// needs clamping. A tie between `hi` and `-lo` takes `hi`; either gives the same products.
 fn q8k_scale(hi: f32, lo: f32) -> (f32, f32) {
     let max = if hi >= -lo { hi } else { lo };
     if max == 0.0 {
         return (0.0, 0.0);
     }
-    let id = -128.0 / max;
+    let id = -127.0 / max;
     (1.0 / id, id)
 }
 

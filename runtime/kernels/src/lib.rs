@@ -58,7 +58,7 @@ pub use formats::WeightFormat;
 pub use packed::{dequantize_packed, matmul_packed_reference, PackedFormat};
 pub use q8::Scratch;
 
-use q8::QK;
+use q8::{BlockSums, QK};
 
 /// `len` test values spread over `lo..=hi` in steps of 0.001 by a multiplicative hash of the
 /// index and `seed`: varied, reproducible, no RNG.
@@ -302,12 +302,12 @@ pub fn matmul_with(
     }
     match isa {
         Isa::Scalar => {
-            scratch.quantize_scalar(x, m, k);
+            scratch.quantize_scalar(x, m, k, format.block_sums());
             reference::matmul_quantized(format, weights, n, k, scratch, out);
         }
         #[cfg(target_arch = "x86_64")]
         _ => {
-            scratch.quantize(x, m, k);
+            scratch.quantize(x, m, k, format.block_sums());
             if isa == Isa::Avx512Vnni && lanes_avx512::takes(format) && lanes_enabled() {
                 lanes_avx512::matmul(format, weights, n, k, scratch, out);
             } else {
@@ -598,12 +598,12 @@ pub fn matmul_packed_with(
     let xs = padded.as_deref().unwrap_or(x);
     match isa {
         Isa::Scalar => {
-            scratch.quantize_scalar(xs, m, kp);
+            scratch.quantize_scalar(xs, m, kp, BlockSums::Exact);
             packed::matmul_quantized(format, weights, n, k, scratch, out);
         }
         #[cfg(target_arch = "x86_64")]
         _ => {
-            scratch.quantize(xs, m, kp);
+            scratch.quantize(xs, m, kp, BlockSums::Exact);
             // Groups of 16 keep the tiles of `packed.rs`: two scales per block do not fit the
             // block-per-lane layout.
             if isa == Isa::Avx512Vnni && format.group() >= QK && lanes_enabled() {

@@ -290,6 +290,7 @@ pub fn matmul_packed_reference(
         &pad_x(x, m, k).unwrap_or_else(|| x.to_vec()),
         m,
         PackedFormat::padded_k(k),
+        crate::q8::BlockSums::Exact,
     );
     matmul_quantized(format, weights, n, k, &scratch, out);
     Ok(())

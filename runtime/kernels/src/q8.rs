@@ -1,9 +1,17 @@
 //! Activation quantization to 8-bit blocks (ggml's Q8_1 semantics, our own memory layout).
 //!
-//! Each block of 32 activations becomes `q = round_ties_even(x / d)` with `d = amax / 127`, plus
-//! `s = d * sum(q)`, the term that lets a weight format with an offset (`value = d*q + m`) fold
-//! the offset into one multiply per block. Unlike ggml we keep `d` and `s` in f32: it costs the
-//! kernel no conversion and removes the f16 rounding of the scale from the error budget.
+//! Each block of 32 activations becomes `q = round_ties_even(x * (127 / amax))`, with the scale
+//! `d = amax / 127` rounded to f16 (as ggml's Q8_0/Q8_1 blocks store it; kept in f32 so the
+//! kernels convert nothing), and `s = d * sum(q)`, the term that lets a weight format with an
+//! offset (`value = d*q + m`) fold the offset into one multiply per block. That is ggml's x86
+//! rule to the bit (its reciprocal, its rounding, its f16 scale), so every 8-bit activation and
+//! scale equals the one llama.cpp computes from the same input. Keeping `d` in full f32 and
+//! quantizing by `1 / d` instead moved 8-window perplexity by up to 0.5% against
+//! `llama-perplexity`: a few roundings flip and small models amplify them
+//! (`results/peer-perplexity-ggml-rounding/`).
+//!
+//! `s` is kept one of two ways ([`BlockSums`]): exactly, or rounded to f16 as ggml's Q8_1 does
+//! for the formats whose offset llama.cpp folds in with it (Q4_1, Q5_1).
 //!
 //! The scalar and SIMD quantizers produce bit-identical blocks (same reciprocal, same IEEE
 //! multiply, same ties-to-even rounding), so the only difference between the SIMD kernels and
@@ -15,6 +23,18 @@ pub(crate) const ROW_GROUP: usize = 4;
 
 /// Elements per quantization block, the same for every format in this crate.
 pub(crate) const QK: usize = 32;
+
+/// How a block's `s = d * sum(q)` is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockSums {
+    /// `d * sum(q)` exactly (an f16 `d` times a sum of at most 12 bits fits f32's mantissa), so
+    /// an offset folded in through `s` gives what the integer zero point gives: Q4_0 and Q5_0,
+    /// whose `-8d` / `-16d` the tile kernels fold in that way, and our own packed formats.
+    Exact,
+    /// Rounded to f16 from the unrounded `d`, as ggml's Q8_1 stores it: for Q4_1 and Q5_1,
+    /// whose offset llama.cpp folds in with that f16 sum.
+    GgmlF16,
+}
 
 /// Reusable buffer for the quantized activations of one matmul call.
 ///
@@ -75,30 +95,30 @@ impl Scratch {
     }
 
     /// Quantizes `x` (`m` rows of `k`), choosing the fastest quantizer this CPU supports.
-    pub(crate) fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
+    pub(crate) fn quantize(&mut self, x: &[f32], m: usize, k: usize, sums: BlockSums) {
         self.reset(m, k);
         #[cfg(target_arch = "x86_64")]
         if crate::x86::has_avx2() {
             for row in 0..m {
                 // SAFETY: AVX2/FMA/F16C were detected at runtime just above.
-                unsafe { self.quantize_row_avx2(x, row) };
+                unsafe { self.quantize_row_avx2(x, row, sums) };
             }
             return;
         }
         for row in 0..m {
-            self.quantize_row_scalar(x, row);
+            self.quantize_row_scalar(x, row, sums);
         }
     }
 
     /// Portable quantizer; also what the reference kernels use.
-    pub(crate) fn quantize_scalar(&mut self, x: &[f32], m: usize, k: usize) {
+    pub(crate) fn quantize_scalar(&mut self, x: &[f32], m: usize, k: usize, sums: BlockSums) {
         self.reset(m, k);
         for row in 0..m {
-            self.quantize_row_scalar(x, row);
+            self.quantize_row_scalar(x, row, sums);
         }
     }
 
-    fn quantize_row_scalar(&mut self, x: &[f32], row: usize) {
+    fn quantize_row_scalar(&mut self, x: &[f32], row: usize, sums: BlockSums) {
         let k = self.k;
         let src = &x[row * k..(row + 1) * k];
         let (kp, nbp) = (self.kp(), self.nbp);
@@ -109,21 +129,20 @@ impl Scratch {
             .enumerate()
         {
             let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let (d, id) = scale(amax);
             let mut sum = 0i32;
             for (q, &v) in qs.iter_mut().zip(xs) {
                 *q = (v * id).round_ties_even() as i8;
                 sum += *q as i32;
             }
             self.d[row * nbp + b] = d;
-            self.s[s_index(nbp, row, b)] = d * sum as f32;
+            self.s[s_index(nbp, row, b)] = block_sum(amax, d, sum, sums);
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn quantize_row_avx2(&mut self, x: &[f32], row: usize) {
+    unsafe fn quantize_row_avx2(&mut self, x: &[f32], row: usize, sums: BlockSums) {
         use std::arch::x86_64::*;
         let k = self.k;
         let src = &x[row * k..(row + 1) * k];
@@ -151,8 +170,7 @@ impl Scratch {
             let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
             let m1 = _mm_max_ss(m2, _mm_movehdup_ps(m2));
             let amax = _mm_cvtss_f32(m1);
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let (d, id) = scale(amax);
             let vid = _mm256_set1_ps(id);
             // The default MXCSR rounding is to nearest, ties to even: same as the scalar path.
             let q0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, vid));
@@ -171,12 +189,123 @@ impl Scratch {
             let packed = _mm256_permutevar8x32_epi32(packed, unshuffle);
             _mm256_storeu_si256(qs.as_mut_ptr().cast(), packed);
             self.d[row * nbp + b] = d;
-            self.s[s_index(nbp, row, b)] = d * sum as f32;
+            self.s[s_index(nbp, row, b)] = block_sum(amax, d, sum, sums);
         }
+    }
+}
+
+/// A block's scale `d` (at f16 precision) and the multiplier that quantizes it, for a block whose
+/// largest magnitude is `amax`. ggml multiplies by `127 / amax` rather than `1 / d`; the two differ
+/// in the last bit often enough to flip roundings.
+fn scale(amax: f32) -> (f32, f32) {
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    (to_f16_precision(amax / 127.0), id)
+}
+
+/// A block's `s = d * sum(q)`, from its `amax`, its f16-precision scale `d` and `sum(q)`.
+fn block_sum(amax: f32, d: f32, sum: i32, sums: BlockSums) -> f32 {
+    match sums {
+        BlockSums::Exact => d * sum as f32,
+        BlockSums::GgmlF16 => to_f16_precision(amax / 127.0 * sum as f32),
+    }
+}
+
+/// `v` rounded to the nearest f16, except beyond f16's range (|v| > 65504, activations above
+/// about 8.3 million), where ggml's block would hold infinity and NaN the output; there `v` stays
+/// as it is.
+fn to_f16_precision(v: f32) -> f32 {
+    let h = half::f16::from_f32(v);
+    if h.is_finite() {
+        h.to_f32()
+    } else {
+        v
     }
 }
 
 /// Index of row `c`, block `b` in `Scratch::s` for `nbp` (padded) blocks per row.
 pub(crate) fn s_index(nbp: usize, c: usize, b: usize) -> usize {
     ((c / ROW_GROUP) * nbp + b) * ROW_GROUP + c % ROW_GROUP
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ggml's x86 quantizer, written out from its source (`quantize_row_q8_0`/`_q8_1` in
+    /// `ggml-cpu/arch/x86/quants.c`): one block's values, `d` and `s` (Q8_1's f16 sum).
+    fn ggml_block(xs: &[f32]) -> ([i8; QK], f32, f32) {
+        let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut q = [0i8; QK];
+        let mut sum = 0i32;
+        for (q, &v) in q.iter_mut().zip(xs) {
+            *q = (v * id).round_ties_even() as i8;
+            sum += i32::from(*q);
+        }
+        let f16 = |v: f32| half::f16::from_f32(v).to_f32();
+        (q, f16(d), f16(d * sum as f32))
+    }
+
+    /// A block maximum and a value below it that `x * (127 / amax)` and `x * (1 / (amax / 127))`
+    /// round to different integers.
+    fn value_that_tells_the_rules_apart() -> (f32, f32) {
+        for i in 0..1000 {
+            let amax = 1.0 + i as f32 / 997.0;
+            let (new_id, old_id) = (127.0 / amax, 1.0 / (amax / 127.0));
+            for q in 0..126 {
+                let mid = (q as f32 + 0.5) / new_id;
+                for j in 0..8u32 {
+                    for x in [
+                        f32::from_bits(mid.to_bits() + j),
+                        f32::from_bits(mid.to_bits() - j),
+                    ] {
+                        if (x * new_id).round_ties_even() != (x * old_id).round_ties_even() {
+                            return (amax, x);
+                        }
+                    }
+                }
+            }
+        }
+        panic!("no value tells the two rules apart");
+    }
+
+    #[test]
+    fn blocks_are_ggml_blocks_to_the_bit() {
+        let (m, k) = (64, 4 * QK);
+        let mut state = 0x9e37_79b9_u32;
+        let mut x: Vec<f32> = (0..m * k)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 8) as f32 / (1 << 24) as f32 * 6.0 - 3.0
+            })
+            .collect();
+        // The rule is only tested where it matters: the first block gets a value that rounds
+        // differently when multiplied by `1 / d`, the rule this quantizer used before.
+        let (amax, flip) = value_that_tells_the_rules_apart();
+        x[0] = amax;
+        x[1] = flip;
+        // The rest of the block below 1, so `amax` (at least 1) is its maximum.
+        x[2..QK].iter_mut().for_each(|v| *v /= 4.0);
+        for sums in [BlockSums::Exact, BlockSums::GgmlF16] {
+            let (mut simd, mut scalar) = (Scratch::new(), Scratch::new());
+            simd.quantize(&x, m, k, sums);
+            scalar.quantize_scalar(&x, m, k, sums);
+            for s in [&simd, &scalar] {
+                for (i, xs) in x.chunks_exact(QK).enumerate() {
+                    let (row, b) = (i / (k / QK), i % (k / QK));
+                    let (q, d, s_ggml) = ggml_block(xs);
+                    let at = row * s.kp() + b * QK;
+                    assert_eq!(&s.qs[at..at + QK], &q[..], "block {i}");
+                    assert_eq!(s.d[row * s.nbp + b], d, "block {i}");
+                    let sum: i32 = q.iter().map(|&q| i32::from(q)).sum();
+                    let want = match sums {
+                        BlockSums::Exact => d * sum as f32,
+                        BlockSums::GgmlF16 => s_ggml,
+                    };
+                    assert_eq!(s.s[s_index(s.nbp, row, b)], want, "block {i}");
+                }
+            }
+        }
+    }
 }

@@ -24,7 +24,7 @@ pub fn matmul(
         crate::kquants::matmul_scalar(format, weights, n, k, &scratch.kacts, out);
         return Ok(());
     }
-    scratch.quantize_scalar(x, m, k);
+    scratch.quantize_scalar(x, m, k, format.block_sums());
     matmul_quantized(format, weights, n, k, &scratch, out);
     Ok(())
 }

@@ -119,15 +119,12 @@ fn exact(wf: &[f32], off: &[f64], n: usize, k: usize, x: &[f32], m: usize) -> Ex
             let (wr, or) = (&wf[r * k..(r + 1) * k], &off[r * k..(r + 1) * k]);
             let (mut v, mut bound, mut mag) = (0f64, 0f64, 0f64);
             for ((wb, ob), xb) in wr.chunks(256).zip(or.chunks(256)).zip(xr.chunks(256)) {
-                // ggml's Q8_K rule: d8 = amax / 128 with the largest-magnitude value at -128, so
-                // each activation is rounded to the nearest multiple of d8 (error <= d8 / 2),
-                // except that values near amax on the other side would round to +128 and are
-                // clamped to 127 (error <= d8).
+                // ggml's Q8_K rule: d8 = amax / 127 with the largest-magnitude value at -127, so
+                // each activation is rounded to the nearest multiple of d8 (error <= d8 / 2).
                 let amax = xb.iter().fold(0f32, |a, &v| a.max(v.abs())) as f64;
-                let d8 = amax / 128.0;
-                for (&wi, &xi) in wb.iter().zip(xb) {
-                    let clamped = (xi as f64).abs() > amax * 127.0 / 128.0;
-                    bound += (wi as f64).abs() * d8 * if clamped { 1.0 } else { 0.5 };
+                let d8 = amax / 127.0;
+                for &wi in wb {
+                    bound += (wi as f64).abs() * d8 * 0.5;
                 }
                 for ((&wi, &oi), &xi) in wb.iter().zip(ob).zip(xb) {
                     v += wi as f64 * xi as f64;
