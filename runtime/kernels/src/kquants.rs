@@ -119,7 +119,7 @@ fn quantize_block_scalar(xs: &[f32], qs: &mut [i8], s: &mut [f32]) -> f32 {
     for ((x16, q16), s) in xs.chunks_exact(QS).zip(qs.chunks_exact_mut(QS)).zip(s) {
         let mut sum = 0i32;
         for (q, &v) in q16.iter_mut().zip(x16) {
-            *q = ((v * id).round_ties_even() as i32).min(127) as i8;
+            *q = (v * id).round_ties_even() as i8;
             sum += *q as i32;
         }
         *s = d * sum as f32;
@@ -151,7 +151,6 @@ unsafe fn quantize_block_avx2(xs: &[f32], qs: &mut [i8], s: &mut [f32]) -> f32 {
         reduce(lo, |a, b| _mm_min_ps(a, b)),
     );
     let vid = _mm256_set1_ps(id);
-    let top = _mm256_set1_epi32(127);
     // packs_epi32/packs_epi16 interleave 128-bit lanes; this puts them back in order.
     let unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     let hsum = |v: __m256i| {
@@ -159,13 +158,9 @@ unsafe fn quantize_block_avx2(xs: &[f32], qs: &mut [i8], s: &mut [f32]) -> f32 {
         let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
         _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b01)))
     };
-    // Round to nearest, ties to even (the default MXCSR mode), as the scalar path.
-    let quant = |q: *const f32| {
-        _mm256_min_epi32(
-            _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q), vid)),
-            top,
-        )
-    };
+    // Round to nearest, ties to even (the default MXCSR mode), as the scalar path. With the
+    // largest magnitude at 127 no product rounds past 127, so nothing is clamped.
+    let quant = |q: *const f32| _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q), vid));
     let dst = qs.as_mut_ptr();
     for g in 0..QK_K / 32 {
         let q = p.add(32 * g);
